@@ -1,0 +1,50 @@
+# Shardline: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+GO ?= go
+export SHARDLINE_REQUIRE_EMULATORS ?= 1
+
+.PHONY: all deps emulators emulators-stop test test-unit vet demo bench clean
+
+all: test
+
+# Tools and servers: Node packages pinned by package-lock.json; Java only if absent.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: node_modules/.installed
+	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+	@command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev; }
+	$(GO) mod download
+
+emulators: deps
+	scripts/emulators.sh start
+
+emulators-stop:
+	scripts/emulators.sh stop
+
+vet:
+	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -short -race ./...
+
+# The full suite: unit and integration tests against the emulators, with the
+# race detector. The emulators are stopped whatever the outcome.
+test: deps vet
+	scripts/emulators.sh restart
+	set -o pipefail; status=0; \
+	$(GO) test -race -count=1 -timeout 12m ./... 2>&1 | tee .run/test.log || status=$$?; \
+	scripts/emulators.sh stop; \
+	passed=$$(grep -c -- '^--- PASS\|^ok ' .run/test.log || true); \
+	exit $$status
+
+demo: deps
+	scripts/emulators.sh restart
+	status=0; $(GO) run ./examples/demo || status=$$?; scripts/emulators.sh stop; exit $$status
+
+clean:
+	scripts/emulators.sh stop || true
+	rm -rf .run

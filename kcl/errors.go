@@ -1,0 +1,60 @@
+package kcl
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Errors returned by Shardline wrap them, so test with
+// errors.Is.
+var (
+	// ErrInvalidConfig reports a configuration refused at construction.
+	ErrInvalidConfig = errors.New("shardline: invalid configuration")
+	// ErrLeaseLost reports a checkpoint or lease write refused because
+	// another worker now holds the lease (or it expired).
+	ErrLeaseLost = errors.New("shardline: lease lost")
+	// ErrInvalidCheckpoint reports a checkpoint position before the last
+	// checkpoint or after the last delivered record, or malformed.
+	ErrInvalidCheckpoint = errors.New("shardline: invalid checkpoint position")
+	// ErrStreamNotFound reports a stream that does not exist.
+	ErrStreamNotFound = errors.New("shardline: stream not found")
+	// ErrTableNotFound reports a lease table that does not exist.
+	ErrTableNotFound = errors.New("shardline: lease table not found")
+	// ErrShutdown reports an operation refused because the worker is shutting
+	// down or has stopped.
+	ErrShutdown = errors.New("shardline: worker shut down")
+	// ErrThrottled reports a request the service throttled.
+	ErrThrottled = errors.New("shardline: throttled")
+)
+
+// ShardError attaches the shard and the operation to an error.
+type ShardError struct {
+	// ShardID is the shard concerned.
+	ShardID string
+	// Op names the operation, such as "checkpoint" or "get records".
+	Op string
+	// Err is the cause.
+	Err error
+}
+
+// Error implements error.
+func (e *ShardError) Error() string {
+	return fmt.Sprintf("shardline: shard %s: %s: %v", e.ShardID, e.Op, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ShardError) Unwrap() error { return e.Err }
+
+// ProcessorPanicError is the error recorded when a processor panics. The
+// batch is retried like after any other processor error.
+type ProcessorPanicError struct {
+	// Value is what the processor panicked with.
+	Value any
+	// Stack is the goroutine's stack at the panic.
+	Stack []byte
+}
+
+// Error implements error.
+func (e *ProcessorPanicError) Error() string {
+	return fmt.Sprintf("shardline: processor panicked: %v", e.Value)
+}

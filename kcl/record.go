@@ -1,0 +1,106 @@
+package kcl
+
+import (
+	"fmt"
+	"time"
+)
+
+// Record is one user record as delivered to a [RecordProcessor]. It is
+// Shardline's own type, independent of the AWS SDK.
+type Record struct {
+	// Data is the record's payload. The slice belongs to the processor.
+	Data []byte
+	// PartitionKey is the key the producer used to pick the shard.
+	PartitionKey string
+	// SequenceNumber is the Kinesis sequence number of the (possibly
+	// aggregated) Kinesis record this user record came from.
+	SequenceNumber string
+	// SubSequenceNumber is the index of this user record inside a KPL
+	// aggregate; 0 for plain records.
+	SubSequenceNumber int64
+	// ApproximateArrivalTimestamp is when Kinesis accepted the record.
+	ApproximateArrivalTimestamp time.Time
+	// ExplicitHashKey is the hash key the producer set, if any.
+	ExplicitHashKey string
+	// Aggregated reports whether the record was unpacked from a KPL aggregate.
+	Aggregated bool
+}
+
+// Position returns the record's extended sequence number.
+func (r Record) Position() ExtendedSequenceNumber {
+	return ExtendedSequenceNumber{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
+}
+
+// InitialPositionType names where a shard with no checkpoint starts.
+type InitialPositionType int
+
+const (
+	// PositionLatest starts after the newest record (the zero value, as in the
+	// Java KCL).
+	PositionLatest InitialPositionType = iota
+	// PositionTrimHorizon starts at the oldest retained record.
+	PositionTrimHorizon
+	// PositionAtTimestamp starts at the first record that arrived at or after
+	// InitialPosition.Timestamp.
+	PositionAtTimestamp
+)
+
+// String returns the name the lease table uses for the position.
+func (t InitialPositionType) String() string {
+	switch t {
+	case PositionLatest:
+		return SentinelLatest
+	case PositionTrimHorizon:
+		return SentinelTrimHorizon
+	case PositionAtTimestamp:
+		return SentinelAtTimestamp
+	}
+	return fmt.Sprintf("InitialPositionType(%d)", int(t))
+}
+
+// InitialPosition is where a shard without a checkpoint starts.
+type InitialPosition struct {
+	// Type selects the position.
+	Type InitialPositionType
+	// Timestamp is used with PositionAtTimestamp only.
+	Timestamp time.Time
+}
+
+// StartAtTrimHorizon returns the position of the oldest retained record.
+func StartAtTrimHorizon() InitialPosition { return InitialPosition{Type: PositionTrimHorizon} }
+
+// StartAtLatest returns the position after the newest record.
+func StartAtLatest() InitialPosition { return InitialPosition{Type: PositionLatest} }
+
+// StartAtTimestamp returns the position of the first record that arrived at
+// or after t.
+func StartAtTimestamp(t time.Time) InitialPosition {
+	return InitialPosition{Type: PositionAtTimestamp, Timestamp: t}
+}
+
+// Validate reports a position that cannot be used.
+func (p InitialPosition) Validate() error {
+	switch p.Type {
+	case PositionLatest, PositionTrimHorizon:
+		return nil
+	case PositionAtTimestamp:
+		if p.Timestamp.IsZero() {
+			return fmt.Errorf("%w: AT_TIMESTAMP initial position needs a timestamp", ErrInvalidConfig)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown initial position type %d", ErrInvalidConfig, int(p.Type))
+}
+
+// Sequence returns the sentinel that stands for p in the lease table.
+func (p InitialPosition) Sequence() ExtendedSequenceNumber {
+	return ExtendedSequenceNumber{SequenceNumber: p.Type.String()}
+}
+
+// String describes the position.
+func (p InitialPosition) String() string {
+	if p.Type == PositionAtTimestamp {
+		return SentinelAtTimestamp + "(" + p.Timestamp.UTC().Format(time.RFC3339Nano) + ")"
+	}
+	return p.Type.String()
+}

@@ -1,0 +1,156 @@
+// Package lease holds the shard lease model, the [Store] that keeps leases
+// (a DynamoDB table in production, memory in unit tests) and the [Manager]
+// that renews, takes and balances leases among the workers of an
+// application.
+//
+// Every write is conditional. A lease carries a counter that every write
+// increments and every write is conditioned on, so a worker acting on a stale
+// view of a lease (because another worker took it, or an operator reset it)
+// is refused with an error that matches [ErrConflict].
+//
+// Expiry is never judged from clocks stored in the table: a worker remembers
+// when, by its own monotonic clock, it last saw each lease's counter change,
+// and considers the lease expired once the counter has stood still for the
+// lease duration. Workers with skewed clocks therefore agree.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// Lease is one shard's row in the lease table.
+type Lease struct {
+	// Key is the shard ID (attribute leaseKey).
+	Key string
+	// Owner is the worker ID holding the lease; empty when nobody does.
+	Owner string
+	// Counter increases with every write (attribute leaseCounter).
+	Counter int64
+	// Checkpoint is the last position processed (attributes checkpoint and
+	// checkpointSubSequenceNumber).
+	Checkpoint kcl.ExtendedSequenceNumber
+	// PendingCheckpoint is a prepared two-phase checkpoint; zero if none.
+	PendingCheckpoint kcl.ExtendedSequenceNumber
+	// PendingCheckpointState is the application state stored with the
+	// pending checkpoint.
+	PendingCheckpointState []byte
+	// OwnerSwitchesSinceCheckpoint counts owner changes since the checkpoint
+	// last moved.
+	OwnerSwitchesSinceCheckpoint int64
+	// ParentShardIDs are the shards this one continues (after a split or
+	// merge).
+	ParentShardIDs []string
+	// ChildShardIDs are the shards that continue this one, known once it ended.
+	ChildShardIDs []string
+	// StartingHashKey and EndingHashKey bound the shard's hash key range.
+	StartingHashKey, EndingHashKey string
+}
+
+// Clone returns a deep copy of l.
+func (l Lease) Clone() Lease {
+	l.PendingCheckpointState = slices.Clone(l.PendingCheckpointState)
+	l.ParentShardIDs = slices.Clone(l.ParentShardIDs)
+	l.ChildShardIDs = slices.Clone(l.ChildShardIDs)
+	return l
+}
+
+// Finished reports whether the shard was processed to its end.
+func (l Lease) Finished() bool { return l.Checkpoint.IsShardEnd() }
+
+// Worker is a worker's presence row: the worker writes it periodically so
+// that the others can count live workers, including those holding no lease.
+type Worker struct {
+	// ID is the worker ID.
+	ID string
+	// Heartbeat increases with every write.
+	Heartbeat int64
+	// Leases is the number of leases the worker held at its last heartbeat
+	// (informational).
+	Leases int
+}
+
+// Errors returned by stores. Test with errors.Is.
+var (
+	// ErrConflict reports a conditional write refused because the lease
+	// changed since it was read (counter or owner differ) or already exists.
+	ErrConflict = errors.New("lease: conditional write refused")
+	// ErrNotFound reports a lease that does not exist.
+	ErrNotFound = errors.New("lease: not found")
+)
+
+// ConflictError is the error a store returns for a refused conditional
+// write. It matches [ErrConflict] and, when the lease had changed owner,
+// kcl.ErrLeaseLost.
+type ConflictError struct {
+	// Op is the store operation ("renew", "take", ...).
+	Op string
+	// Key is the lease key.
+	Key string
+	// Current is the lease as stored when the write was refused, if the store
+	// could tell; nil when the lease is gone.
+	Current *Lease
+}
+
+// Error implements error.
+func (e *ConflictError) Error() string {
+	if e.Current == nil {
+		return fmt.Sprintf("lease: %s %s: conditional write refused (lease missing)", e.Op, e.Key)
+	}
+	return fmt.Sprintf("lease: %s %s: conditional write refused (now owner %q counter %d)",
+		e.Op, e.Key, e.Current.Owner, e.Current.Counter)
+}
+
+// Is makes errors.Is(err, ErrConflict) and errors.Is(err, kcl.ErrLeaseLost) true.
+func (e *ConflictError) Is(target error) bool {
+	return target == ErrConflict || target == kcl.ErrLeaseLost
+}
+
+// Store keeps leases. Implementations: [DynamoStore] and [MemoryStore]; the
+// conformance suite in storetest runs against both.
+//
+// Every method that writes a lease is conditional on the lease's Counter
+// (and, where it says so, Owner) being what the caller passes in, increments
+// Counter, and returns the lease as now stored. A refused write returns a
+// *[ConflictError].
+type Store interface {
+	// EnsureTable creates the table if it is missing and waits until it can
+	// be used. Safe when many workers call it at once.
+	EnsureTable(ctx context.Context) error
+	// List returns every lease, read consistently, sorted by Key.
+	List(ctx context.Context) ([]Lease, error)
+	// Get returns one lease or an error matching ErrNotFound.
+	Get(ctx context.Context, key string) (Lease, error)
+	// Create stores a new lease with the given fields (Counter as given,
+	// usually 0). Refused if the key exists.
+	Create(ctx context.Context, l Lease) error
+	// Renew increments the counter; conditional on Owner and Counter.
+	Renew(ctx context.Context, l Lease) (Lease, error)
+	// Take sets the owner to newOwner; conditional on Owner and Counter (so it
+	// works on unowned, expired and stolen leases alike). It increments
+	// OwnerSwitchesSinceCheckpoint when the owner changes.
+	Take(ctx context.Context, l Lease, newOwner string) (Lease, error)
+	// Release removes the owner; conditional on Owner and Counter.
+	Release(ctx context.Context, l Lease) (Lease, error)
+	// UpdateCheckpoint stores l.Checkpoint, l.PendingCheckpoint,
+	// l.PendingCheckpointState and l.OwnerSwitchesSinceCheckpoint;
+	// conditional on Owner and Counter.
+	UpdateCheckpoint(ctx context.Context, l Lease) (Lease, error)
+	// UpdateShardInfo stores l.ChildShardIDs, l.ParentShardIDs and the hash
+	// key range; conditional on Counter only (any worker may record lineage).
+	UpdateShardInfo(ctx context.Context, l Lease) (Lease, error)
+	// Delete removes the lease; conditional on Counter.
+	Delete(ctx context.Context, l Lease) error
+
+	// Heartbeat writes the worker's presence row, incrementing its Heartbeat.
+	// It is conditional on the row being absent or owned by w.ID.
+	Heartbeat(ctx context.Context, w Worker) (Worker, error)
+	// ListWorkers returns every presence row.
+	ListWorkers(ctx context.Context) ([]Worker, error)
+	// DeleteWorker removes a presence row; conditional on its Heartbeat.
+	DeleteWorker(ctx context.Context, w Worker) error
+}
