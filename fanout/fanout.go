@@ -1,0 +1,58 @@
+// Package fanout gets records out of Kinesis for one shard at a time, in
+// either of the two ways AWS offers: shared throughput (GetRecords polling,
+// [Poller]) and, later, enhanced fan-out (SubscribeToShard). Both yield the
+// same [Batch] type, so the worker does not care which one is used.
+package fanout
+
+import (
+	"context"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// Batch is one fetch result for a shard.
+type Batch struct {
+	// Records are in sequence order, already filtered so that none is at or
+	// before the start position.
+	Records []kcl.Record
+	// MillisBehindLatest is how far behind the tip of the shard the read was.
+	MillisBehindLatest int64
+	// ShardEnded is true on the last batch of a closed shard: every record of
+	// the shard has been delivered (this batch's records included).
+	ShardEnded bool
+	// ChildShardIDs lists the shards continuing a closed shard (with ShardEnded).
+	ChildShardIDs []string
+	// Gap, when true, reports that the start position had already been
+	// trimmed by the stream's retention: reading resumed at TRIM_HORIZON and
+	// records between the checkpoint and the first record here were lost.
+	Gap bool
+}
+
+// StartPosition is where a shard read begins: after a checkpoint, or at an
+// initial position when the shard has none.
+type StartPosition struct {
+	// After is the checkpoint; records at or before it are not delivered. A
+	// sentinel (TRIM_HORIZON, LATEST, AT_TIMESTAMP) or zero means "use
+	// Initial".
+	After kcl.ExtendedSequenceNumber
+	// Initial applies when After is not a real sequence number.
+	Initial kcl.InitialPosition
+}
+
+// Source opens readers on shards of one stream.
+type Source interface {
+	// Open starts reading shardID from start. The returned Reader is owned by
+	// the caller, who must Close it.
+	Open(ctx context.Context, shardID string, start StartPosition) (Reader, error)
+}
+
+// Reader yields the batches of one shard in order.
+type Reader interface {
+	// Next blocks until a batch is ready or ctx ends. After a batch with
+	// ShardEnded it returns an error matching io.EOF. Errors other than
+	// ctx's, io.EOF and kcl.ErrStreamNotFound are retried internally with
+	// backoff and never surface.
+	Next(ctx context.Context) (Batch, error)
+	// Close stops reading and waits for the reader's goroutines to end.
+	Close() error
+}
