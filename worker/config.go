@@ -1,0 +1,209 @@
+package worker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+)
+
+// Config configures a [Worker]. Zero fields take the defaults documented on
+// each; [New] validates the whole and refuses anything unusable.
+type Config struct {
+	// StreamName is the Kinesis stream to consume. Either StreamName or
+	// StreamARN is required.
+	StreamName string
+	// StreamARN identifies the stream by ARN instead of by name.
+	StreamARN string
+	// ApplicationName names the consuming application. Required. Workers with
+	// the same application name share the work.
+	ApplicationName string
+	// TableName is the DynamoDB lease table. Default: ApplicationName.
+	TableName string
+	// WorkerID identifies this worker in the lease table. Default: the host
+	// name and a random suffix.
+	WorkerID string
+
+	// Kinesis is the Kinesis client; a *kinesis.Client satisfies it.
+	// Required.
+	Kinesis fanout.KinesisAPI
+	// DynamoDB is the DynamoDB client for the lease table; a
+	// *dynamodb.Client satisfies it. Required unless LeaseStore is set.
+	DynamoDB lease.DynamoDBAPI
+	// LeaseStore replaces the DynamoDB lease table (for tests).
+	LeaseStore lease.Store
+
+	// ProcessorFactory makes one processor per shard lease. Required.
+	ProcessorFactory kcl.ProcessorFactory
+	// InitialPosition is where shards with no checkpoint start. Default:
+	// LATEST, as in the Java KCL.
+	InitialPosition kcl.InitialPosition
+
+	// LeaseDuration is how long a lease stays valid without renewal.
+	// Default 10s; at least 1s.
+	LeaseDuration time.Duration
+	// RenewInterval is how often held leases are renewed. Default:
+	// LeaseDuration/3; must be below LeaseDuration/2.
+	RenewInterval time.Duration
+	// TakeInterval is how often the worker looks for leases to take.
+	// Default: RenewInterval.
+	TakeInterval time.Duration
+	// ShardSyncInterval is how often the shard list is compared with the
+	// lease table. Default 60s.
+	ShardSyncInterval time.Duration
+
+	// MaxRecords caps the records of one GetRecords call (1 to 10000).
+	// Default 10000.
+	MaxRecords int
+	// IdleTimeBetweenReads is the pause after a GetRecords call that
+	// returned nothing new. Default 1s (5 calls/s per shard are shared by all
+	// consumers of a stream).
+	IdleTimeBetweenReads time.Duration
+	// PrefetchBatches bounds the batches fetched ahead of the processor per
+	// shard. Default 3.
+	PrefetchBatches int
+	// PrefetchBytes bounds the bytes fetched ahead of the processor per
+	// shard. Default 16 MiB.
+	PrefetchBytes int
+
+	// RetryInitialInterval is the first wait before a failed batch is
+	// delivered again. Default 200ms.
+	RetryInitialInterval time.Duration
+	// RetryMaxInterval caps the wait between deliveries of a failing batch.
+	// Default 30s. A failing batch is retried until it succeeds, the lease is
+	// lost or the worker shuts down: records are never skipped.
+	RetryMaxInterval time.Duration
+
+	// CallProcessorOnEmptyBatches makes the worker call ProcessRecords with
+	// empty batches too (useful for time-based checkpointing).
+	CallProcessorOnEmptyBatches bool
+
+	// Logger receives structured logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.TableName == "" {
+		c.TableName = c.ApplicationName
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "worker"
+		}
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.WorkerID = host + "-" + hex.EncodeToString(b[:])
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = 10 * time.Second
+	}
+	if c.RenewInterval == 0 {
+		c.RenewInterval = c.LeaseDuration / 3
+	}
+	if c.TakeInterval == 0 {
+		c.TakeInterval = c.RenewInterval
+	}
+	if c.ShardSyncInterval == 0 {
+		c.ShardSyncInterval = time.Minute
+	}
+	if c.MaxRecords == 0 {
+		c.MaxRecords = 10000
+	}
+	if c.IdleTimeBetweenReads == 0 {
+		c.IdleTimeBetweenReads = time.Second
+	}
+	if c.PrefetchBatches == 0 {
+		c.PrefetchBatches = 3
+	}
+	if c.PrefetchBytes == 0 {
+		c.PrefetchBytes = 16 << 20
+	}
+	if c.RetryInitialInterval == 0 {
+		c.RetryInitialInterval = 200 * time.Millisecond
+	}
+	if c.RetryMaxInterval == 0 {
+		c.RetryMaxInterval = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if c.StreamName == "" && c.StreamARN == "" {
+		bad("StreamName or StreamARN is required")
+	}
+	if c.StreamARN != "" && !strings.HasPrefix(c.StreamARN, "arn:") {
+		bad("StreamARN %q is not an ARN", c.StreamARN)
+	}
+	if c.ApplicationName == "" {
+		bad("ApplicationName is required")
+	}
+	if n := len(c.TableName); n < 3 || n > 255 || !validTableName(c.TableName) {
+		bad("TableName %q is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)", c.TableName)
+	}
+	if c.Kinesis == nil {
+		bad("Kinesis client is required")
+	}
+	if c.DynamoDB == nil && c.LeaseStore == nil {
+		bad("DynamoDB client (or LeaseStore) is required")
+	}
+	if c.ProcessorFactory == nil {
+		bad("ProcessorFactory is required")
+	}
+	if err := c.InitialPosition.Validate(); err != nil {
+		bad("%v", err)
+	}
+	if c.LeaseDuration < time.Second {
+		bad("LeaseDuration %v is below 1s", c.LeaseDuration)
+	}
+	if c.RenewInterval <= 0 || c.RenewInterval*2 >= c.LeaseDuration {
+		bad("RenewInterval %v must be positive and below half of LeaseDuration %v", c.RenewInterval, c.LeaseDuration)
+	}
+	if c.TakeInterval <= 0 {
+		bad("TakeInterval %v must be positive", c.TakeInterval)
+	}
+	if c.ShardSyncInterval < time.Second {
+		bad("ShardSyncInterval %v is below 1s", c.ShardSyncInterval)
+	}
+	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
+		bad("MaxRecords %d is outside 1..10000", c.MaxRecords)
+	}
+	if c.IdleTimeBetweenReads < 0 {
+		bad("IdleTimeBetweenReads %v is negative", c.IdleTimeBetweenReads)
+	}
+	if c.PrefetchBatches < 1 {
+		bad("PrefetchBatches %d is below 1", c.PrefetchBatches)
+	}
+	if c.PrefetchBytes < 1<<20 {
+		bad("PrefetchBytes %d is below 1 MiB (one GetRecords call can return 10 MiB)", c.PrefetchBytes)
+	}
+	if c.RetryInitialInterval <= 0 || c.RetryMaxInterval < c.RetryInitialInterval {
+		bad("retry intervals %v..%v are not a positive range", c.RetryInitialInterval, c.RetryMaxInterval)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", kcl.ErrInvalidConfig, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func validTableName(s string) bool {
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
