@@ -1,0 +1,195 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// ErrExpired is the cause of a lost handle whose renewals failed for too long.
+var ErrExpired = errors.New("lease: not renewed in time")
+
+// ErrReleased is the cause of a handle given up with Release.
+var ErrReleased = errors.New("lease: released")
+
+// Handle is a lease this worker holds. Writes through a handle are
+// serialized, so renewals and checkpoints never race on the counter.
+type Handle struct {
+	m   *Manager
+	key string // immutable
+
+	wmu sync.Mutex // serializes writes to the lease
+
+	smu       sync.Mutex // guards the fields below
+	lease     Lease
+	renewedAt time.Time // when the last successful write was sent
+	timer     *time.Timer
+	lost      chan struct{}
+	lostErr   error
+}
+
+// Key returns the lease key (the shard ID).
+func (h *Handle) Key() string { return h.key }
+
+// Lease returns the lease as last written by this worker.
+func (h *Handle) Lease() Lease {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return h.lease.Clone()
+}
+
+// Lost returns a channel closed when the lease is no longer held: taken by
+// another worker, not renewed in time, or released.
+func (h *Handle) Lost() <-chan struct{} { return h.lost }
+
+// Err returns why the handle was lost, or nil while it is held. The error
+// matches kcl.ErrLeaseLost unless the lease was released on purpose
+// (ErrReleased).
+func (h *Handle) Err() error {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return h.lostErr
+}
+
+func (h *Handle) isLost() bool {
+	select {
+	case <-h.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// deadline is when this worker must stop acting on the lease: the lease
+// duration after the last successful write was sent, less a safety margin.
+// Other workers cannot consider it expired before that.
+func (h *Handle) deadlineLocked() time.Time {
+	return h.renewedAt.Add(h.m.cfg.LeaseDuration - h.m.margin)
+}
+
+// armLocked (re)starts the expiry timer. h.smu or the manager's lock that
+// publishes h must be held.
+func (h *Handle) armLocked() {
+	d := time.Until(h.deadlineLocked())
+	if h.timer == nil {
+		h.timer = time.AfterFunc(d, h.expire)
+		return
+	}
+	h.timer.Reset(d)
+}
+
+func (h *Handle) expire() {
+	h.smu.Lock()
+	late := !time.Now().Before(h.deadlineLocked())
+	h.smu.Unlock()
+	if !late {
+		return // renewed meanwhile; the timer was re-armed
+	}
+	h.m.log.Warn("lease not renewed in time; stopping the shard", "shard", h.Key())
+	h.markLost(fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired))
+	h.m.forget(h)
+}
+
+// markLost closes Lost once and records why. It takes only h's own lock.
+func (h *Handle) markLost(err error) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if h.lostErr != nil {
+		return
+	}
+	h.lostErr = err
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	close(h.lost)
+}
+
+// write performs one conditional write under the handle's write lock.
+func (h *Handle) write(ctx context.Context, op func(context.Context, Lease) (Lease, error)) (Lease, error) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	h.smu.Lock()
+	if h.lostErr != nil {
+		err := h.lostErr
+		h.smu.Unlock()
+		if errors.Is(err, ErrReleased) {
+			return Lease{}, fmt.Errorf("%w: %w", kcl.ErrLeaseLost, err)
+		}
+		return Lease{}, err
+	}
+	if !time.Now().Before(h.deadlineLocked()) {
+		h.smu.Unlock()
+		err := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired)
+		h.markLost(err)
+		h.m.forget(h)
+		return Lease{}, err
+	}
+	cur := h.lease.Clone()
+	h.smu.Unlock()
+
+	sent := time.Now()
+	nl, err := op(ctx, cur)
+	if err != nil {
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			h.markLost(err)
+			h.m.forget(h)
+		}
+		return Lease{}, err
+	}
+	h.smu.Lock()
+	h.lease = nl
+	if h.lostErr == nil {
+		h.renewedAt = sent
+		h.armLocked()
+	}
+	h.smu.Unlock()
+	return nl.Clone(), nil
+}
+
+func (h *Handle) renew(ctx context.Context) {
+	_, err := h.write(ctx, h.m.store.Renew)
+	if err != nil && ctx.Err() == nil {
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			h.m.log.Info("lease lost to another worker", "shard", h.Key(), "err", err)
+		} else if !errors.Is(err, kcl.ErrLeaseLost) {
+			h.m.log.Warn("lease renewal failed; will retry", "shard", h.Key(), "err", err)
+		}
+	}
+}
+
+// UpdateCheckpoint applies edit to a copy of the lease and stores the
+// checkpoint fields conditionally. If the lease was lost, it fails with an
+// error matching kcl.ErrLeaseLost and writes nothing.
+func (h *Handle) UpdateCheckpoint(ctx context.Context, edit func(*Lease)) (Lease, error) {
+	return h.write(ctx, func(ctx context.Context, l Lease) (Lease, error) {
+		edit(&l)
+		return h.m.store.UpdateCheckpoint(ctx, l)
+	})
+}
+
+// UpdateShardInfo applies edit to a copy of the lease and stores its lineage
+// fields conditionally.
+func (h *Handle) UpdateShardInfo(ctx context.Context, edit func(*Lease)) (Lease, error) {
+	return h.write(ctx, func(ctx context.Context, l Lease) (Lease, error) {
+		edit(&l)
+		return h.m.store.UpdateShardInfo(ctx, l)
+	})
+}
+
+// Release gives the lease up so that another worker can take it at once.
+// The handle is lost afterwards (with ErrReleased).
+func (h *Handle) Release(ctx context.Context) error {
+	_, err := h.write(ctx, h.m.store.Release)
+	if err == nil {
+		h.markLost(ErrReleased)
+		h.m.forget(h)
+		h.m.log.Info("lease released", "shard", h.Key())
+	}
+	return err
+}

@@ -1,0 +1,349 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// ManagerConfig configures a [Manager].
+type ManagerConfig struct {
+	// Store keeps the leases. Required.
+	Store Store
+	// WorkerID is this worker's ID. Required.
+	WorkerID string
+	// LeaseDuration is how long a lease stays valid without renewal.
+	LeaseDuration time.Duration
+	// RenewInterval is how often held leases are renewed (< LeaseDuration/2).
+	RenewInterval time.Duration
+	// TakeInterval is how often the table is scanned for leases to take and
+	// for expired leases.
+	TakeInterval time.Duration
+	// OnAcquired is called (from the manager's goroutine; it must not block)
+	// for every lease the manager takes.
+	OnAcquired func(*Handle)
+	// Logger receives logs; default slog.Default().
+	Logger *slog.Logger
+	// Rand seeds tie-breaking; default a random seed.
+	Rand *rand.Rand
+}
+
+// Manager renews the leases a worker holds and takes more when the worker
+// holds less than its share. It writes the worker's presence row so that
+// workers holding nothing are counted too.
+//
+// A held lease is represented by a [Handle]. The handle is lost (its Lost
+// channel closes) when a renewal is refused because another worker took the
+// lease, or when renewals failed for so long that the lease could be expiring
+// in other workers' eyes: processing must stop before others may start.
+type Manager struct {
+	cfg    ManagerConfig
+	store  Store
+	log    *slog.Logger
+	margin time.Duration
+
+	mu       sync.Mutex
+	held     map[string]*Handle
+	observed map[string]observation // lease key -> last counter change seen
+	workers  map[string]observation // worker ID -> last heartbeat change seen
+	hb       Worker
+	rnd      *rand.Rand
+
+	wg         sync.WaitGroup
+	stopRenew  context.CancelFunc
+	stopTake   context.CancelFunc
+	takeDone   chan struct{}
+	renewDone  chan struct{}
+	takeWakeup chan struct{}
+}
+
+type observation struct {
+	counter int64
+	owner   string
+	at      time.Time
+}
+
+// NewManager returns a manager; it does nothing until Start.
+func NewManager(cfg ManagerConfig) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if cfg.OnAcquired == nil {
+		cfg.OnAcquired = func(*Handle) {}
+	}
+	return &Manager{
+		cfg:        cfg,
+		store:      cfg.Store,
+		log:        cfg.Logger,
+		margin:     cfg.LeaseDuration / 10,
+		held:       map[string]*Handle{},
+		observed:   map[string]observation{},
+		workers:    map[string]observation{},
+		hb:         Worker{ID: cfg.WorkerID},
+		rnd:        cfg.Rand,
+		takeWakeup: make(chan struct{}, 1),
+	}
+}
+
+// Start writes the presence row and starts the renewal and taking loops. The
+// first taking round waits one TakeInterval so that workers started together
+// see each other before they divide the leases.
+func (m *Manager) Start(ctx context.Context) error {
+	if err := m.heartbeat(ctx); err != nil {
+		return err
+	}
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	tctx, tcancel := context.WithCancel(ctx)
+	m.stopRenew, m.stopTake = rcancel, tcancel
+	m.renewDone, m.takeDone = make(chan struct{}), make(chan struct{})
+	m.wg.Add(2)
+	go func() {
+		defer m.wg.Done()
+		defer close(m.renewDone)
+		m.renewLoop(rctx)
+	}()
+	go func() {
+		defer m.wg.Done()
+		defer close(m.takeDone)
+		m.takeLoop(tctx)
+	}()
+	return nil
+}
+
+// WakeTaker makes the taking loop run a round now (for example after a shard
+// sync created leases).
+func (m *Manager) WakeTaker() {
+	select {
+	case m.takeWakeup <- struct{}{}:
+	default:
+	}
+}
+
+// StopTaking stops the taking loop and waits for it. Held leases keep being
+// renewed.
+func (m *Manager) StopTaking() {
+	if m.stopTake == nil {
+		return
+	}
+	m.stopTake()
+	<-m.takeDone
+}
+
+// Close stops both loops, waits for them, and removes the presence row. Held
+// leases are not released: call Release on each handle first for a graceful
+// hand-over.
+func (m *Manager) Close(ctx context.Context) error {
+	if m.stopRenew == nil {
+		return nil
+	}
+	m.StopTaking()
+	m.stopRenew()
+	m.wg.Wait()
+	m.mu.Lock()
+	hb := m.hb
+	for _, h := range m.held {
+		h.markLost(errors.New("lease manager closed"))
+	}
+	m.mu.Unlock()
+	if err := m.store.DeleteWorker(ctx, hb); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// Held returns the handles of the leases currently held.
+func (m *Manager) Held() []*Handle {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Handle, 0, len(m.held))
+	for _, h := range m.held {
+		out = append(out, h)
+	}
+	return out
+}
+
+func (m *Manager) heartbeat(ctx context.Context) error {
+	m.mu.Lock()
+	hb := m.hb
+	hb.Leases = len(m.held)
+	m.mu.Unlock()
+	nhb, err := m.store.Heartbeat(ctx, hb)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.hb = nhb
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) renewLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.RenewInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.renewAll(ctx)
+		if err := m.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("presence heartbeat failed", "worker", m.cfg.WorkerID, "err", err)
+		}
+	}
+}
+
+// renewAll renews every held lease, a bounded number at a time.
+func (m *Manager) renewAll(ctx context.Context) {
+	hs := m.Held()
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			h.renew(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+func (m *Manager) takeLoop(ctx context.Context) {
+	first := time.NewTimer(m.cfg.TakeInterval)
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C:
+	case <-m.takeWakeup:
+	}
+	for {
+		if err := m.takeRound(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("lease taking round failed", "worker", m.cfg.WorkerID, "err", err)
+		}
+		// Jitter the period by up to ±10% so workers do not scan in lockstep.
+		d := m.cfg.TakeInterval
+		m.mu.Lock()
+		d += time.Duration((m.rnd.Float64()*0.2 - 0.1) * float64(d))
+		m.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-m.takeWakeup:
+			t.Stop()
+		}
+	}
+}
+
+// takeRound scans the table, updates what it observed and takes leases
+// according to PlanTakes.
+func (m *Manager) takeRound(ctx context.Context) error {
+	leases, err := m.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	workers, err := m.store.ListWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}}
+
+	m.mu.Lock()
+	seen := make(map[string]bool, len(leases))
+	for _, l := range leases {
+		seen[l.Key] = true
+		o, ok := m.observed[l.Key]
+		if !ok || o.counter != l.Counter || o.owner != l.Owner {
+			o = observation{counter: l.Counter, owner: l.Owner, at: now}
+			m.observed[l.Key] = o
+		}
+		if l.Owner != "" && now.Sub(o.at) >= m.cfg.LeaseDuration {
+			if h := m.held[l.Key]; h == nil || h.isLost() {
+				view.Expired[l.Key] = true
+			}
+		}
+	}
+	for k := range m.observed {
+		if !seen[k] {
+			delete(m.observed, k)
+		}
+	}
+	var stale []Worker
+	wseen := map[string]bool{}
+	for _, w := range workers {
+		wseen[w.ID] = true
+		o, ok := m.workers[w.ID]
+		if !ok || o.counter != w.Heartbeat {
+			o = observation{counter: w.Heartbeat, at: now}
+			m.workers[w.ID] = o
+		}
+		age := now.Sub(o.at)
+		if age < m.cfg.LeaseDuration || w.ID == m.cfg.WorkerID {
+			view.LiveWorkers = append(view.LiveWorkers, w.ID)
+		} else if age > 6*m.cfg.LeaseDuration {
+			stale = append(stale, w)
+		}
+	}
+	for id := range m.workers {
+		if !wseen[id] {
+			delete(m.workers, id)
+		}
+	}
+	plan := PlanTakes(view, m.rnd)
+	m.mu.Unlock()
+
+	for _, w := range stale {
+		if err := m.store.DeleteWorker(ctx, w); err == nil {
+			m.log.Info("removed presence row of a long-dead worker", "dead_worker", w.ID)
+		}
+	}
+	for _, l := range plan.Take {
+		m.take(ctx, l, "take")
+	}
+	for _, l := range plan.Steal {
+		m.take(ctx, l, "steal")
+	}
+	return nil
+}
+
+func (m *Manager) take(ctx context.Context, l Lease, why string) {
+	start := time.Now()
+	nl, err := m.store.Take(ctx, l, m.cfg.WorkerID)
+	if err != nil {
+		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
+			m.log.Warn("taking lease failed", "shard", l.Key, "err", err)
+		}
+		return
+	}
+	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{})}
+	m.mu.Lock()
+	if old := m.held[nl.Key]; old != nil {
+		old.markLost(errors.New("lease taken again"))
+	}
+	m.held[nl.Key] = h
+	m.observed[nl.Key] = observation{counter: nl.Counter, owner: nl.Owner, at: start}
+	h.armLocked()
+	m.mu.Unlock()
+	m.log.Info("lease acquired", "shard", nl.Key, "how", why, "previous_owner", l.Owner, "counter", nl.Counter)
+	m.cfg.OnAcquired(h)
+}
+
+func (m *Manager) forget(h *Handle) {
+	m.mu.Lock()
+	if m.held[h.key] == h {
+		delete(m.held, h.key)
+	}
+	m.mu.Unlock()
+}
