@@ -12,6 +12,15 @@
 // when, by its own monotonic clock, it last saw each lease's counter change,
 // and considers the lease expired once the counter has stood still for the
 // lease duration. Workers with skewed clocks therefore agree.
+//
+// Besides one row per shard, the lease table holds one presence row per
+// worker (see [Store.Heartbeat]) under the leaseKey "shardline:worker:<ID>",
+// with leaseOwner the worker ID, leaseCounter its heartbeat and
+// shardlineWorkerLeases the number of leases it held. [IsWorkerKey] tells
+// them apart; [Store.List] never returns them, and the lease methods refuse
+// their keys with [ErrInvalidArgument]. The Java KCL would read such rows as
+// leases of unknown shards: do not share a table with it while Shardline
+// workers run.
 package lease
 
 import (

@@ -1,0 +1,791 @@
+package lease
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// Attribute names of the lease table. They are those of the Java KCL 2.x, so
+// that either library reads a table the other wrote.
+const (
+	attrLeaseKey          = "leaseKey"
+	attrLeaseOwner        = "leaseOwner"
+	attrLeaseCounter      = "leaseCounter"
+	attrCheckpoint        = "checkpoint"
+	attrCheckpointSub     = "checkpointSubSequenceNumber"
+	attrPending           = "pendingCheckpoint"
+	attrPendingSub        = "pendingCheckpointSubSequenceNumber"
+	attrPendingState      = "pendingCheckpointState"
+	attrOwnerSwitches     = "ownerSwitchesSinceCheckpoint"
+	attrParentShardIDs    = "parentShardId"
+	attrChildShardIDs     = "childShardIds"
+	attrStartingHashKey   = "startingHashKey"
+	attrEndingHashKey     = "endingHashKey"
+	attrWorkerLeaseNumber = "shardlineWorkerLeases" // presence rows only
+)
+
+// DynamoStore is the [Store] kept in a DynamoDB table laid out like the
+// lease table of the Java KCL 2.x: hash key leaseKey (a string), on-demand
+// billing, and the attribute names of the Java library, so that an
+// application moving from it keeps its checkpoints. Attributes it does not
+// know are ignored on reading and left alone on writing.
+//
+// Every write is a conditional write, fenced by leaseCounter (and leaseOwner
+// where the [Store] method says so); a refusal is a *[ConflictError] whose
+// Current is the item as stored. Operations on a missing table fail with an
+// error matching kcl.ErrTableNotFound, throttling that outlasted the SDK's
+// retries with one matching kcl.ErrThrottled. Empty strings are not stored:
+// an empty Owner, checkpoint or hash key is an absent attribute, as are empty
+// shard ID sets and an empty pending checkpoint state.
+//
+// A DynamoStore is safe for concurrent use.
+type DynamoStore struct {
+	client       DynamoDBAPI
+	table        string
+	log          *slog.Logger
+	pollInterval time.Duration
+	scanLimit    int32 // items per Scan page; 0 lets DynamoDB choose
+}
+
+var _ Store = (*DynamoStore)(nil)
+
+// DynamoOption configures a [DynamoStore]. An option refuses a bad value by
+// returning an error; [NewDynamoStore] then fails.
+type DynamoOption func(*DynamoStore) error
+
+// WithDynamoLogger sets the logger (default: discard). The store logs table
+// creation and decoding problems.
+func WithDynamoLogger(l *slog.Logger) DynamoOption {
+	return func(s *DynamoStore) error {
+		if l == nil {
+			return fmt.Errorf("%w: lease: nil logger", kcl.ErrInvalidConfig)
+		}
+		s.log = l
+		return nil
+	}
+}
+
+// WithDynamoTablePollInterval sets how often EnsureTable asks DynamoDB
+// whether a new table is ACTIVE yet (default 250ms).
+func WithDynamoTablePollInterval(d time.Duration) DynamoOption {
+	return func(s *DynamoStore) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: lease: table poll interval %v is not positive", kcl.ErrInvalidConfig, d)
+		}
+		s.pollInterval = d
+		return nil
+	}
+}
+
+// NewDynamoStore returns a store on the given table, reached through client
+// (usually a *dynamodb.Client). It does not contact DynamoDB; call
+// EnsureTable to create the table if needed. Errors match
+// kcl.ErrInvalidConfig.
+func NewDynamoStore(client DynamoDBAPI, table string, opts ...DynamoOption) (*DynamoStore, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: lease: nil DynamoDB client", kcl.ErrInvalidConfig)
+	}
+	if table == "" {
+		return nil, fmt.Errorf("%w: lease: empty table name", kcl.ErrInvalidConfig)
+	}
+	s := &DynamoStore{
+		client:       client,
+		table:        table,
+		log:          slog.New(slog.DiscardHandler),
+		pollInterval: 250 * time.Millisecond,
+	}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Table returns the table's name.
+func (s *DynamoStore) Table() string { return s.table }
+
+// EnsureTable creates the table if it does not exist and waits, polling
+// DescribeTable, until it is ACTIVE or ctx ends. Many workers may call it at
+// once: the losers of the race to create the table wait like the winner. A
+// table whose key schema is not a string hash key named leaseKey is refused
+// with an error matching kcl.ErrInvalidConfig.
+func (s *DynamoStore) EnsureTable(ctx context.Context) error {
+	out, err := s.client.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(s.table)})
+	switch {
+	case err == nil:
+		if ready, err := s.tableReady(out.Table); ready || err != nil {
+			return err
+		}
+	case isTableMissing(err):
+		s.log.InfoContext(ctx, "lease: creating lease table", "table", s.table)
+		_, err := s.client.CreateTable(ctx, &dynamodb.CreateTableInput{
+			TableName:            aws.String(s.table),
+			BillingMode:          types.BillingModePayPerRequest,
+			AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrLeaseKey), AttributeType: types.ScalarAttributeTypeS}},
+			KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(attrLeaseKey), KeyType: types.KeyTypeHash}},
+		})
+		var inUse *types.ResourceInUseException
+		if err != nil && !errors.As(err, &inUse) {
+			return s.fail("create table", "", err)
+		}
+	default:
+		return s.fail("describe table", "", err)
+	}
+	return s.waitActive(ctx)
+}
+
+// waitActive polls DescribeTable until the table is usable or ctx ends. A
+// table not found yet counts as still being created: DescribeTable may lag
+// behind CreateTable.
+func (s *DynamoStore) waitActive(ctx context.Context) error {
+	tick := time.NewTicker(s.pollInterval)
+	defer tick.Stop()
+	last := "not found"
+	for {
+		out, err := s.client.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(s.table)})
+		switch {
+		case err == nil:
+			ready, err := s.tableReady(out.Table)
+			if ready || err != nil {
+				return err
+			}
+			last = string(out.Table.TableStatus)
+		case isTableMissing(err):
+			last = "not found"
+		default:
+			return s.fail("describe table", "", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lease: ensure table %s: still %s: %w", s.table, last, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// tableReady reports whether a described table can be used, and an error if
+// it never will be.
+func (s *DynamoStore) tableReady(t *types.TableDescription) (bool, error) {
+	if t == nil {
+		return false, nil
+	}
+	switch t.TableStatus {
+	case types.TableStatusActive, types.TableStatusUpdating:
+	case types.TableStatusCreating:
+		return false, nil
+	default:
+		return false, fmt.Errorf("lease: ensure table %s: table is %s", s.table, t.TableStatus)
+	}
+	if len(t.KeySchema) != 1 || aws.ToString(t.KeySchema[0].AttributeName) != attrLeaseKey ||
+		t.KeySchema[0].KeyType != types.KeyTypeHash {
+		return false, fmt.Errorf("%w: lease: table %s does not have the hash key %s alone", kcl.ErrInvalidConfig, s.table, attrLeaseKey)
+	}
+	for _, d := range t.AttributeDefinitions {
+		if aws.ToString(d.AttributeName) == attrLeaseKey && d.AttributeType != types.ScalarAttributeTypeS {
+			return false, fmt.Errorf("%w: lease: table %s: %s is of type %s, not S", kcl.ErrInvalidConfig, s.table, attrLeaseKey, d.AttributeType)
+		}
+	}
+	return true, nil
+}
+
+// List returns every lease, read with a consistent Scan, sorted by Key.
+// Worker presence rows are left out.
+func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
+	items, err := s.scan(ctx, "list", "NOT begins_with(#k, :wp)")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Lease, 0, len(items))
+	for _, item := range items {
+		l, err := decodeLease(item)
+		if err != nil {
+			return nil, fmt.Errorf("lease: list table %s: %w", s.table, err)
+		}
+		if IsWorkerKey(l.Key) { // the filter already did; never trust a page blindly
+			continue
+		}
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// scan reads every item matching filter (which may use #k for leaseKey and
+// :wp for the worker row prefix), page after page.
+func (s *DynamoStore) scan(ctx context.Context, op, filter string) ([]map[string]types.AttributeValue, error) {
+	in := &dynamodb.ScanInput{
+		TableName:                 aws.String(s.table),
+		ConsistentRead:            aws.Bool(true),
+		FilterExpression:          aws.String(filter),
+		ExpressionAttributeNames:  map[string]string{"#k": attrLeaseKey},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":wp": stringValue(workerRowPrefix)},
+	}
+	if s.scanLimit > 0 {
+		in.Limit = aws.Int32(s.scanLimit)
+	}
+	var items []map[string]types.AttributeValue
+	for {
+		out, err := s.client.Scan(ctx, in)
+		if err != nil {
+			return nil, s.fail(op, "", err)
+		}
+		items = append(items, out.Items...)
+		if len(out.LastEvaluatedKey) == 0 {
+			return items, nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
+
+// Get returns one lease, read consistently, or an error matching
+// [ErrNotFound].
+func (s *DynamoStore) Get(ctx context.Context, key string) (Lease, error) {
+	if err := checkLeaseKey("get", key); err != nil {
+		return Lease{}, err
+	}
+	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		Key:            itemKey(key),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return Lease{}, s.fail("get", key, err)
+	}
+	if len(out.Item) == 0 {
+		return Lease{}, fmt.Errorf("lease: get %s: %w", key, ErrNotFound)
+	}
+	l, err := decodeLease(out.Item)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease: get %s: %w", key, err)
+	}
+	return l, nil
+}
+
+// Create puts l, conditional on no item having its key.
+func (s *DynamoStore) Create(ctx context.Context, l Lease) error {
+	if err := checkLeaseKey("create", l.Key); err != nil {
+		return err
+	}
+	_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           aws.String(s.table),
+		Item:                                encodeLease(normalizeLease(l)),
+		ConditionExpression:                 aws.String("attribute_not_exists(#k)"),
+		ExpressionAttributeNames:            map[string]string{"#k": attrLeaseKey},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if err != nil {
+		return s.fail("create", l.Key, err)
+	}
+	return nil
+}
+
+// Renew increments leaseCounter, conditional on leaseOwner and leaseCounter.
+func (s *DynamoStore) Renew(ctx context.Context, l Lease) (Lease, error) {
+	u := newUpdate()
+	return s.updateFenced(ctx, "renew", l, true, u)
+}
+
+// Take sets leaseOwner to newOwner, conditional on leaseOwner and
+// leaseCounter, and increments ownerSwitchesSinceCheckpoint when the owner
+// changes.
+func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease, error) {
+	if newOwner == "" {
+		return Lease{}, fmt.Errorf("lease: take %s: %w: empty new owner", l.Key, ErrInvalidArgument)
+	}
+	u := newUpdate()
+	u.set(attrLeaseOwner, stringValue(newOwner))
+	if newOwner != l.Owner {
+		n := u.name(attrOwnerSwitches)
+		u.sets = append(u.sets, fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", n, n, u.value(numberValue(0)), u.value(numberValue(1))))
+	}
+	return s.updateFenced(ctx, "take", l, true, u)
+}
+
+// Release removes leaseOwner, conditional on leaseOwner and leaseCounter.
+func (s *DynamoStore) Release(ctx context.Context, l Lease) (Lease, error) {
+	u := newUpdate()
+	u.remove(attrLeaseOwner)
+	return s.updateFenced(ctx, "release", l, true, u)
+}
+
+// UpdateCheckpoint writes the checkpoint, the pending checkpoint (removed
+// when l.PendingCheckpoint is zero) and ownerSwitchesSinceCheckpoint,
+// conditional on leaseOwner and leaseCounter.
+func (s *DynamoStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, error) {
+	n := normalizeLease(l)
+	u := newUpdate()
+	u.setString(attrCheckpoint, n.Checkpoint.SequenceNumber)
+	u.set(attrCheckpointSub, numberValue(n.Checkpoint.SubSequenceNumber))
+	u.set(attrOwnerSwitches, numberValue(n.OwnerSwitchesSinceCheckpoint))
+	if n.PendingCheckpoint.IsZero() {
+		u.remove(attrPending)
+		u.remove(attrPendingSub)
+		u.remove(attrPendingState)
+	} else {
+		u.setString(attrPending, n.PendingCheckpoint.SequenceNumber)
+		u.set(attrPendingSub, numberValue(n.PendingCheckpoint.SubSequenceNumber))
+		if len(n.PendingCheckpointState) > 0 {
+			u.set(attrPendingState, &types.AttributeValueMemberB{Value: n.PendingCheckpointState})
+		} else {
+			u.remove(attrPendingState)
+		}
+	}
+	return s.updateFenced(ctx, "checkpoint", l, true, u)
+}
+
+// UpdateShardInfo writes parentShardId, childShardIds and the hash key
+// range, conditional on leaseCounter only.
+func (s *DynamoStore) UpdateShardInfo(ctx context.Context, l Lease) (Lease, error) {
+	n := normalizeLease(l)
+	u := newUpdate()
+	u.setSet(attrParentShardIDs, n.ParentShardIDs)
+	u.setSet(attrChildShardIDs, n.ChildShardIDs)
+	u.setString(attrStartingHashKey, n.StartingHashKey)
+	u.setString(attrEndingHashKey, n.EndingHashKey)
+	return s.updateFenced(ctx, "shardinfo", l, false, u)
+}
+
+// updateFenced runs u as an UpdateItem on l's item, adding the leaseCounter
+// increment and the condition on leaseCounter (and, with checkOwner,
+// leaseOwner), and returns the item as now stored.
+func (s *DynamoStore) updateFenced(ctx context.Context, op string, l Lease, checkOwner bool, u *update) (Lease, error) {
+	if err := checkLeaseKey(op, l.Key); err != nil {
+		return Lease{}, err
+	}
+	c := u.name(attrLeaseCounter)
+	u.sets = append(u.sets, fmt.Sprintf("%s = %s + %s", c, c, u.value(numberValue(1))))
+	cond := fmt.Sprintf("%s = %s", c, u.value(numberValue(l.Counter)))
+	if checkOwner {
+		if l.Owner == "" {
+			cond += fmt.Sprintf(" AND attribute_not_exists(%s)", u.name(attrLeaseOwner))
+		} else {
+			cond += fmt.Sprintf(" AND %s = %s", u.name(attrLeaseOwner), u.value(stringValue(l.Owner)))
+		}
+	}
+	out, err := s.client.UpdateItem(ctx, u.input(s.table, l.Key, cond))
+	if err != nil {
+		return Lease{}, s.fail(op, l.Key, err)
+	}
+	stored, err := decodeLease(out.Attributes)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease: %s %s: %w", op, l.Key, err)
+	}
+	return stored, nil
+}
+
+// Delete removes the item, conditional on leaseCounter.
+func (s *DynamoStore) Delete(ctx context.Context, l Lease) error {
+	if err := checkLeaseKey("delete", l.Key); err != nil {
+		return err
+	}
+	return s.deleteFenced(ctx, "delete", l.Key, l.Counter)
+}
+
+func (s *DynamoStore) deleteFenced(ctx context.Context, op, key string, counter int64) error {
+	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:                           aws.String(s.table),
+		Key:                                 itemKey(key),
+		ConditionExpression:                 aws.String("#c = :c"),
+		ExpressionAttributeNames:            map[string]string{"#c": attrLeaseCounter},
+		ExpressionAttributeValues:           map[string]types.AttributeValue{":c": numberValue(counter)},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if err != nil {
+		return s.fail(op, key, err)
+	}
+	return nil
+}
+
+// Heartbeat writes w's presence row (leaseKey "shardline:worker:<ID>",
+// leaseOwner the ID, leaseCounter the heartbeat, shardlineWorkerLeases
+// w.Leases), conditional on the row being absent or owned by w.ID, and
+// increments the heartbeat. w.Heartbeat is ignored.
+func (s *DynamoStore) Heartbeat(ctx context.Context, w Worker) (Worker, error) {
+	if err := checkWorkerID("heartbeat", w.ID); err != nil {
+		return Worker{}, err
+	}
+	key := workerRowKey(w.ID)
+	u := newUpdate()
+	k, o, c := u.name(attrLeaseKey), u.name(attrLeaseOwner), u.name(attrLeaseCounter)
+	id := u.value(stringValue(w.ID))
+	u.sets = append(u.sets,
+		fmt.Sprintf("%s = %s", o, id),
+		fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", c, c, u.value(numberValue(0)), u.value(numberValue(1))))
+	u.set(attrWorkerLeaseNumber, numberValue(int64(w.Leases)))
+	cond := fmt.Sprintf("attribute_not_exists(%s) OR %s = %s", k, o, id)
+	out, err := s.client.UpdateItem(ctx, u.input(s.table, key, cond))
+	if err != nil {
+		return Worker{}, s.fail("heartbeat", key, err)
+	}
+	stored, err := decodeWorker(out.Attributes)
+	if err != nil {
+		return Worker{}, fmt.Errorf("lease: heartbeat %s: %w", key, err)
+	}
+	return stored, nil
+}
+
+// ListWorkers returns every presence row, read with a consistent Scan,
+// sorted by worker ID.
+func (s *DynamoStore) ListWorkers(ctx context.Context) ([]Worker, error) {
+	items, err := s.scan(ctx, "listworkers", "begins_with(#k, :wp)")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Worker, 0, len(items))
+	for _, item := range items {
+		w, err := decodeWorker(item)
+		if err != nil {
+			return nil, fmt.Errorf("lease: listworkers table %s: %w", s.table, err)
+		}
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(a, b Worker) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// DeleteWorker removes w's presence row, conditional on its leaseCounter
+// being w.Heartbeat.
+func (s *DynamoStore) DeleteWorker(ctx context.Context, w Worker) error {
+	if err := checkWorkerID("deleteworker", w.ID); err != nil {
+		return err
+	}
+	return s.deleteFenced(ctx, "deleteworker", workerRowKey(w.ID), w.Heartbeat)
+}
+
+// fail turns an error from the DynamoDB client into the store's error. It is
+// the one place that classifies DynamoDB errors: a refused condition becomes
+// a *ConflictError carrying the item as stored, a missing table matches
+// kcl.ErrTableNotFound, throttling matches kcl.ErrThrottled. Other errors
+// (including context cancellation) are wrapped with the operation and key.
+func (s *DynamoStore) fail(op, key string, err error) error {
+	subject := key
+	if subject == "" {
+		subject = "table " + s.table
+	}
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		e := &ConflictError{Op: op, Key: key}
+		if len(ccf.Item) > 0 {
+			cur, derr := decodeLease(ccf.Item)
+			if derr != nil {
+				s.log.Warn("lease: cannot decode the item of a refused write", "op", op, "key", key, "error", derr)
+			} else {
+				e.Current = &cur
+			}
+		}
+		return e
+	}
+	if isTableMissing(err) {
+		return fmt.Errorf("lease: %s %s: %w (table %s): %w", op, subject, kcl.ErrTableNotFound, s.table, err)
+	}
+	if isThrottled(err) {
+		return fmt.Errorf("lease: %s %s: %w: %w", op, subject, kcl.ErrThrottled, err)
+	}
+	return fmt.Errorf("lease: %s %s: %w", op, subject, err)
+}
+
+// isTableMissing reports whether err says the table does not exist.
+func isTableMissing(err error) bool {
+	var rnf *types.ResourceNotFoundException
+	var tnf *types.TableNotFoundException
+	return errors.As(err, &rnf) || errors.As(err, &tnf)
+}
+
+// isThrottled reports whether err is a throttling error from DynamoDB.
+func isThrottled(err error) bool {
+	var (
+		pte *types.ProvisionedThroughputExceededException
+		rle *types.RequestLimitExceeded
+		thr *types.ThrottlingException
+	)
+	if errors.As(err, &pte) || errors.As(err, &rle) || errors.As(err, &thr) {
+		return true
+	}
+	var coded interface{ ErrorCode() string }
+	if errors.As(err, &coded) {
+		switch coded.ErrorCode() {
+		case "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException", "RequestLimitExceeded":
+			return true
+		}
+	}
+	return false
+}
+
+// update builds an UpdateItem request: SET and REMOVE clauses with
+// placeholders for every attribute name and value.
+type update struct {
+	sets, removes []string
+	names         map[string]string // placeholder -> attribute name
+	placeholders  map[string]string // attribute name -> placeholder
+	values        map[string]types.AttributeValue
+}
+
+func newUpdate() *update {
+	return &update{
+		names:        make(map[string]string),
+		placeholders: make(map[string]string),
+		values:       make(map[string]types.AttributeValue),
+	}
+}
+
+// name returns the placeholder of an attribute name.
+func (u *update) name(attr string) string {
+	if p, ok := u.placeholders[attr]; ok {
+		return p
+	}
+	p := "#a" + strconv.Itoa(len(u.names))
+	u.names[p] = attr
+	u.placeholders[attr] = p
+	return p
+}
+
+// value returns a new placeholder for v.
+func (u *update) value(v types.AttributeValue) string {
+	p := ":v" + strconv.Itoa(len(u.values))
+	u.values[p] = v
+	return p
+}
+
+func (u *update) set(attr string, v types.AttributeValue) {
+	u.sets = append(u.sets, u.name(attr)+" = "+u.value(v))
+}
+
+func (u *update) remove(attr string) { u.removes = append(u.removes, u.name(attr)) }
+
+// setString sets a string attribute, or removes it when v is empty.
+func (u *update) setString(attr, v string) {
+	if v == "" {
+		u.remove(attr)
+		return
+	}
+	u.set(attr, stringValue(v))
+}
+
+// setSet sets a string set attribute, or removes it when ids is empty.
+func (u *update) setSet(attr string, ids []string) {
+	if len(ids) == 0 {
+		u.remove(attr)
+		return
+	}
+	u.set(attr, &types.AttributeValueMemberSS{Value: slices.Clone(ids)})
+}
+
+// input returns the UpdateItem request on key with the given condition.
+func (u *update) input(table, key, cond string) *dynamodb.UpdateItemInput {
+	var expr strings.Builder
+	if len(u.sets) > 0 {
+		expr.WriteString("SET " + strings.Join(u.sets, ", "))
+	}
+	if len(u.removes) > 0 {
+		if expr.Len() > 0 {
+			expr.WriteString(" ")
+		}
+		expr.WriteString("REMOVE " + strings.Join(u.removes, ", "))
+	}
+	in := &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(table),
+		Key:                                 itemKey(key),
+		UpdateExpression:                    aws.String(expr.String()),
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            u.names,
+		ReturnValues:                        types.ReturnValueAllNew,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+	if len(u.values) > 0 {
+		in.ExpressionAttributeValues = u.values
+	}
+	return in
+}
+
+func itemKey(key string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{attrLeaseKey: stringValue(key)}
+}
+
+func stringValue(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
+
+func numberValue(n int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
+
+// encodeLease returns the item of a normalised lease. Empty strings, sets
+// and state are left out.
+func encodeLease(l Lease) map[string]types.AttributeValue {
+	item := map[string]types.AttributeValue{
+		attrLeaseKey:      stringValue(l.Key),
+		attrLeaseCounter:  numberValue(l.Counter),
+		attrCheckpointSub: numberValue(l.Checkpoint.SubSequenceNumber),
+		attrOwnerSwitches: numberValue(l.OwnerSwitchesSinceCheckpoint),
+	}
+	putString := func(attr, v string) {
+		if v != "" {
+			item[attr] = stringValue(v)
+		}
+	}
+	putSet := func(attr string, ids []string) {
+		if len(ids) > 0 {
+			item[attr] = &types.AttributeValueMemberSS{Value: slices.Clone(ids)}
+		}
+	}
+	putString(attrLeaseOwner, l.Owner)
+	putString(attrCheckpoint, l.Checkpoint.SequenceNumber)
+	if !l.PendingCheckpoint.IsZero() {
+		putString(attrPending, l.PendingCheckpoint.SequenceNumber)
+		item[attrPendingSub] = numberValue(l.PendingCheckpoint.SubSequenceNumber)
+		if len(l.PendingCheckpointState) > 0 {
+			item[attrPendingState] = &types.AttributeValueMemberB{Value: slices.Clone(l.PendingCheckpointState)}
+		}
+	}
+	putSet(attrParentShardIDs, l.ParentShardIDs)
+	putSet(attrChildShardIDs, l.ChildShardIDs)
+	putString(attrStartingHashKey, l.StartingHashKey)
+	putString(attrEndingHashKey, l.EndingHashKey)
+	return item
+}
+
+// decodeLease reads an item. Missing attributes read as zero values and
+// unknown ones are ignored (tables written by the Java KCL have both);
+// an attribute of an unexpected type is an error.
+func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
+	d := itemDecoder{item: item}
+	l := Lease{
+		Key:                          d.str(attrLeaseKey),
+		Owner:                        d.str(attrLeaseOwner),
+		Counter:                      d.num(attrLeaseCounter),
+		Checkpoint:                   kcl.ExtendedSequenceNumber{SequenceNumber: d.str(attrCheckpoint), SubSequenceNumber: d.num(attrCheckpointSub)},
+		PendingCheckpoint:            kcl.ExtendedSequenceNumber{SequenceNumber: d.str(attrPending), SubSequenceNumber: d.num(attrPendingSub)},
+		PendingCheckpointState:       d.bytes(attrPendingState),
+		OwnerSwitchesSinceCheckpoint: d.num(attrOwnerSwitches),
+		ParentShardIDs:               d.set(attrParentShardIDs),
+		ChildShardIDs:                d.set(attrChildShardIDs),
+		StartingHashKey:              d.str(attrStartingHashKey),
+		EndingHashKey:                d.str(attrEndingHashKey),
+	}
+	if d.err != nil {
+		return Lease{}, d.err
+	}
+	if l.Key == "" {
+		return Lease{}, fmt.Errorf("decode item: no %s", attrLeaseKey)
+	}
+	return normalizeLease(l), nil
+}
+
+// decodeWorker reads a presence row.
+func decodeWorker(item map[string]types.AttributeValue) (Worker, error) {
+	d := itemDecoder{item: item}
+	key := d.str(attrLeaseKey)
+	w := Worker{
+		ID:        strings.TrimPrefix(key, workerRowPrefix),
+		Heartbeat: d.num(attrLeaseCounter),
+		Leases:    int(d.num(attrWorkerLeaseNumber)),
+	}
+	if d.err != nil {
+		return Worker{}, d.err
+	}
+	if !IsWorkerKey(key) {
+		return Worker{}, fmt.Errorf("decode item %q: not a worker presence row", key)
+	}
+	return w, nil
+}
+
+// itemDecoder reads typed attributes of an item and keeps the first error.
+type itemDecoder struct {
+	item map[string]types.AttributeValue
+	err  error
+}
+
+func (d *itemDecoder) fail(attr string, v types.AttributeValue, want string) {
+	if d.err == nil {
+		key := ""
+		if k, ok := d.item[attrLeaseKey].(*types.AttributeValueMemberS); ok {
+			key = k.Value
+		}
+		d.err = fmt.Errorf("decode item %q: attribute %s is %T, want %s", key, attr, v, want)
+	}
+}
+
+// str reads a string; absent or NULL reads as "".
+func (d *itemDecoder) str(attr string) string {
+	switch v := d.item[attr].(type) {
+	case nil, *types.AttributeValueMemberNULL:
+		return ""
+	case *types.AttributeValueMemberS:
+		return v.Value
+	default:
+		d.fail(attr, v, "S")
+		return ""
+	}
+}
+
+// num reads an integer; absent or NULL reads as 0.
+func (d *itemDecoder) num(attr string) int64 {
+	switch v := d.item[attr].(type) {
+	case nil, *types.AttributeValueMemberNULL:
+		return 0
+	case *types.AttributeValueMemberN:
+		n, err := strconv.ParseInt(v.Value, 10, 64)
+		if err != nil && d.err == nil {
+			d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
+		}
+		return n
+	default:
+		d.fail(attr, v, "N")
+		return 0
+	}
+}
+
+// bytes reads a binary value; absent or NULL reads as nil.
+func (d *itemDecoder) bytes(attr string) []byte {
+	switch v := d.item[attr].(type) {
+	case nil, *types.AttributeValueMemberNULL:
+		return nil
+	case *types.AttributeValueMemberB:
+		return slices.Clone(v.Value)
+	default:
+		d.fail(attr, v, "B")
+		return nil
+	}
+}
+
+// set reads a string set. A single string or a list of strings is accepted
+// too; absent or NULL reads as nil.
+func (d *itemDecoder) set(attr string) []string {
+	switch v := d.item[attr].(type) {
+	case nil, *types.AttributeValueMemberNULL:
+		return nil
+	case *types.AttributeValueMemberSS:
+		return slices.Clone(v.Value)
+	case *types.AttributeValueMemberS:
+		return []string{v.Value}
+	case *types.AttributeValueMemberL:
+		out := make([]string, 0, len(v.Value))
+		for _, e := range v.Value {
+			s, ok := e.(*types.AttributeValueMemberS)
+			if !ok {
+				d.fail(attr, v, "SS")
+				return nil
+			}
+			out = append(out, s.Value)
+		}
+		return out
+	default:
+		d.fail(attr, v, "SS")
+		return nil
+	}
+}

@@ -1,0 +1,328 @@
+package lease
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+)
+
+// MemoryStore is a [Store] kept in memory, for unit tests. It follows the
+// same rules as [DynamoStore]: the same conditions, the same counter
+// increments, the same errors, and the same normalisation (shard ID sets are
+// returned sorted and without duplicates; an empty set or state reads as
+// nil). Leases are deep-copied on the way in and out, so callers may keep
+// and modify what they pass and receive.
+//
+// Faults can be injected per operation with [MemoryStore.SetFault] and
+// [MemoryStore.SetFaultAfterWrite]. A MemoryStore is safe for concurrent use;
+// the zero value is not usable, call [NewMemoryStore].
+type MemoryStore struct {
+	mu         sync.Mutex
+	leases     map[string]Lease
+	workers    map[string]memoryWorkerRow // by worker ID
+	fault      func(op, key string) error
+	faultAfter func(op, key string) error
+}
+
+// memoryWorkerRow is a worker presence row as DynamoStore keeps it.
+type memoryWorkerRow struct {
+	owner     string
+	heartbeat int64
+	leases    int
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemoryStore returns an empty store. Its table always exists.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{
+		leases:  make(map[string]Lease),
+		workers: make(map[string]memoryWorkerRow),
+	}
+}
+
+// SetFault installs f, which is called before every operation with the
+// operation's name and key. If f returns an error, the operation returns
+// exactly that error (unwrapped, so tests can inject what DynamoDB would
+// return, such as a *ConflictError or an error wrapping kcl.ErrThrottled)
+// and changes nothing. A nil f removes the hook.
+//
+// Operation names: "ensuretable", "list", "get", "create", "renew", "take",
+// "release", "checkpoint", "shardinfo", "delete", "heartbeat",
+// "listworkers", "deleteworker". The key is the lease key, the worker ID for
+// "heartbeat" and "deleteworker", and empty for "ensuretable", "list" and
+// "listworkers".
+//
+// f is called without the store's lock held: it may block (to hold an
+// operation at a chosen point) or call the store.
+func (s *MemoryStore) SetFault(f func(op, key string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fault = f
+}
+
+// SetFaultAfterWrite installs f, which is called after every operation that
+// succeeded, with the same arguments as the hook of [MemoryStore.SetFault].
+// If f returns an error, the operation returns that error although its write
+// took effect: the ambiguous failure of a request whose response was lost.
+// A nil f removes the hook.
+func (s *MemoryStore) SetFaultAfterWrite(f func(op, key string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faultAfter = f
+}
+
+// run performs one operation: it checks ctx, calls the fault hooks and runs
+// apply under the lock.
+func (s *MemoryStore) run(ctx context.Context, op, key string, apply func() error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lease: %s %s: %w", op, key, err)
+	}
+	s.mu.Lock()
+	before, after := s.fault, s.faultAfter
+	s.mu.Unlock()
+	if before != nil {
+		if err := before(op, key); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	err := apply()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if after != nil {
+		return after(op, key)
+	}
+	return nil
+}
+
+// EnsureTable does nothing: the table of a MemoryStore always exists.
+func (s *MemoryStore) EnsureTable(ctx context.Context) error {
+	return s.run(ctx, "ensuretable", "", func() error { return nil })
+}
+
+// List returns every lease sorted by Key.
+func (s *MemoryStore) List(ctx context.Context) ([]Lease, error) {
+	var out []Lease
+	err := s.run(ctx, "list", "", func() error {
+		out = make([]Lease, 0, len(s.leases))
+		for _, l := range s.leases {
+			out = append(out, l.Clone())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// Get returns the lease with the given key, or an error matching
+// [ErrNotFound].
+func (s *MemoryStore) Get(ctx context.Context, key string) (Lease, error) {
+	if err := checkLeaseKey("get", key); err != nil {
+		return Lease{}, err
+	}
+	var out Lease
+	err := s.run(ctx, "get", key, func() error {
+		l, ok := s.leases[key]
+		if !ok {
+			return fmt.Errorf("lease: get %s: %w", key, ErrNotFound)
+		}
+		out = l.Clone()
+		return nil
+	})
+	return out, err
+}
+
+// Create stores l if no lease has its key.
+func (s *MemoryStore) Create(ctx context.Context, l Lease) error {
+	if err := checkLeaseKey("create", l.Key); err != nil {
+		return err
+	}
+	l = normalizeLease(l)
+	return s.run(ctx, "create", l.Key, func() error {
+		if cur, ok := s.leases[l.Key]; ok {
+			return newConflict("create", l.Key, &cur)
+		}
+		s.leases[l.Key] = l
+		return nil
+	})
+}
+
+// Renew increments the lease's counter if its Owner and Counter are those
+// of l.
+func (s *MemoryStore) Renew(ctx context.Context, l Lease) (Lease, error) {
+	return s.updateFenced(ctx, "renew", l, true, func(*Lease) {})
+}
+
+// Take makes newOwner the owner if the lease's Owner and Counter are those
+// of l, counting an owner switch when newOwner differs from l.Owner.
+func (s *MemoryStore) Take(ctx context.Context, l Lease, newOwner string) (Lease, error) {
+	if newOwner == "" {
+		return Lease{}, fmt.Errorf("lease: take %s: %w: empty new owner", l.Key, ErrInvalidArgument)
+	}
+	return s.updateFenced(ctx, "take", l, true, func(cur *Lease) {
+		if cur.Owner != newOwner {
+			cur.OwnerSwitchesSinceCheckpoint++
+		}
+		cur.Owner = newOwner
+	})
+}
+
+// Release removes the owner if the lease's Owner and Counter are those of l.
+func (s *MemoryStore) Release(ctx context.Context, l Lease) (Lease, error) {
+	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = "" })
+}
+
+// UpdateCheckpoint stores the checkpoint fields of l if the lease's Owner
+// and Counter are those of l. A zero l.PendingCheckpoint removes the pending
+// checkpoint and its state.
+func (s *MemoryStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, error) {
+	n := normalizeLease(l)
+	return s.updateFenced(ctx, "checkpoint", l, true, func(cur *Lease) {
+		cur.Checkpoint = n.Checkpoint
+		cur.PendingCheckpoint = n.PendingCheckpoint
+		cur.PendingCheckpointState = n.PendingCheckpointState
+		cur.OwnerSwitchesSinceCheckpoint = n.OwnerSwitchesSinceCheckpoint
+	})
+}
+
+// UpdateShardInfo stores the parent and child shard IDs and the hash key
+// range of l if the lease's Counter is l.Counter.
+func (s *MemoryStore) UpdateShardInfo(ctx context.Context, l Lease) (Lease, error) {
+	n := normalizeLease(l)
+	return s.updateFenced(ctx, "shardinfo", l, false, func(cur *Lease) {
+		cur.ParentShardIDs = n.ParentShardIDs
+		cur.ChildShardIDs = n.ChildShardIDs
+		cur.StartingHashKey = n.StartingHashKey
+		cur.EndingHashKey = n.EndingHashKey
+	})
+}
+
+// updateFenced applies change to the stored lease and increments its
+// counter, if the stored Counter (and, with checkOwner, Owner) match l.
+// change receives a private copy.
+func (s *MemoryStore) updateFenced(ctx context.Context, op string, l Lease, checkOwner bool, change func(*Lease)) (Lease, error) {
+	if err := checkLeaseKey(op, l.Key); err != nil {
+		return Lease{}, err
+	}
+	var out Lease
+	err := s.run(ctx, op, l.Key, func() error {
+		cur, ok := s.leases[l.Key]
+		if !ok {
+			return newConflict(op, l.Key, nil)
+		}
+		if cur.Counter != l.Counter || (checkOwner && cur.Owner != l.Owner) {
+			return newConflict(op, l.Key, &cur)
+		}
+		next := cur.Clone()
+		change(&next)
+		next.Counter++
+		s.leases[l.Key] = next
+		out = next.Clone()
+		return nil
+	})
+	if err != nil {
+		return Lease{}, err
+	}
+	return out, nil
+}
+
+// Delete removes the lease if its Counter is l.Counter.
+func (s *MemoryStore) Delete(ctx context.Context, l Lease) error {
+	if err := checkLeaseKey("delete", l.Key); err != nil {
+		return err
+	}
+	return s.run(ctx, "delete", l.Key, func() error {
+		cur, ok := s.leases[l.Key]
+		if !ok {
+			return newConflict("delete", l.Key, nil)
+		}
+		if cur.Counter != l.Counter {
+			return newConflict("delete", l.Key, &cur)
+		}
+		delete(s.leases, l.Key)
+		return nil
+	})
+}
+
+// Heartbeat writes w's presence row, incrementing its heartbeat, unless a
+// row of that key is owned by someone else. w.Heartbeat is ignored.
+func (s *MemoryStore) Heartbeat(ctx context.Context, w Worker) (Worker, error) {
+	if err := checkWorkerID("heartbeat", w.ID); err != nil {
+		return Worker{}, err
+	}
+	var out Worker
+	err := s.run(ctx, "heartbeat", w.ID, func() error {
+		row, ok := s.workers[w.ID]
+		if ok && row.owner != w.ID {
+			return newConflict("heartbeat", workerRowKey(w.ID), row.asLease(w.ID))
+		}
+		row = memoryWorkerRow{owner: w.ID, heartbeat: row.heartbeat + 1, leases: w.Leases}
+		s.workers[w.ID] = row
+		out = Worker{ID: w.ID, Heartbeat: row.heartbeat, Leases: row.leases}
+		return nil
+	})
+	if err != nil {
+		return Worker{}, err
+	}
+	return out, nil
+}
+
+// ListWorkers returns every presence row sorted by worker ID.
+func (s *MemoryStore) ListWorkers(ctx context.Context) ([]Worker, error) {
+	var out []Worker
+	err := s.run(ctx, "listworkers", "", func() error {
+		out = make([]Worker, 0, len(s.workers))
+		for _, id := range slices.Sorted(maps.Keys(s.workers)) {
+			row := s.workers[id]
+			out = append(out, Worker{ID: id, Heartbeat: row.heartbeat, Leases: row.leases})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteWorker removes w's presence row if its heartbeat is w.Heartbeat.
+func (s *MemoryStore) DeleteWorker(ctx context.Context, w Worker) error {
+	if err := checkWorkerID("deleteworker", w.ID); err != nil {
+		return err
+	}
+	return s.run(ctx, "deleteworker", w.ID, func() error {
+		row, ok := s.workers[w.ID]
+		if !ok {
+			return newConflict("deleteworker", workerRowKey(w.ID), nil)
+		}
+		if row.heartbeat != w.Heartbeat {
+			return newConflict("deleteworker", workerRowKey(w.ID), row.asLease(w.ID))
+		}
+		delete(s.workers, w.ID)
+		return nil
+	})
+}
+
+// setWorkerOwner overwrites the owner of worker id's row, creating it if
+// needed, the way a foreign writer could. Tests use it (export_test.go).
+func (s *MemoryStore) setWorkerOwner(id, owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	row := s.workers[id]
+	row.owner = owner
+	s.workers[id] = row
+}
+
+// asLease returns the row the way DynamoStore decodes a presence row found
+// in place of a lease: key, owner and counter.
+func (r memoryWorkerRow) asLease(id string) *Lease {
+	return &Lease{Key: workerRowKey(id), Owner: r.owner, Counter: r.heartbeat}
+}

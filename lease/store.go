@@ -1,0 +1,79 @@
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ErrInvalidArgument reports a store call refused before reaching the table:
+// an empty lease key or worker ID, a lease key that names a worker presence
+// row, or an empty new owner.
+var ErrInvalidArgument = errors.New("lease: invalid argument")
+
+// workerRowPrefix starts the leaseKey of every worker presence row.
+const workerRowPrefix = "shardline:worker:"
+
+// IsWorkerKey reports whether key is the leaseKey of a worker presence row
+// (see [Store.Heartbeat]) rather than of a shard lease. Store.List never
+// returns such rows and the lease methods refuse such keys.
+func IsWorkerKey(key string) bool { return strings.HasPrefix(key, workerRowPrefix) }
+
+// workerRowKey returns the leaseKey of worker id's presence row.
+func workerRowKey(id string) string { return workerRowPrefix + id }
+
+// checkLeaseKey refuses keys that cannot name a shard lease.
+func checkLeaseKey(op, key string) error {
+	if key == "" {
+		return fmt.Errorf("lease: %s: %w: empty lease key", op, ErrInvalidArgument)
+	}
+	if IsWorkerKey(key) {
+		return fmt.Errorf("lease: %s %s: %w: key of a worker presence row", op, key, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkWorkerID refuses an empty worker ID.
+func checkWorkerID(op, id string) error {
+	if id == "" {
+		return fmt.Errorf("lease: %s: %w: empty worker ID", op, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// normalizeLease returns a deep copy of l in the form every store keeps:
+// shard ID sets sorted, without duplicates or empty strings, nil when empty;
+// pending checkpoint state nil when empty or when there is no pending
+// checkpoint. Both stores apply it so that they return identical leases.
+func normalizeLease(l Lease) Lease {
+	l = l.Clone()
+	l.ParentShardIDs = normalizeShardSet(l.ParentShardIDs)
+	l.ChildShardIDs = normalizeShardSet(l.ChildShardIDs)
+	if len(l.PendingCheckpointState) == 0 || l.PendingCheckpoint.IsZero() {
+		l.PendingCheckpointState = nil
+	}
+	return l
+}
+
+// normalizeShardSet sorts ids and drops duplicates and empty strings. It
+// returns nil for an empty result; ids may be modified.
+func normalizeShardSet(ids []string) []string {
+	ids = slices.DeleteFunc(ids, func(s string) bool { return s == "" })
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// newConflict returns the refusal of a conditional write, with a deep copy
+// of the row as stored (nil when there is none).
+func newConflict(op, key string, cur *Lease) *ConflictError {
+	e := &ConflictError{Op: op, Key: key}
+	if cur != nil {
+		c := cur.Clone()
+		e.Current = &c
+	}
+	return e
+}
