@@ -23,8 +23,10 @@ type Batch struct {
 	// ChildShardIDs lists the shards continuing a closed shard (with ShardEnded).
 	ChildShardIDs []string
 	// Gap, when true, reports that the start position had already been
-	// trimmed by the stream's retention: reading resumed at TRIM_HORIZON and
-	// records between the checkpoint and the first record here were lost.
+	// trimmed by the stream's retention: reading resumed at the oldest
+	// retained record (TRIM_HORIZON) and records between the checkpoint and
+	// the first record delivered may have been lost. It is set on the first
+	// batch delivered after the gap was found, which may have no records.
 	Gap bool
 }
 
@@ -49,9 +51,12 @@ type Source interface {
 // Reader yields the batches of one shard in order.
 type Reader interface {
 	// Next blocks until a batch is ready or ctx ends. After a batch with
-	// ShardEnded it returns an error matching io.EOF. Errors other than
-	// ctx's, io.EOF and kcl.ErrStreamNotFound are retried internally with
-	// backoff and never surface.
+	// ShardEnded it returns an error matching io.EOF. Throttling and
+	// transient errors are retried internally with backoff and never
+	// surface. An error that retrying cannot fix ends the reader: Next
+	// returns it as a *kcl.ShardError (matching kcl.ErrStreamNotFound when
+	// the stream or shard is gone) after the batches already fetched, and on
+	// every later call. After Close it returns an error.
 	Next(ctx context.Context) (Batch, error)
 	// Close stops reading and waits for the reader's goroutines to end.
 	Close() error
