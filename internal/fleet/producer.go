@@ -1,0 +1,268 @@
+package fleet
+
+import (
+	"context"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"math/big"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+)
+
+// KinesisProducerAPI is the part of the Kinesis client a [Producer] uses.
+type KinesisProducerAPI interface {
+	ListShards(ctx context.Context, in *kinesis.ListShardsInput, opts ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
+	PutRecords(ctx context.Context, in *kinesis.PutRecordsInput, opts ...func(*kinesis.Options)) (*kinesis.PutRecordsOutput, error)
+}
+
+// Produced is one record a [Producer] wrote.
+type Produced struct {
+	// PK is the partition key, N the record's number among the key's
+	// records (from 1), Data the payload: PK + ":" + N.
+	PK   string
+	N    int
+	Data string
+	// Shard and Seq are where Kinesis stored the record.
+	Shard, Seq string
+	// Time is when PutRecords returned.
+	Time time.Time
+}
+
+// maxPutRecords is the PutRecords limit on entries per call.
+const maxPutRecords = 500
+
+// Producer writes records with PutRecords, cycling over partition keys
+// chosen so that every open shard of the stream receives the same number of
+// keys, and remembers where each record went.
+type Producer struct {
+	kc     KinesisProducerAPI
+	stream string
+	keys   []string
+
+	mu      sync.Mutex // guards the fields below and serialises Put
+	rr      int
+	next    map[string]int
+	records []Produced
+
+	bgMu   sync.Mutex
+	stop   chan struct{}
+	bgDone chan struct{}
+	bgErr  error
+}
+
+// NewProducer lists the stream's open shards and picks keysPerShard
+// partition keys ("pk-<n>") for each, by the same MD5 hashing Kinesis uses.
+func NewProducer(ctx context.Context, kc KinesisProducerAPI, stream string, keysPerShard int) (*Producer, error) {
+	if keysPerShard < 1 {
+		return nil, errors.New("fleet: keysPerShard must be at least 1")
+	}
+	shards, err := openShards(ctx, kc, stream)
+	if err != nil {
+		return nil, err
+	}
+	perShard := make(map[string]int)
+	var keys []string
+	for n := 0; len(keys) < keysPerShard*len(shards); n++ {
+		if n > 1_000_000 {
+			return nil, errors.New("fleet: cannot spread partition keys over the shards")
+		}
+		pk := "pk-" + strconv.Itoa(n)
+		s := shardFor(shards, pk)
+		if s == "" || perShard[s] >= keysPerShard {
+			continue
+		}
+		perShard[s]++
+		keys = append(keys, pk)
+	}
+	return &Producer{kc: kc, stream: stream, keys: keys, next: make(map[string]int)}, nil
+}
+
+type hashRange struct {
+	id         string
+	start, end *big.Int
+}
+
+func openShards(ctx context.Context, kc KinesisProducerAPI, stream string) ([]hashRange, error) {
+	var out []hashRange
+	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
+	for {
+		page, err := kc.ListShards(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("fleet: list shards of %s: %w", stream, err)
+		}
+		for _, s := range page.Shards {
+			if s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil {
+				continue // closed
+			}
+			out = append(out, hashRange{id: aws.ToString(s.ShardId), start: decimal(s.HashKeyRange.StartingHashKey), end: decimal(s.HashKeyRange.EndingHashKey)})
+		}
+		if page.NextToken == nil {
+			break
+		}
+		in = &kinesis.ListShardsInput{NextToken: page.NextToken}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("fleet: stream %s has no open shard", stream)
+	}
+	return out, nil
+}
+
+func decimal(s *string) *big.Int {
+	n, _ := new(big.Int).SetString(aws.ToString(s), 10)
+	if n == nil {
+		n = new(big.Int)
+	}
+	return n
+}
+
+// shardFor returns the shard whose hash key range holds MD5(pk).
+func shardFor(shards []hashRange, pk string) string {
+	sum := md5.Sum([]byte(pk))
+	h := new(big.Int).SetBytes(sum[:])
+	for _, s := range shards {
+		if h.Cmp(s.start) >= 0 && h.Cmp(s.end) <= 0 {
+			return s.id
+		}
+	}
+	return ""
+}
+
+// Keys returns the partition keys the producer cycles over.
+func (p *Producer) Keys() []string { return append([]string(nil), p.keys...) }
+
+// Put writes n records in PutRecords calls of up to 500 entries, retrying
+// entries that failed. Records are numbered per partition key in the order
+// they are handed to Kinesis.
+func (p *Producer) Put(ctx context.Context, n int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n > 0 {
+		size := min(n, maxPutRecords)
+		batch := make([]Produced, size)
+		for i := range batch {
+			pk := p.keys[p.rr%len(p.keys)]
+			p.rr++
+			p.next[pk]++
+			batch[i] = Produced{PK: pk, N: p.next[pk], Data: pk + ":" + strconv.Itoa(p.next[pk])}
+		}
+		if err := p.putBatch(ctx, batch); err != nil {
+			return err
+		}
+		n -= size
+	}
+	return nil
+}
+
+// putBatch writes batch, retrying failed entries a few times.
+func (p *Producer) putBatch(ctx context.Context, batch []Produced) error {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		entries := make([]ktypes.PutRecordsRequestEntry, len(batch))
+		for i, r := range batch {
+			entries[i] = ktypes.PutRecordsRequestEntry{Data: []byte(r.Data), PartitionKey: aws.String(r.PK)}
+		}
+		out, err := p.kc.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(p.stream), Records: entries})
+		var failed []Produced
+		if err != nil {
+			failed = batch
+		} else {
+			now := time.Now()
+			for i, res := range out.Records {
+				if res.ErrorCode != nil {
+					failed = append(failed, batch[i])
+					continue
+				}
+				r := batch[i]
+				r.Shard, r.Seq, r.Time = aws.ToString(res.ShardId), aws.ToString(res.SequenceNumber), now
+				p.records = append(p.records, r)
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if attempt == 5 {
+			if err == nil {
+				err = fmt.Errorf("%d entries failed", len(failed))
+			}
+			return fmt.Errorf("fleet: put records: %w", err)
+		}
+		batch = failed
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("fleet: put records: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// Start writes perTick records every interval in the background until Stop.
+// A background producer never abandons a PutRecords call half-way, so every
+// record it wrote is in Records.
+func (p *Producer) Start(interval time.Duration, perTick int) {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.stop != nil {
+		return
+	}
+	p.stop, p.bgDone, p.bgErr = make(chan struct{}), make(chan struct{}), nil
+	stop, done := p.stop, p.bgDone
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := p.Put(ctx, perTick)
+			cancel()
+			if err != nil {
+				p.bgMu.Lock()
+				p.bgErr = err
+				p.bgMu.Unlock()
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// Stop ends the background production started by Start, waits for the
+// call in flight, and returns the error that stopped it early, if any.
+func (p *Producer) Stop() error {
+	p.bgMu.Lock()
+	stop, done := p.stop, p.bgDone
+	p.stop = nil
+	p.bgMu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	close(stop)
+	<-done
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	return p.bgErr
+}
+
+// Records returns a copy of every record written so far, in write order.
+func (p *Producer) Records() []Produced {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Produced(nil), p.records...)
+}
+
+// Count returns how many records were written so far.
+func (p *Producer) Count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.records)
+}
