@@ -52,8 +52,10 @@ type Config struct {
 	// RenewInterval is how often held leases are renewed. Default:
 	// LeaseDuration/3; must be below LeaseDuration/2.
 	RenewInterval time.Duration
-	// TakeInterval is how often the worker looks for leases to take.
-	// Default: RenewInterval.
+	// TakeInterval is how often the worker scans the lease table for leases
+	// to take and for expired leases. Default: RenewInterval/2, which bounds
+	// failover (from a worker's death to another one processing its shards)
+	// by about LeaseDuration + RenewInterval.
 	TakeInterval time.Duration
 	// ShardSyncInterval is how often the shard list is compared with the
 	// lease table. Default 60s.
@@ -85,6 +87,15 @@ type Config struct {
 	// empty batches too (useful for time-based checkpointing).
 	CallProcessorOnEmptyBatches bool
 
+	// StartupTimeout bounds Run's start-up checks (stream, lease table, first
+	// shard sync) so that an unreachable endpoint fails instead of hanging.
+	// Default 30s.
+	StartupTimeout time.Duration
+	// ShutdownTimeout bounds the graceful stop that follows the cancellation
+	// of Run's context; after it processors' contexts are cancelled.
+	// Default 30s. (Shutdown's own context bounds a Shutdown call.)
+	ShutdownTimeout time.Duration
+
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -109,7 +120,7 @@ func (c *Config) setDefaults() {
 		c.RenewInterval = c.LeaseDuration / 3
 	}
 	if c.TakeInterval == 0 {
-		c.TakeInterval = c.RenewInterval
+		c.TakeInterval = c.RenewInterval / 2
 	}
 	if c.ShardSyncInterval == 0 {
 		c.ShardSyncInterval = time.Minute
@@ -131,6 +142,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryMaxInterval == 0 {
 		c.RetryMaxInterval = 30 * time.Second
+	}
+	if c.StartupTimeout == 0 {
+		c.StartupTimeout = 30 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -190,6 +207,9 @@ func (c *Config) validate() error {
 	}
 	if c.RetryInitialInterval <= 0 || c.RetryMaxInterval < c.RetryInitialInterval {
 		bad("retry intervals %v..%v are not a positive range", c.RetryInitialInterval, c.RetryMaxInterval)
+	}
+	if c.StartupTimeout < 0 || c.ShutdownTimeout < 0 {
+		bad("StartupTimeout and ShutdownTimeout must not be negative")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", kcl.ErrInvalidConfig, strings.Join(errs, "; "))

@@ -1,0 +1,423 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/shardline/shardline/checkpoint"
+	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+)
+
+// shardState is one held shard's consumer.
+type shardState struct {
+	w   *Worker
+	h   *lease.Handle
+	id  string
+	log *slog.Logger
+
+	proc          kcl.RecordProcessor
+	cp            *checkpoint.Checkpointer
+	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch processed successfully
+}
+
+// outcome is why a shard consumer stopped.
+type outcome int
+
+const (
+	outLost     outcome = iota // lease lost: LeaseLost, no checkpoint
+	outGraceful                // planned stop: ShutdownRequested, checkpoint, release
+	outHard                    // hard stop: release without callbacks
+	outShardEnd                // shard finished: SHARD_END stored, release
+	outGiveUp                  // could not start (factory error): release for a later retry
+)
+
+// startShard launches the consumer goroutine of a newly acquired lease.
+func (w *Worker) startShard(base context.Context, h *lease.Handle) {
+	s := &shardState{w: w, h: h, id: h.Key(), log: w.log.With("shard", h.Key())}
+	w.mu.Lock()
+	if old := w.running[s.id]; old != nil {
+		s.log.Warn("lease acquired while an old consumer still runs; it will stop on its lost lease")
+	}
+	w.running[s.id] = s
+	w.shards.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.shards.Done()
+		defer func() {
+			w.mu.Lock()
+			if w.running[s.id] == s {
+				delete(w.running, s.id)
+			}
+			w.mu.Unlock()
+		}()
+		s.run(base)
+	}()
+}
+
+// run drives the shard from start to stop and performs the stop's duties.
+func (s *shardState) run(base context.Context) {
+	ctx, cancel := context.WithCancel(base)
+	defer cancel()
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() { // cancel processing as soon as the lease is lost
+		defer close(watchDone)
+		select {
+		case <-s.h.Lost():
+			cancel()
+		case <-stopWatch:
+		}
+	}()
+	out := s.consume(ctx)
+	close(stopWatch)
+	<-watchDone
+
+	// The duties of a stop must not be cut short by the cancellation that
+	// caused it: they get their own bounded context.
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(base), s.w.cfg.LeaseDuration)
+	defer dcancel()
+	if s.h.Err() != nil && out != outShardEnd {
+		out = outLost
+	}
+	switch out {
+	case outLost:
+		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
+		if lh, ok := s.proc.(kcl.LeaseLostHandler); ok {
+			if err := callSafely(func() error { return lh.LeaseLost(dctx, kcl.LeaseLostInput{ShardID: s.id}) }); err != nil {
+				s.log.Warn("LeaseLost returned an error", "err", err)
+			}
+		}
+		return
+	case outGraceful:
+		s.shutdownRequested(dctx)
+	case outHard:
+		s.log.Info("shard stopped without a final checkpoint (hard stop)")
+	case outShardEnd, outGiveUp:
+	}
+	if err := s.h.Release(dctx); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
+		s.log.Warn("releasing lease failed; it will expire instead", "err", err)
+	}
+}
+
+// shutdownRequested gives the processor a last chance to checkpoint and then
+// stores the end of the last successful batch.
+func (s *shardState) shutdownRequested(ctx context.Context) {
+	if s.proc == nil {
+		return
+	}
+	if sh, ok := s.proc.(kcl.ShutdownRequestedHandler); ok {
+		err := callSafely(func() error {
+			return sh.ShutdownRequested(ctx, kcl.ShutdownRequestedInput{ShardID: s.id, Checkpointer: s.cp})
+		})
+		if err != nil {
+			s.log.Warn("ShutdownRequested returned an error", "err", err)
+		}
+	}
+	if !s.lastProcessed.IsZero() && s.lastProcessed.Compare(s.cp.Last()) > 0 {
+		if err := s.cp.CheckpointAt(ctx, s.lastProcessed); err != nil {
+			s.log.Warn("final checkpoint failed", "position", s.lastProcessed, "err", err)
+		} else {
+			s.log.Info("final checkpoint stored", "position", s.lastProcessed)
+		}
+	}
+}
+
+func (s *shardState) stopping() bool {
+	select {
+	case <-s.w.graceful:
+		return true
+	default:
+		return false
+	}
+}
+
+// classify turns a context error into the outcome that caused it.
+func (s *shardState) classify(ctx context.Context) outcome {
+	if s.h.Err() != nil {
+		return outLost
+	}
+	if ctx.Err() != nil {
+		return outHard
+	}
+	return outGraceful
+}
+
+// gracefulCtx is ctx, also cancelled when a graceful stop begins. It is used
+// for waiting (fetching, backoff), never for a processor call, so a batch in
+// flight completes.
+func (s *shardState) gracefulCtx(ctx context.Context) (context.Context, func()) {
+	gctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-s.w.graceful:
+			cancel()
+		case <-gctx.Done():
+		}
+	}()
+	return gctx, func() { cancel(); <-done }
+}
+
+func (s *shardState) consume(ctx context.Context) outcome {
+	l := s.h.Lease()
+	if l.Finished() {
+		return outShardEnd
+	}
+	gctx, gcancel := s.gracefulCtx(ctx)
+	defer gcancel()
+
+	if out, ok := s.waitForParents(ctx, gctx, l); !ok {
+		return out
+	}
+	proc, err := s.w.cfg.ProcessorFactory(s.id)
+	if err != nil || proc == nil {
+		s.log.Error("processor factory failed; releasing the lease for a later retry", "err", err)
+		return outGiveUp
+	}
+	s.proc = proc
+	s.cp = checkpoint.New(s.id, checkpoint.WriterFunc(s.writeCheckpoint), l.Checkpoint)
+
+	if ini, ok := proc.(kcl.Initializer); ok {
+		in := kcl.InitializeInput{ShardID: s.id, Checkpoint: l.Checkpoint,
+			PendingCheckpoint: l.PendingCheckpoint, PendingState: slices.Clone(l.PendingCheckpointState)}
+		if err := s.retry(ctx, gctx, "initialize", func(attempt int) error { return ini.Initialize(ctx, in) }); err != nil {
+			return s.classify(ctx)
+		}
+	}
+
+	var reader fanout.Reader
+	err = s.retry(ctx, gctx, "open shard", func(int) error {
+		var err error
+		reader, err = s.w.source.Open(gctx, s.id, fanout.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l)})
+		if errors.Is(err, kcl.ErrStreamNotFound) {
+			s.w.fatal(err)
+			return backoff.Permanent(err)
+		}
+		return err
+	})
+	if err != nil {
+		return s.classify(ctx)
+	}
+	defer reader.Close()
+	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
+
+	for {
+		if s.stopping() {
+			return outGraceful
+		}
+		b, err := reader.Next(gctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return s.shardEnded(ctx, gctx, nil)
+			}
+			if ctx.Err() != nil || gctx.Err() != nil {
+				return s.classify(ctx)
+			}
+			if errors.Is(err, kcl.ErrStreamNotFound) {
+				s.w.fatal(err)
+				return outHard
+			}
+			s.log.Error("reading shard failed", "err", err)
+			return outHard
+		}
+		if b.Gap {
+			s.log.Warn("checkpoint older than the stream's retention: resumed at TRIM_HORIZON; records were lost to retention",
+				"checkpoint", l.Checkpoint.String())
+		}
+		if len(b.Records) > 0 || s.w.cfg.CallProcessorOnEmptyBatches {
+			if out, ok := s.deliver(ctx, gctx, b); !ok {
+				return out
+			}
+		}
+		if b.ShardEnded {
+			return s.shardEnded(ctx, gctx, b.ChildShardIDs)
+		}
+	}
+}
+
+// initialFor maps a lease's starting sentinel to an initial position.
+func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
+	switch l.Checkpoint.SequenceNumber {
+	case kcl.SentinelTrimHorizon:
+		return kcl.StartAtTrimHorizon()
+	case kcl.SentinelLatest:
+		return kcl.StartAtLatest()
+	case kcl.SentinelAtTimestamp:
+		if s.w.cfg.InitialPosition.Type == kcl.PositionAtTimestamp {
+			return s.w.cfg.InitialPosition
+		}
+		return kcl.StartAtTrimHorizon()
+	}
+	return s.w.cfg.InitialPosition
+}
+
+// deliver hands one batch to the processor until it succeeds. It returns
+// ok=false with the reason when the shard must stop instead.
+func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome, bool) {
+	var last kcl.ExtendedSequenceNumber
+	if n := len(b.Records); n > 0 {
+		last = b.Records[n-1].Position()
+		s.cp.SetDelivered(last)
+	}
+	in := kcl.ProcessRecordsInput{
+		ShardID:            s.id,
+		Records:            b.Records,
+		MillisBehindLatest: b.MillisBehindLatest,
+		Checkpointer:       s.cp,
+	}
+	// A graceful stop does not interrupt the retries of a failing batch:
+	// the shard's records must not be skipped, and the stop's own deadline
+	// turns into a hard stop if the processor never recovers.
+	err := s.retry(ctx, ctx, "process records", func(attempt int) error {
+		in.Attempt = attempt
+		return s.proc.ProcessRecords(ctx, in)
+	})
+	if err != nil {
+		return s.classify(ctx), false
+	}
+	if !last.IsZero() {
+		s.lastProcessed = last
+	}
+	return 0, true
+}
+
+// shardEnded finishes a closed shard: the processor (or the worker) stores
+// SHARD_END, the children are recorded on the lease and a shard sync creates
+// their leases.
+func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) outcome {
+	s.cp.SetDelivered(kcl.ShardEnd)
+	err := s.retry(ctx, ctx, "shard end", func(int) error {
+		if se, ok := s.proc.(kcl.ShardEndedHandler); ok {
+			if err := se.ShardEnded(ctx, kcl.ShardEndedInput{ShardID: s.id, ChildShardIDs: children, Checkpointer: s.cp}); err != nil {
+				return err
+			}
+			if !s.cp.Last().IsShardEnd() {
+				return errors.New("ShardEnded returned without checkpointing SHARD_END (call in.Checkpointer.Checkpoint)")
+			}
+			return nil
+		}
+		return s.cp.Checkpoint(ctx)
+	})
+	if err != nil {
+		return s.classify(ctx)
+	}
+	if len(children) > 0 {
+		_, err := s.h.UpdateShardInfo(ctx, func(l *lease.Lease) { l.ChildShardIDs = children })
+		if err != nil {
+			s.log.Warn("recording child shards failed", "err", err)
+		}
+	}
+	s.log.Info("shard ended", "children", children)
+	s.w.requestSync()
+	return outShardEnd
+}
+
+// waitForParents holds the lease without processing until every parent shard
+// whose lease exists has reached SHARD_END, so that records of one partition
+// key stay in order across a split or merge.
+func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (outcome, bool) {
+	if len(l.ParentShardIDs) == 0 {
+		return 0, true
+	}
+	t := time.NewTicker(min(s.w.cfg.TakeInterval, time.Second))
+	defer t.Stop()
+	logged := false
+	for {
+		pending := ""
+		for _, p := range l.ParentShardIDs {
+			pl, err := s.w.store.Get(gctx, p)
+			if errors.Is(err, lease.ErrNotFound) {
+				continue
+			}
+			if err != nil || !pl.Finished() {
+				pending = p
+				break
+			}
+		}
+		if pending == "" {
+			return 0, true
+		}
+		if !logged {
+			s.log.Info("waiting for parent shard to finish", "parent", pending)
+			logged = true
+		}
+		select {
+		case <-gctx.Done():
+			return s.classify(ctx), false
+		case <-t.C:
+		}
+	}
+}
+
+// writeCheckpoint stores a checkpoint through the lease handle.
+func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) error {
+	_, err := s.h.UpdateCheckpoint(ctx, func(l *lease.Lease) {
+		if l.Checkpoint.Compare(st.Checkpoint) != 0 || l.Checkpoint.SequenceNumber != st.Checkpoint.SequenceNumber {
+			l.OwnerSwitchesSinceCheckpoint = 0
+		}
+		l.Checkpoint = st.Checkpoint
+		l.PendingCheckpoint = st.Pending
+		l.PendingCheckpointState = slices.Clone(st.PendingState)
+	})
+	return err
+}
+
+// retry calls fn until it succeeds, backing off exponentially with jitter.
+// It gives up only when wait (or ctx) ends, or fn returns a permanent error.
+// A panic in fn counts as an error.
+func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attempt int) error) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = s.w.cfg.RetryInitialInterval
+	bo.MaxInterval = s.w.cfg.RetryMaxInterval
+	bo.MaxElapsedTime = 0
+	bo.Reset()
+	for attempt := 1; ; attempt++ {
+		err := callSafely(func() error { return fn(attempt) })
+		if err == nil {
+			return nil
+		}
+		var perm *backoff.PermanentError
+		if errors.As(err, &perm) {
+			return perm.Err
+		}
+		if ctx.Err() != nil || wait.Err() != nil {
+			return fmt.Errorf("%s: %w", what, context.Cause(wait))
+		}
+		if errors.Is(err, kcl.ErrLeaseLost) && s.h.Err() != nil {
+			return err
+		}
+		d := bo.NextBackOff()
+		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-wait.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w", what, context.Cause(wait))
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w", what, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// callSafely runs fn, turning a panic into a *kcl.ProcessorPanicError.
+func callSafely(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &kcl.ProcessorPanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return fn()
+}
