@@ -143,6 +143,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	err := w.loop(ctx)
+	if err == nil && ctx.Err() != nil {
+		// Stopping because ctx ended: bound the graceful stop.
+		timer := time.AfterFunc(w.cfg.ShutdownTimeout, hardCancel)
+		defer timer.Stop()
+	}
 	w.stop(err != nil)
 	return err
 }
@@ -186,8 +191,6 @@ func (w *Worker) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			w.log.Info("context ended; shutting down gracefully", "timeout", w.cfg.ShutdownTimeout)
-			timer := time.AfterFunc(w.cfg.ShutdownTimeout, w.hardCancel)
-			defer timer.Stop()
 			return nil
 		case <-w.shutdownCh:
 			w.log.Info("shutdown requested")
