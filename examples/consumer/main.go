@@ -221,9 +221,12 @@ func newClients(ctx context.Context, opts options) (*kinesis.Client, *dynamodb.C
 	local := opts.kinesisEndpoint != "" || opts.dynamoEndpoint != ""
 	var cfg aws.Config
 	if local {
+		// The emulators accept any credentials, but DynamoDB Local keeps a
+		// separate set of tables per access key: use the same key as the
+		// project's tests and tools so that they all see one lease table.
 		cfg = aws.Config{
 			Region:      "us-east-1",
-			Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
+			Credentials: credentials.NewStaticCredentialsProvider("shardline", "shardline", ""),
 		}
 	} else {
 		var err error
