@@ -108,8 +108,11 @@ func (h *Handle) markLost(err error) {
 	close(h.lost)
 }
 
-// write performs one conditional write under the handle's write lock.
-func (h *Handle) write(ctx context.Context, op func(context.Context, Lease) (Lease, error)) (Lease, error) {
+// write performs one conditional write under the handle's write lock. With
+// release set, a successful write gives the lease up: the handle is marked
+// lost with ErrReleased before the write lock is let go, so that no renewal
+// or checkpoint can slip in between and write to the released lease.
+func (h *Handle) write(ctx context.Context, release bool, op func(context.Context, Lease) (Lease, error)) (Lease, error) {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
 	h.smu.Lock()
@@ -141,6 +144,14 @@ func (h *Handle) write(ctx context.Context, op func(context.Context, Lease) (Lea
 		}
 		return Lease{}, err
 	}
+	if release {
+		h.smu.Lock()
+		h.lease = nl
+		h.smu.Unlock()
+		h.markLost(ErrReleased)
+		h.m.forget(h)
+		return nl.Clone(), nil
+	}
 	h.smu.Lock()
 	h.lease = nl
 	if h.lostErr == nil {
@@ -152,7 +163,7 @@ func (h *Handle) write(ctx context.Context, op func(context.Context, Lease) (Lea
 }
 
 func (h *Handle) renew(ctx context.Context) {
-	_, err := h.write(ctx, h.m.store.Renew)
+	_, err := h.write(ctx, false, h.m.store.Renew)
 	if err != nil && ctx.Err() == nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
@@ -167,7 +178,7 @@ func (h *Handle) renew(ctx context.Context) {
 // checkpoint fields conditionally. If the lease was lost, it fails with an
 // error matching kcl.ErrLeaseLost and writes nothing.
 func (h *Handle) UpdateCheckpoint(ctx context.Context, edit func(*Lease)) (Lease, error) {
-	return h.write(ctx, func(ctx context.Context, l Lease) (Lease, error) {
+	return h.write(ctx, false, func(ctx context.Context, l Lease) (Lease, error) {
 		edit(&l)
 		return h.m.store.UpdateCheckpoint(ctx, l)
 	})
@@ -176,7 +187,7 @@ func (h *Handle) UpdateCheckpoint(ctx context.Context, edit func(*Lease)) (Lease
 // UpdateShardInfo applies edit to a copy of the lease and stores its lineage
 // fields conditionally.
 func (h *Handle) UpdateShardInfo(ctx context.Context, edit func(*Lease)) (Lease, error) {
-	return h.write(ctx, func(ctx context.Context, l Lease) (Lease, error) {
+	return h.write(ctx, false, func(ctx context.Context, l Lease) (Lease, error) {
 		edit(&l)
 		return h.m.store.UpdateShardInfo(ctx, l)
 	})
@@ -185,10 +196,8 @@ func (h *Handle) UpdateShardInfo(ctx context.Context, edit func(*Lease)) (Lease,
 // Release gives the lease up so that another worker can take it at once.
 // The handle is lost afterwards (with ErrReleased).
 func (h *Handle) Release(ctx context.Context) error {
-	_, err := h.write(ctx, h.m.store.Release)
+	_, err := h.write(ctx, true, h.m.store.Release)
 	if err == nil {
-		h.markLost(ErrReleased)
-		h.m.forget(h)
 		h.m.log.Info("lease released", "shard", h.Key())
 	}
 	return err

@@ -3,10 +3,13 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/shardline/shardline/kcl"
 )
 
 // ManagerConfig configures a [Manager].
@@ -59,6 +62,13 @@ type Manager struct {
 	renewDone  chan struct{}
 	takeWakeup chan struct{}
 }
+
+// Causes of handles lost without a refused write. Both match
+// kcl.ErrLeaseLost, as Handle.Err promises for every loss but a release.
+var (
+	errManagerClosed = fmt.Errorf("%w: lease manager closed", kcl.ErrLeaseLost)
+	errTakenAgain    = fmt.Errorf("%w: lease taken again by this worker", kcl.ErrLeaseLost)
+)
 
 type observation struct {
 	counter int64
@@ -137,7 +147,8 @@ func (m *Manager) StopTaking() {
 
 // Close stops both loops, waits for them, and removes the presence row. Held
 // leases are not released: call Release on each handle first for a graceful
-// hand-over.
+// hand-over. Handles still held are lost afterwards, with an error matching
+// kcl.ErrLeaseLost, and Held returns none.
 func (m *Manager) Close(ctx context.Context) error {
 	if m.stopRenew == nil {
 		return nil
@@ -147,8 +158,9 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.wg.Wait()
 	m.mu.Lock()
 	hb := m.hb
-	for _, h := range m.held {
-		h.markLost(errors.New("lease manager closed"))
+	for key, h := range m.held {
+		h.markLost(errManagerClosed)
+		delete(m.held, key)
 	}
 	m.mu.Unlock()
 	if err := m.store.DeleteWorker(ctx, hb); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
@@ -330,7 +342,7 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{})}
 	m.mu.Lock()
 	if old := m.held[nl.Key]; old != nil {
-		old.markLost(errors.New("lease taken again"))
+		old.markLost(errTakenAgain)
 	}
 	m.held[nl.Key] = h
 	m.observed[nl.Key] = observation{counter: nl.Counter, owner: nl.Owner, at: start}
