@@ -14,7 +14,7 @@ import (
 // TestThreeWorkersShareTwelveShards: three processes started together spread
 // twelve shards 4/4/4 (±1) and together deliver every record.
 func TestThreeWorkersShareTwelveShards(t *testing.T) {
-	e := setup(t, 12)
+	e := setup(t, 12, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -52,7 +52,9 @@ func TestThreeWorkersShareTwelveShards(t *testing.T) {
 // lease duration + one renewal interval; nothing is lost, and the only
 // duplicates are records after the shard's last checkpoint.
 func TestKilledWorkerShardsMoveWithinLeaseDuration(t *testing.T) {
-	e := setup(t, 12)
+	// Checkpointing once a second leaves processed records behind each
+	// checkpoint, so the kill has duplicates to classify.
+	e := setup(t, 12, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -140,7 +142,9 @@ func TestKilledWorkerShardsMoveWithinLeaseDuration(t *testing.T) {
 // workers makes it checkpoint and release its leases; the other takes them
 // and re-delivers nothing.
 func TestGracefulShutdownHandsOverWithoutDuplicates(t *testing.T) {
-	e := setup(t, 6)
+	// Checkpointing once a second: only the final checkpoint written on
+	// ShutdownRequested keeps the new owner from re-delivering records.
+	e := setup(t, 6, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -205,7 +209,9 @@ func TestGracefulShutdownHandsOverWithoutDuplicates(t *testing.T) {
 // again resumes each shard right after its stored checkpoint: nothing before
 // it is delivered again, nothing after it is missed.
 func TestRestartResumesFromCheckpoint(t *testing.T) {
-	e := setup(t, 4)
+	// Checkpointing once a second: the checkpoint at the last record comes
+	// from ShutdownRequested.
+	e := setup(t, 4, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -278,7 +284,7 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("restart delivered %d distinct records, want the %d written after the checkpoint", len(got), len(want))
 	}
-	t.Logf("restart resumed at %v and delivered the %d new records", stored, len(got))
+	t.Logf("restart resumed at the stored checkpoints and delivered the %d new records", len(got))
 }
 
 // waitEveryShardDelivering waits until each of the n shards has delivered a

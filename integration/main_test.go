@@ -78,10 +78,12 @@ type env struct {
 }
 
 // setup creates a stream with the given number of shards and a fleet of
-// consumers for a fresh application. Everything is torn down when the test
+// consumers for a fresh application. The consumers checkpoint after every
+// batch, or at most every checkpointInterval if it is not zero (which leaves
+// processed records behind the checkpoint, as real applications do). Everything is torn down when the test
 // ends: processes are killed, the producer stopped, the table and stream
 // deleted; on failure the tail of every worker's log is printed.
-func setup(t *testing.T, shards int) *env {
+func setup(t *testing.T, shards int, checkpointInterval time.Duration) *env {
 	t.Helper()
 	testenv.Require(t)
 	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
@@ -89,15 +91,16 @@ func setup(t *testing.T, shards int) *env {
 	stream := testenv.CreateStream(t, kc, shards)
 	app := testenv.UniqueName("app")
 	f, err := fleet.New(fleet.Config{
-		Binary:           bin,
-		Dir:              t.TempDir(),
-		Stream:           stream,
-		App:              app,
-		KinesisEndpoint:  testenv.KinesisEndpoint(),
-		DynamoDBEndpoint: testenv.DynamoDBEndpoint(),
-		LeaseDuration:    leaseDuration,
-		IdleTime:         idleTime,
-		ShutdownTimeout:  15 * time.Second,
+		Binary:             bin,
+		Dir:                t.TempDir(),
+		Stream:             stream,
+		App:                app,
+		KinesisEndpoint:    testenv.KinesisEndpoint(),
+		DynamoDBEndpoint:   testenv.DynamoDBEndpoint(),
+		LeaseDuration:      leaseDuration,
+		IdleTime:           idleTime,
+		CheckpointInterval: checkpointInterval,
+		ShutdownTimeout:    15 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Command consumer is a small Shardline consumer: it reads a Kinesis stream
 // together with any number of replicas of itself, counts the records of each
-// shard, checkpoints after every batch and stops gracefully on SIGTERM or
-// SIGINT.
+// shard, checkpoints after every batch (or every -checkpoint-interval) and
+// stops gracefully on SIGTERM or SIGINT.
 //
 // Run it against AWS with the usual credentials and region
 // (AWS_PROFILE, AWS_REGION, ...):
@@ -57,6 +57,7 @@ type options struct {
 	kinesisEndpoint, dynamoEndpoint string
 	initialPosition                 string
 	leaseDuration, idleTime         time.Duration
+	checkpointInterval              time.Duration
 	shutdownTimeout                 time.Duration
 	eventsPath                      string
 }
@@ -90,6 +91,7 @@ func parseFlags() (options, error) {
 	str(&o.eventsPath, "events", "SHARDLINE_EVENTS", "", "append a JSON line per record and lifecycle event to this file")
 	dur(&o.leaseDuration, "lease-duration", "SHARDLINE_LEASE_DURATION", 10*time.Second, "how long a lease lasts without renewal")
 	dur(&o.idleTime, "idle-time", "SHARDLINE_IDLE_TIME", time.Second, "pause after a read that returned nothing")
+	dur(&o.checkpointInterval, "checkpoint-interval", "SHARDLINE_CHECKPOINT_INTERVAL", 0, "checkpoint at most this often (0: after every batch)")
 	dur(&o.shutdownTimeout, "shutdown-timeout", "SHARDLINE_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return o, err
@@ -154,11 +156,12 @@ func run() int {
 		Logger:               log,
 		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
 			return &processor{
-				shardID: shardID,
-				worker:  workerID,
-				counts:  counts,
-				events:  events,
-				log:     log.With("shard", shardID),
+				shardID:            shardID,
+				worker:             workerID,
+				checkpointInterval: opts.checkpointInterval,
+				counts:             counts,
+				events:             events,
+				log:                log.With("shard", shardID),
 			}, nil
 		},
 	})
@@ -265,11 +268,13 @@ func streamARN(s string) string {
 
 // processor handles one shard. The worker calls it from one goroutine.
 type processor struct {
-	shardID string
-	worker  string
-	counts  *shardCounts
-	events  *eventLog
-	log     *slog.Logger
+	shardID            string
+	worker             string
+	checkpointInterval time.Duration
+	lastCheckpoint     time.Time
+	counts             *shardCounts
+	events             *eventLog
+	log                *slog.Logger
 }
 
 // The optional lifecycle interfaces this processor implements.
@@ -308,6 +313,9 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 	}
 	p.counts.add(p.shardID, len(in.Records))
 
+	if time.Since(p.lastCheckpoint) < p.checkpointInterval {
+		return nil // checkpoint later; a crash until then re-delivers these records
+	}
 	if err := in.Checkpointer.Checkpoint(ctx); err != nil {
 		// The records were processed; without the checkpoint they are
 		// delivered again after a failover. When the lease is lost the worker
@@ -329,8 +337,8 @@ func (p *processor) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error 
 }
 
 // ShutdownRequested is called when the worker gives the shard up on purpose;
-// the checkpointer still works. This processor checkpoints after every batch
-// already, so this only confirms the final position.
+// the checkpointer still works: storing the final position here means the
+// next owner of the shard delivers none of these records again.
 func (p *processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.log.Info("shutdown requested")
 	p.events.Write(event{Type: "shutdown_requested", Worker: p.worker, Shard: p.shardID})
@@ -361,6 +369,7 @@ func (p *processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) erro
 
 // checkpointed records a successful checkpoint in the events file.
 func (p *processor) checkpointed(c kcl.Checkpointer) {
+	p.lastCheckpoint = time.Now()
 	p.events.Write(event{Type: "checkpoint", Worker: p.worker, Shard: p.shardID, Position: c.Last().String()})
 	if err := p.events.Flush(); err != nil {
 		p.log.Warn("events file", "err", err)

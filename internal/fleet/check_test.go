@@ -23,7 +23,10 @@ func newHistory() *history {
 	return &history{t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), inc: make(map[string]int)}
 }
 
-func (h *history) now() time.Time { h.tick++; return h.t0.Add(time.Duration(h.tick) * time.Millisecond) }
+func (h *history) now() time.Time {
+	h.tick++
+	return h.t0.Add(time.Duration(h.tick) * time.Millisecond)
+}
 
 // produce writes n records to shard, with sequence numbers 100, 101, ...
 func (h *history) produce(shard string, n int) {
@@ -48,8 +51,10 @@ func (h *history) add(e Event) {
 	h.events = append(h.events, e)
 }
 
-func (h *history) start(w string)                   { h.add(Event{Type: EventStart, Worker: w}) }
-func (h *history) initialize(w, shard, from string) { h.add(Event{Type: EventInitialize, Worker: w, Shard: shard, Checkpoint: from}) }
+func (h *history) start(w string) { h.add(Event{Type: EventStart, Worker: w}) }
+func (h *history) initialize(w, shard, from string) {
+	h.add(Event{Type: EventInitialize, Worker: w, Shard: shard, Checkpoint: from})
+}
 func (h *history) checkpoint(w, shard string, seq int) {
 	h.add(Event{Type: EventCheckpoint, Worker: w, Shard: shard, Position: strconv.Itoa(seq)})
 }

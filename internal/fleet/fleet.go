@@ -69,9 +69,9 @@ type Config struct {
 	KinesisEndpoint, DynamoDBEndpoint string
 	// InitialPosition is "trim_horizon" (default) or "latest".
 	InitialPosition string
-	// LeaseDuration, IdleTime and ShutdownTimeout are passed to the
-	// consumer; zero leaves the consumer's default.
-	LeaseDuration, IdleTime, ShutdownTimeout time.Duration
+	// LeaseDuration, IdleTime, CheckpointInterval and ShutdownTimeout are
+	// passed to the consumer; zero leaves the consumer's default.
+	LeaseDuration, IdleTime, CheckpointInterval, ShutdownTimeout time.Duration
 	// ExtraArgs are appended to every consumer's command line.
 	ExtraArgs []string
 }
@@ -138,7 +138,8 @@ func (f *Fleet) Start(id string) (*Process, error) {
 		"-events", f.EventsPath(id),
 	}
 	for flagName, d := range map[string]time.Duration{
-		"-lease-duration": f.cfg.LeaseDuration, "-idle-time": f.cfg.IdleTime, "-shutdown-timeout": f.cfg.ShutdownTimeout,
+		"-lease-duration": f.cfg.LeaseDuration, "-idle-time": f.cfg.IdleTime,
+		"-checkpoint-interval": f.cfg.CheckpointInterval, "-shutdown-timeout": f.cfg.ShutdownTimeout,
 	} {
 		if d > 0 {
 			args = append(args, flagName, d.String())
