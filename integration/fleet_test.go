@@ -80,13 +80,16 @@ func TestKilledWorkerShardsMoveWithinLeaseDuration(t *testing.T) {
 	lastCheckpoint := fleet.Checkpoints(e.leases(ctx))
 	t.Logf("killed %s holding %v", victim, victimShards)
 
-	// Bound: the survivors see the lease counter stand still for
-	// LeaseDuration and look every TakeInterval (= RenewInterval), so a
-	// lease is taken at most LeaseDuration + RenewInterval after the last
-	// renewal, which came before the kill. Slack of 1s for what follows the
-	// take: the conditional take write, GetShardIterator and the first
-	// GetRecords against the emulators (tens of ms each, slower under
-	// -race), one IdleTimeBetweenReads (100ms), and the events file flush.
+	// Bound: a survivor considers a lease expired once it has seen its
+	// counter stand still for LeaseDuration, and it looks every TakeInterval
+	// (default RenewInterval/2). The victim's last renewal came before the
+	// kill, so the survivor saw the last counter change at most one
+	// TakeInterval after the kill and takes the lease at most LeaseDuration
+	// + TakeInterval later: within LeaseDuration + RenewInterval. Slack of 1s
+	// for what follows the take and is not lease timing: the conditional
+	// take write, GetShardIterator and the first GetRecords against the
+	// emulators (tens of ms each, slower under -race and on 2 cores), one
+	// IdleTimeBetweenReads (100ms), and the events file flush.
 	const slack = time.Second
 	bound := leaseDuration + renewInterval
 	var first map[string]fleet.Event

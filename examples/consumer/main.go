@@ -202,7 +202,8 @@ func run() int {
 		}
 		cancel()
 		cancelRun() // Run returns promptly after Shutdown; this is only a backstop.
-		if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+		// ErrShutdown: the signal came before Run had even started.
+		if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, kcl.ErrShutdown) {
 			log.Error("worker stopped", "err", err)
 			status = 1
 		}
