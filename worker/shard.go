@@ -25,6 +25,9 @@ type shardState struct {
 	id  string
 	log *slog.Logger
 
+	done chan struct{} // closed when the consumer goroutine ends
+	prev *shardState   // an earlier consumer of the same shard still winding down
+
 	proc          kcl.RecordProcessor
 	cp            *checkpoint.Checkpointer
 	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch processed successfully
@@ -43,16 +46,21 @@ const (
 
 // startShard launches the consumer goroutine of a newly acquired lease.
 func (w *Worker) startShard(base context.Context, h *lease.Handle) {
-	s := &shardState{w: w, h: h, id: h.Key(), log: w.log.With("shard", h.Key())}
+	s := &shardState{w: w, h: h, id: h.Key(), log: w.log.With("shard", h.Key()), done: make(chan struct{})}
 	w.mu.Lock()
 	if old := w.running[s.id]; old != nil {
-		s.log.Warn("lease acquired while an old consumer still runs; it will stop on its lost lease")
+		// The old consumer lost its lease but its processor has not returned
+		// yet. The new one waits for it, so one shard never has two
+		// processors running in this worker.
+		s.log.Warn("lease acquired again while the previous consumer is still stopping; waiting for it")
+		s.prev = old
 	}
 	w.running[s.id] = s
 	w.shards.Add(1)
 	w.mu.Unlock()
 	go func() {
 		defer w.shards.Done()
+		defer close(s.done)
 		defer func() {
 			w.mu.Lock()
 			if w.running[s.id] == s {
@@ -78,7 +86,16 @@ func (s *shardState) run(base context.Context) {
 		case <-stopWatch:
 		}
 	}()
-	out := s.consume(ctx)
+	out := outHard
+	if s.prev != nil {
+		select {
+		case <-s.prev.done:
+		case <-ctx.Done():
+		}
+	}
+	if ctx.Err() == nil {
+		out = s.consume(ctx)
+	}
 	close(stopWatch)
 	<-watchDone
 
