@@ -35,6 +35,7 @@ const (
 	attrStartingHashKey   = "startingHashKey"
 	attrEndingHashKey     = "endingHashKey"
 	attrWorkerLeaseNumber = "shardlineWorkerLeases" // presence rows only
+	attrHandoffTo         = "shardlineHandoffTo"
 )
 
 // DynamoStore is the [Store] kept in a DynamoDB table laid out like the
@@ -311,6 +312,7 @@ func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 	}
 	u := newUpdate()
 	u.set(attrLeaseOwner, stringValue(newOwner))
+	u.remove(attrHandoffTo)
 	if newOwner != l.Owner {
 		n := u.name(attrOwnerSwitches)
 		u.sets = append(u.sets, fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", n, n, u.value(numberValue(0)), u.value(numberValue(1))))
@@ -322,7 +324,46 @@ func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 func (s *DynamoStore) Release(ctx context.Context, l Lease) (Lease, error) {
 	u := newUpdate()
 	u.remove(attrLeaseOwner)
+	u.remove(attrHandoffTo)
 	return s.updateFenced(ctx, "release", l, true, u)
+}
+
+// RequestHandoff sets shardlineHandoffTo, conditional on leaseOwner,
+// leaseCounter and no pending hand-over; the counter is not incremented.
+func (s *DynamoStore) RequestHandoff(ctx context.Context, l Lease, to string) (Lease, error) {
+	if to == "" || l.Owner == "" || to == l.Owner {
+		return Lease{}, fmt.Errorf("lease: request handoff %s: %w: from %q to %q", l.Key, ErrInvalidArgument, l.Owner, to)
+	}
+	if err := checkLeaseKey("handoff", l.Key); err != nil {
+		return Lease{}, err
+	}
+	u := newUpdate()
+	u.set(attrHandoffTo, stringValue(to))
+	cond := fmt.Sprintf("%s = %s AND %s = %s AND attribute_not_exists(%s)",
+		u.name(attrLeaseCounter), u.value(numberValue(l.Counter)),
+		u.name(attrLeaseOwner), u.value(stringValue(l.Owner)), u.name(attrHandoffTo))
+	out, err := s.client.UpdateItem(ctx, u.input(s.table, l.Key, cond))
+	if err != nil {
+		return Lease{}, s.fail("handoff", l.Key, err)
+	}
+	return decodeLease(out.Attributes)
+}
+
+// HandOver makes shardlineHandoffTo the owner, conditional on leaseOwner,
+// leaseCounter and shardlineHandoffTo, and increments the counter and
+// ownerSwitchesSinceCheckpoint.
+func (s *DynamoStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
+	if l.HandoffTo == "" {
+		return Lease{}, fmt.Errorf("lease: hand over %s: %w: no hand-over pending", l.Key, ErrInvalidArgument)
+	}
+	u := newUpdate()
+	u.set(attrLeaseOwner, stringValue(l.HandoffTo))
+	u.remove(attrHandoffTo)
+	n := u.name(attrOwnerSwitches)
+	u.sets = append(u.sets, fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", n, n, u.value(numberValue(0)), u.value(numberValue(1))))
+	// The condition on the pending hand-over joins the fenced condition.
+	u.extraCond = fmt.Sprintf("%s = %s", u.name(attrHandoffTo), u.value(stringValue(l.HandoffTo)))
+	return s.updateFenced(ctx, "handover", l, true, u)
 }
 
 // UpdateCheckpoint writes the checkpoint, the pending checkpoint (removed
@@ -372,6 +413,9 @@ func (s *DynamoStore) updateFenced(ctx context.Context, op string, l Lease, chec
 	c := u.name(attrLeaseCounter)
 	u.sets = append(u.sets, fmt.Sprintf("%s = %s + %s", c, c, u.value(numberValue(1))))
 	cond := fmt.Sprintf("%s = %s", c, u.value(numberValue(l.Counter)))
+	if u.extraCond != "" {
+		cond += " AND " + u.extraCond
+	}
 	if checkOwner {
 		if l.Owner == "" {
 			cond += fmt.Sprintf(" AND attribute_not_exists(%s)", u.name(attrLeaseOwner))
@@ -532,6 +576,7 @@ func isThrottled(err error) bool {
 // placeholders for every attribute name and value.
 type update struct {
 	sets, removes []string
+	extraCond     string // ANDed to the fenced condition
 	names         map[string]string // placeholder -> attribute name
 	placeholders  map[string]string // attribute name -> placeholder
 	values        map[string]types.AttributeValue
@@ -656,6 +701,7 @@ func encodeLease(l Lease) map[string]types.AttributeValue {
 	putSet(attrChildShardIDs, l.ChildShardIDs)
 	putString(attrStartingHashKey, l.StartingHashKey)
 	putString(attrEndingHashKey, l.EndingHashKey)
+	putString(attrHandoffTo, l.HandoffTo)
 	return item
 }
 
@@ -676,6 +722,7 @@ func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
 		ChildShardIDs:                d.set(attrChildShardIDs),
 		StartingHashKey:              d.str(attrStartingHashKey),
 		EndingHashKey:                d.str(attrEndingHashKey),
+		HandoffTo:                    d.str(attrHandoffTo),
 	}
 	if d.err != nil {
 		return Lease{}, d.err

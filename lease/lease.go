@@ -58,6 +58,10 @@ type Lease struct {
 	ChildShardIDs []string
 	// StartingHashKey and EndingHashKey bound the shard's hash key range.
 	StartingHashKey, EndingHashKey string
+	// HandoffTo names the worker that asked the owner to hand the lease
+	// over (planned move); empty when no hand-over is pending (attribute
+	// shardlineHandoffTo, a Shardline extension).
+	HandoffTo string
 }
 
 // Clone returns a deep copy of l.
@@ -154,6 +158,16 @@ type Store interface {
 	UpdateShardInfo(ctx context.Context, l Lease) (Lease, error)
 	// Delete removes the lease; conditional on Counter.
 	Delete(ctx context.Context, l Lease) error
+
+	// RequestHandoff asks the owner to hand the lease over to worker to:
+	// it sets HandoffTo, conditional on Owner, Counter and no hand-over
+	// being pending. Unlike every other write it does not increment the
+	// counter, so the owner's renewals go on and return the request.
+	RequestHandoff(ctx context.Context, l Lease, to string) (Lease, error)
+	// HandOver makes l.HandoffTo the owner and clears HandoffTo;
+	// conditional on Owner, Counter and HandoffTo. It counts an owner
+	// switch.
+	HandOver(ctx context.Context, l Lease) (Lease, error)
 
 	// Heartbeat writes the worker's presence row, incrementing its Heartbeat.
 	// It is conditional on the row being absent or owned by w.ID.

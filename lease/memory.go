@@ -173,12 +173,66 @@ func (s *MemoryStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 			cur.OwnerSwitchesSinceCheckpoint++
 		}
 		cur.Owner = newOwner
+		cur.HandoffTo = ""
 	})
 }
 
 // Release removes the owner if the lease's Owner and Counter are those of l.
 func (s *MemoryStore) Release(ctx context.Context, l Lease) (Lease, error) {
-	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = "" })
+	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = ""; cur.HandoffTo = "" })
+}
+
+// RequestHandoff sets HandoffTo if the lease's Owner and Counter are those
+// of l and no hand-over is pending. The counter is not incremented.
+func (s *MemoryStore) RequestHandoff(ctx context.Context, l Lease, to string) (Lease, error) {
+	if to == "" || l.Owner == "" || to == l.Owner {
+		return Lease{}, fmt.Errorf("lease: request handoff %s: %w: from %q to %q", l.Key, ErrInvalidArgument, l.Owner, to)
+	}
+	return s.conditional(ctx, "handoff", l, func(cur Lease) bool { return cur.HandoffTo == "" }, func(cur *Lease) {
+		cur.HandoffTo = to
+		cur.Counter-- // the one write that does not move the counter
+	})
+}
+
+// HandOver makes l.HandoffTo the owner if the lease's Owner, Counter and
+// HandoffTo are those of l.
+func (s *MemoryStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
+	if l.HandoffTo == "" {
+		return Lease{}, fmt.Errorf("lease: hand over %s: %w: no hand-over pending", l.Key, ErrInvalidArgument)
+	}
+	return s.conditional(ctx, "handover", l, func(cur Lease) bool { return cur.HandoffTo == l.HandoffTo }, func(cur *Lease) {
+		cur.Owner = cur.HandoffTo
+		cur.HandoffTo = ""
+		cur.OwnerSwitchesSinceCheckpoint++
+	})
+}
+
+// conditional is updateFenced (owner and counter checked) with an extra
+// condition on the stored lease.
+func (s *MemoryStore) conditional(ctx context.Context, op string, l Lease, cond func(Lease) bool, change func(*Lease)) (Lease, error) {
+	if err := checkLeaseKey(op, l.Key); err != nil {
+		return Lease{}, err
+	}
+	var out Lease
+	err := s.run(ctx, op, l.Key, func() error {
+		cur, ok := s.leases[l.Key]
+		if !ok {
+			return newConflict(op, l.Key, nil)
+		}
+		if cur.Counter != l.Counter || cur.Owner != l.Owner || !cond(cur) {
+			return newConflict(op, l.Key, &cur)
+		}
+		next := cur.Clone()
+		change(&next)
+		next.Counter++
+		s.leases[l.Key] = next
+		out = next.Clone()
+		return nil
+	})
+	if err != nil {
+		return Lease{}, err
+	}
+	return out, nil
 }
 
 // UpdateCheckpoint stores the checkpoint fields of l if the lease's Owner

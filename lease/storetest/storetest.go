@@ -54,6 +54,8 @@ func Run(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		{"ConcurrentTake", testConcurrentTake},
 		{"CopiesInAndOut", testCopies},
 		{"CancelledContext", testCancelledContext},
+		{"Handoff", testHandoff},
+		{"HandoffConflicts", testHandoffConflicts},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -807,4 +809,102 @@ func testCancelledContext(t *testing.T, s lease.Store) {
 		t.Errorf("List with a cancelled context: %v, want context.Canceled", err)
 	}
 	expectStored(t, s, l)
+}
+
+// testHandoff: a requested hand-over is visible to the owner's renewal
+// (the request does not move the counter), and HandOver moves ownership.
+func testHandoff(t *testing.T, s lease.Store) {
+	ctx := t.Context()
+	l := mustTake(t, s, mustCreate(t, s, fresh("shard-h")), "worker-a")
+	req, err := s.RequestHandoff(ctx, l, "worker-b")
+	if err != nil {
+		t.Fatalf("RequestHandoff: %v", err)
+	}
+	want := l.Clone()
+	want.HandoffTo = "worker-b"
+	equal(t, "lease after request", req, want)
+	expectStored(t, s, want)
+
+	// The owner's renewal still succeeds and carries the request.
+	renewed, err := s.Renew(ctx, l)
+	if err != nil {
+		t.Fatalf("Renew after request: %v", err)
+	}
+	if renewed.HandoffTo != "worker-b" || renewed.Counter != l.Counter+1 {
+		t.Fatalf("renewed lease %+v: want HandoffTo worker-b, counter %d", renewed, l.Counter+1)
+	}
+	// A second request is refused while one is pending.
+	_, err = s.RequestHandoff(ctx, renewed, "worker-c")
+	expectConflictWith(t, err, "handoff", renewed)
+
+	moved, err := s.HandOver(ctx, renewed)
+	if err != nil {
+		t.Fatalf("HandOver: %v", err)
+	}
+	want = renewed.Clone()
+	want.Owner, want.HandoffTo = "worker-b", ""
+	want.Counter++
+	want.OwnerSwitchesSinceCheckpoint++
+	equal(t, "lease after hand-over", moved, want)
+	expectStored(t, s, want)
+
+	// Release and Take clear a pending request.
+	req, err = s.RequestHandoff(ctx, moved, "worker-a")
+	if err != nil {
+		t.Fatalf("RequestHandoff: %v", err)
+	}
+	rel, err := s.Release(ctx, req)
+	if err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if rel.HandoffTo != "" || rel.Owner != "" {
+		t.Errorf("released lease %+v still has an owner or a hand-over", rel)
+	}
+	tk := mustTake(t, s, rel, "worker-c")
+	if _, err := s.RequestHandoff(ctx, tk, "worker-a"); err != nil {
+		t.Fatalf("RequestHandoff: %v", err)
+	}
+	cur := mustGet(t, s, "shard-h")
+	stolen := mustTake(t, s, cur, "worker-a")
+	if stolen.HandoffTo != "" {
+		t.Errorf("taken lease %+v keeps the hand-over request", stolen)
+	}
+}
+
+func testHandoffConflicts(t *testing.T, s lease.Store) {
+	ctx := t.Context()
+	l := mustTake(t, s, mustCreate(t, s, fresh("shard-hc")), "worker-a")
+	// Stale counter, wrong owner.
+	stale := l.Clone()
+	stale.Counter--
+	_, err := s.RequestHandoff(ctx, stale, "worker-b")
+	expectConflictWith(t, err, "handoff", l)
+	wrong := l.Clone()
+	wrong.Owner = "worker-x"
+	_, err = s.RequestHandoff(ctx, wrong, "worker-b")
+	expectConflictWith(t, err, "handoff", l)
+	// Bad arguments.
+	if _, err := s.RequestHandoff(ctx, l, ""); !errors.Is(err, lease.ErrInvalidArgument) {
+		t.Errorf("RequestHandoff to nobody: %v, want ErrInvalidArgument", err)
+	}
+	if _, err := s.RequestHandoff(ctx, l, "worker-a"); !errors.Is(err, lease.ErrInvalidArgument) {
+		t.Errorf("RequestHandoff to the owner: %v, want ErrInvalidArgument", err)
+	}
+	if _, err := s.HandOver(ctx, l); !errors.Is(err, lease.ErrInvalidArgument) {
+		t.Errorf("HandOver without a request: %v, want ErrInvalidArgument", err)
+	}
+	// HandOver to a worker other than the one that asked.
+	req, err := s.RequestHandoff(ctx, l, "worker-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := req.Clone()
+	other.HandoffTo = "worker-z"
+	_, err = s.HandOver(ctx, other)
+	expectConflictWith(t, err, "handover", req)
+	// Missing lease.
+	gone := req.Clone()
+	gone.Key = "shard-missing"
+	_, err = s.HandOver(ctx, gone)
+	expectConflictGone(t, err, "handover", "shard-missing")
 }
