@@ -30,6 +30,7 @@ type Handle struct {
 	timer     *time.Timer
 	lost      chan struct{}
 	lostErr   error
+	handoff   chan struct{} // closed when another worker asks for the lease
 }
 
 // Key returns the lease key (the shard ID).
@@ -45,6 +46,21 @@ func (h *Handle) Lease() Lease {
 // Lost returns a channel closed when the lease is no longer held: taken by
 // another worker, not renewed in time, or released.
 func (h *Handle) Lost() <-chan struct{} { return h.lost }
+
+// HandoffRequested returns a channel closed when another worker asked for
+// the lease (a planned move for balancing). The holder should finish its
+// batch, checkpoint and call HandOver; if it does not within the requester's
+// hand-over timeout, the requester takes the lease anyway.
+func (h *Handle) HandoffRequested() <-chan struct{} { return h.handoff }
+
+// Valid reports whether the lease is still held and its renewal deadline has
+// not passed. Check it right before acting on the shard: after a long pause
+// (GC, SIGSTOP) it turns false at once, before the expiry timer has run.
+func (h *Handle) Valid() bool {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return h.lostErr == nil && time.Now().Before(h.deadlineLocked())
+}
 
 // Err returns why the handle was lost, or nil while it is held. The error
 // matches kcl.ErrLeaseLost unless the lease was released on purpose
@@ -136,8 +152,17 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 
 	sent := time.Now()
 	nl, err := op(ctx, cur)
+	var ce *ConflictError
+	if errors.As(err, &ce) && h.adoptable(cur, ce.Current) {
+		// Another worker recorded lineage on the lease; ownership and
+		// progress are untouched. Adopt the new counter and write again.
+		h.smu.Lock()
+		h.lease = ce.Current.Clone()
+		cur = h.lease.Clone()
+		h.smu.Unlock()
+		nl, err = op(ctx, cur)
+	}
 	if err != nil {
-		var ce *ConflictError
 		if errors.As(err, &ce) {
 			h.markLost(err)
 			h.m.forget(h)
@@ -159,7 +184,30 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 		h.armLocked()
 	}
 	h.smu.Unlock()
+	if nl.HandoffTo != "" && nl.HandoffTo != h.m.cfg.WorkerID {
+		h.signalHandoff()
+	}
 	return nl.Clone(), nil
+}
+
+// adoptable reports whether a refused write may be retried on cur: the lease
+// is still ours, with the same checkpoint, so the write that moved the
+// counter only recorded lineage (any worker may). Resets, takes and
+// hand-overs change the owner or the checkpoint and are never adopted.
+func (h *Handle) adoptable(mine Lease, cur *Lease) bool {
+	return cur != nil && cur.Owner == mine.Owner && cur.Owner == h.m.cfg.WorkerID &&
+		cur.Counter > mine.Counter && cur.Checkpoint == mine.Checkpoint &&
+		cur.PendingCheckpoint == mine.PendingCheckpoint && cur.HandoffTo == mine.HandoffTo
+}
+
+func (h *Handle) signalHandoff() {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	select {
+	case <-h.handoff:
+	default:
+		close(h.handoff)
+	}
 }
 
 func (h *Handle) renew(ctx context.Context) {
@@ -191,6 +239,17 @@ func (h *Handle) UpdateShardInfo(ctx context.Context, edit func(*Lease)) (Lease,
 		edit(&l)
 		return h.m.store.UpdateShardInfo(ctx, l)
 	})
+}
+
+// HandOver passes the lease to the worker that requested it (see
+// HandoffRequested). Checkpoint first: the new owner starts from the stored
+// checkpoint. The handle is lost afterwards (with ErrReleased).
+func (h *Handle) HandOver(ctx context.Context) error {
+	nl, err := h.write(ctx, true, h.m.store.HandOver)
+	if err == nil {
+		h.m.log.Info("lease handed over", "shard", h.Key(), "to", nl.Owner)
+	}
+	return err
 }
 
 // Release gives the lease up so that another worker can take it at once.

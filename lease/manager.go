@@ -32,6 +32,10 @@ type ManagerConfig struct {
 	Logger *slog.Logger
 	// Rand seeds tie-breaking; default a random seed.
 	Rand *rand.Rand
+	// HandoffTimeout is how long a worker that asked for a lease (to
+	// balance the fleet) waits for the owner to hand it over before taking
+	// it anyway. Default: LeaseDuration.
+	HandoffTimeout time.Duration
 }
 
 // Manager renews the leases a worker holds and takes more when the worker
@@ -55,12 +59,14 @@ type Manager struct {
 	hb       Worker
 	rnd      *rand.Rand
 
-	wg         sync.WaitGroup
-	stopRenew  context.CancelFunc
-	stopTake   context.CancelFunc
-	takeDone   chan struct{}
-	renewDone  chan struct{}
-	takeWakeup chan struct{}
+	wg             sync.WaitGroup
+	hwg            sync.WaitGroup // hand-over waiters, joined by StopTaking
+	pendingHandoff string         // lease key of the pending hand-over request
+	stopRenew      context.CancelFunc
+	stopTake       context.CancelFunc
+	takeDone       chan struct{}
+	renewDone      chan struct{}
+	takeWakeup     chan struct{}
 }
 
 // Causes of handles lost without a refused write. Both match
@@ -83,6 +89,9 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if cfg.HandoffTimeout <= 0 {
+		cfg.HandoffTimeout = cfg.LeaseDuration
 	}
 	if cfg.OnAcquired == nil {
 		cfg.OnAcquired = func(*Handle) {}
@@ -143,6 +152,7 @@ func (m *Manager) StopTaking() {
 	}
 	m.stopTake()
 	<-m.takeDone
+	m.hwg.Wait()
 }
 
 // Close stops both loops, waits for them, and removes the presence row. Held
@@ -325,9 +335,87 @@ func (m *Manager) takeRound(ctx context.Context) error {
 		m.take(ctx, l, "take")
 	}
 	for _, l := range plan.Steal {
-		m.take(ctx, l, "steal")
+		m.requestHandoff(ctx, l)
 	}
 	return nil
+}
+
+// requestHandoff asks the owner of l to hand it over (a planned move: the
+// owner finishes its batch and checkpoints first, so nothing is processed
+// twice) and starts a goroutine that waits for the hand-over. At most one
+// request is pending per worker.
+func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
+	m.mu.Lock()
+	if m.pendingHandoff != "" {
+		m.mu.Unlock()
+		return
+	}
+	m.pendingHandoff = l.Key
+	m.mu.Unlock()
+	done := func() {
+		m.mu.Lock()
+		m.pendingHandoff = ""
+		m.mu.Unlock()
+	}
+	req, err := m.store.RequestHandoff(ctx, l, m.cfg.WorkerID)
+	if err != nil {
+		done()
+		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
+			m.log.Warn("asking for a lease hand-over failed", "shard", l.Key, "err", err)
+		}
+		return
+	}
+	m.log.Info("asked for a lease hand-over", "shard", l.Key, "owner", l.Owner)
+	m.hwg.Add(1)
+	go func() {
+		defer m.hwg.Done()
+		defer done()
+		m.awaitHandoff(ctx, req)
+	}()
+}
+
+// awaitHandoff polls the requested lease until its owner hands it over (then
+// adopts it), releases it (then takes it), or ignores the request for
+// HandoffTimeout (then takes it anyway: the owner loses it on its next
+// renewal).
+func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
+	deadline := time.Now().Add(m.cfg.HandoffTimeout)
+	t := time.NewTicker(min(100*time.Millisecond, m.cfg.TakeInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := m.store.Get(ctx, req.Key)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return
+			}
+			continue
+		}
+		switch {
+		case cur.Owner == m.cfg.WorkerID:
+			// Renew at once so that this worker's deadline counts from a
+			// write it sent itself.
+			sent := time.Now()
+			nl, err := m.store.Renew(ctx, cur)
+			if err == nil && ctx.Err() == nil {
+				m.install(nl, sent, "handoff", req.Owner)
+			}
+			return
+		case cur.Owner == "":
+			m.take(ctx, cur, "take-released")
+			return
+		case cur.HandoffTo != m.cfg.WorkerID:
+			return // the request is gone (lease taken or reset meanwhile)
+		case !time.Now().Before(deadline):
+			m.log.Warn("owner did not hand the lease over in time; taking it", "shard", cur.Key, "owner", cur.Owner)
+			m.take(ctx, cur, "handoff-timeout")
+			return
+		}
+	}
 }
 
 func (m *Manager) take(ctx context.Context, l Lease, why string) {
@@ -339,7 +427,12 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 		}
 		return
 	}
-	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{})}
+	m.install(nl, start, why, l.Owner)
+}
+
+// install makes nl a held lease whose last write was sent at start.
+func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
+	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{}), handoff: make(chan struct{})}
 	m.mu.Lock()
 	if old := m.held[nl.Key]; old != nil {
 		old.markLost(errTakenAgain)
@@ -348,7 +441,7 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	m.observed[nl.Key] = observation{counter: nl.Counter, owner: nl.Owner, at: start}
 	h.armLocked()
 	m.mu.Unlock()
-	m.log.Info("lease acquired", "shard", nl.Key, "how", why, "previous_owner", l.Owner, "counter", nl.Counter)
+	m.log.Info("lease acquired", "shard", nl.Key, "how", why, "previous_owner", previous, "counter", nl.Counter)
 	m.cfg.OnAcquired(h)
 }
 

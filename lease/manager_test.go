@@ -81,6 +81,15 @@ func (f *testFleet) start(id string, st lease.Store) *lease.Manager {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.acquired = append(f.acquired, acquisition{worker: id, h: h, at: time.Now()})
+			// Act like a worker: hand the lease over when asked. The
+			// goroutine ends when the handle is lost (Close loses all).
+			go func() {
+				select {
+				case <-h.HandoffRequested():
+					_ = h.HandOver(context.Background())
+				case <-h.Lost():
+				}
+			}()
 		},
 	})
 	if err := m.Start(f.t.Context()); err != nil {

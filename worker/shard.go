@@ -42,6 +42,7 @@ const (
 	outHard                    // hard stop: release without callbacks
 	outShardEnd                // shard finished: SHARD_END stored, release
 	outGiveUp                  // could not start (factory error): release for a later retry
+	outHandoff                 // another worker asked for the shard: like graceful, then hand over
 )
 
 // startShard launches the consumer goroutine of a newly acquired lease.
@@ -103,7 +104,7 @@ func (s *shardState) run(base context.Context) {
 	// caused it: they get their own bounded context.
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(base), s.w.cfg.LeaseDuration)
 	defer dcancel()
-	if s.h.Err() != nil && out != outShardEnd {
+	if (s.h.Err() != nil || !s.h.Valid()) && out != outShardEnd {
 		out = outLost
 	}
 	switch out {
@@ -117,6 +118,12 @@ func (s *shardState) run(base context.Context) {
 		return
 	case outGraceful:
 		s.shutdownRequested(dctx)
+	case outHandoff:
+		s.shutdownRequested(dctx)
+		if err := s.h.HandOver(dctx); err != nil {
+			s.log.Warn("handing the lease over failed; the requester will take it after its timeout", "err", err)
+		}
+		return
 	case outHard:
 		s.log.Info("shard stopped without a final checkpoint (hard stop)")
 	case outShardEnd, outGiveUp:
@@ -149,9 +156,13 @@ func (s *shardState) shutdownRequested(ctx context.Context) {
 	}
 }
 
+// stopping reports whether the shard should wind down gracefully: the
+// worker is shutting down, or another worker asked for the lease.
 func (s *shardState) stopping() bool {
 	select {
 	case <-s.w.graceful:
+		return true
+	case <-s.h.HandoffRequested():
 		return true
 	default:
 		return false
@@ -160,13 +171,20 @@ func (s *shardState) stopping() bool {
 
 // classify turns a context error into the outcome that caused it.
 func (s *shardState) classify(ctx context.Context) outcome {
-	if s.h.Err() != nil {
+	if s.h.Err() != nil || !s.h.Valid() {
 		return outLost
 	}
 	if ctx.Err() != nil {
 		return outHard
 	}
-	return outGraceful
+	select {
+	case <-s.w.graceful:
+		return outGraceful
+	case <-s.h.HandoffRequested():
+		return outHandoff
+	default:
+		return outGraceful
+	}
 }
 
 // gracefulCtx is ctx, also cancelled when a graceful stop begins. It is used
@@ -179,6 +197,8 @@ func (s *shardState) gracefulCtx(ctx context.Context) (context.Context, func()) 
 		defer close(done)
 		select {
 		case <-s.w.graceful:
+			cancel()
+		case <-s.h.HandoffRequested():
 			cancel()
 		case <-gctx.Done():
 		}
@@ -231,7 +251,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 
 	for {
 		if s.stopping() {
-			return outGraceful
+			return s.classify(ctx)
 		}
 		b, err := reader.Next(gctx)
 		if err != nil {
@@ -297,6 +317,11 @@ func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome
 	// the shard's records must not be skipped, and the stop's own deadline
 	// turns into a hard stop if the processor never recovers.
 	err := s.retry(ctx, ctx, "process records", func(attempt int) error {
+		// Checked synchronously: after a pause (GC, SIGSTOP) past the lease,
+		// the expiry timer may not have run yet, but no batch may start.
+		if !s.h.Valid() {
+			return backoff.Permanent(fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost))
+		}
 		in.Attempt = attempt
 		return s.proc.ProcessRecords(ctx, in)
 	})
