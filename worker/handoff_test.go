@@ -1,0 +1,189 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/shardline/shardline/internal/testenv"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/worker"
+)
+
+// delivery is one record seen by one worker.
+type delivery struct {
+	worker string
+	shard  string
+	seq    string
+	at     time.Time
+}
+
+// fleetLog records deliveries of several in-process workers.
+type fleetLog struct {
+	mu  sync.Mutex
+	all []delivery
+	ch  chan struct{}
+}
+
+func (f *fleetLog) factory(workerID string) kcl.ProcessorFactory {
+	return func(string) (kcl.RecordProcessor, error) {
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			now := time.Now()
+			f.mu.Lock()
+			for _, r := range in.Records {
+				f.all = append(f.all, delivery{worker: workerID, shard: in.ShardID, seq: r.SequenceNumber, at: now})
+			}
+			f.mu.Unlock()
+			select {
+			case f.ch <- struct{}{}:
+			default:
+			}
+			return in.Checkpointer.Checkpoint(ctx)
+		}), nil
+	}
+}
+
+func (f *fleetLog) snapshot() []delivery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]delivery(nil), f.all...)
+}
+
+// produce writes one record every interval until ctx ends and returns the
+// number written.
+func produce(ctx context.Context, t *testing.T, kc *kinesis.Client, stream string, every time.Duration) <-chan int {
+	out := make(chan int, 1)
+	go func() {
+		n := 0
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				out <- n
+				return
+			case <-tick.C:
+			}
+			var entries []ktypes.PutRecordsRequestEntry
+			for i := 0; i < 4; i++ {
+				entries = append(entries, ktypes.PutRecordsRequestEntry{
+					PartitionKey: aws.String(fmt.Sprintf("k%d-%d", n, i)), Data: []byte("x"),
+				})
+			}
+			res, err := kc.PutRecords(context.Background(), &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
+			if err != nil {
+				t.Errorf("put: %v", err)
+				out <- n
+				return
+			}
+			n += len(res.Records) - int(aws.ToInt32(res.FailedRecordCount))
+		}
+	}()
+	return out
+}
+
+// A worker joining a running one gets its share by planned hand-over: every
+// record is delivered exactly once (zero duplicates) and each moved shard is
+// idle only briefly.
+func TestPlannedHandoffHasNoDuplicates(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 4)
+	app := testenv.UniqueName("app")
+	log := &fleetLog{ch: make(chan struct{}, 1)}
+
+	cfgA := baseConfig(t, stream, app, log.factory("A"))
+	cfgA.WorkerID = "A"
+	a, err := worker.New(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := start(t, a)
+
+	pctx, stopProducer := context.WithCancel(context.Background())
+	produced := produce(pctx, t, kc, stream, 25*time.Millisecond)
+	deadline := time.Now().Add(30 * time.Second)
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			select {
+			case <-log.ch:
+			case <-tick.C:
+			}
+		}
+	}
+	waitUntil("A to hold 4 shards", func() bool { return len(a.HeldShards()) == 4 })
+
+	joined := time.Now()
+	cfgB := baseConfig(t, stream, app, log.factory("B"))
+	cfgB.WorkerID = "B"
+	b, err := worker.New(cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopB := start(t, b)
+	waitUntil("a 2/2 split", func() bool { return len(a.HeldShards()) == 2 && len(b.HeldShards()) == 2 })
+	// Let both process a little after the move.
+	settled := len(log.snapshot())
+	waitUntil("records after the hand-over", func() bool { return len(log.snapshot()) > settled+40 })
+	stopProducer()
+	n := <-produced
+	waitUntil("every record", func() bool { return len(log.snapshot()) >= n })
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+
+	all := log.snapshot()
+	seen := map[string]delivery{}
+	dups := 0
+	for _, d := range all {
+		if prev, ok := seen[d.shard+"/"+d.seq]; ok {
+			dups++
+			t.Errorf("record %s/%s delivered twice (by %s, then %s)", d.shard, d.seq, prev.worker, d.worker)
+		}
+		seen[d.shard+"/"+d.seq] = d
+	}
+	if len(seen) != n {
+		t.Errorf("delivered %d distinct records, produced %d", len(seen), n)
+	}
+	// Idle time of each moved shard: from A's last delivery to B's first.
+	var idle []time.Duration
+	shards := map[string]bool{}
+	for _, d := range all {
+		shards[d.shard] = true
+	}
+	for shard := range shards {
+		var lastA, firstB time.Time
+		for _, d := range all {
+			if d.shard != shard {
+				continue
+			}
+			if d.worker == "A" && d.at.After(lastA) {
+				lastA = d.at
+			}
+			if d.worker == "B" && (firstB.IsZero() || d.at.Before(firstB)) {
+				firstB = d.at
+			}
+		}
+		if !lastA.IsZero() && !firstB.IsZero() && firstB.After(lastA) {
+			idle = append(idle, firstB.Sub(lastA))
+		}
+	}
+	sort.Slice(idle, func(i, j int) bool { return idle[i] < idle[j] })
+	t.Logf("produced %d, delivered %d, duplicates %d; join-to-balanced %v; hand-over idle per moved shard %v",
+		n, len(all), dups, time.Since(joined).Round(time.Millisecond), idle)
+}
