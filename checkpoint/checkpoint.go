@@ -127,6 +127,10 @@ func (c *Checkpointer) checkLocked(pos kcl.ExtendedSequenceNumber) error {
 	if err := pos.Validate(); err != nil || pos.IsZero() {
 		return c.wrap("checkpoint", fmt.Errorf("%w: %q", kcl.ErrInvalidCheckpoint, pos.String()))
 	}
+	if pos.SubSequenceNumber < 0 {
+		// (S, -1) is what a replay stores before S; no record has it.
+		return c.wrap("checkpoint", fmt.Errorf("%w: %s has a negative sub-sequence number", kcl.ErrInvalidCheckpoint, pos))
+	}
 	if pos.IsSentinel() && !pos.IsShardEnd() {
 		return c.wrap("checkpoint", fmt.Errorf("%w: %s is not a record position", kcl.ErrInvalidCheckpoint, pos))
 	}

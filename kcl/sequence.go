@@ -49,6 +49,25 @@ var AtTimestamp = ExtendedSequenceNumber{SequenceNumber: SentinelAtTimestamp}
 // ShardEnd marks a shard whose records were all processed.
 var ShardEnd = ExtendedSequenceNumber{SequenceNumber: SentinelShardEnd}
 
+// SubSequenceBeforeRecord is the sub-sequence number of the position just
+// before the first user record of a Kinesis record. A checkpoint (S, -1)
+// means "everything before S is processed": reading resumes with S itself.
+// Only a replay (an operator's checkpoint reset) stores it; a processor
+// cannot checkpoint it, since it is the position of no record.
+const SubSequenceBeforeRecord = -1
+
+// Before returns the checkpoint just before e, a record's position: storing
+// it makes the next delivery start with e itself. For a plain record (S, 0)
+// it is (S, [SubSequenceBeforeRecord]); inside a KPL aggregate it is the
+// previous user record. Sentinels and the zero value are returned unchanged.
+func (e ExtendedSequenceNumber) Before() ExtendedSequenceNumber {
+	if e.rank() != 2 || e.SubSequenceNumber < 0 {
+		return e
+	}
+	e.SubSequenceNumber--
+	return e
+}
+
 // NewSequence returns the position of a plain (non-aggregated) record.
 func NewSequence(seq string) ExtendedSequenceNumber {
 	return ExtendedSequenceNumber{SequenceNumber: seq}
@@ -73,9 +92,11 @@ func (e ExtendedSequenceNumber) IsSentinel() bool {
 func (e ExtendedSequenceNumber) IsShardEnd() bool { return e.SequenceNumber == SentinelShardEnd }
 
 // Validate reports whether e is a sentinel or a well-formed decimal sequence
-// number with a non-negative sub-sequence number.
+// number with a sub-sequence number of at least -1 (-1, see
+// [SubSequenceBeforeRecord], only with a sequence number).
 func (e ExtendedSequenceNumber) Validate() error {
-	if e.SubSequenceNumber < 0 {
+	if e.SubSequenceNumber < SubSequenceBeforeRecord ||
+		(e.SubSequenceNumber < 0 && e.IsSentinel()) {
 		return fmt.Errorf("kcl: negative sub-sequence number %d", e.SubSequenceNumber)
 	}
 	if e.IsSentinel() {

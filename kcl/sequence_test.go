@@ -45,12 +45,12 @@ func TestCompare(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	for _, ok := range []kcl.ExtendedSequenceNumber{seq("123", 0), seq("1", 4), kcl.TrimHorizon, kcl.ShardEnd, kcl.Latest, kcl.AtTimestamp} {
+	for _, ok := range []kcl.ExtendedSequenceNumber{seq("123", 0), seq("1", 4), seq("1", -1), kcl.TrimHorizon, kcl.ShardEnd, kcl.Latest, kcl.AtTimestamp} {
 		if err := ok.Validate(); err != nil {
 			t.Errorf("%v: unexpected error %v", ok, err)
 		}
 	}
-	for _, bad := range []kcl.ExtendedSequenceNumber{seq("", 0), seq("12a", 0), seq("1", -1), seq("-1", 0)} {
+	for _, bad := range []kcl.ExtendedSequenceNumber{seq("", 0), seq("12a", 0), seq("1", -2), seq("-1", 0), seq(kcl.SentinelTrimHorizon, -1)} {
 		if err := bad.Validate(); err == nil {
 			t.Errorf("%q/%d: no error", bad.SequenceNumber, bad.SubSequenceNumber)
 		}
@@ -119,4 +119,27 @@ func FuzzCompare(f *testing.F) {
 			t.Fatalf("reflexivity broken for %v", x)
 		}
 	})
+}
+
+func TestBefore(t *testing.T) {
+	cases := []struct{ in, want kcl.ExtendedSequenceNumber }{
+		{seq("42", 0), seq("42", kcl.SubSequenceBeforeRecord)},
+		{seq("42", 3), seq("42", 2)},
+		{seq("42", -1), seq("42", -1)},
+		{kcl.TrimHorizon, kcl.TrimHorizon},
+		{kcl.ShardEnd, kcl.ShardEnd},
+		{kcl.ExtendedSequenceNumber{}, kcl.ExtendedSequenceNumber{}},
+	}
+	for _, c := range cases {
+		if got := c.in.Before(); got != c.want {
+			t.Errorf("%v.Before() = %v, want %v", c.in, got, c.want)
+		}
+	}
+	// (S, -1) sorts after every record of an earlier sequence number and
+	// before S itself, so a reader filtering "at or before the checkpoint"
+	// delivers S.
+	b := seq("42", 0).Before()
+	if b.Compare(seq("41", 99)) <= 0 || b.Compare(seq("42", 0)) >= 0 {
+		t.Errorf("%v is not between 41/99 and 42", b)
+	}
 }

@@ -26,6 +26,7 @@ const (
 	attrLeaseCounter      = "leaseCounter"
 	attrCheckpoint        = "checkpoint"
 	attrCheckpointSub     = "checkpointSubSequenceNumber"
+	attrCheckpointTime    = "shardlineCheckpointTimestamp" // AT_TIMESTAMP checkpoints only
 	attrPending           = "pendingCheckpoint"
 	attrPendingSub        = "pendingCheckpointSubSequenceNumber"
 	attrPendingState      = "pendingCheckpointState"
@@ -374,6 +375,7 @@ func (s *DynamoStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, err
 	u := newUpdate()
 	u.setString(attrCheckpoint, n.Checkpoint.SequenceNumber)
 	u.set(attrCheckpointSub, numberValue(n.Checkpoint.SubSequenceNumber))
+	u.setString(attrCheckpointTime, formatTimestamp(n.CheckpointTimestamp))
 	u.set(attrOwnerSwitches, numberValue(n.OwnerSwitchesSinceCheckpoint))
 	if n.PendingCheckpoint.IsZero() {
 		u.remove(attrPending)
@@ -389,6 +391,24 @@ func (s *DynamoStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, err
 		}
 	}
 	return s.updateFenced(ctx, "checkpoint", l, true, u)
+}
+
+// ResetCheckpoint writes the checkpoint and its timestamp, removes
+// leaseOwner, shardlineHandoffTo and the pending checkpoint, and sets
+// ownerSwitchesSinceCheckpoint to 0, conditional on leaseCounter only.
+func (s *DynamoStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, error) {
+	n := normalizeLease(l)
+	u := newUpdate()
+	u.remove(attrLeaseOwner)
+	u.remove(attrHandoffTo)
+	u.setString(attrCheckpoint, n.Checkpoint.SequenceNumber)
+	u.set(attrCheckpointSub, numberValue(n.Checkpoint.SubSequenceNumber))
+	u.setString(attrCheckpointTime, formatTimestamp(n.CheckpointTimestamp))
+	u.set(attrOwnerSwitches, numberValue(0))
+	u.remove(attrPending)
+	u.remove(attrPendingSub)
+	u.remove(attrPendingState)
+	return s.updateFenced(ctx, "reset", l, false, u)
 }
 
 // UpdateShardInfo writes parentShardId, childShardIds and the hash key
@@ -690,6 +710,7 @@ func encodeLease(l Lease) map[string]types.AttributeValue {
 	}
 	putString(attrLeaseOwner, l.Owner)
 	putString(attrCheckpoint, l.Checkpoint.SequenceNumber)
+	putString(attrCheckpointTime, formatTimestamp(l.CheckpointTimestamp))
 	if !l.PendingCheckpoint.IsZero() {
 		putString(attrPending, l.PendingCheckpoint.SequenceNumber)
 		item[attrPendingSub] = numberValue(l.PendingCheckpoint.SubSequenceNumber)
@@ -715,6 +736,7 @@ func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
 		Owner:                        d.str(attrLeaseOwner),
 		Counter:                      d.num(attrLeaseCounter),
 		Checkpoint:                   kcl.ExtendedSequenceNumber{SequenceNumber: d.str(attrCheckpoint), SubSequenceNumber: d.num(attrCheckpointSub)},
+		CheckpointTimestamp:          d.time(attrCheckpointTime),
 		PendingCheckpoint:            kcl.ExtendedSequenceNumber{SequenceNumber: d.str(attrPending), SubSequenceNumber: d.num(attrPendingSub)},
 		PendingCheckpointState:       d.bytes(attrPendingState),
 		OwnerSwitchesSinceCheckpoint: d.num(attrOwnerSwitches),
@@ -778,6 +800,29 @@ func (d *itemDecoder) str(attr string) string {
 		d.fail(attr, v, "S")
 		return ""
 	}
+}
+
+// time reads a timestamp stored as an RFC 3339 string; absent, NULL or
+// empty reads as the zero time.
+func (d *itemDecoder) time(attr string) time.Time {
+	v := d.str(attr)
+	if v == "" {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil && d.err == nil {
+		d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
+	}
+	return t
+}
+
+// formatTimestamp returns t as stored (RFC 3339 in UTC, to the nanosecond),
+// or "" for the zero time.
+func formatTimestamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 // num reads an integer; absent or NULL reads as 0.

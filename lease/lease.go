@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/shardline/shardline/kcl"
 )
@@ -43,6 +44,11 @@ type Lease struct {
 	// Checkpoint is the last position processed (attributes checkpoint and
 	// checkpointSubSequenceNumber).
 	Checkpoint kcl.ExtendedSequenceNumber
+	// CheckpointTimestamp is the time of an AT_TIMESTAMP checkpoint
+	// (attribute shardlineCheckpointTimestamp): reading starts at the first
+	// record that arrived at or after it. Stores keep it only while
+	// Checkpoint is AT_TIMESTAMP and return it in UTC; zero otherwise.
+	CheckpointTimestamp time.Time
 	// PendingCheckpoint is a prepared two-phase checkpoint; zero if none.
 	PendingCheckpoint kcl.ExtendedSequenceNumber
 	// PendingCheckpointState is the application state stored with the
@@ -74,6 +80,31 @@ func (l Lease) Clone() Lease {
 
 // Finished reports whether the shard was processed to its end.
 func (l Lease) Finished() bool { return l.Checkpoint.IsShardEnd() }
+
+// InitialPosition returns where reading the shard starts when its
+// checkpoint is a starting sentinel rather than a record's position:
+// TRIM_HORIZON and LATEST as stored, AT_TIMESTAMP at CheckpointTimestamp.
+// configured (the worker's initial position) applies to an AT_TIMESTAMP
+// checkpoint without a timestamp (a lease created for that position) when it
+// is itself AT_TIMESTAMP, otherwise TRIM_HORIZON stands in, which misses
+// nothing; it also applies to checkpoints of records, which do not use it.
+func (l Lease) InitialPosition(configured kcl.InitialPosition) kcl.InitialPosition {
+	switch l.Checkpoint.SequenceNumber {
+	case kcl.SentinelTrimHorizon:
+		return kcl.StartAtTrimHorizon()
+	case kcl.SentinelLatest:
+		return kcl.StartAtLatest()
+	case kcl.SentinelAtTimestamp:
+		if !l.CheckpointTimestamp.IsZero() {
+			return kcl.StartAtTimestamp(l.CheckpointTimestamp)
+		}
+		if configured.Type == kcl.PositionAtTimestamp {
+			return configured
+		}
+		return kcl.StartAtTrimHorizon()
+	}
+	return configured
+}
 
 // Worker is a worker's presence row: the worker writes it periodically so
 // that the others can count live workers, including those holding no lease.
@@ -149,10 +180,17 @@ type Store interface {
 	Take(ctx context.Context, l Lease, newOwner string) (Lease, error)
 	// Release removes the owner; conditional on Owner and Counter.
 	Release(ctx context.Context, l Lease) (Lease, error)
-	// UpdateCheckpoint stores l.Checkpoint, l.PendingCheckpoint,
-	// l.PendingCheckpointState and l.OwnerSwitchesSinceCheckpoint;
-	// conditional on Owner and Counter.
+	// UpdateCheckpoint stores l.Checkpoint, l.CheckpointTimestamp,
+	// l.PendingCheckpoint, l.PendingCheckpointState and
+	// l.OwnerSwitchesSinceCheckpoint; conditional on Owner and Counter.
 	UpdateCheckpoint(ctx context.Context, l Lease) (Lease, error)
+	// ResetCheckpoint moves the checkpoint for a replay: it stores
+	// l.Checkpoint and l.CheckpointTimestamp, removes the pending checkpoint
+	// and its state, the owner and any pending hand-over, and sets
+	// OwnerSwitchesSinceCheckpoint to 0; conditional on Counter only. The owner's next renewal or checkpoint
+	// is refused (the counter moved), so it stops; any worker may take the
+	// lease at once.
+	ResetCheckpoint(ctx context.Context, l Lease) (Lease, error)
 	// UpdateShardInfo stores l.ChildShardIDs, l.ParentShardIDs and the hash
 	// key range; conditional on Counter only (any worker may record lineage).
 	UpdateShardInfo(ctx context.Context, l Lease) (Lease, error)

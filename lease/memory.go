@@ -7,6 +7,8 @@ import (
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/shardline/shardline/kcl"
 )
 
 // MemoryStore is a [Store] kept in memory, for unit tests. It follows the
@@ -51,7 +53,7 @@ func NewMemoryStore() *MemoryStore {
 // and changes nothing. A nil f removes the hook.
 //
 // Operation names: "ensuretable", "list", "get", "create", "renew", "take",
-// "release", "checkpoint", "shardinfo", "delete", "heartbeat",
+// "release", "checkpoint", "reset", "shardinfo", "delete", "heartbeat",
 // "listworkers", "deleteworker". The key is the lease key, the worker ID for
 // "heartbeat" and "deleteworker", and empty for "ensuretable", "list" and
 // "listworkers".
@@ -242,9 +244,26 @@ func (s *MemoryStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, err
 	n := normalizeLease(l)
 	return s.updateFenced(ctx, "checkpoint", l, true, func(cur *Lease) {
 		cur.Checkpoint = n.Checkpoint
+		cur.CheckpointTimestamp = n.CheckpointTimestamp
 		cur.PendingCheckpoint = n.PendingCheckpoint
 		cur.PendingCheckpointState = n.PendingCheckpointState
 		cur.OwnerSwitchesSinceCheckpoint = n.OwnerSwitchesSinceCheckpoint
+	})
+}
+
+// ResetCheckpoint stores the checkpoint and its timestamp, removes the
+// pending checkpoint, the owner and any pending hand-over, and zeroes the owner switches, if the
+// lease's Counter is l.Counter.
+func (s *MemoryStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, error) {
+	n := normalizeLease(l)
+	return s.updateFenced(ctx, "reset", l, false, func(cur *Lease) {
+		cur.Owner = ""
+		cur.HandoffTo = ""
+		cur.Checkpoint = n.Checkpoint
+		cur.CheckpointTimestamp = n.CheckpointTimestamp
+		cur.PendingCheckpoint = kcl.ExtendedSequenceNumber{}
+		cur.PendingCheckpointState = nil
+		cur.OwnerSwitchesSinceCheckpoint = 0
 	})
 }
 

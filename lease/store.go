@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/shardline/shardline/kcl"
 )
 
 // ErrInvalidArgument reports a store call refused before reaching the table:
@@ -50,6 +53,11 @@ func normalizeLease(l Lease) Lease {
 	l = l.Clone()
 	l.ParentShardIDs = normalizeShardSet(l.ParentShardIDs)
 	l.ChildShardIDs = normalizeShardSet(l.ChildShardIDs)
+	if l.Checkpoint.SequenceNumber == kcl.SentinelAtTimestamp && !l.CheckpointTimestamp.IsZero() {
+		l.CheckpointTimestamp = l.CheckpointTimestamp.UTC().Round(0)
+	} else {
+		l.CheckpointTimestamp = time.Time{}
+	}
 	if len(l.PendingCheckpointState) == 0 || l.PendingCheckpoint.IsZero() {
 		l.PendingCheckpointState = nil
 	}

@@ -56,6 +56,9 @@ func Run(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		{"CancelledContext", testCancelledContext},
 		{"Handoff", testHandoff},
 		{"HandoffConflicts", testHandoffConflicts},
+		{"ResetCheckpoint", testResetCheckpoint},
+		{"ResetConflicts", testResetConflicts},
+		{"CheckpointTimestamp", testCheckpointTimestamp},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
