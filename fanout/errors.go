@@ -122,3 +122,23 @@ func isTrimmedMessage(msg string) bool {
 	}
 	return false
 }
+
+// ErrorKind names the class of a Kinesis error as FetchEvent.ErrorKind does.
+func ErrorKind(err error) string {
+	if err == nil {
+		return ""
+	}
+	switch classify(err) {
+	case kindThrottled:
+		return "throttled"
+	case kindExpired:
+		return "expired_iterator"
+	case kindTransient:
+		return "transient"
+	case kindTrimmed:
+		return "trimmed"
+	case kindNotFound:
+		return "not_found"
+	}
+	return "fatal"
+}

@@ -6,6 +6,7 @@ package fanout
 
 import (
 	"context"
+	"time"
 
 	"github.com/shardline/shardline/kcl"
 )
@@ -61,3 +62,28 @@ type Reader interface {
 	// Close stops reading and waits for the reader's goroutines to end.
 	Close() error
 }
+
+// FetchEvent describes one read call (GetRecords, or one SubscribeToShard
+// event or call) for observers such as metrics. Records and Bytes count
+// Kinesis records as received, before de-aggregation and filtering.
+type FetchEvent struct {
+	// ShardID is the shard read.
+	ShardID string
+	// Op names the call: "GetRecords", "GetShardIterator", "SubscribeToShard".
+	Op string
+	// Records and Bytes are what the call returned.
+	Records, Bytes int
+	// Duration is how long the call took.
+	Duration time.Duration
+	// MillisBehindLatest is the lag the call reported.
+	MillisBehindLatest int64
+	// Err is the call's error, nil on success.
+	Err error
+	// ErrorKind classifies Err: "throttled", "expired_iterator", "transient",
+	// "trimmed", "not_found" or "fatal"; empty on success.
+	ErrorKind string
+}
+
+// Observer receives fetch events. It is called synchronously from the
+// reading goroutine and must return quickly.
+type Observer func(FetchEvent)

@@ -76,6 +76,8 @@ type PollerOptions struct {
 	// Logger receives warnings about retention gaps and retried errors
 	// (default slog.Default()).
 	Logger *slog.Logger
+	// Observer, if set, is told about every GetRecords call.
+	Observer Observer
 }
 
 // withDefaults returns o with every zero field set to its default.
@@ -348,6 +350,17 @@ func (r *pollReader) fetch(ctx context.Context, pending error) error {
 			Limit:         aws.Int32(int32(r.p.opts.MaxRecords)),
 			StreamARN:     optional(r.p.opts.StreamARN),
 		})
+		if obs := r.p.opts.Observer; obs != nil && ctx.Err() == nil {
+			ev := FetchEvent{ShardID: r.shardID, Op: "GetRecords", Duration: time.Since(callStart), Err: err, ErrorKind: ErrorKind(err)}
+			if out != nil {
+				ev.Records = len(out.Records)
+				for _, rec := range out.Records {
+					ev.Bytes += len(rec.Data)
+				}
+				ev.MillisBehindLatest = aws.ToInt64(out.MillisBehindLatest)
+			}
+			obs(ev)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
