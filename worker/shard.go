@@ -283,20 +283,10 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	}
 }
 
-// initialFor maps a lease's starting sentinel to an initial position.
+// initialFor maps a lease's starting sentinel to an initial position (an
+// AT_TIMESTAMP checkpoint reset by a replay carries its own timestamp).
 func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
-	switch l.Checkpoint.SequenceNumber {
-	case kcl.SentinelTrimHorizon:
-		return kcl.StartAtTrimHorizon()
-	case kcl.SentinelLatest:
-		return kcl.StartAtLatest()
-	case kcl.SentinelAtTimestamp:
-		if s.w.cfg.InitialPosition.Type == kcl.PositionAtTimestamp {
-			return s.w.cfg.InitialPosition
-		}
-		return kcl.StartAtTrimHorizon()
-	}
-	return s.w.cfg.InitialPosition
+	return l.InitialPosition(s.w.cfg.InitialPosition)
 }
 
 // deliver hands one batch to the processor until it succeeds. It returns
