@@ -106,6 +106,7 @@ func (h *Handle) expire() {
 		return // renewed meanwhile; the timer was re-armed
 	}
 	h.m.log.Warn("lease not renewed in time; stopping the shard", "shard", h.Key())
+	h.m.emit(Event{Kind: EventLost, Key: h.key, Err: ErrExpired})
 	h.markLost(fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired))
 	h.m.forget(h)
 }
@@ -216,8 +217,14 @@ func (h *Handle) renew(ctx context.Context) {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
 			h.m.log.Info("lease lost to another worker", "shard", h.Key(), "err", err)
+			peer := ""
+			if ce.Current != nil {
+				peer = ce.Current.Owner
+			}
+			h.m.emit(Event{Kind: EventLost, Key: h.key, Peer: peer, Err: err})
 		} else if !errors.Is(err, kcl.ErrLeaseLost) {
 			h.m.log.Warn("lease renewal failed; will retry", "shard", h.Key(), "err", err)
+			h.m.emit(Event{Kind: EventRenewFailed, Key: h.key, Err: err})
 		}
 	}
 }
@@ -248,6 +255,7 @@ func (h *Handle) HandOver(ctx context.Context) error {
 	nl, err := h.write(ctx, true, h.m.store.HandOver)
 	if err == nil {
 		h.m.log.Info("lease handed over", "shard", h.Key(), "to", nl.Owner)
+		h.m.emit(Event{Kind: EventHandedOver, Key: h.key, Peer: nl.Owner})
 	}
 	return err
 }
@@ -258,6 +266,7 @@ func (h *Handle) Release(ctx context.Context) error {
 	_, err := h.write(ctx, true, h.m.store.Release)
 	if err == nil {
 		h.m.log.Info("lease released", "shard", h.Key())
+		h.m.emit(Event{Kind: EventReleased, Key: h.key})
 	}
 	return err
 }

@@ -32,6 +32,9 @@ type ManagerConfig struct {
 	Logger *slog.Logger
 	// Rand seeds tie-breaking; default a random seed.
 	Rand *rand.Rand
+	// OnEvent, if set, is told about lease changes (for metrics). It is
+	// called synchronously and must return quickly.
+	OnEvent func(Event)
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
 	// it anyway. Default: LeaseDuration.
@@ -366,6 +369,7 @@ func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 		return
 	}
 	m.log.Info("asked for a lease hand-over", "shard", l.Key, "owner", l.Owner)
+	m.emit(Event{Kind: EventHandoffRequested, Key: l.Key, Peer: l.Owner})
 	m.hwg.Add(1)
 	go func() {
 		defer m.hwg.Done()
@@ -442,6 +446,7 @@ func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
 	h.armLocked()
 	m.mu.Unlock()
 	m.log.Info("lease acquired", "shard", nl.Key, "how", why, "previous_owner", previous, "counter", nl.Counter)
+	m.emit(Event{Kind: EventAcquired, Key: nl.Key, How: why, Peer: previous})
 	m.cfg.OnAcquired(h)
 }
 
@@ -451,4 +456,47 @@ func (m *Manager) forget(h *Handle) {
 		delete(m.held, h.key)
 	}
 	m.mu.Unlock()
+}
+
+// EventKind names a lease change.
+type EventKind string
+
+// Lease changes reported through ManagerConfig.OnEvent.
+const (
+	// EventAcquired: the worker took a lease (How says how: "take",
+	// "take-released", "handoff", "handoff-timeout").
+	EventAcquired EventKind = "acquired"
+	// EventLost: the worker lost a lease (taken by another worker, or not
+	// renewed in time). Err says why.
+	EventLost EventKind = "lost"
+	// EventReleased: the worker gave a lease up (graceful stop, shard end).
+	EventReleased EventKind = "released"
+	// EventHandedOver: the worker handed a lease over to Peer.
+	EventHandedOver EventKind = "handed_over"
+	// EventHandoffRequested: the worker asked Peer for a lease.
+	EventHandoffRequested EventKind = "handoff_requested"
+	// EventRenewFailed: a renewal failed for a reason other than a lost
+	// lease (it is retried until the lease's deadline).
+	EventRenewFailed EventKind = "renew_failed"
+)
+
+// Event is a lease change of this worker.
+type Event struct {
+	// Kind is what happened.
+	Kind EventKind
+	// Key is the lease (shard ID).
+	Key string
+	// How qualifies acquisitions.
+	How string
+	// Peer is the other worker involved (previous owner, new owner,
+	// requested owner), if any.
+	Peer string
+	// Err is the cause of a loss or a failed renewal.
+	Err error
+}
+
+func (m *Manager) emit(e Event) {
+	if m.cfg.OnEvent != nil {
+		m.cfg.OnEvent(e)
+	}
 }
