@@ -98,6 +98,11 @@ type Config struct {
 
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
+
+	// Hooks observe the worker: values implementing any of HookBatchProcessed,
+	// HookFetch, HookLease, HookCheckpoint, HookShard (the metrics package
+	// provides one). A value implementing none is refused.
+	Hooks []Hook
 }
 
 func (c *Config) setDefaults() {
@@ -210,6 +215,11 @@ func (c *Config) validate() error {
 	}
 	if c.StartupTimeout < 0 || c.ShutdownTimeout < 0 {
 		bad("StartupTimeout and ShutdownTimeout must not be negative")
+	}
+	for i, h := range c.Hooks {
+		if !knownHook(h) {
+			bad("Hooks[%d] (%T) implements no hook interface", i, h)
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", kcl.ErrInvalidConfig, strings.Join(errs, "; "))

@@ -31,6 +31,7 @@ type shardState struct {
 	proc          kcl.RecordProcessor
 	cp            *checkpoint.Checkpointer
 	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch processed successfully
+	started       bool                       // ShardStarted was reported
 }
 
 // outcome is why a shard consumer stopped.
@@ -106,6 +107,9 @@ func (s *shardState) run(base context.Context) {
 	defer dcancel()
 	if (s.h.Err() != nil || !s.h.Valid()) && out != outShardEnd {
 		out = outLost
+	}
+	if s.started {
+		s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStopped, Reason: out.String()})
 	}
 	switch out {
 	case outLost:
@@ -248,6 +252,8 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	}
 	defer reader.Close()
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
+	s.started = true
+	s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStarted})
 
 	for {
 		if s.stopping() {
@@ -313,7 +319,14 @@ func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome
 			return backoff.Permanent(fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost))
 		}
 		in.Attempt = attempt
-		return s.proc.ProcessRecords(ctx, in)
+		began := time.Now()
+		err := callSafely(func() error { return s.proc.ProcessRecords(ctx, in) })
+		s.w.hooks.onBatch(BatchProcessedEvent{
+			ShardID: s.id, Records: len(in.Records), Bytes: bytesOf(in.Records), Attempt: attempt,
+			Duration: time.Since(began), Err: err, MillisBehindLatest: in.MillisBehindLatest,
+			OldestArrival: oldestArrival(in.Records),
+		})
+		return err
 	})
 	if err != nil {
 		return s.classify(ctx), false
@@ -393,8 +406,16 @@ func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (o
 }
 
 // writeCheckpoint stores a checkpoint through the lease handle.
-func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) error {
-	_, err := s.h.UpdateCheckpoint(ctx, func(l *lease.Lease) {
+func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (err error) {
+	began := time.Now()
+	defer func() {
+		pos := st.Checkpoint
+		if !st.Pending.IsZero() {
+			pos = st.Pending
+		}
+		s.w.hooks.onCheckpoint(CheckpointEvent{ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
+	}()
+	_, err = s.h.UpdateCheckpoint(ctx, func(l *lease.Lease) {
 		if l.Checkpoint.Compare(st.Checkpoint) != 0 || l.Checkpoint.SequenceNumber != st.Checkpoint.SequenceNumber {
 			l.OwnerSwitchesSinceCheckpoint = 0
 		}
@@ -452,4 +473,38 @@ func callSafely(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// String names the outcome as ShardEvent.Reason does.
+func (o outcome) String() string {
+	switch o {
+	case outLost:
+		return "lease_lost"
+	case outGraceful:
+		return "shutdown"
+	case outHard:
+		return "stopped"
+	case outShardEnd:
+		return "shard_end"
+	case outGiveUp:
+		return "error"
+	case outHandoff:
+		return "handoff"
+	}
+	return "unknown"
+}
+
+func bytesOf(recs []kcl.Record) int {
+	n := 0
+	for _, r := range recs {
+		n += len(r.Data)
+	}
+	return n
+}
+
+func oldestArrival(recs []kcl.Record) time.Time {
+	if len(recs) == 0 {
+		return time.Time{}
+	}
+	return recs[0].ApproximateArrivalTimestamp
 }

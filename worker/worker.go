@@ -57,6 +57,7 @@ type Worker struct {
 	syncNow    chan struct{}
 	shards     sync.WaitGroup
 	manager    *lease.Manager
+	hooks      *hooks
 	running    map[string]*shardState // shard ID -> consumer, for introspection
 }
 
@@ -75,6 +76,7 @@ func New(cfg Config) (*Worker, error) {
 		fatalCh:    make(chan error, 1),
 		syncNow:    make(chan struct{}, 1),
 		running:    map[string]*shardState{},
+		hooks:      newHooks(cfg.Hooks),
 	}
 	w.store = cfg.LeaseStore
 	if w.store == nil {
@@ -92,6 +94,7 @@ func New(cfg Config) (*Worker, error) {
 		PrefetchBatches:      cfg.PrefetchBatches,
 		PrefetchBytes:        int64(cfg.PrefetchBytes),
 		Logger:               cfg.Logger,
+		Observer:             w.hooks.fetchObserver(),
 	})
 	if err != nil {
 		return nil, err
@@ -174,6 +177,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		TakeInterval:  w.cfg.TakeInterval,
 		Logger:        w.log,
 		OnAcquired:    func(h *lease.Handle) { w.startShard(base, h) },
+		OnEvent:       w.hooks.leaseObserver(),
 	})
 	if err := w.manager.Start(base); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)

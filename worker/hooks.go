@@ -1,0 +1,183 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+)
+
+// Hook is a value implementing one or more of the Hook* interfaces below.
+// Hooks observe the worker (the metrics package is built on them); the
+// worker calls each one synchronously from the goroutine where the event
+// happens, so a hook must be quick, safe for concurrent use, and must not
+// call back into the worker.
+type Hook any
+
+// HookBatchProcessed is called after every delivery of a batch to a
+// processor, failed (Err set; the batch will be delivered again) or not.
+type HookBatchProcessed interface {
+	OnBatchProcessed(BatchProcessedEvent)
+}
+
+// BatchProcessedEvent describes one call of ProcessRecords.
+type BatchProcessedEvent struct {
+	// ShardID is the shard.
+	ShardID string
+	// Records and Bytes count the user records and their data.
+	Records, Bytes int
+	// Attempt counts deliveries of this batch, from 1.
+	Attempt int
+	// Duration is how long the processor took.
+	Duration time.Duration
+	// Err is the processor's error (a *kcl.ProcessorPanicError after a
+	// panic); nil on success.
+	Err error
+	// MillisBehindLatest is the shard's lag when the batch was fetched.
+	MillisBehindLatest int64
+	// OldestArrival is the approximate arrival time of the batch's first
+	// record (zero for an empty batch).
+	OldestArrival time.Time
+}
+
+// HookFetch is called after every read call to Kinesis.
+type HookFetch interface {
+	OnFetch(fanout.FetchEvent)
+}
+
+// HookLease is called for every lease change of this worker.
+type HookLease interface {
+	OnLease(lease.Event)
+}
+
+// HookCheckpoint is called after every checkpoint write attempt.
+type HookCheckpoint interface {
+	OnCheckpoint(CheckpointEvent)
+}
+
+// CheckpointEvent describes one checkpoint write.
+type CheckpointEvent struct {
+	// ShardID is the shard.
+	ShardID string
+	// Position is the checkpoint written (or the pending one for a
+	// prepared checkpoint).
+	Position kcl.ExtendedSequenceNumber
+	// Duration is how long the write took.
+	Duration time.Duration
+	// Err is the write's error; nil on success.
+	Err error
+}
+
+// HookShard is called when a shard consumer starts or stops.
+type HookShard interface {
+	OnShard(ShardEvent)
+}
+
+// ShardEventKind names a shard consumer's transition.
+type ShardEventKind string
+
+// Shard consumer transitions.
+const (
+	// ShardStarted: the worker began processing the shard.
+	ShardStarted ShardEventKind = "started"
+	// ShardStopped: the worker stopped processing the shard; Reason says
+	// why ("lease_lost", "shutdown", "handoff", "shard_end", "error").
+	ShardStopped ShardEventKind = "stopped"
+)
+
+// ShardEvent describes a shard consumer's transition.
+type ShardEvent struct {
+	// ShardID is the shard.
+	ShardID string
+	// Kind is the transition.
+	Kind ShardEventKind
+	// Reason qualifies ShardStopped.
+	Reason string
+}
+
+// hooks fans events out to the configured hooks, sorted by interface once.
+type hooks struct {
+	batch      []HookBatchProcessed
+	fetch      []HookFetch
+	lease      []HookLease
+	checkpoint []HookCheckpoint
+	shard      []HookShard
+}
+
+func newHooks(hs []Hook) *hooks {
+	h := &hooks{}
+	for _, x := range hs {
+		if v, ok := x.(HookBatchProcessed); ok {
+			h.batch = append(h.batch, v)
+		}
+		if v, ok := x.(HookFetch); ok {
+			h.fetch = append(h.fetch, v)
+		}
+		if v, ok := x.(HookLease); ok {
+			h.lease = append(h.lease, v)
+		}
+		if v, ok := x.(HookCheckpoint); ok {
+			h.checkpoint = append(h.checkpoint, v)
+		}
+		if v, ok := x.(HookShard); ok {
+			h.shard = append(h.shard, v)
+		}
+	}
+	return h
+}
+
+// known reports whether x implements at least one hook interface.
+func knownHook(x Hook) bool {
+	switch x.(type) {
+	case HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard:
+		return true
+	}
+	return false
+}
+
+func (h *hooks) onBatch(e BatchProcessedEvent) {
+	for _, x := range h.batch {
+		x.OnBatchProcessed(e)
+	}
+}
+
+func (h *hooks) onFetch(e fanout.FetchEvent) {
+	for _, x := range h.fetch {
+		x.OnFetch(e)
+	}
+}
+
+func (h *hooks) onLease(e lease.Event) {
+	for _, x := range h.lease {
+		x.OnLease(e)
+	}
+}
+
+func (h *hooks) onCheckpoint(e CheckpointEvent) {
+	for _, x := range h.checkpoint {
+		x.OnCheckpoint(e)
+	}
+}
+
+func (h *hooks) onShard(e ShardEvent) {
+	for _, x := range h.shard {
+		x.OnShard(e)
+	}
+}
+
+// fetchObserver returns the observer for fanout readers, nil without hooks.
+func (h *hooks) fetchObserver() fanout.Observer {
+	if len(h.fetch) == 0 {
+		return nil
+	}
+	return h.onFetch
+}
+
+// leaseObserver returns the observer for the lease manager, nil without hooks.
+func (h *hooks) leaseObserver() func(lease.Event) {
+	if len(h.lease) == 0 {
+		return nil
+	}
+	return h.onLease
+}
