@@ -30,8 +30,7 @@ func TestThreeWorkersShareTwelveShards(t *testing.T) {
 	e.waitDelivered(ctx)
 	t.Logf("all %d records delivered %v after start", e.prod.Count(), time.Since(started).Round(time.Millisecond))
 
-	r := e.check()
-	e.logReport(ctx, r)
+	r := e.report(ctx)
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +117,7 @@ func TestKilledWorkerShardsMoveWithinLeaseDuration(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitDelivered(ctx)
-	r := e.check()
-	e.logReport(ctx, r)
+	r := e.report(ctx)
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +185,7 @@ func TestGracefulShutdownHandsOverWithoutDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitDelivered(ctx)
-	r := e.check()
-	e.logReport(ctx, r)
+	r := e.report(ctx)
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +249,7 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 		t.Fatalf("graceful stop: %v", err)
 	}
 
-	r := e.check()
-	e.logReport(ctx, r)
+	r := e.report(ctx)
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}

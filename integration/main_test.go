@@ -218,9 +218,14 @@ func (e *env) dumpLogs() {
 	}
 }
 
-// logReport logs the checker's report and the ownership table.
-func (e *env) logReport(ctx context.Context, r fleet.Report) {
+// report checks every delivery, reads the lease table and logs both.
+func (e *env) report(ctx context.Context) fleet.Report {
 	e.t.Helper()
+	r, err := e.fleet.Check(ctx, e.prod.Records())
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	e.t.Logf("delivery report:\n%s", r)
 	e.t.Logf("lease table:\n%s", fleet.OwnershipTable(e.leases(ctx), e.fleet.IDs(), r.ByWorker))
+	return r
 }

@@ -50,6 +50,9 @@ type Report struct {
 	ByShard map[string]int
 	// Damaged counts unreadable event lines.
 	Damaged int
+	// Ownership maps worker IDs to the shards they hold in the lease table
+	// (see [Fleet.Check]); nil when the table was not read.
+	Ownership map[string][]string
 }
 
 // Err returns nil when nothing was lost, skipped, re-ordered, unexpectedly
@@ -93,6 +96,13 @@ func (r Report) String() string {
 	fmt.Fprintf(tw, "unexpected\t%d\n", r.Unexpected)
 	if r.Damaged > 0 {
 		fmt.Fprintf(tw, "damaged event lines\t%d\n", r.Damaged)
+	}
+	for _, w := range SortedKeys(r.ByWorker) {
+		fmt.Fprintf(tw, "worker %s\t%d deliveries", w, r.ByWorker[w])
+		if r.Ownership != nil {
+			fmt.Fprintf(tw, ", holds %d shards %v", len(r.Ownership[w]), r.Ownership[w])
+		}
+		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
 	return b.String()

@@ -27,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shardline/shardline/internal/testenv"
 )
 
 // ConsumerPackage is the import path of the program a fleet runs.
@@ -209,6 +211,22 @@ func (f *Fleet) Events() (Events, error) {
 		all.Damaged += evs.Damaged
 	}
 	return all, nil
+}
+
+// Check compares the produced records with every worker's events (see
+// [Check]) and adds the shard ownership read from the lease table.
+func (f *Fleet) Check(ctx context.Context, produced []Produced) (Report, error) {
+	evs, err := f.Events()
+	if err != nil {
+		return Report{}, err
+	}
+	r := Check(produced, evs)
+	ls, err := Leases(ctx, testenv.NewDynamoDBClient(f.cfg.DynamoDBEndpoint), f.cfg.App)
+	if err != nil {
+		return r, err
+	}
+	r.Ownership = Ownership(ls)
+	return r, nil
 }
 
 // Close kills every process of the fleet that still runs (SIGKILL) and
