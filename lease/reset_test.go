@@ -1,0 +1,346 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+)
+
+// lineage is a table after two reshardings:
+//
+//	g ─┬─ p ─┬─ c1
+//	   │     └─ c2
+//	   └─ q
+//
+// g and p are finished; c1, c2 and q are being processed.
+func lineage() []lease.Lease {
+	return []lease.Lease{
+		{Key: "g", Counter: 9, Checkpoint: kcl.ShardEnd, ChildShardIDs: []string{"p", "q"}},
+		{Key: "p", Counter: 7, Checkpoint: kcl.ShardEnd, ParentShardIDs: []string{"g"}}, // children known from theirs
+		{Key: "q", Counter: 5, Owner: "w1", Checkpoint: kcl.NewSequence("300"), ParentShardIDs: []string{"g"}},
+		{Key: "c1", Counter: 3, Owner: "w1", Checkpoint: kcl.NewSequence("100"), ParentShardIDs: []string{"p"}},
+		{Key: "c2", Counter: 4, Owner: "w2", Checkpoint: kcl.NewSequence("200"), ParentShardIDs: []string{"p"}},
+	}
+}
+
+// planned summarises a plan as "shard=checkpoint (why)" in write order and
+// the skipped shards.
+func planned(p lease.ResetPlan) (changes, skipped []string) {
+	for _, c := range p.Changes {
+		cp := c.Checkpoint.String()
+		if !c.CheckpointTimestamp.IsZero() {
+			cp += "@" + c.CheckpointTimestamp.Format(time.TimeOnly)
+		}
+		changes = append(changes, c.Shard+"="+cp+" ("+c.Why+")")
+	}
+	for _, s := range p.Skipped {
+		skipped = append(skipped, s.Shard)
+	}
+	return changes, skipped
+}
+
+func TestPlanReset(t *testing.T) {
+	ts := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	all := []string{"g", "p", "q", "c1", "c2"}
+	tests := []struct {
+		name    string
+		req     lease.ResetRequest
+		changes []string
+		skipped []string
+	}{{
+		name: "all at a timestamp, every shard still in the stream",
+		req:  lease.ResetRequest{Position: lease.ResetToTimestamp(ts), StreamShards: all},
+		changes: []string{"g=AT_TIMESTAMP@10:00:00 (selected)", "p=AT_TIMESTAMP@10:00:00 (selected)",
+			"q=AT_TIMESTAMP@10:00:00 (selected)", "c1=AT_TIMESTAMP@10:00:00 (selected)", "c2=AT_TIMESTAMP@10:00:00 (selected)"},
+	}, {
+		name: "all at a timestamp, the oldest shard trimmed",
+		req:  lease.ResetRequest{Position: lease.ResetToTimestamp(ts), StreamShards: []string{"p", "q", "c1", "c2"}},
+		changes: []string{"p=AT_TIMESTAMP@10:00:00 (selected)", "q=AT_TIMESTAMP@10:00:00 (selected)",
+			"c1=AT_TIMESTAMP@10:00:00 (selected)", "c2=AT_TIMESTAMP@10:00:00 (selected)"},
+		skipped: []string{"g"},
+	}, {
+		name:    "all without the stream's shard list leaves finished leases finished",
+		req:     lease.ResetRequest{Position: lease.ResetToTrimHorizon()},
+		changes: []string{"q=TRIM_HORIZON (selected)", "c1=TRIM_HORIZON (selected)", "c2=TRIM_HORIZON (selected)"},
+		skipped: []string{"g", "p"},
+	}, {
+		name: "one shard at a timestamp takes in its ancestors, not its cousins",
+		req:  lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToTimestamp(ts), StreamShards: all},
+		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of c1)", "p=AT_TIMESTAMP@10:00:00 (ancestor of c1)",
+			"c1=AT_TIMESTAMP@10:00:00 (selected)"},
+	}, {
+		name: "a closed shard at a timestamp takes in its descendants too",
+		req:  lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToTimestamp(ts), StreamShards: all},
+		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of p)", "p=AT_TIMESTAMP@10:00:00 (selected)",
+			"c1=AT_TIMESTAMP@10:00:00 (descendant of p)", "c2=AT_TIMESTAMP@10:00:00 (descendant of p)"},
+	}, {
+		name: "a sequence number: the record again, then the descendants from their start",
+		req:  lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToSequence(kcl.NewSequence("50")), StreamShards: all},
+		changes: []string{"p=50/-1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
+	}, {
+		name:    "a named finished shard is reopened even without the shard list",
+		req:     lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToSequence(kcl.ExtendedSequenceNumber{SequenceNumber: "50", SubSequenceNumber: 2})},
+		changes: []string{"p=50/1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
+	}, {
+		name:    "latest skips what is finished",
+		req:     lease.ResetRequest{Position: lease.ResetToLatest(), StreamShards: all},
+		changes: []string{"q=LATEST (selected)", "c1=LATEST (selected)", "c2=LATEST (selected)"},
+		skipped: []string{"g", "p"},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			plan, err := lease.PlanReset(lineage(), tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			changes, skipped := planned(plan)
+			if !slices.Equal(changes, tc.changes) {
+				t.Errorf("changes:\n got %q\nwant %q", changes, tc.changes)
+			}
+			if !slices.Equal(skipped, tc.skipped) {
+				t.Errorf("skipped: got %q, want %q", skipped, tc.skipped)
+			}
+			for _, c := range plan.Changes {
+				if c.Applied() {
+					t.Errorf("%s: planned change marked applied", c.Shard)
+				}
+			}
+		})
+	}
+}
+
+func TestPlanResetRefuses(t *testing.T) {
+	seq := lease.ResetToSequence(kcl.NewSequence("1"))
+	tests := []struct {
+		name string
+		req  lease.ResetRequest
+		want error
+	}{
+		{"sequence without a shard", lease.ResetRequest{Position: seq}, lease.ErrInvalidArgument},
+		{"sequence on two shards", lease.ResetRequest{Shards: []string{"c1", "c2"}, Position: seq}, lease.ErrInvalidArgument},
+		{"unknown shard", lease.ResetRequest{Shards: []string{"nope"}, Position: lease.ResetToLatest()}, lease.ErrNotFound},
+		{"empty shard name", lease.ResetRequest{Shards: []string{""}, Position: lease.ResetToLatest()}, lease.ErrInvalidArgument},
+		{"worker row", lease.ResetRequest{Shards: []string{"shardline:worker:w1"}, Position: lease.ResetToLatest()}, lease.ErrInvalidArgument},
+		{"timestamp missing", lease.ResetRequest{Position: lease.ResetToTimestamp(time.Time{})}, kcl.ErrInvalidCheckpoint},
+		{"sentinel as a sequence", lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.TrimHorizon)}, kcl.ErrInvalidCheckpoint},
+		{"negative sub-sequence", lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.NewSequence("5").Before())}, kcl.ErrInvalidCheckpoint},
+		{"garbage sequence", lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.NewSequence("12x"))}, kcl.ErrInvalidCheckpoint},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := lease.PlanReset(lineage(), tc.req); !errors.Is(err, tc.want) {
+				t.Errorf("error %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// storeWith returns a MemoryStore holding leases.
+func storeWith(t *testing.T, leases []lease.Lease) *lease.MemoryStore {
+	t.Helper()
+	s := lease.NewMemoryStore()
+	for _, l := range leases {
+		if err := s.Create(t.Context(), l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func TestResetDryRunWritesNothing(t *testing.T) {
+	s := storeWith(t, lineage())
+	before, _ := s.List(t.Context())
+	plan, err := lease.Reset(t.Context(), s, lease.ResetRequest{Position: lease.ResetToTrimHorizon(), DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.DryRun || len(plan.Changes) != 3 {
+		t.Fatalf("plan: dry run %v, %d changes; want a dry run of 3", plan.DryRun, len(plan.Changes))
+	}
+	after, _ := s.List(t.Context())
+	if !slices.EqualFunc(before, after, func(a, b lease.Lease) bool { return a.Counter == b.Counter && a.Owner == b.Owner }) {
+		t.Errorf("dry run changed the table:\n%+v\n%+v", before, after)
+	}
+}
+
+func TestResetRetriesWhenTheOwnerRenews(t *testing.T) {
+	ctx := t.Context()
+	s := storeWith(t, lineage())
+	// The owner of c1 renews between the planner's read and each of the
+	// first three reset writes.
+	renewals := 0
+	s.SetFault(func(op, key string) error {
+		if op == "reset" && key == "c1" && renewals < 3 {
+			renewals++
+			l, err := s.Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			if _, err := s.Renew(ctx, l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	plan, err := lease.Reset(ctx, s, lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.NewSequence("42"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Changes) != 1 || !plan.Changes[0].Applied() {
+		t.Fatalf("plan %+v: want c1 applied", plan.Changes)
+	}
+	got, _ := s.Get(ctx, "c1")
+	want := kcl.ExtendedSequenceNumber{SequenceNumber: "42", SubSequenceNumber: -1}
+	if got.Checkpoint != want || got.Owner != "" || got.Counter != 3+3+1 {
+		t.Errorf("c1 after reset: %+v; want checkpoint %v, no owner, counter 7", got, want)
+	}
+	if plan.Changes[0].After.Counter != got.Counter || plan.Changes[0].Before.Counter != 6 {
+		t.Errorf("change before/after counters %d/%d, want 6/7", plan.Changes[0].Before.Counter, plan.Changes[0].After.Counter)
+	}
+}
+
+func TestResetGivesUpOnALeaseThatNeverSettles(t *testing.T) {
+	ctx := t.Context()
+	s := storeWith(t, lineage())
+	s.SetFault(func(op, key string) error {
+		if op == "reset" && key == "c2" {
+			l, err := s.Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			_, err = s.Renew(ctx, l)
+			return err
+		}
+		return nil
+	})
+	plan, err := lease.Reset(ctx, s, lease.ResetRequest{Position: lease.ResetToLatest()})
+	if !errors.Is(err, lease.ErrConflict) {
+		t.Fatalf("error %v, want a conflict", err)
+	}
+	// The write order is q, c1, c2 (by generation, then key): the reset
+	// stopped at c2.
+	var order []string
+	applied := map[string]bool{}
+	for _, c := range plan.Changes {
+		order = append(order, c.Shard)
+		applied[c.Shard] = c.Applied()
+	}
+	if !slices.Equal(order, []string{"q", "c1", "c2"}) || !applied["q"] || !applied["c1"] || applied["c2"] {
+		t.Errorf("order %v, applied %v; want q and c1 applied, then c2 failed", order, applied)
+	}
+}
+
+// A reset fences the worker holding the lease: its checkpoint write is
+// refused with kcl.ErrLeaseLost, its handle is lost at its next renewal, and
+// a worker takes the lease again from the new position.
+func TestResetFencesTheOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		s := storeWith(t, []lease.Lease{{Key: "shard-0", Checkpoint: kcl.TrimHorizon}})
+		acquired := make(chan *lease.Handle, 4)
+		m := lease.NewManager(lease.ManagerConfig{
+			Store: s, WorkerID: "w1",
+			LeaseDuration: 10 * time.Second, RenewInterval: 2 * time.Second, TakeInterval: 3 * time.Second,
+			Logger:     slog.New(slog.DiscardHandler),
+			Rand:       rand.New(rand.NewPCG(1, 2)),
+			OnAcquired: func(h *lease.Handle) { acquired <- h },
+		})
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close(context.Background())
+		h := <-acquired
+		if _, err := h.UpdateCheckpoint(ctx, func(l *lease.Lease) { l.Checkpoint = kcl.NewSequence("900") }); err != nil {
+			t.Fatal(err)
+		}
+
+		at := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+		if _, err := lease.Reset(ctx, s, lease.ResetRequest{Position: lease.ResetToTimestamp(at)}); err != nil {
+			t.Fatal(err)
+		}
+		// The owner's in-flight checkpoint cannot overwrite the reset.
+		_, err := h.UpdateCheckpoint(ctx, func(l *lease.Lease) { l.Checkpoint = kcl.NewSequence("950") })
+		if !errors.Is(err, kcl.ErrLeaseLost) {
+			t.Fatalf("checkpoint after the reset: %v, want kcl.ErrLeaseLost", err)
+		}
+		select {
+		case <-h.Lost():
+		default:
+			t.Fatal("handle not lost after a refused checkpoint")
+		}
+
+		// The lease is unowned: the next taking round takes it again, at the
+		// reset position.
+		nh := <-acquired
+		l := nh.Lease()
+		if l.Checkpoint != kcl.AtTimestamp || !l.CheckpointTimestamp.Equal(at) {
+			t.Errorf("retaken lease at %v %v, want AT_TIMESTAMP %v", l.Checkpoint, l.CheckpointTimestamp, at)
+		}
+		if got := l.InitialPosition(kcl.StartAtLatest()); got != kcl.StartAtTimestamp(at) {
+			t.Errorf("initial position %v, want AT_TIMESTAMP %v", got, at)
+		}
+	})
+}
+
+// A reset between two renewals is seen by the owner's next renewal.
+func TestResetLosesTheHandleAtTheNextRenewal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		s := storeWith(t, []lease.Lease{{Key: "shard-0", Checkpoint: kcl.TrimHorizon}})
+		acquired := make(chan *lease.Handle, 4)
+		m := lease.NewManager(lease.ManagerConfig{
+			Store: s, WorkerID: "w1",
+			LeaseDuration: 10 * time.Second, RenewInterval: 2 * time.Second, TakeInterval: time.Hour,
+			Logger:     slog.New(slog.DiscardHandler),
+			Rand:       rand.New(rand.NewPCG(1, 2)),
+			OnAcquired: func(h *lease.Handle) { acquired <- h },
+		})
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close(context.Background())
+		m.WakeTaker()
+		h := <-acquired
+		start := time.Now()
+		if _, err := lease.Reset(ctx, s, lease.ResetRequest{Position: lease.ResetToTrimHorizon()}); err != nil {
+			t.Fatal(err)
+		}
+		<-h.Lost()
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("handle lost %v after the reset, want within one renewal interval", d)
+		}
+		if !errors.Is(h.Err(), kcl.ErrLeaseLost) {
+			t.Errorf("handle error %v, want kcl.ErrLeaseLost", h.Err())
+		}
+	})
+}
+
+func TestLeaseInitialPosition(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfgAt := kcl.StartAtTimestamp(at.Add(time.Hour))
+	tests := []struct {
+		l    lease.Lease
+		cfg  kcl.InitialPosition
+		want kcl.InitialPosition
+	}{
+		{lease.Lease{Checkpoint: kcl.TrimHorizon}, kcl.StartAtLatest(), kcl.StartAtTrimHorizon()},
+		{lease.Lease{Checkpoint: kcl.Latest}, kcl.StartAtTrimHorizon(), kcl.StartAtLatest()},
+		{lease.Lease{Checkpoint: kcl.AtTimestamp, CheckpointTimestamp: at}, cfgAt, kcl.StartAtTimestamp(at)},
+		{lease.Lease{Checkpoint: kcl.AtTimestamp}, cfgAt, cfgAt},
+		{lease.Lease{Checkpoint: kcl.AtTimestamp}, kcl.StartAtLatest(), kcl.StartAtTrimHorizon()},
+		{lease.Lease{Checkpoint: kcl.NewSequence("5")}, cfgAt, cfgAt},
+	}
+	for _, tc := range tests {
+		if got := tc.l.InitialPosition(tc.cfg); got != tc.want {
+			t.Errorf("%v/%v with %v: got %v, want %v", tc.l.Checkpoint, tc.l.CheckpointTimestamp, tc.cfg, got, tc.want)
+		}
+	}
+}
