@@ -82,8 +82,8 @@ func TestPlanReset(t *testing.T) {
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of p)", "p=AT_TIMESTAMP@10:00:00 (selected)",
 			"c1=AT_TIMESTAMP@10:00:00 (descendant of p)", "c2=AT_TIMESTAMP@10:00:00 (descendant of p)"},
 	}, {
-		name: "a sequence number: the record again, then the descendants from their start",
-		req:  lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToSequence(kcl.NewSequence("50")), StreamShards: all},
+		name:    "a sequence number: the record again, then the descendants from their start",
+		req:     lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToSequence(kcl.NewSequence("50")), StreamShards: all},
 		changes: []string{"p=50/-1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
 	}, {
 		name:    "a named finished shard is reopened even without the shard list",
