@@ -40,6 +40,11 @@ type StartPosition struct {
 	After kcl.ExtendedSequenceNumber
 	// Initial applies when After is not a real sequence number.
 	Initial kcl.InitialPosition
+	// HashKeyRange is the shard's hash key range, from its lease. When set,
+	// a KPL aggregate holding a user record outside it is dropped (and
+	// counted) as the KCL does: it was written from a stale shard map, and
+	// the producer writes it again to the right shard. Zero: no check.
+	HashKeyRange HashKeyRange
 }
 
 // Source opens readers on shards of one stream.

@@ -78,6 +78,9 @@ type PollerOptions struct {
 	Logger *slog.Logger
 	// Observer, if set, is told about every GetRecords call.
 	Observer Observer
+	// Records says how Kinesis records become user records: KPL
+	// de-aggregation (on by default), a decoder, anomaly counts.
+	Records RecordOptions
 }
 
 // withDefaults returns o with every zero field set to its default.
@@ -139,9 +142,9 @@ func (o PollerOptions) validate() error {
 type Poller struct {
 	client KinesisAPI
 	opts   PollerOptions
-	// transform makes user records out of Kinesis records (see
-	// recordTransform); tests replace it.
-	transform recordTransform
+	// newTransform makes the transform of a shard's reader (see
+	// RecordOptions.transformer); tests replace it.
+	newTransform func(shardID string, start StartPosition, log *slog.Logger) recordTransform
 }
 
 var _ Source = (*Poller)(nil)
@@ -156,7 +159,11 @@ func NewPoller(client KinesisAPI, opts PollerOptions) (*Poller, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Poller{client: client, opts: opts, transform: toRecords}, nil
+	p := &Poller{client: client, opts: opts}
+	p.newTransform = func(shardID string, start StartPosition, log *slog.Logger) recordTransform {
+		return p.opts.Records.transformer(shardID, start.HashKeyRange, log)
+	}
+	return p, nil
 }
 
 // stream returns the name of the stream for logs and errors.
@@ -210,6 +217,7 @@ func (p *Poller) Open(ctx context.Context, shardID string, start StartPosition) 
 		start:   start,
 		bo:      bo,
 	}
+	r.transform = p.newTransform(shardID, start, r.log)
 	if isRecordPosition(start.After) {
 		r.after = start.After
 	}
@@ -265,6 +273,8 @@ type pollReader struct {
 
 	start StartPosition
 	bo    *backoff.ExponentialBackOff
+	// transform makes user records out of a response's Kinesis records.
+	transform recordTransform
 	// iterator is the shard iterator for the next GetRecords; "" when a new
 	// one must be got.
 	iterator string
@@ -416,7 +426,7 @@ func (r *pollReader) deliver(ctx context.Context, out *kinesis.GetRecordsOutput)
 		}
 		r.lastSeq = aws.ToString(raw[len(raw)-1].SequenceNumber)
 	}
-	recs := filterAfter(r.p.transform(raw), r.after)
+	recs := filterAfter(r.transform(ctx, raw), r.after)
 	if len(recs) > 0 {
 		r.after = recs[len(recs)-1].Position()
 	}

@@ -231,7 +231,7 @@ func TestPollerLatestSkipsOldRecords(t *testing.T) {
 
 // aggregate is a test transform standing in for KPL de-aggregation: every
 // Kinesis record carries three user records, sub-sequence numbers 0..2.
-func aggregate(in []types.Record) []kcl.Record {
+func aggregate(_ context.Context, in []types.Record) []kcl.Record {
 	var out []kcl.Record
 	for _, r := range toRecords(in) {
 		for sub := range int64(3) {
@@ -248,7 +248,7 @@ func TestPollerResumesInsideAggregate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(5)
 		p := newTestPoller(t, f, PollerOptions{})
-		p.transform = aggregate
+		p.newTransform = func(string, StartPosition, *slog.Logger) recordTransform { return aggregate }
 		start := StartPosition{After: kcl.ExtendedSequenceNumber{SequenceNumber: seq(2), SubSequenceNumber: 1}}
 		r := open(t, p, start)
 		recs, batches := collect(t, r, 1+3+3)

@@ -1,37 +1,223 @@
 package fanout
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/kpl"
 )
 
-// recordTransform turns the Kinesis records of one GetRecords response into
-// user records, in order. It is the single place where KPL de-aggregation
-// will slot in: an aggregated Kinesis record becomes several user records
-// sharing its sequence number, with sub-sequence numbers 0, 1, 2...
-// Everything after it (the start-position filter, batching) works on
-// extended sequence numbers and needs no change.
-type recordTransform func(in []types.Record) []kcl.Record
+// RecordOptions say how a reader turns Kinesis records into user records.
+// The poller and the enhanced fan-out subscriber share them and the code that
+// applies them ([RecordOptions.transformer]).
+type RecordOptions struct {
+	// DisableDeaggregation delivers KPL aggregated records as they are, one
+	// record each, instead of unpacking them (the default, as in the KCL).
+	DisableDeaggregation bool
+	// Decoder, when set, is applied to every user record after
+	// de-aggregation (client-side decryption, decompression). A record it
+	// fails on is delivered with its data as read and DecodeErr set.
+	Decoder kcl.RecordDecoder
+	// Stats, when set, counts what de-aggregation and decoding met, across
+	// every reader sharing it. A nil Stats counts nothing.
+	Stats *RecordStats
+}
 
-// toRecords is the default transform: one user record per Kinesis record,
-// sub-sequence number 0, not aggregated. GetRecords does not return explicit
-// hash keys, so ExplicitHashKey stays empty.
-func toRecords(in []types.Record) []kcl.Record {
+// RecordStats counts, safely for concurrent use, the anomalies met while
+// turning Kinesis records into user records. The zero value is ready.
+type RecordStats struct {
+	aggregates, userRecords, malformed, dropped, droppedAggregates, decodeFailures atomic.Int64
+}
+
+// RecordCounts is a snapshot of [RecordStats].
+type RecordCounts struct {
+	// Aggregates counts KPL aggregated records unpacked, and
+	// AggregatedUserRecords the user records delivered from them.
+	Aggregates, AggregatedUserRecords int64
+	// MalformedAggregates counts Kinesis records that started with the KPL
+	// magic bytes but could not be unpacked; each was delivered as one raw
+	// record with DecodeErr matching kcl.ErrMalformedAggregate.
+	MalformedAggregates int64
+	// DroppedAggregates counts aggregates not delivered because one of their
+	// user records has a hash key outside the shard's range (written from a
+	// stale shard map; the producer writes them again), and
+	// DroppedUserRecords the user records they held.
+	DroppedAggregates, DroppedUserRecords int64
+	// DecodeFailures counts user records the RecordDecoder failed on; each was
+	// delivered with DecodeErr matching kcl.ErrRecordDecode.
+	DecodeFailures int64
+}
+
+// Counts returns the current counts. A nil s returns zeros.
+func (s *RecordStats) Counts() RecordCounts {
+	if s == nil {
+		return RecordCounts{}
+	}
+	return RecordCounts{
+		Aggregates:            s.aggregates.Load(),
+		AggregatedUserRecords: s.userRecords.Load(),
+		MalformedAggregates:   s.malformed.Load(),
+		DroppedAggregates:     s.droppedAggregates.Load(),
+		DroppedUserRecords:    s.dropped.Load(),
+		DecodeFailures:        s.decodeFailures.Load(),
+	}
+}
+
+// add adds n to c, one of s's counters.
+func (s *RecordStats) add(c *atomic.Int64, n int64) { c.Add(n) }
+
+// HashKeyRange is a shard's inclusive range of hash keys, in decimal as the
+// Kinesis API and the lease table write them.
+type HashKeyRange struct {
+	StartingHashKey, EndingHashKey string
+}
+
+// IsZero reports whether the range is unset.
+func (r HashKeyRange) IsZero() bool { return r.StartingHashKey == "" && r.EndingHashKey == "" }
+
+// recordTransform turns the Kinesis records of one response into user
+// records, in order. An aggregated Kinesis record becomes several user
+// records sharing its sequence number, with sub-sequence numbers 0, 1, 2...
+// Everything after it (the start-position filter, batching) works on
+// extended sequence numbers. ctx bounds the decoder's calls.
+type recordTransform func(ctx context.Context, in []types.Record) []kcl.Record
+
+// transformer returns the transform of one shard's reader: shardID and
+// hashRange (which may be zero: no range check) are the shard's. Every
+// reader, polling or subscribed, must use it.
+func (o RecordOptions) transformer(shardID string, hashRange HashKeyRange, log *slog.Logger) recordTransform {
+	t := &shardTransform{opts: o, log: log}
+	if t.opts.Stats == nil {
+		t.opts.Stats = new(RecordStats) // counted, never read
+	}
+	if !hashRange.IsZero() {
+		r, err := hashkey.ParseRange(hashRange.StartingHashKey, hashRange.EndingHashKey)
+		if err != nil {
+			log.Warn("fanout: shard hash key range unreadable; aggregated records are not range-checked",
+				slog.String("start", hashRange.StartingHashKey), slog.String("end", hashRange.EndingHashKey), slog.Any("error", err))
+		} else {
+			t.hashRange, t.checkRange = r, true
+		}
+	}
+	return t.transform
+}
+
+// shardTransform holds one shard's transform settings.
+type shardTransform struct {
+	opts       RecordOptions
+	log        *slog.Logger
+	hashRange  hashkey.Range
+	checkRange bool
+}
+
+func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl.Record {
 	if len(in) == 0 {
 		return nil
 	}
-	out := make([]kcl.Record, len(in))
-	for i, r := range in {
-		out[i] = kcl.Record{
-			Data:                        r.Data,
-			PartitionKey:                aws.ToString(r.PartitionKey),
-			SequenceNumber:              aws.ToString(r.SequenceNumber),
-			ApproximateArrivalTimestamp: aws.ToTime(r.ApproximateArrivalTimestamp),
+	stats := t.opts.Stats
+	out := make([]kcl.Record, 0, len(in))
+	for _, kr := range in {
+		base := kcl.Record{
+			Data:                        kr.Data,
+			PartitionKey:                aws.ToString(kr.PartitionKey),
+			SequenceNumber:              aws.ToString(kr.SequenceNumber),
+			ApproximateArrivalTimestamp: aws.ToTime(kr.ApproximateArrivalTimestamp),
+		}
+		if t.opts.DisableDeaggregation || !kpl.IsAggregated(kr.Data) {
+			out = append(out, t.decode(ctx, base))
+			continue
+		}
+		users, err := kpl.Unmarshal(kr.Data)
+		if err != nil {
+			stats.add(&stats.malformed, 1)
+			t.log.WarnContext(ctx, "fanout: malformed KPL aggregated record delivered as one raw record",
+				slog.String("sequence", base.SequenceNumber), slog.Int("bytes", len(kr.Data)), slog.Any("error", err))
+			base.DecodeErr = fmt.Errorf("%w: %w", kcl.ErrMalformedAggregate, err)
+			out = append(out, base)
+			continue
+		}
+		if t.checkRange {
+			if i, k, ok := t.outOfRange(users); !ok {
+				// As the KCL does: the whole aggregate goes. It was written
+				// from a stale shard map, and a producer that learns so
+				// (the KPL, Shardline's) writes all of it again.
+				stats.add(&stats.droppedAggregates, 1)
+				stats.add(&stats.dropped, int64(len(users)))
+				t.log.WarnContext(ctx, "fanout: KPL aggregate dropped: a user record's hash key is outside the shard's range",
+					slog.String("sequence", base.SequenceNumber), slog.Int("user_records", len(users)),
+					slog.Int("index", i), slog.String("hash_key", k))
+				continue
+			}
+		}
+		stats.add(&stats.aggregates, 1)
+		stats.add(&stats.userRecords, int64(len(users)))
+		for i, u := range users {
+			r := base
+			r.Data = u.Data
+			r.PartitionKey = u.PartitionKey
+			r.ExplicitHashKey = u.ExplicitHashKey
+			r.SubSequenceNumber = int64(i)
+			r.Aggregated = true
+			out = append(out, t.decode(ctx, r))
 		}
 	}
 	return out
+}
+
+// outOfRange finds the first user record whose hash key lies outside the
+// shard's range. A record whose explicit hash key cannot be read is kept.
+func (t *shardTransform) outOfRange(users []kpl.Record) (index int, key string, ok bool) {
+	for i, u := range users {
+		k, err := hashkey.For(u.PartitionKey, u.ExplicitHashKey)
+		if err != nil {
+			continue
+		}
+		if !t.hashRange.Contains(k) {
+			return i, k.String(), false
+		}
+	}
+	return 0, "", true
+}
+
+// decode applies the decoder to one user record.
+func (t *shardTransform) decode(ctx context.Context, r kcl.Record) kcl.Record {
+	if t.opts.Decoder == nil {
+		return r
+	}
+	data, err := decodeSafely(ctx, t.opts.Decoder, r)
+	if err != nil {
+		t.opts.Stats.add(&t.opts.Stats.decodeFailures, 1)
+		t.log.WarnContext(ctx, "fanout: record decoder failed; record delivered undecoded with DecodeErr set",
+			slog.String("position", r.Position().String()), slog.Any("error", err))
+		r.DecodeErr = fmt.Errorf("%w: %w", kcl.ErrRecordDecode, err)
+		return r
+	}
+	r.Data = data
+	return r
+}
+
+// decodeSafely calls the decoder, turning a panic into an error.
+func decodeSafely(ctx context.Context, d kcl.RecordDecoder, r kcl.Record) (data []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("decoder panicked: %v", v)
+		}
+	}()
+	return d.DecodeRecord(ctx, r.PartitionKey, r.Data)
+}
+
+// toRecords converts without de-aggregation or decoding: one user record
+// per Kinesis record, sub-sequence number 0, not aggregated. GetRecords does
+// not return explicit hash keys, so ExplicitHashKey stays empty.
+func toRecords(in []types.Record) []kcl.Record {
+	return RecordOptions{DisableDeaggregation: true}.transformer("", HashKeyRange{}, slog.New(slog.DiscardHandler))(context.Background(), in)
 }
 
 // filterAfter drops, in place, the records whose extended sequence number is

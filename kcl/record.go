@@ -1,6 +1,8 @@
 package kcl
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -24,6 +26,43 @@ type Record struct {
 	ExplicitHashKey string
 	// Aggregated reports whether the record was unpacked from a KPL aggregate.
 	Aggregated bool
+	// DecodeErr is set when the record could not be turned into user data;
+	// the record is delivered anyway, never dropped, and it counts like any
+	// other for checkpoints. It matches [ErrMalformedAggregate] when the
+	// Kinesis record started like a KPL aggregate but could not be unpacked
+	// (bad digest, bad protobuf): Data is then the whole Kinesis record as
+	// read. It matches [ErrRecordDecode] when the configured
+	// [RecordDecoder] failed: Data is then the user record as read, still
+	// encoded.
+	DecodeErr error
+}
+
+// Errors reported in [Record.DecodeErr].
+var (
+	// ErrMalformedAggregate: the Kinesis record carried the KPL magic bytes
+	// but was not a valid aggregate; it is delivered as one raw record.
+	ErrMalformedAggregate = errors.New("shardline: malformed KPL aggregated record")
+	// ErrRecordDecode: the RecordDecoder returned an error for the record.
+	ErrRecordDecode = errors.New("shardline: record decoder failed")
+)
+
+// RecordDecoder reverses a producer's record encoder (client-side
+// encryption, compression...). It is called once per user record, after KPL
+// de-aggregation, with the record's partition key and data, and returns the
+// data the processor receives. When it fails, the record is still delivered,
+// with its data as read and DecodeErr set. Shards are read in parallel, so
+// a decoder must be safe for concurrent use; ctx ends when the shard's
+// reader stops.
+type RecordDecoder interface {
+	DecodeRecord(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
+}
+
+// RecordDecoderFunc adapts a function to [RecordDecoder].
+type RecordDecoderFunc func(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
+
+// DecodeRecord calls f.
+func (f RecordDecoderFunc) DecodeRecord(ctx context.Context, partitionKey string, data []byte) ([]byte, error) {
+	return f(ctx, partitionKey, data)
 }
 
 // Position returns the record's extended sequence number.

@@ -83,6 +83,17 @@ type Config struct {
 	// lost or the worker shuts down: records are never skipped.
 	RetryMaxInterval time.Duration
 
+	// DisableDeaggregation delivers KPL aggregated records as they are, one
+	// record each. By default they are unpacked into their user records,
+	// which share the Kinesis sequence number and have sub-sequence numbers
+	// 0, 1, 2...; a checkpoint can land between them.
+	DisableDeaggregation bool
+	// RecordDecoder, when set, is applied to every user record after
+	// de-aggregation (client-side decryption, decompression), before the
+	// processor sees it. A record it fails on is delivered anyway, its data
+	// as read, with DecodeErr matching kcl.ErrRecordDecode.
+	RecordDecoder kcl.RecordDecoder
+
 	// CallProcessorOnEmptyBatches makes the worker call ProcessRecords with
 	// empty batches too (useful for time-based checkpointing).
 	CallProcessorOnEmptyBatches bool

@@ -240,7 +240,8 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	var reader fanout.Reader
 	err = s.retry(ctx, gctx, "open shard", func(int) error {
 		var err error
-		reader, err = s.w.source.Open(gctx, s.id, fanout.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l)})
+		reader, err = s.w.source.Open(gctx, s.id, fanout.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
+			HashKeyRange: fanout.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
 		if errors.Is(err, kcl.ErrStreamNotFound) {
 			s.w.fatal(err)
 			return backoff.Permanent(err)

@@ -59,6 +59,8 @@ type Worker struct {
 	manager    *lease.Manager
 	hooks      *hooks
 	running    map[string]*shardState // shard ID -> consumer, for introspection
+	// recordStats counts de-aggregation and decoding anomalies.
+	recordStats fanout.RecordStats
 }
 
 // New validates cfg and returns a worker. It does not contact AWS.
@@ -95,6 +97,11 @@ func New(cfg Config) (*Worker, error) {
 		PrefetchBytes:        int64(cfg.PrefetchBytes),
 		Logger:               cfg.Logger,
 		Observer:             w.hooks.fetchObserver(),
+		Records: fanout.RecordOptions{
+			DisableDeaggregation: cfg.DisableDeaggregation,
+			Decoder:              cfg.RecordDecoder,
+			Stats:                &w.recordStats,
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -102,6 +109,12 @@ func New(cfg Config) (*Worker, error) {
 	w.source = src
 	return w, nil
 }
+
+// RecordCounts returns running totals of what KPL de-aggregation and the
+// RecordDecoder met on every shard this worker read: aggregates unpacked,
+// malformed aggregates delivered raw, aggregates dropped as outside a shard's
+// hash key range, decoder failures.
+func (w *Worker) RecordCounts() fanout.RecordCounts { return w.recordStats.Counts() }
 
 // ID returns the worker's ID as written in the lease table.
 func (w *Worker) ID() string { return w.cfg.WorkerID }
