@@ -1,0 +1,321 @@
+package kcltest_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/kcltest"
+)
+
+// proc is a configurable processor that implements every lifecycle
+// interface and records what it was told.
+type proc struct {
+	process   func(ctx context.Context, in kcl.ProcessRecordsInput) error
+	shardEnd  func(ctx context.Context, in kcl.ShardEndedInput) error
+	shutdown  func(ctx context.Context, in kcl.ShutdownRequestedInput) error
+	init      kcl.InitializeInput
+	inits     int
+	lost      int
+	attempts  []int
+	seen      []string
+	ctxErrors []error
+}
+
+func (p *proc) Initialize(ctx context.Context, in kcl.InitializeInput) error {
+	p.init = in
+	p.inits++
+	return nil
+}
+
+func (p *proc) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInput) error {
+	p.attempts = append(p.attempts, in.Attempt)
+	for _, r := range in.Records {
+		p.seen = append(p.seen, string(r.Data))
+	}
+	if p.process != nil {
+		return p.process(ctx, in)
+	}
+	return in.Checkpointer.Checkpoint(ctx)
+}
+
+func (p *proc) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error {
+	p.lost++
+	return nil
+}
+
+func (p *proc) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) error {
+	if p.shardEnd != nil {
+		return p.shardEnd(ctx, in)
+	}
+	return in.Checkpointer.Checkpoint(ctx)
+}
+
+func (p *proc) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
+	if p.shutdown != nil {
+		return p.shutdown(ctx, in)
+	}
+	return in.Checkpointer.Checkpoint(ctx)
+}
+
+func TestDeliverAndCheckpoint(t *testing.T) {
+	ctx := t.Context()
+	p := &proc{}
+	sh := kcltest.NewShard("shard-1", p)
+	recs := sh.Records("a", "b", "c")
+	if err := sh.Deliver(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	if p.inits != 1 || p.init.Checkpoint != kcl.TrimHorizon || p.init.ShardID != "shard-1" {
+		t.Errorf("Initialize: %d calls with %+v", p.inits, p.init)
+	}
+	if got := sh.Checkpoint(); got != recs[2].Position() {
+		t.Errorf("checkpoint %v, want %v", got, recs[2].Position())
+	}
+	if err := sh.Deliver(ctx, sh.Records("d")...); err != nil {
+		t.Fatal(err)
+	}
+	if p.inits != 1 {
+		t.Errorf("Initialize called %d times", p.inits)
+	}
+	if !slices.Equal(p.seen, []string{"a", "b", "c", "d"}) {
+		t.Errorf("seen %q", p.seen)
+	}
+	if n := len(sh.Writes()); n != 2 {
+		t.Errorf("%d writes, want 2", n)
+	}
+	// Records made later continue the sequence; older ones are refused.
+	if err := sh.Deliver(ctx, recs[0]); !errors.Is(err, kcltest.ErrOutOfOrder) {
+		t.Errorf("delivering an old record: %v, want ErrOutOfOrder", err)
+	}
+}
+
+func TestCheckpointRulesApply(t *testing.T) {
+	ctx := t.Context()
+	var cpErr error
+	p := &proc{process: func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		cpErr = in.Checkpointer.CheckpointAt(ctx, kcl.NewSequence(kcltest.SequenceNumber(99)))
+		return nil
+	}}
+	sh := kcltest.NewShard("shard-1", p)
+	if err := sh.Deliver(ctx, sh.Records("a")...); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(cpErr, kcl.ErrInvalidCheckpoint) {
+		t.Errorf("checkpoint past the delivered records: %v, want ErrInvalidCheckpoint", cpErr)
+	}
+	if sh.Checkpoint() != kcl.TrimHorizon {
+		t.Errorf("checkpoint moved to %v", sh.Checkpoint())
+	}
+}
+
+func TestRedeliverAfterError(t *testing.T) {
+	ctx := t.Context()
+	fail := errors.New("downstream unavailable")
+	p := &proc{}
+	p.process = func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		if in.Attempt == 1 {
+			return fail
+		}
+		return in.Checkpointer.Checkpoint(ctx)
+	}
+	sh := kcltest.NewShard("shard-1", p)
+	recs := sh.Records("a", "b")
+	if err := sh.Deliver(ctx, recs...); !errors.Is(err, fail) {
+		t.Fatalf("Deliver: %v, want the processor's error", err)
+	}
+	if err := sh.Redeliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.attempts, []int{1, 2}) || sh.Checkpoint() != recs[1].Position() {
+		t.Errorf("attempts %v, checkpoint %v", p.attempts, sh.Checkpoint())
+	}
+}
+
+func TestLeaseLostBetweenBatches(t *testing.T) {
+	ctx := t.Context()
+	p := &proc{}
+	sh := kcltest.NewShard("shard-1", p)
+	if err := sh.Deliver(ctx, sh.Records("a")...); err != nil {
+		t.Fatal(err)
+	}
+	before := sh.Checkpoint()
+	if err := sh.LoseLease(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p.lost != 1 || !sh.LeaseLost() {
+		t.Errorf("LeaseLost called %d times", p.lost)
+	}
+	if err := sh.Deliver(ctx, sh.Records("b")...); !errors.Is(err, kcl.ErrLeaseLost) {
+		t.Errorf("Deliver after the loss: %v, want ErrLeaseLost", err)
+	}
+	if len(p.seen) != 1 || sh.Checkpoint() != before {
+		t.Errorf("processor called after the loss: seen %q, checkpoint %v", p.seen, sh.Checkpoint())
+	}
+}
+
+func TestLeaseLostDuringBatch(t *testing.T) {
+	ctx := t.Context()
+	var sh *kcltest.Shard
+	var cpErr, ctxErr error
+	p := &proc{}
+	p.process = func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		if err := sh.LoseLease(ctx); err != nil { // another worker takes the shard now
+			return err
+		}
+		ctxErr = ctx.Err()
+		cpErr = in.Checkpointer.Checkpoint(ctx)
+		if p.lost != 0 {
+			t.Error("LeaseLost called while ProcessRecords runs")
+		}
+		return nil
+	}
+	sh = kcltest.NewShard("shard-1", p)
+	err := sh.Deliver(ctx, sh.Records("a")...)
+	if !errors.Is(err, kcl.ErrLeaseLost) {
+		t.Errorf("Deliver: %v, want ErrLeaseLost", err)
+	}
+	if !errors.Is(ctxErr, context.Canceled) {
+		t.Errorf("context during the loss: %v, want cancelled", ctxErr)
+	}
+	if !errors.Is(cpErr, kcl.ErrLeaseLost) {
+		t.Errorf("checkpoint after the loss: %v, want ErrLeaseLost", cpErr)
+	}
+	if p.lost != 1 || sh.Checkpoint() != kcl.TrimHorizon {
+		t.Errorf("LeaseLost calls %d, checkpoint %v", p.lost, sh.Checkpoint())
+	}
+}
+
+func TestShardEnd(t *testing.T) {
+	ctx := t.Context()
+	t.Run("processor checkpoints", func(t *testing.T) {
+		var children []string
+		p := &proc{shardEnd: func(ctx context.Context, in kcl.ShardEndedInput) error {
+			children = in.ChildShardIDs
+			return in.Checkpointer.Checkpoint(ctx)
+		}}
+		sh := kcltest.NewShard("shard-1", p)
+		if err := sh.Deliver(ctx, sh.Records("a")...); err != nil {
+			t.Fatal(err)
+		}
+		if err := sh.End(ctx, "shard-2", "shard-3"); err != nil {
+			t.Fatal(err)
+		}
+		if !sh.Checkpoint().IsShardEnd() || !slices.Equal(children, []string{"shard-2", "shard-3"}) {
+			t.Errorf("checkpoint %v, children %v", sh.Checkpoint(), children)
+		}
+		if err := sh.Deliver(ctx, sh.Records("b")...); !errors.Is(err, kcltest.ErrStopped) {
+			t.Errorf("Deliver after the end: %v, want ErrStopped", err)
+		}
+	})
+	t.Run("processor forgets", func(t *testing.T) {
+		p := &proc{shardEnd: func(context.Context, kcl.ShardEndedInput) error { return nil }}
+		sh := kcltest.NewShard("shard-1", p)
+		if err := sh.End(ctx); !errors.Is(err, kcltest.ErrShardEndNotCheckpointed) {
+			t.Errorf("End: %v, want ErrShardEndNotCheckpointed", err)
+		}
+		if sh.Checkpoint().IsShardEnd() {
+			t.Error("SHARD_END stored")
+		}
+	})
+	t.Run("no handler: the worker checkpoints", func(t *testing.T) {
+		sh := kcltest.NewShard("shard-1", kcl.RecordProcessorFunc(func(context.Context, kcl.ProcessRecordsInput) error { return nil }))
+		if err := sh.Deliver(ctx, sh.Records("a")...); err != nil {
+			t.Fatal(err)
+		}
+		if err := sh.End(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !sh.Checkpoint().IsShardEnd() {
+			t.Errorf("checkpoint %v, want SHARD_END", sh.Checkpoint())
+		}
+	})
+}
+
+func TestShutdownRequested(t *testing.T) {
+	ctx := t.Context()
+	p := &proc{process: func(context.Context, kcl.ProcessRecordsInput) error { return nil }} // checkpoints only on shutdown
+	sh := kcltest.NewShard("shard-1", p)
+	recs := sh.Records("a", "b")
+	if err := sh.Deliver(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	if sh.Checkpoint() != kcl.TrimHorizon {
+		t.Fatalf("checkpoint %v before shutdown", sh.Checkpoint())
+	}
+	if err := sh.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sh.Checkpoint() != recs[1].Position() {
+		t.Errorf("checkpoint %v after shutdown, want %v", sh.Checkpoint(), recs[1].Position())
+	}
+	if err := sh.Deliver(ctx, sh.Records("c")...); !errors.Is(err, kcltest.ErrStopped) {
+		t.Errorf("Deliver after shutdown: %v, want ErrStopped", err)
+	}
+}
+
+func TestRestartWithPendingCheckpoint(t *testing.T) {
+	ctx := t.Context()
+	p := &proc{process: func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		pc, err := in.Checkpointer.Prepare(ctx, in.Records[0].Position(), []byte("txn-7"))
+		if err != nil {
+			return err
+		}
+		return pc.Commit(ctx)
+	}}
+	start := kcl.NewSequence(kcltest.SequenceNumber(1))
+	pending := kcl.NewSequence(kcltest.SequenceNumber(2))
+	sh := kcltest.NewShard("shard-1", p, kcltest.WithCheckpoint(start), kcltest.WithPendingCheckpoint(pending, []byte("txn-6")))
+	if pos, state := sh.Pending(); pos != pending || string(state) != "txn-6" {
+		t.Errorf("pending before start %v %q", pos, state)
+	}
+	recs := sh.Records("x", "y") // sequence numbers 1 and 2
+	if err := sh.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p.init.Checkpoint != start || p.init.PendingCheckpoint != pending || string(p.init.PendingState) != "txn-6" {
+		t.Errorf("InitializeInput %+v", p.init)
+	}
+	if err := sh.Deliver(ctx, recs[0]); !errors.Is(err, kcltest.ErrOutOfOrder) {
+		t.Errorf("delivering the checkpointed record: %v, want ErrOutOfOrder", err)
+	}
+	if err := sh.Deliver(ctx, recs[1]); err != nil {
+		t.Fatal(err)
+	}
+	w := sh.Writes()
+	if len(w) != 2 || w[0].Pending != recs[1].Position() || string(w[0].PendingState) != "txn-7" || w[1].Checkpoint != recs[1].Position() {
+		t.Errorf("writes %+v: want a prepare then a commit of %v", w, recs[1].Position())
+	}
+	if pos, _ := sh.Pending(); !pos.IsZero() {
+		t.Errorf("pending %v after commit", pos)
+	}
+}
+
+func TestFailCheckpoints(t *testing.T) {
+	ctx := t.Context()
+	throttled := errors.Join(kcl.ErrThrottled)
+	sh := kcltest.NewShard("shard-1", &proc{})
+	sh.FailCheckpoints(throttled)
+	if err := sh.Deliver(ctx, sh.Records("a")...); !errors.Is(err, kcl.ErrThrottled) {
+		t.Errorf("Deliver: %v, want the checkpoint error", err)
+	}
+	sh.FailCheckpoints(nil)
+	if err := sh.Redeliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(sh.Writes()) != 1 {
+		t.Errorf("writes %+v", sh.Writes())
+	}
+}
+
+func TestPanicBecomesError(t *testing.T) {
+	sh := kcltest.NewShard("shard-1", kcl.RecordProcessorFunc(func(context.Context, kcl.ProcessRecordsInput) error {
+		panic("boom")
+	}))
+	var pe *kcl.ProcessorPanicError
+	if err := sh.Deliver(t.Context(), sh.Records("a")...); !errors.As(err, &pe) || pe.Value != "boom" {
+		t.Errorf("Deliver: %v, want a ProcessorPanicError", err)
+	}
+}
