@@ -1,0 +1,328 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// ConsumerAPI is the part of the Kinesis client that manages enhanced
+// fan-out consumers. A *kinesis.Client satisfies it.
+type ConsumerAPI interface {
+	RegisterStreamConsumer(ctx context.Context, in *kinesis.RegisterStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.RegisterStreamConsumerOutput, error)
+	DescribeStreamConsumer(ctx context.Context, in *kinesis.DescribeStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamConsumerOutput, error)
+	ListStreamConsumers(ctx context.Context, in *kinesis.ListStreamConsumersInput, opts ...func(*kinesis.Options)) (*kinesis.ListStreamConsumersOutput, error)
+	DeregisterStreamConsumer(ctx context.Context, in *kinesis.DeregisterStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.DeregisterStreamConsumerOutput, error)
+}
+
+// StreamDescriber finds a stream's ARN. A *kinesis.Client satisfies it.
+type StreamDescriber interface {
+	DescribeStreamSummary(ctx context.Context, in *kinesis.DescribeStreamSummaryInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error)
+}
+
+// FanOutAPI is the part of the Kinesis client that enhanced fan-out reading
+// uses: the consumer calls, SubscribeToShard, and DescribeStreamSummary to
+// find the stream's ARN. A *kinesis.Client satisfies it. It is separate from
+// [KinesisAPI] so that clients (and fakes) used only for polling need not
+// implement it.
+type FanOutAPI interface {
+	ConsumerAPI
+	StreamDescriber
+	SubscribeToShard(ctx context.Context, in *kinesis.SubscribeToShardInput, opts ...func(*kinesis.Options)) (*kinesis.SubscribeToShardOutput, error)
+}
+
+var _ FanOutAPI = (*kinesis.Client)(nil)
+
+// ErrConsumerLimit reports that a consumer could not be registered because
+// the stream already has as many registered consumers as it may have (20 on
+// Kinesis). Deregister one ([DeregisterConsumer]) or share one between
+// applications.
+var ErrConsumerLimit = errors.New("fanout: the stream's limit of registered consumers is reached")
+
+// Consumer status values, as Kinesis reports them.
+const (
+	ConsumerCreating = string(types.ConsumerStatusCreating)
+	ConsumerActive   = string(types.ConsumerStatusActive)
+	ConsumerDeleting = string(types.ConsumerStatusDeleting)
+)
+
+// Consumer describes an enhanced fan-out consumer registered on a stream.
+type Consumer struct {
+	// Name is the consumer's name, unique on its stream.
+	Name string
+	// ARN identifies the consumer; it changes when a consumer of the same
+	// name is registered again.
+	ARN string
+	// Status is ConsumerCreating, ConsumerActive or ConsumerDeleting.
+	Status string
+	// CreatedAt is when the consumer was registered.
+	CreatedAt time.Time
+}
+
+// Timing of the consumer calls: status polls and retries back off from
+// consumerPollInitial to consumerPollMax; a LimitExceededException from
+// RegisterStreamConsumer is taken as the consumer limit after
+// consumerLimitTries in a row.
+const (
+	consumerPollInitial = 50 * time.Millisecond
+	consumerPollMax     = 2 * time.Second
+	consumerLimitTries  = 3
+)
+
+// maxConsumerNameLen is the longest consumer name Kinesis accepts.
+const maxConsumerNameLen = 128
+
+// validConsumerName reports whether Kinesis accepts name (1 to 128 of
+// a-z A-Z 0-9 _ . -).
+func validConsumerName(name string) bool {
+	if name == "" || len(name) > maxConsumerNameLen {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateConsumerName reports a consumer name Kinesis would refuse; the
+// error wraps kcl.ErrInvalidConfig.
+func ValidateConsumerName(name string) error {
+	if !validConsumerName(name) {
+		return fmt.Errorf("%w: consumer name %q must be 1-%d of a-z A-Z 0-9 _ . -", kcl.ErrInvalidConfig, name, maxConsumerNameLen)
+	}
+	return nil
+}
+
+// StreamARN returns the ARN of the stream named streamName. An error matches
+// kcl.ErrStreamNotFound if the stream does not exist.
+func StreamARN(ctx context.Context, client StreamDescriber, streamName string) (string, error) {
+	out, err := client.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(streamName)})
+	if err != nil {
+		if classify(err) == kindNotFound {
+			err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
+		}
+		return "", fmt.Errorf("fanout: describe stream %s: %w", streamName, err)
+	}
+	if out.StreamDescriptionSummary == nil || aws.ToString(out.StreamDescriptionSummary.StreamARN) == "" {
+		return "", fmt.Errorf("fanout: describe stream %s: no ARN in the response", streamName)
+	}
+	return aws.ToString(out.StreamDescriptionSummary.StreamARN), nil
+}
+
+// RegisterConsumer makes sure that a consumer named name is registered on
+// the stream and ACTIVE, and returns it. An existing consumer is reused; a
+// missing one is registered, then awaited while it is CREATING (a consumer
+// being deleted is awaited until it is gone, then registered again).
+//
+// Any number of workers may call it at once for the same name: one
+// registration wins, the others see ResourceInUseException and wait for the
+// same consumer. Throttling and transient errors are retried with backoff
+// until ctx ends, which is the only bound: pass a context with a deadline.
+//
+// If the stream already has as many consumers as it may have, the error
+// matches ErrConsumerLimit and names the registered consumers. If the stream
+// does not exist, it matches kcl.ErrStreamNotFound.
+func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+	if err := ValidateConsumerName(name); err != nil {
+		return Consumer{}, err
+	}
+	if !strings.HasPrefix(streamARN, "arn:") {
+		return Consumer{}, fmt.Errorf("%w: stream ARN %q is not an ARN", kcl.ErrInvalidConfig, streamARN)
+	}
+	fail := func(op string, err error) (Consumer, error) {
+		return Consumer{}, fmt.Errorf("fanout: consumer %s on %s: %s: %w", name, streamARN, op, err)
+	}
+	bo := newConsumerBackoff()
+	limitHits := 0
+	for {
+		c, err := DescribeConsumer(ctx, client, streamARN, name)
+		switch {
+		case err == nil && c.Status == ConsumerActive:
+			return c, nil
+		case err == nil:
+			// CREATING: wait for it; DELETING: wait until it is gone.
+		case errors.Is(err, errConsumerNotFound):
+			c, err := register(ctx, client, streamARN, name)
+			var inUse *types.ResourceInUseException
+			var limit *types.LimitExceededException
+			switch {
+			case err == nil && c.Status == ConsumerActive:
+				return c, nil
+			case err == nil, errors.As(err, &inUse):
+				// Registered (by us or by another worker at the same time):
+				// wait until it is ACTIVE.
+				limitHits = 0
+			case errors.As(err, &limit):
+				busy, all, lerr := consumersInFlux(ctx, client, streamARN)
+				if lerr == nil && !busy {
+					limitHits++
+				}
+				if limitHits >= consumerLimitTries {
+					return fail("register", fmt.Errorf("%w (%d registered: %s): %w", ErrConsumerLimit, len(all), strings.Join(all, ", "), err))
+				}
+			case ctx.Err() != nil:
+				return fail("register", ctx.Err())
+			case classify(err) == kindNotFound:
+				return fail("register", fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err))
+			case !classify(err).retryable():
+				return fail("register", err)
+			}
+		case ctx.Err() != nil:
+			return fail("describe", ctx.Err())
+		case !classify(err).retryable():
+			return fail("describe", err)
+		}
+		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+			return fail("wait until ACTIVE", err)
+		}
+	}
+}
+
+// errConsumerNotFound is DescribeConsumer's error for a consumer that does
+// not exist (or a stream that does not exist: Kinesis does not say which).
+var errConsumerNotFound = errors.New("fanout: consumer not found")
+
+// DescribeConsumer returns the consumer named name on the stream. If there is
+// none (or no such stream), the error wraps the ResourceNotFoundException.
+func DescribeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+	out, err := client.DescribeStreamConsumer(ctx, &kinesis.DescribeStreamConsumerInput{
+		StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
+	})
+	if err != nil {
+		if classify(err) == kindNotFound {
+			return Consumer{}, fmt.Errorf("%w: %w", errConsumerNotFound, err)
+		}
+		return Consumer{}, err
+	}
+	d := out.ConsumerDescription
+	if d == nil {
+		return Consumer{}, errors.New("fanout: DescribeStreamConsumer returned no description")
+	}
+	return Consumer{Name: aws.ToString(d.ConsumerName), ARN: aws.ToString(d.ConsumerARN),
+		Status: string(d.ConsumerStatus), CreatedAt: aws.ToTime(d.ConsumerCreationTimestamp)}, nil
+}
+
+// register calls RegisterStreamConsumer once.
+func register(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+	out, err := client.RegisterStreamConsumer(ctx, &kinesis.RegisterStreamConsumerInput{
+		StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
+	})
+	if err != nil {
+		return Consumer{}, err
+	}
+	if out.Consumer == nil {
+		return Consumer{}, errors.New("fanout: RegisterStreamConsumer returned no consumer")
+	}
+	return fromSDK(*out.Consumer), nil
+}
+
+func fromSDK(c types.Consumer) Consumer {
+	return Consumer{Name: aws.ToString(c.ConsumerName), ARN: aws.ToString(c.ConsumerARN),
+		Status: string(c.ConsumerStatus), CreatedAt: aws.ToTime(c.ConsumerCreationTimestamp)}
+}
+
+// consumersInFlux lists the stream's consumers and reports whether one is
+// being created or deleted (a LimitExceededException is then about
+// concurrent changes, not the number of consumers), with their names.
+func consumersInFlux(ctx context.Context, client ConsumerAPI, streamARN string) (bool, []string, error) {
+	list, err := ListConsumers(ctx, client, streamARN)
+	if err != nil {
+		return false, nil, err
+	}
+	busy := false
+	names := make([]string, len(list))
+	for i, c := range list {
+		names[i] = c.Name
+		busy = busy || c.Status != ConsumerActive
+	}
+	return busy, names, nil
+}
+
+// ListConsumers returns every consumer registered on the stream, sorted by
+// name, following pagination.
+func ListConsumers(ctx context.Context, client ConsumerAPI, streamARN string) ([]Consumer, error) {
+	var all []Consumer
+	in := &kinesis.ListStreamConsumersInput{StreamARN: aws.String(streamARN)}
+	for {
+		out, err := client.ListStreamConsumers(ctx, in)
+		if err != nil {
+			if classify(err) == kindNotFound {
+				err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
+			}
+			return nil, fmt.Errorf("fanout: list consumers of %s: %w", streamARN, err)
+		}
+		for _, c := range out.Consumers {
+			all = append(all, fromSDK(c))
+		}
+		if aws.ToString(out.NextToken) == "" {
+			break
+		}
+		in = &kinesis.ListStreamConsumersInput{StreamARN: aws.String(streamARN), NextToken: out.NextToken}
+	}
+	slices.SortFunc(all, func(a, b Consumer) int { return strings.Compare(a.Name, b.Name) })
+	return all, nil
+}
+
+// DeregisterConsumer deregisters the consumer named name from the stream and
+// waits until it is gone (so that a consumer of the same name can be
+// registered again at once). Subscriptions through it end. A consumer that
+// does not exist is not an error. Throttling and transient errors are
+// retried until ctx ends.
+func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) error {
+	if err := ValidateConsumerName(name); err != nil {
+		return err
+	}
+	bo := newConsumerBackoff()
+	deregistered := false
+	for {
+		c, err := DescribeConsumer(ctx, client, streamARN, name)
+		switch {
+		case errors.Is(err, errConsumerNotFound):
+			return nil
+		case err == nil && c.Status == ConsumerDeleting:
+		case err == nil && !deregistered:
+			_, err = client.DeregisterStreamConsumer(ctx, &kinesis.DeregisterStreamConsumerInput{
+				StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
+			})
+			var inUse *types.ResourceInUseException
+			switch {
+			case err == nil:
+				deregistered = true
+			case classify(err) == kindNotFound:
+				return nil
+			case errors.As(err, &inUse): // still CREATING: try again
+			case ctx.Err() != nil || !classify(err).retryable():
+				return fmt.Errorf("fanout: deregister consumer %s from %s: %w", name, streamARN, err)
+			}
+		case err != nil && (ctx.Err() != nil || !classify(err).retryable()):
+			return fmt.Errorf("fanout: deregister consumer %s from %s: describe: %w", name, streamARN, err)
+		}
+		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+			return fmt.Errorf("fanout: deregister consumer %s from %s: wait until gone: %w", name, streamARN, err)
+		}
+	}
+}
+
+// newConsumerBackoff returns the backoff of the consumer calls' polls and
+// retries.
+func newConsumerBackoff() *backoff.ExponentialBackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(consumerPollInitial),
+		backoff.WithMaxInterval(consumerPollMax),
+		backoff.WithMaxElapsedTime(0),
+	)
+}
