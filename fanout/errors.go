@@ -64,6 +64,7 @@ func classify(err error) errKind {
 		throughput  *types.ProvisionedThroughputExceededException
 		kmsThrottle *types.KMSThrottlingException
 		limit       *types.LimitExceededException
+		inUse       *types.ResourceInUseException
 		invalid     *types.InvalidArgumentException
 	)
 	switch {
@@ -72,6 +73,11 @@ func classify(err error) errKind {
 	case errors.As(err, &notFound):
 		return kindNotFound
 	case errors.As(err, &throughput), errors.As(err, &kmsThrottle), errors.As(err, &limit):
+		return kindThrottled
+	case errors.As(err, &inUse):
+		// SubscribeToShard: another subscription of the consumer to the
+		// shard is active (or was just closed). It ends or is taken over
+		// within seconds: retry after a backoff.
 		return kindThrottled
 	case errors.As(err, &invalid):
 		if isTrimmedMessage(invalid.ErrorMessage()) {

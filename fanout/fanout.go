@@ -1,7 +1,8 @@
 // Package fanout gets records out of Kinesis for one shard at a time, in
 // either of the two ways AWS offers: shared throughput (GetRecords polling,
-// [Poller]) and, later, enhanced fan-out (SubscribeToShard). Both yield the
-// same [Batch] type, so the worker does not care which one is used.
+// [Poller]) and enhanced fan-out (SubscribeToShard through a registered
+// consumer, [Subscriber]). Both yield the same [Batch] type with the same
+// guarantees, so the worker does not care which one is used.
 package fanout
 
 import (
@@ -74,7 +75,9 @@ type Reader interface {
 type FetchEvent struct {
 	// ShardID is the shard read.
 	ShardID string
-	// Op names the call: "GetRecords", "GetShardIterator", "SubscribeToShard".
+	// Op names the call: "GetRecords", "GetShardIterator",
+	// "SubscribeToShard" (a subscribe call, or a subscription that ended
+	// with Err) or "SubscribeToShardEvent" (one event received).
 	Op string
 	// Records and Bytes are what the call returned.
 	Records, Bytes int
