@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+)
+
+// kinesisAPI is the part of the Kinesis client kclctl uses.
+type kinesisAPI interface {
+	DescribeStreamSummary(ctx context.Context, in *kinesis.DescribeStreamSummaryInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error)
+	ListShards(ctx context.Context, in *kinesis.ListShardsInput, opts ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
+	GetShardIterator(ctx context.Context, in *kinesis.GetShardIteratorInput, opts ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error)
+	GetRecords(ctx context.Context, in *kinesis.GetRecordsInput, opts ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error)
+	ListStreamConsumers(ctx context.Context, in *kinesis.ListStreamConsumersInput, opts ...func(*kinesis.Options)) (*kinesis.ListStreamConsumersOutput, error)
+	DeregisterStreamConsumer(ctx context.Context, in *kinesis.DeregisterStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.DeregisterStreamConsumerOutput, error)
+}
+
+var _ kinesisAPI = (*kinesis.Client)(nil)
+
+// awsConfig returns the configuration of a client: the default AWS
+// configuration, or, for a client with an endpoint, static dummy
+// credentials (those of the project's tests, since DynamoDB Local keeps
+// tables per access key) in --region or us-east-1.
+func (c *common) awsConfig(ctx context.Context, endpoint string) (aws.Config, error) {
+	if endpoint != "" {
+		region := c.region
+		if region == "" {
+			region = "us-east-1"
+		}
+		return aws.Config{
+			Region:      region,
+			Credentials: credentials.NewStaticCredentialsProvider("shardline", "shardline", ""),
+		}, nil
+	}
+	var opts []func(*config.LoadOptions) error
+	if c.region != "" {
+		opts = append(opts, config.WithRegion(c.region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return aws.Config{}, errors.New("no AWS region: set --region or AWS_REGION")
+	}
+	return cfg, nil
+}
+
+// kinesisClient returns the Kinesis client.
+func (c *common) kinesisClient(ctx context.Context) (*kinesis.Client, error) {
+	cfg, err := c.awsConfig(ctx, c.kinesisEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	return kinesis.NewFromConfig(cfg, func(o *kinesis.Options) {
+		if c.kinesisEndpoint != "" {
+			o.BaseEndpoint = aws.String(c.kinesisEndpoint)
+		}
+	}), nil
+}
+
+// leaseStore returns the lease table, after checking that it exists.
+func (c *common) leaseStore(ctx context.Context) (*lease.DynamoStore, error) {
+	cfg, err := c.awsConfig(ctx, c.dynamoEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	dc := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		if c.dynamoEndpoint != "" {
+			o.BaseEndpoint = aws.String(c.dynamoEndpoint)
+			// DynamoDB Local's error responses fail the SDK's checksum check.
+			o.DisableValidateResponseChecksum = true
+		}
+	})
+	return lease.NewDynamoStore(dc, c.table)
+}
+
+// tableError explains a lease table error.
+func (c *common) tableError(err error) error {
+	if errors.Is(err, kcl.ErrTableNotFound) {
+		return fmt.Errorf("lease table %q not found (check --app or --table, and the region)", c.table)
+	}
+	return err
+}
+
+// streamInput fills the stream of a request: by ARN when --stream is one.
+func (c *common) streamRef() (name, arn *string) {
+	if strings.HasPrefix(c.stream, "arn:") {
+		return nil, aws.String(c.stream)
+	}
+	return aws.String(c.stream), nil
+}
+
+// streamError explains a Kinesis error about the stream.
+func (c *common) streamError(op string, err error) error {
+	var nf *ktypes.ResourceNotFoundException
+	if errors.As(err, &nf) {
+		return fmt.Errorf("stream %q not found: %s", c.stream, aws.ToString(nf.Message))
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// listShards returns every shard of the stream, open and closed.
+func (c *common) listShards(ctx context.Context, kc kinesisAPI) ([]ktypes.Shard, error) {
+	name, arn := c.streamRef()
+	in := &kinesis.ListShardsInput{StreamName: name, StreamARN: arn}
+	var out []ktypes.Shard
+	for {
+		res, err := kc.ListShards(ctx, in)
+		if err != nil {
+			return nil, c.streamError("list shards", err)
+		}
+		out = append(out, res.Shards...)
+		if aws.ToString(res.NextToken) == "" {
+			return out, nil
+		}
+		// With a NextToken, the stream must not be named again.
+		in = &kinesis.ListShardsInput{NextToken: res.NextToken}
+	}
+}
+
+// streamARN returns the stream's ARN (needed by the fan-out consumer APIs).
+func (c *common) streamARN(ctx context.Context, kc kinesisAPI) (string, error) {
+	name, arn := c.streamRef()
+	if arn != nil {
+		return *arn, nil
+	}
+	out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
+	if err != nil {
+		return "", c.streamError("describe stream", err)
+	}
+	return aws.ToString(out.StreamDescriptionSummary.StreamARN), nil
+}

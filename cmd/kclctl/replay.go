@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+)
+
+// shardList is a repeatable, comma-separated --shard flag.
+type shardList []string
+
+func (s *shardList) String() string { return strings.Join(*s, ",") }
+
+func (s *shardList) Set(v string) error {
+	for _, id := range strings.Split(v, ",") {
+		if id = strings.TrimSpace(id); id == "" {
+			return errors.New("empty shard ID")
+		}
+		*s = append(*s, id)
+	}
+	return nil
+}
+
+// replayChange is one lease reset as `replay` prints it.
+type replayChange struct {
+	Shard       string     `json:"shard"`
+	Why         string     `json:"why"`
+	Owner       string     `json:"previousOwner,omitempty"`
+	From        string     `json:"from"`
+	To          string     `json:"to"`
+	ToTimestamp *time.Time `json:"toTimestamp,omitempty"`
+	Applied     bool       `json:"applied"`
+	Counter     int64      `json:"counter"`
+}
+
+// replayReport is the output of `replay`.
+type replayReport struct {
+	Table    string         `json:"table"`
+	Position string         `json:"position"`
+	DryRun   bool           `json:"dryRun"`
+	Changes  []replayChange `json:"changes"`
+	Skipped  []skipRow      `json:"skipped,omitempty"`
+}
+
+type skipRow struct {
+	Shard  string `json:"shard"`
+	Reason string `json:"reason"`
+}
+
+func runReplay(ctx context.Context, e *env, args []string) error {
+	var c common
+	fs := newFlagSet(e, "replay", "--app APP --stream STREAM (--all | --shard ID...) --to POSITION [--dry-run] [--yes]", &c)
+	var shards shardList
+	fs.Var(&shards, "shard", "shard to reset (repeat, or separate with commas); its descendants follow, and for a time its ancestors")
+	all := fs.Bool("all", false, "reset every shard of the application")
+	to := fs.String("to", "", "position: trim_horizon, latest, an RFC 3339 time, a duration before now (-30m), or a sequence number of the one --shard (delivered again)")
+	dryRun := fs.Bool("dry-run", false, "show what would change and change nothing")
+	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	if err := parse(fs, &c, args); err != nil {
+		return err
+	}
+	if err := c.needApp(); err != nil {
+		return err
+	}
+	if err := c.needStream(); err != nil {
+		return err
+	}
+	switch {
+	case *all && len(shards) > 0:
+		return usagef("--all and --shard exclude each other")
+	case !*all && len(shards) == 0:
+		return usagef("name the shards with --shard, or pass --all")
+	case *to == "":
+		return usagef("--to is required")
+	}
+	pos, err := parsePosition(*to, time.Now())
+	if err != nil {
+		return usagef("--to %q: %v", *to, err)
+	}
+	if !pos.Sequence.IsZero() && len(shards) != 1 {
+		return usagef("a sequence number belongs to one shard: name exactly one with --shard")
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	kc, err := c.kinesisClient(ctx)
+	if err != nil {
+		return err
+	}
+	store, err := c.leaseStore(ctx)
+	if err != nil {
+		return err
+	}
+	listed, err := c.listShards(ctx, kc)
+	if err != nil {
+		return err
+	}
+	req := lease.ResetRequest{Shards: shards, Position: pos, DryRun: true}
+	req.StreamShards = make([]string, 0, len(listed))
+	for _, s := range listed {
+		req.StreamShards = append(req.StreamShards, aws.ToString(s.ShardId))
+	}
+	if !pos.Sequence.IsZero() {
+		if err := checkSequence(ctx, &c, kc, shards[0], pos.Sequence); err != nil {
+			return err
+		}
+	}
+
+	plan, err := lease.Reset(ctx, store, req)
+	if err != nil {
+		return c.tableError(err)
+	}
+	if *dryRun || len(plan.Changes) == 0 {
+		if err := printReplay(e.stdout, &c, plan); err != nil {
+			return err
+		}
+		if len(plan.Changes) == 0 {
+			fmt.Fprintln(e.stderr, "kclctl replay: no lease to reset")
+		}
+		return nil
+	}
+	if !*yes {
+		if err := printReplayTable(e.stderr, plan); err != nil {
+			return err
+		}
+		ok, err := confirmCtx(ctx, e, fmt.Sprintf(
+			"Reset %d checkpoints of %s to %s? Workers holding these shards stop them, and the shards restart from there.",
+			len(plan.Changes), c.table, pos))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("aborted: nothing changed")
+		}
+	}
+	req.DryRun = false
+	plan, err = lease.Reset(ctx, store, req)
+	if perr := printReplay(e.stdout, &c, plan); perr != nil && err == nil {
+		err = perr
+	}
+	return c.tableError(err)
+}
+
+// confirmCtx asks for confirmation, giving up when ctx ends.
+func confirmCtx(ctx context.Context, e *env, question string) (bool, error) {
+	type answer struct {
+		ok  bool
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() { // abandoned if ctx ends first: a blocked read of stdin cannot be interrupted
+		ok, err := confirm(e, question)
+		ch <- answer{ok, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.ok, a.err
+	case <-ctx.Done():
+		fmt.Fprintln(e.stderr)
+		return false, fmt.Errorf("no confirmation: %w", ctx.Err())
+	}
+}
+
+// checkSequence asks Kinesis whether seq is a sequence number of shardID,
+// so that a typo does not stop the shard.
+func checkSequence(ctx context.Context, c *common, kc kinesisAPI, shardID string, seq kcl.ExtendedSequenceNumber) error {
+	name, arn := c.streamRef()
+	_, err := kc.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
+		StreamName: name, StreamARN: arn, ShardId: aws.String(shardID),
+		ShardIteratorType:      ktypes.ShardIteratorTypeAtSequenceNumber,
+		StartingSequenceNumber: aws.String(seq.SequenceNumber),
+	})
+	if err != nil {
+		return fmt.Errorf("sequence number %s cannot be read in shard %s: %w", seq.SequenceNumber, shardID, err)
+	}
+	return nil
+}
+
+var sequencePattern = regexp.MustCompile(`^([0-9]{1,128})(?:/([0-9]{1,18}))?$`)
+
+// parsePosition reads a --to value.
+func parsePosition(s string, now time.Time) (lease.ResetPosition, error) {
+	v := strings.TrimSpace(s)
+	switch strings.ToLower(strings.ReplaceAll(v, "-", "_")) {
+	case "trim_horizon":
+		return lease.ResetToTrimHorizon(), nil
+	case "latest":
+		return lease.ResetToLatest(), nil
+	}
+	if m := sequencePattern.FindStringSubmatch(v); m != nil {
+		pos := kcl.NewSequence(m[1])
+		if m[2] != "" {
+			n, err := strconv.ParseInt(m[2], 10, 64)
+			if err != nil {
+				return lease.ResetPosition{}, err
+			}
+			pos.SubSequenceNumber = n
+		}
+		return lease.ResetToSequence(pos), nil
+	}
+	if strings.HasPrefix(v, "-") {
+		d, err := time.ParseDuration(v[1:])
+		if err != nil {
+			return lease.ResetPosition{}, fmt.Errorf("not a duration before now: %w", err)
+		}
+		return lease.ResetToTimestamp(now.Add(-d)), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return lease.ResetPosition{}, errors.New("want trim_horizon, latest, an RFC 3339 time, -DURATION or a sequence number")
+	}
+	return lease.ResetToTimestamp(t), nil
+}
+
+func replayReportOf(c *common, plan lease.ResetPlan) replayReport {
+	rep := replayReport{Table: c.table, Position: plan.Position.String(), DryRun: plan.DryRun, Changes: []replayChange{}}
+	for _, ch := range plan.Changes {
+		counter := ch.Before.Counter
+		if ch.Applied() {
+			counter = ch.After.Counter
+		}
+		rep.Changes = append(rep.Changes, replayChange{
+			Shard:       ch.Shard,
+			Why:         ch.Why,
+			Owner:       ch.Before.Owner,
+			From:        ch.Before.Checkpoint.String(),
+			To:          ch.Checkpoint.String(),
+			ToTimestamp: timePtr(ch.CheckpointTimestamp),
+			Applied:     ch.Applied(),
+			Counter:     counter,
+		})
+	}
+	for _, s := range plan.Skipped {
+		rep.Skipped = append(rep.Skipped, skipRow{Shard: s.Shard, Reason: s.Reason})
+	}
+	return rep
+}
+
+// printReplay writes the plan or its result in the chosen format.
+func printReplay(w io.Writer, c *common, plan lease.ResetPlan) error {
+	if c.output == "json" {
+		return writeJSON(w, replayReportOf(c, plan))
+	}
+	return printReplayTable(w, plan)
+}
+
+func printReplayTable(w io.Writer, plan lease.ResetPlan) error {
+	t := newTable(w, "SHARD", "OWNER", "FROM", "TO", "WHY", "STATUS")
+	for _, ch := range plan.Changes {
+		status := "not reset"
+		switch {
+		case plan.DryRun:
+			status = "planned"
+		case ch.Applied():
+			status = "reset"
+		}
+		t.row(ch.Shard, ch.Before.Owner, describeCheckpoint(ch.Before.Checkpoint, ch.Before.CheckpointTimestamp),
+			describeCheckpoint(ch.Checkpoint, ch.CheckpointTimestamp), ch.Why, status)
+	}
+	for _, s := range plan.Skipped {
+		t.row(s.Shard, "", "", "", "", "skipped: "+s.Reason)
+	}
+	return t.flush()
+}
