@@ -110,9 +110,9 @@ type Config struct {
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
 
-	// Hooks observe the worker: values implementing any of HookBatchProcessed,
-	// HookFetch, HookLease, HookCheckpoint, HookShard (the metrics package
-	// provides one). A value implementing none is refused.
+	// Hooks observe the worker: values implementing any of HookWorkerStart,
+	// HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard (the
+	// metrics package provides one). A value implementing none is refused.
 	Hooks []Hook
 }
 

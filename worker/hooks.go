@@ -15,6 +15,29 @@ import (
 // call back into the worker.
 type Hook any
 
+// HookWorkerStart is called once when Run starts, after the start-up checks
+// and before any other hook, with the worker's identity (the metrics package
+// takes its stream and worker labels from it).
+type HookWorkerStart interface {
+	OnWorkerStart(WorkerStartEvent)
+}
+
+// WorkerStartEvent identifies a worker that starts consuming.
+type WorkerStartEvent struct {
+	// WorkerID is the worker's ID in the lease table.
+	WorkerID string
+	// Stream is the stream's name, or its ARN when the worker was
+	// configured with StreamARN.
+	Stream string
+	// ApplicationName is the application's name.
+	ApplicationName string
+	// RecordCounts returns the worker's running totals of KPL
+	// de-aggregation and record decoding (as [Worker.RecordCounts]); it may
+	// be called from any goroutine at any time, e.g. when metrics are
+	// scraped.
+	RecordCounts func() fanout.RecordCounts
+}
+
 // HookBatchProcessed is called after every delivery of a batch to a
 // processor, failed (Err set; the batch will be delivered again) or not.
 type HookBatchProcessed interface {
@@ -98,6 +121,7 @@ type ShardEvent struct {
 
 // hooks fans events out to the configured hooks, sorted by interface once.
 type hooks struct {
+	start      []HookWorkerStart
 	batch      []HookBatchProcessed
 	fetch      []HookFetch
 	lease      []HookLease
@@ -108,6 +132,9 @@ type hooks struct {
 func newHooks(hs []Hook) *hooks {
 	h := &hooks{}
 	for _, x := range hs {
+		if v, ok := x.(HookWorkerStart); ok {
+			h.start = append(h.start, v)
+		}
 		if v, ok := x.(HookBatchProcessed); ok {
 			h.batch = append(h.batch, v)
 		}
@@ -130,10 +157,16 @@ func newHooks(hs []Hook) *hooks {
 // known reports whether x implements at least one hook interface.
 func knownHook(x Hook) bool {
 	switch x.(type) {
-	case HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard:
+	case HookWorkerStart, HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard:
 		return true
 	}
 	return false
+}
+
+func (h *hooks) onWorkerStart(e WorkerStartEvent) {
+	for _, x := range h.start {
+		x.OnWorkerStart(e)
+	}
 }
 
 func (h *hooks) onBatch(e BatchProcessedEvent) {

@@ -182,6 +182,8 @@ func (w *Worker) start(ctx, base context.Context) error {
 	if err := w.syncShards(sctx); err != nil {
 		return err
 	}
+	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
+		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts})
 	w.manager = lease.NewManager(lease.ManagerConfig{
 		Store:         w.store,
 		WorkerID:      w.cfg.WorkerID,

@@ -1,0 +1,143 @@
+// Package metrics exports a Shardline worker's activity as Prometheus
+// metrics. The worker itself does not depend on Prometheus: it calls hooks
+// (see worker.Config.Hooks), and a [Metrics] implements them.
+//
+//	m, err := metrics.New() // its own registry; metrics.WithRegistry(reg) to share one
+//	if err != nil { ... }
+//	w, err := worker.New(worker.Config{..., Hooks: []worker.Hook{m}})
+//	mux.Handle("/metrics", m.Handler()) // served by the application's own server
+//
+// The package never registers on the global registry and never starts a
+// server. A Metrics observes one worker; several Metrics may share a
+// registry.
+//
+// # Labels
+//
+// Every metric has the labels stream (the stream name, or its ARN when the
+// worker was configured with StreamARN) and worker (the worker ID). Set
+// worker.Config.WorkerID to a stable name (a pod name, say): the default ID
+// has a random suffix, so every restart would start new series. Per-shard
+// metrics add shard; a worker only has series for the shards it processes
+// now (they are removed when its consumer of a shard stops), so their number
+// is at most the stream's open shard count. The other labels take the few
+// values listed below.
+//
+// # Metrics
+//
+// Each entry gives the name, the type and the labels beyond stream and
+// worker.
+//
+// Processing (from every ProcessRecords call):
+//
+//   - shardline_records_processed_total (counter; shard): user records in
+//     batches the processor accepted (ProcessRecords returned nil). A batch
+//     delivered again after a failure counts once, when it succeeds.
+//   - shardline_bytes_processed_total (counter; shard): data bytes of those
+//     records.
+//   - shardline_batches_processed_total (counter; -): batches the processor
+//     accepted (empty ones too, with CallProcessorOnEmptyBatches).
+//   - shardline_processing_duration_seconds (histogram; -): duration of every
+//     ProcessRecords call, failed or not ([DefaultProcessingBuckets]).
+//   - shardline_processor_errors_total (counter; type): failed ProcessRecords
+//     calls; type is "error" or "panic". The batch is delivered again.
+//   - shardline_processor_retries_total (counter; -): deliveries of a batch
+//     that failed before (attempt 2 and later).
+//   - shardline_arrival_to_processed_seconds (histogram; -): time from the
+//     arrival in Kinesis (ApproximateArrivalTimestamp) of a batch's first
+//     record to the end of its successful processing: the end-to-end delay
+//     ([DefaultDelayBuckets]).
+//
+// Lag (from every successful GetRecords call or enhanced fan-out event):
+//
+//   - shardline_behind_latest_seconds (gauge; shard): how far the shard's
+//     last read was behind the tip of the shard: MillisBehindLatest / 1000.
+//     Up to PrefetchBatches batches read may still wait for the processor;
+//     shardline_arrival_to_processed_seconds measures what the application
+//     sees.
+//   - shardline_behind_latest_max_seconds (gauge; -): the largest of those
+//     over the shards the worker processes; 0 with none.
+//
+// Reads from Kinesis (every GetRecords and GetShardIterator call; with
+// enhanced fan-out, every SubscribeToShard call and event received):
+//
+//   - shardline_read_calls_total (counter; op): read calls, failed or not; op
+//     is "GetRecords", "GetShardIterator", "SubscribeToShard" or
+//     "SubscribeToShardEvent" (one event of a subscription).
+//   - shardline_read_duration_seconds (histogram; op): their duration.
+//   - shardline_read_records_total (counter; -): Kinesis records received,
+//     before KPL de-aggregation and filtering.
+//   - shardline_read_bytes_total (counter; -): their data bytes.
+//   - shardline_read_errors_total (counter; kind): failed read calls other
+//     than throttles and expired iterators; kind is "transient" (retried),
+//     "trimmed" (position past the retention; reading resumes at the oldest
+//     record), "not_found" (stream or shard gone) or "fatal".
+//   - shardline_read_throttles_total (counter; -): read calls refused by
+//     throttling (ProvisionedThroughputExceeded, KMS throttling, limits);
+//     retried after a backoff.
+//   - shardline_iterator_expirations_total (counter; -): reads that found
+//     their shard iterator expired; the reader gets a new one.
+//
+// KPL de-aggregation and record decoding (read from the worker's running
+// totals when scraped):
+//
+//   - shardline_kpl_aggregates_total (counter; -): KPL aggregated records
+//     unpacked.
+//   - shardline_kpl_user_records_total (counter; -): user records delivered
+//     from them.
+//   - shardline_kpl_malformed_aggregates_total (counter; -): records with the
+//     KPL magic bytes that could not be unpacked (delivered raw, with
+//     DecodeErr).
+//   - shardline_kpl_dropped_aggregates_total (counter; -): aggregated records
+//     dropped because a user record's hash key lies outside the shard.
+//   - shardline_kpl_dropped_user_records_total (counter; -): the user records
+//     inside them.
+//   - shardline_record_decode_failures_total (counter; -): user records the
+//     RecordDecoder failed on (delivered with DecodeErr).
+//
+// Leases:
+//
+//   - shardline_leases_held (gauge; -): leases the worker holds: +1 for each
+//     acquisition, -1 for each loss, release and hand-over.
+//   - shardline_leases_taken_total (counter; how): leases acquired that had
+//     no live owner; how is "take" (new or expired lease) or "take-released"
+//     (released by its owner while this worker waited for it).
+//   - shardline_leases_stolen_total (counter; how): leases acquired from a
+//     live owner to balance the fleet; how is "handoff" (the owner finished
+//     its batch, checkpointed and handed it over) or "handoff-timeout" (the
+//     owner did not in time; it was taken anyway).
+//   - shardline_leases_lost_total (counter; cause): leases lost without
+//     giving them up; cause is "expired" (not renewed in time), "conflict"
+//     (another worker took or reset the lease) or "other" (e.g. the worker
+//     stopped without releasing it).
+//   - shardline_leases_released_total (counter; -): leases given up (graceful
+//     stop, shard end, failed start).
+//   - shardline_leases_handed_over_total (counter; -): leases handed over to
+//     a worker that asked for them.
+//   - shardline_lease_handoff_requests_total (counter; -): hand-overs this
+//     worker asked other workers for.
+//   - shardline_lease_renew_failures_total (counter; -): renewals that failed
+//     for a reason other than a lost lease; retried until the lease's
+//     deadline, after which the lease counts as lost.
+//
+// Checkpoints:
+//
+//   - shardline_checkpoint_writes_total (counter; -): checkpoint writes to
+//     the lease table, failed or not (prepared checkpoints too).
+//   - shardline_checkpoint_failures_total (counter; cause): failed writes;
+//     cause is "lease_lost" (the lease is no longer held: nothing was
+//     written) or "other".
+//   - shardline_checkpoint_duration_seconds (histogram; -): their duration.
+//
+// Shard consumers:
+//
+//   - shardline_shards_started_total (counter; -): shard consumers that
+//     started reading.
+//   - shardline_shards_stopped_total (counter; reason): shard consumers that
+//     stopped; reason is "lease_lost", "shutdown" (graceful stop), "handoff",
+//     "shard_end", "stopped" (hard stop) or "error".
+//
+// Counters and gauges without a shard label exist at zero from the worker's
+// start, so rate() and alerts see them before the first event. The
+// dashboards/shardline.json Grafana dashboard in the repository uses these
+// metrics.
+package metrics

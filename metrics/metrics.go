@@ -1,0 +1,544 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+	"github.com/shardline/shardline/worker"
+)
+
+// The worker hooks Metrics implements.
+var (
+	_ worker.HookWorkerStart    = new(Metrics)
+	_ worker.HookBatchProcessed = new(Metrics)
+	_ worker.HookFetch          = new(Metrics)
+	_ worker.HookLease          = new(Metrics)
+	_ worker.HookCheckpoint     = new(Metrics)
+	_ worker.HookShard          = new(Metrics)
+)
+
+// Default histogram buckets, in seconds.
+var (
+	// DefaultProcessingBuckets are the buckets of
+	// shardline_processing_duration_seconds: 1ms to 1 minute.
+	DefaultProcessingBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	// DefaultDelayBuckets are the buckets of
+	// shardline_arrival_to_processed_seconds: 50ms to 1 hour.
+	DefaultDelayBuckets = []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+	// callBuckets serve the durations of AWS calls (reads, checkpoints).
+	callBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+)
+
+// Label names.
+const (
+	lStream = "stream"
+	lWorker = "worker"
+	lShard  = "shard"
+)
+
+// Metrics collects Prometheus metrics from a worker's hooks. Pass it in
+// worker.Config.Hooks and serve [Metrics.Handler]. It is safe for concurrent
+// use. A Metrics observes one worker: give each worker of a process its own
+// (they may share a registry; their series differ by the worker label).
+type Metrics struct {
+	reg      prometheus.Registerer
+	gatherer prometheus.Gatherer
+	now      func() time.Time
+
+	id atomic.Pointer[identity] // set by OnWorkerStart
+
+	lagMu sync.Mutex
+	lag   map[string]int64 // shard -> last MillisBehindLatest; guarded by lagMu
+
+	// Per shard (stream, worker, shard).
+	recordsProcessed *prometheus.CounterVec
+	bytesProcessed   *prometheus.CounterVec
+	behindLatest     *prometheus.GaugeVec
+
+	// Per worker (stream, worker[, ...]).
+	batchesProcessed   *prometheus.CounterVec
+	processingDuration *prometheus.HistogramVec
+	processorErrors    *prometheus.CounterVec // type
+	processorRetries   *prometheus.CounterVec
+	arrivalDelay       *prometheus.HistogramVec
+	behindLatestMax    *prometheus.GaugeVec
+
+	readCalls           *prometheus.CounterVec   // op
+	readDuration        *prometheus.HistogramVec // op
+	readRecords         *prometheus.CounterVec
+	readBytes           *prometheus.CounterVec
+	readErrors          *prometheus.CounterVec // kind
+	readThrottles       *prometheus.CounterVec
+	iteratorExpirations *prometheus.CounterVec
+
+	leasesHeld      *prometheus.GaugeVec
+	leasesTaken     *prometheus.CounterVec // how
+	leasesStolen    *prometheus.CounterVec // how
+	leasesLost      *prometheus.CounterVec // cause
+	leasesReleased  *prometheus.CounterVec
+	leasesHanded    *prometheus.CounterVec
+	handoffRequests *prometheus.CounterVec
+	renewFailures   *prometheus.CounterVec
+
+	checkpointWrites   *prometheus.CounterVec
+	checkpointFailures *prometheus.CounterVec // cause
+	checkpointDuration *prometheus.HistogramVec
+
+	shardsStarted *prometheus.CounterVec
+	shardsStopped *prometheus.CounterVec // reason
+
+	all []prometheus.Collector
+
+	// Read from WorkerStartEvent.RecordCounts when scraped.
+	kplAggregates, kplUserRecords, kplMalformed, kplDroppedAggregates, kplDroppedRecords, decodeFailures *prometheus.Desc
+}
+
+// identity is the worker a Metrics observes.
+type identity struct {
+	stream, worker string
+	counts         func() fanout.RecordCounts
+}
+
+// Option configures [New]. An option given an unusable value makes New fail
+// with an error matching kcl.ErrInvalidConfig.
+type Option func(*options) error
+
+type options struct {
+	reg        prometheus.Registerer
+	processing []float64
+	delay      []float64
+}
+
+// WithRegistry registers the metrics on reg instead of on a registry of
+// their own. [Metrics.Handler] then serves reg if it is also a
+// prometheus.Gatherer (a *prometheus.Registry is), so that the application's
+// own metrics appear beside Shardline's; otherwise it serves Shardline's
+// metrics only.
+func WithRegistry(reg prometheus.Registerer) Option {
+	return func(o *options) error {
+		if reg == nil {
+			return fmt.Errorf("%w: metrics: nil registry", kcl.ErrInvalidConfig)
+		}
+		o.reg = reg
+		return nil
+	}
+}
+
+// WithProcessingBuckets replaces [DefaultProcessingBuckets] (seconds,
+// strictly increasing, at least one).
+func WithProcessingBuckets(buckets ...float64) Option {
+	return func(o *options) error {
+		if err := checkBuckets(buckets); err != nil {
+			return fmt.Errorf("%w: metrics: processing buckets: %w", kcl.ErrInvalidConfig, err)
+		}
+		o.processing = buckets
+		return nil
+	}
+}
+
+// WithDelayBuckets replaces [DefaultDelayBuckets] (seconds, strictly
+// increasing, at least one).
+func WithDelayBuckets(buckets ...float64) Option {
+	return func(o *options) error {
+		if err := checkBuckets(buckets); err != nil {
+			return fmt.Errorf("%w: metrics: delay buckets: %w", kcl.ErrInvalidConfig, err)
+		}
+		o.delay = buckets
+		return nil
+	}
+}
+
+func checkBuckets(b []float64) error {
+	if len(b) == 0 {
+		return errors.New("no bucket")
+	}
+	for i, v := range b {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return fmt.Errorf("bucket %v is not a finite non-negative number", v)
+		}
+		if i > 0 && v <= b[i-1] {
+			return fmt.Errorf("buckets are not strictly increasing at %v", v)
+		}
+	}
+	return nil
+}
+
+// New returns a Metrics registered on its own registry, or on the one given
+// with [WithRegistry]. It never starts a server: serve [Metrics.Handler]
+// where the application wants it.
+func New(opts ...Option) (*Metrics, error) {
+	o := options{processing: DefaultProcessingBuckets, delay: DefaultDelayBuckets}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	m := &Metrics{now: time.Now, lag: map[string]int64{}}
+	if o.reg == nil {
+		r := prometheus.NewRegistry()
+		m.reg, m.gatherer = r, r
+	} else {
+		m.reg = o.reg
+		if g, ok := o.reg.(prometheus.Gatherer); ok {
+			m.gatherer = g
+		}
+	}
+	m.build(o)
+	c := collector{m}
+	if err := m.reg.Register(c); err != nil {
+		return nil, fmt.Errorf("metrics: register: %w", err)
+	}
+	if m.gatherer == nil {
+		r := prometheus.NewRegistry()
+		r.MustRegister(c) // a fresh registry cannot refuse it
+		m.gatherer = r
+	}
+	return m, nil
+}
+
+// Handler returns an http.Handler serving the metrics in the Prometheus
+// exposition format, for the application to mount (e.g. on /metrics).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
+}
+
+// Registerer returns the registry the metrics are registered on, to which
+// the application may add its own collectors.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
+func (m *Metrics) build(o options) {
+	perShard := []string{lStream, lWorker, lShard}
+	perWorker := []string{lStream, lWorker}
+	with := func(extra string) []string { return []string{lStream, lWorker, extra} }
+	counter := func(name, help string, labels []string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+		m.all = append(m.all, c)
+		return c
+	}
+	gauge := func(name, help string, labels []string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+		m.all = append(m.all, g)
+		return g
+	}
+	histogram := func(name, help string, buckets []float64, labels []string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+		m.all = append(m.all, h)
+		return h
+	}
+
+	m.recordsProcessed = counter("shardline_records_processed_total",
+		"User records in batches the processor accepted (ProcessRecords returned nil).", perShard)
+	m.bytesProcessed = counter("shardline_bytes_processed_total",
+		"Data bytes of the user records counted by shardline_records_processed_total.", perShard)
+	m.behindLatest = gauge("shardline_behind_latest_seconds",
+		"How far the shard's last read was behind the tip of the shard (MillisBehindLatest / 1000).", perShard)
+
+	m.batchesProcessed = counter("shardline_batches_processed_total",
+		"Batches the processor accepted.", perWorker)
+	m.processingDuration = histogram("shardline_processing_duration_seconds",
+		"Duration of every ProcessRecords call, failed or not.", o.processing, perWorker)
+	m.processorErrors = counter("shardline_processor_errors_total",
+		"ProcessRecords calls that failed, by type (error or panic); the batch is delivered again.", with("type"))
+	m.processorRetries = counter("shardline_processor_retries_total",
+		"Deliveries of a batch that had failed before (attempt 2 and later).", perWorker)
+	m.arrivalDelay = histogram("shardline_arrival_to_processed_seconds",
+		"Time from the arrival in Kinesis of a batch's first record to the end of its successful processing.", o.delay, perWorker)
+	m.behindLatestMax = gauge("shardline_behind_latest_max_seconds",
+		"The largest shardline_behind_latest_seconds of the shards the worker processes (0 with none).", perWorker)
+
+	m.readCalls = counter("shardline_read_calls_total",
+		"Read calls to Kinesis (and enhanced fan-out events received) by operation, failed or not.", with("op"))
+	m.readDuration = histogram("shardline_read_duration_seconds",
+		"Duration of read calls to Kinesis by operation.", callBuckets, with("op"))
+	m.readRecords = counter("shardline_read_records_total",
+		"Kinesis records received, before KPL de-aggregation and filtering.", perWorker)
+	m.readBytes = counter("shardline_read_bytes_total",
+		"Data bytes of the Kinesis records received.", perWorker)
+	m.readErrors = counter("shardline_read_errors_total",
+		"Failed read calls by kind (transient, trimmed, not_found, fatal); throttles and iterator expirations are counted apart.", with("kind"))
+	m.readThrottles = counter("shardline_read_throttles_total",
+		"Read calls refused by Kinesis throttling (retried after a backoff).", perWorker)
+	m.iteratorExpirations = counter("shardline_iterator_expirations_total",
+		"Read calls that found their shard iterator expired (a new one is fetched).", perWorker)
+
+	m.leasesHeld = gauge("shardline_leases_held",
+		"Leases the worker holds.", perWorker)
+	m.leasesTaken = counter("shardline_leases_taken_total",
+		"Leases acquired that had no live owner, by how (take: new or expired; take-released: released by its owner).", with("how"))
+	m.leasesStolen = counter("shardline_leases_stolen_total",
+		"Leases acquired from a live owner for balance, by how (handoff: handed over; handoff-timeout: taken after the owner did not hand it over in time).", with("how"))
+	m.leasesLost = counter("shardline_leases_lost_total",
+		"Leases lost without giving them up, by cause (expired: not renewed in time; conflict: another worker took or changed it; other).", with("cause"))
+	m.leasesReleased = counter("shardline_leases_released_total",
+		"Leases given up (graceful stop, shard end).", perWorker)
+	m.leasesHanded = counter("shardline_leases_handed_over_total",
+		"Leases handed over to a worker that asked for them.", perWorker)
+	m.handoffRequests = counter("shardline_lease_handoff_requests_total",
+		"Hand-overs this worker asked other workers for.", perWorker)
+	m.renewFailures = counter("shardline_lease_renew_failures_total",
+		"Lease renewals that failed for a reason other than a lost lease (retried until the lease's deadline).", perWorker)
+
+	m.checkpointWrites = counter("shardline_checkpoint_writes_total",
+		"Checkpoint writes to the lease table, failed or not.", perWorker)
+	m.checkpointFailures = counter("shardline_checkpoint_failures_total",
+		"Failed checkpoint writes by cause (lease_lost or other).", with("cause"))
+	m.checkpointDuration = histogram("shardline_checkpoint_duration_seconds",
+		"Duration of checkpoint writes.", callBuckets, perWorker)
+
+	m.shardsStarted = counter("shardline_shards_started_total",
+		"Shard consumers started.", perWorker)
+	m.shardsStopped = counter("shardline_shards_stopped_total",
+		"Shard consumers stopped, by reason (lease_lost, shutdown, handoff, shard_end, stopped, error).", with("reason"))
+
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, perWorker, nil)
+	}
+	m.kplAggregates = desc("shardline_kpl_aggregates_total", "KPL aggregated records unpacked.")
+	m.kplUserRecords = desc("shardline_kpl_user_records_total", "User records delivered from KPL aggregated records.")
+	m.kplMalformed = desc("shardline_kpl_malformed_aggregates_total",
+		"Records with the KPL magic bytes that could not be unpacked (delivered raw, with DecodeErr).")
+	m.kplDroppedAggregates = desc("shardline_kpl_dropped_aggregates_total",
+		"KPL aggregated records dropped because a user record's hash key lies outside the shard.")
+	m.kplDroppedRecords = desc("shardline_kpl_dropped_user_records_total",
+		"User records inside the dropped KPL aggregated records.")
+	m.decodeFailures = desc("shardline_record_decode_failures_total",
+		"User records the RecordDecoder failed on (delivered with DecodeErr).")
+}
+
+// collector exposes a Metrics to a registry. It is unchecked (Describe
+// sends nothing): the stream and worker label values are only known when the
+// worker starts, and several Metrics may share a registry.
+type collector struct{ m *Metrics }
+
+// Describe implements prometheus.Collector.
+func (collector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	for _, x := range c.m.all {
+		x.Collect(ch)
+	}
+	id := c.m.id.Load()
+	if id == nil || id.counts == nil {
+		return
+	}
+	rc := id.counts()
+	for _, v := range []struct {
+		d *prometheus.Desc
+		n int64
+	}{
+		{c.m.kplAggregates, rc.Aggregates},
+		{c.m.kplUserRecords, rc.AggregatedUserRecords},
+		{c.m.kplMalformed, rc.MalformedAggregates},
+		{c.m.kplDroppedAggregates, rc.DroppedAggregates},
+		{c.m.kplDroppedRecords, rc.DroppedUserRecords},
+		{c.m.decodeFailures, rc.DecodeFailures},
+	} {
+		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.n), id.stream, id.worker)
+	}
+}
+
+// ident returns the observed worker's identity (empty before it started).
+func (m *Metrics) ident() *identity {
+	if id := m.id.Load(); id != nil {
+		return id
+	}
+	return &identity{}
+}
+
+// Bounded label values known in advance; their series are created at zero
+// when the worker starts so that rate() and dashboards see them at once.
+var (
+	processorErrorTypes = []string{"error", "panic"}
+	readErrorKinds      = []string{"transient", "trimmed", "not_found", "fatal"}
+	takeHows            = []string{"take", "take-released"}
+	stealHows           = []string{"handoff", "handoff-timeout"}
+	lostCauses          = []string{"expired", "conflict", "other"}
+	checkpointCauses    = []string{"lease_lost", "other"}
+	stopReasons         = []string{"lease_lost", "shutdown", "handoff", "shard_end", "stopped", "error"}
+)
+
+// OnWorkerStart implements worker.HookWorkerStart: it takes the stream and
+// worker labels from e and creates the worker's series at zero.
+func (m *Metrics) OnWorkerStart(e worker.WorkerStartEvent) {
+	id := &identity{stream: e.Stream, worker: e.WorkerID, counts: e.RecordCounts}
+	m.id.Store(id)
+	s, w := id.stream, id.worker
+	for _, c := range []*prometheus.CounterVec{m.batchesProcessed, m.processorRetries, m.readRecords, m.readBytes,
+		m.readThrottles, m.iteratorExpirations, m.leasesReleased, m.leasesHanded, m.handoffRequests,
+		m.renewFailures, m.checkpointWrites, m.shardsStarted} {
+		c.WithLabelValues(s, w)
+	}
+	for c, values := range map[*prometheus.CounterVec][]string{
+		m.processorErrors: processorErrorTypes, m.readErrors: readErrorKinds, m.leasesTaken: takeHows,
+		m.leasesStolen: stealHows, m.leasesLost: lostCauses, m.checkpointFailures: checkpointCauses,
+		m.shardsStopped: stopReasons,
+	} {
+		for _, v := range values {
+			c.WithLabelValues(s, w, v)
+		}
+	}
+	m.leasesHeld.WithLabelValues(s, w).Set(0)
+	m.lagMu.Lock()
+	m.setMaxLocked(id)
+	m.lagMu.Unlock()
+}
+
+// OnBatchProcessed implements worker.HookBatchProcessed.
+func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	m.processingDuration.WithLabelValues(s, w).Observe(e.Duration.Seconds())
+	if e.Attempt > 1 {
+		m.processorRetries.WithLabelValues(s, w).Inc()
+	}
+	if e.Err != nil {
+		typ := "error"
+		var pe *kcl.ProcessorPanicError
+		if errors.As(e.Err, &pe) {
+			typ = "panic"
+		}
+		m.processorErrors.WithLabelValues(s, w, typ).Inc()
+		return
+	}
+	m.batchesProcessed.WithLabelValues(s, w).Inc()
+	m.recordsProcessed.WithLabelValues(s, w, e.ShardID).Add(float64(e.Records))
+	m.bytesProcessed.WithLabelValues(s, w, e.ShardID).Add(float64(e.Bytes))
+	if !e.OldestArrival.IsZero() {
+		// Clamped at 0: the arrival time comes from AWS's clock.
+		m.arrivalDelay.WithLabelValues(s, w).Observe(max(0, m.now().Sub(e.OldestArrival).Seconds()))
+	}
+}
+
+// OnFetch implements worker.HookFetch.
+func (m *Metrics) OnFetch(e fanout.FetchEvent) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	m.readCalls.WithLabelValues(s, w, e.Op).Inc()
+	m.readDuration.WithLabelValues(s, w, e.Op).Observe(e.Duration.Seconds())
+	if e.Err != nil {
+		kind := e.ErrorKind
+		if kind == "" {
+			kind = fanout.ErrorKind(e.Err)
+		}
+		switch kind {
+		case "throttled":
+			m.readThrottles.WithLabelValues(s, w).Inc()
+		case "expired_iterator":
+			m.iteratorExpirations.WithLabelValues(s, w).Inc()
+		default:
+			m.readErrors.WithLabelValues(s, w, kind).Inc()
+		}
+		return
+	}
+	m.readRecords.WithLabelValues(s, w).Add(float64(e.Records))
+	m.readBytes.WithLabelValues(s, w).Add(float64(e.Bytes))
+	switch e.Op {
+	case "GetRecords", "SubscribeToShardEvent": // the reads that report the shard's lag
+		m.lagMu.Lock()
+		m.lag[e.ShardID] = e.MillisBehindLatest
+		m.behindLatest.WithLabelValues(s, w, e.ShardID).Set(float64(e.MillisBehindLatest) / 1000)
+		m.setMaxLocked(id)
+		m.lagMu.Unlock()
+	}
+}
+
+// setMaxLocked sets shardline_behind_latest_max_seconds. m.lagMu is held.
+func (m *Metrics) setMaxLocked(id *identity) {
+	var most int64
+	for _, ms := range m.lag {
+		most = max(most, ms)
+	}
+	m.behindLatestMax.WithLabelValues(id.stream, id.worker).Set(float64(most) / 1000)
+}
+
+// OnShard implements worker.HookShard. When a shard consumer stops, the
+// shard's series are removed: the worker no longer reports on it, and the
+// series of the shards a worker does not own would otherwise accumulate and
+// keep reporting a stale lag.
+func (m *Metrics) OnShard(e worker.ShardEvent) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	switch e.Kind {
+	case worker.ShardStarted:
+		m.shardsStarted.WithLabelValues(s, w).Inc()
+	case worker.ShardStopped:
+		m.shardsStopped.WithLabelValues(s, w, e.Reason).Inc()
+		m.lagMu.Lock()
+		delete(m.lag, e.ShardID)
+		m.behindLatest.DeleteLabelValues(s, w, e.ShardID)
+		m.recordsProcessed.DeleteLabelValues(s, w, e.ShardID)
+		m.bytesProcessed.DeleteLabelValues(s, w, e.ShardID)
+		m.setMaxLocked(id)
+		m.lagMu.Unlock()
+	}
+}
+
+// OnLease implements worker.HookLease. shardline_leases_held goes up by one
+// for every acquisition and down by one for every loss, release and
+// hand-over, so it follows the leases the worker holds.
+func (m *Metrics) OnLease(e lease.Event) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	switch e.Kind {
+	case lease.EventAcquired:
+		m.leasesHeld.WithLabelValues(s, w).Inc()
+		switch e.How {
+		case "handoff", "handoff-timeout":
+			m.leasesStolen.WithLabelValues(s, w, e.How).Inc()
+		case "":
+			m.leasesTaken.WithLabelValues(s, w, "take").Inc()
+		default:
+			m.leasesTaken.WithLabelValues(s, w, e.How).Inc()
+		}
+	case lease.EventLost:
+		m.leasesHeld.WithLabelValues(s, w).Dec()
+		m.leasesLost.WithLabelValues(s, w, lostCause(e.Err)).Inc()
+	case lease.EventReleased:
+		m.leasesHeld.WithLabelValues(s, w).Dec()
+		m.leasesReleased.WithLabelValues(s, w).Inc()
+	case lease.EventHandedOver:
+		m.leasesHeld.WithLabelValues(s, w).Dec()
+		m.leasesHanded.WithLabelValues(s, w).Inc()
+	case lease.EventHandoffRequested:
+		m.handoffRequests.WithLabelValues(s, w).Inc()
+	case lease.EventRenewFailed:
+		m.renewFailures.WithLabelValues(s, w).Inc()
+	}
+}
+
+func lostCause(err error) string {
+	switch {
+	case errors.Is(err, lease.ErrExpired):
+		return "expired"
+	case errors.Is(err, lease.ErrConflict):
+		return "conflict"
+	}
+	return "other"
+}
+
+// OnCheckpoint implements worker.HookCheckpoint.
+func (m *Metrics) OnCheckpoint(e worker.CheckpointEvent) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	m.checkpointWrites.WithLabelValues(s, w).Inc()
+	m.checkpointDuration.WithLabelValues(s, w).Observe(e.Duration.Seconds())
+	if e.Err != nil {
+		cause := "other"
+		if errors.Is(e.Err, kcl.ErrLeaseLost) {
+			cause = "lease_lost"
+		}
+		m.checkpointFailures.WithLabelValues(s, w, cause).Inc()
+	}
+}
