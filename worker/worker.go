@@ -173,13 +173,13 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) start(ctx, base context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.StartupTimeout)
 	defer cancel()
-	if err := w.describeStream(sctx); err != nil {
+	if err := w.retryStartup(sctx, "describe stream", func() error { return w.describeStream(sctx) }); err != nil {
 		return err
 	}
-	if err := w.store.EnsureTable(sctx); err != nil {
+	if err := w.retryStartup(sctx, "ensure lease table", func() error { return w.store.EnsureTable(sctx) }); err != nil {
 		return fmt.Errorf("shardline: lease table %s: %w", w.cfg.TableName, err)
 	}
-	if err := w.syncShards(sctx); err != nil {
+	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncShards(sctx) }); err != nil {
 		return err
 	}
 	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
@@ -194,7 +194,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		OnAcquired:    func(h *lease.Handle) { w.startShard(base, h) },
 		OnEvent:       w.hooks.leaseObserver(),
 	})
-	if err := w.manager.Start(base); err != nil {
+	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
 	}
 	w.log.Info("worker started", "stream", w.streamID(), "table", w.cfg.TableName)
