@@ -1,0 +1,117 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// Errors of Put (the record is not accepted) and of results. Test with
+// errors.Is.
+var (
+	// ErrClosed: Put after Close, or a record still unwritten when Close's
+	// context ended.
+	ErrClosed = errors.New("producer: closed")
+	// ErrRecordTooLarge: data (after the encoder) and partition key exceed
+	// 1 MiB together.
+	ErrRecordTooLarge = errors.New("producer: record larger than 1 MiB (data and partition key)")
+	// ErrInvalidPartitionKey: empty, longer than 256 characters, or not
+	// UTF-8.
+	ErrInvalidPartitionKey = errors.New("producer: invalid partition key")
+	// ErrInvalidHashKey: an explicit hash key that is not a decimal number
+	// from 0 to 2^128-1.
+	ErrInvalidHashKey = errors.New("producer: invalid explicit hash key")
+	// ErrEncode: the Encoder failed.
+	ErrEncode = errors.New("producer: encoder failed")
+	// ErrRetryTimeout: Kinesis kept refusing the record (throttling,
+	// internal failures) for longer than Config.RetryTimeout.
+	ErrRetryTimeout = errors.New("producer: gave up retrying")
+	// ErrRejected: Kinesis refused the record for a reason retrying cannot
+	// fix (for example a KMS key it cannot use).
+	ErrRejected = errors.New("producer: record rejected")
+)
+
+// PutError is the final error of a record that was accepted by Put but not
+// written. It wraps ErrRetryTimeout, ErrRejected, ErrClosed or the error of
+// the PutRecords call (a typed AWS SDK error, for errors.As).
+type PutError struct {
+	// Attempts counts the PutRecords calls that carried the record.
+	Attempts int
+	// Code and Message are Kinesis's error code and message for the
+	// record's last attempt, when the call itself succeeded.
+	Code, Message string
+	// Err is the cause.
+	Err error
+}
+
+// Error implements error.
+func (e *PutError) Error() string {
+	msg := fmt.Sprintf("producer: record not written after %d attempt(s): %v", e.Attempts, e.Err)
+	if e.Code != "" {
+		msg += " (last: " + e.Code + ": " + e.Message + ")"
+	}
+	return msg
+}
+
+// Unwrap returns the cause.
+func (e *PutError) Unwrap() error { return e.Err }
+
+// entryError is the failure of one entry of a successful PutRecords call.
+type entryError struct{ code, message string }
+
+func (e *entryError) Error() string { return e.code + ": " + e.message }
+
+// retryableEntryCode reports whether a per-record error code of PutRecords
+// is worth retrying. Only codes known to be permanent are not: anything
+// else (throttling, InternalFailure, codes added later) is retried until
+// RetryTimeout.
+func retryableEntryCode(code string) bool {
+	switch code {
+	case "KMSDisabledException", "KMSInvalidStateException", "KMSAccessDeniedException",
+		"KMSNotFoundException", "KMSOptInRequired", "AccessDeniedException",
+		"ValidationException", "InvalidArgumentException", "ResourceNotFoundException":
+		return false
+	}
+	return true
+}
+
+// retryableCall reports whether a failed PutRecords or ListShards call is
+// worth retrying: throttling, server errors, timeouts and connection errors
+// are; client errors (bad request, access denied, no such stream) are not.
+func retryableCall(err error) bool {
+	var (
+		throughput  *types.ProvisionedThroughputExceededException
+		kmsThrottle *types.KMSThrottlingException
+		limit       *types.LimitExceededException
+		notFound    *types.ResourceNotFoundException
+		invalid     *types.InvalidArgumentException
+	)
+	switch {
+	case errors.As(err, &throughput), errors.As(err, &kmsThrottle), errors.As(err, &limit):
+		return true
+	case errors.As(err, &notFound), errors.As(err, &invalid):
+		return false
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+			"TooManyRequestsException", "RequestLimitExceeded", "SlowDown",
+			"InternalFailure", "InternalFailureException", "ServiceUnavailable", "ServiceUnavailableException",
+			"RequestTimeout", "RequestTimeoutException":
+			return true
+		}
+	}
+	var respErr *smithyhttp.ResponseError
+	if errors.As(err, &respErr) {
+		status := respErr.HTTPStatusCode()
+		return status == 429 || status >= 500
+	}
+	if apiErr != nil && apiErr.ErrorFault() == smithy.FaultClient {
+		return false
+	}
+	return true
+}
