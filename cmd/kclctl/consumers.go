@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,17 +22,39 @@ type consumerRow struct {
 }
 
 func runConsumers(ctx context.Context, e *env, args []string) error {
-	action := "list"
-	if len(args) > 0 && (args[0] == "list" || args[0] == "deregister") {
-		action, args = args[0], args[1:]
-	}
 	var c common
 	fs := newFlagSet(e, "consumers", "[list | deregister --consumer NAME [--yes]] --stream STREAM [flags]", &c)
 	name := fs.String("consumer", "", "consumer name (deregister)")
 	consumerARN := fs.String("consumer-arn", "", "consumer ARN, instead of --consumer (deregister)")
 	yes := fs.Bool("yes", false, "do not ask for confirmation (deregister)")
+	// The action may come before or after the flags.
+	action := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		action, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err == nil && action == "" && fs.NArg() > 0 {
+		at := len(args) - fs.NArg()
+		action = args[at]
+		args = append(args[:at:at], args[at+1:]...)
+		fs.VisitAll(func(f *flag.Flag) { _ = f.Value.Set(f.DefValue) }) // parsed again below
+	}
 	if err := parse(fs, &c, args); err != nil {
 		return err
+	}
+	switch action {
+	case "", "list":
+		if *name != "" || *consumerARN != "" || *yes {
+			return usagef("--consumer, --consumer-arn and --yes go with deregister")
+		}
+	case "deregister":
+		switch {
+		case *name == "" && *consumerARN == "":
+			return usagef("deregister needs --consumer or --consumer-arn")
+		case *name != "" && *consumerARN != "":
+			return usagef("--consumer and --consumer-arn exclude each other")
+		}
+	default:
+		return usagef("unknown action %q: want list or deregister", action)
 	}
 	if err := c.needStream(); err != nil && *consumerARN == "" {
 		return err
@@ -41,19 +65,10 @@ func runConsumers(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if action == "list" {
-		if *name != "" || *consumerARN != "" || *yes {
-			return usagef("--consumer, --consumer-arn and --yes go with deregister")
-		}
-		return listConsumers(ctx, e, &c, kc)
+	if action == "deregister" {
+		return deregisterConsumer(ctx, e, &c, kc, *name, *consumerARN, *yes)
 	}
-	switch {
-	case *name == "" && *consumerARN == "":
-		return usagef("deregister needs --consumer or --consumer-arn")
-	case *name != "" && *consumerARN != "":
-		return usagef("--consumer and --consumer-arn exclude each other")
-	}
-	return deregisterConsumer(ctx, e, &c, kc, *name, *consumerARN, *yes)
+	return listConsumers(ctx, e, &c, kc)
 }
 
 func listConsumers(ctx context.Context, e *env, c *common, kc kinesisAPI) error {

@@ -210,6 +210,9 @@ func (c *common) needStream() error {
 func confirm(e *env, question string) (bool, error) {
 	fmt.Fprintf(e.stderr, "%s Type 'yes' to continue: ", question)
 	line, err := readLine(e.stdin)
+	if !isTerminal(e.stdin) {
+		fmt.Fprintln(e.stderr) // a terminal echoes the operator's newline
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		return false, fmt.Errorf("read confirmation: %w", err)
 	}
@@ -235,4 +238,14 @@ func readLine(r io.Reader) (string, error) {
 		}
 	}
 	return sb.String(), nil
+}
+
+// isTerminal reports whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
