@@ -58,8 +58,21 @@ type Config struct {
 	// by about LeaseDuration + RenewInterval.
 	TakeInterval time.Duration
 	// ShardSyncInterval is how often the shard list is compared with the
-	// lease table. Default 60s.
+	// lease table. Default 60s. A shard that ends in a worker creates its
+	// children's leases at once; the sync finds new shards, repairs missing
+	// leases and cleans finished ones up.
 	ShardSyncInterval time.Duration
+	// KeepFinishedLeases keeps the leases of finished (SHARD_END) shards
+	// forever. By default a shard sync deletes one once every child shard
+	// has progressed past its start and the shard is gone from the stream
+	// or FinishedLeaseRetention has passed.
+	KeepFinishedLeases bool
+	// FinishedLeaseRetention is how long the lease of a finished shard that
+	// the stream still lists is kept after its children have progressed
+	// (counted from when a worker first sees that). Default, and minimum:
+	// the stream's retention period, so that a lease is never deleted while
+	// its shard may still hold records.
+	FinishedLeaseRetention time.Duration
 
 	// MaxRecords caps the records of one GetRecords call (1 to 10000).
 	// Default 10000.
@@ -208,6 +221,9 @@ func (c *Config) validate() error {
 	}
 	if c.ShardSyncInterval < time.Second {
 		bad("ShardSyncInterval %v is below 1s", c.ShardSyncInterval)
+	}
+	if c.FinishedLeaseRetention < 0 {
+		bad("FinishedLeaseRetention %v is negative", c.FinishedLeaseRetention)
 	}
 	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
 		bad("MaxRecords %d is outside 1..10000", c.MaxRecords)

@@ -243,11 +243,17 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		reader, err = s.w.source.Open(gctx, s.id, fanout.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
 			HashKeyRange: fanout.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
 		if errors.Is(err, kcl.ErrStreamNotFound) {
-			s.w.fatal(err)
 			return backoff.Permanent(err)
 		}
 		return err
 	})
+	if errors.Is(err, kcl.ErrStreamNotFound) && ctx.Err() == nil && gctx.Err() == nil {
+		if out, ok := s.shardGone(ctx, gctx, err); ok {
+			return out
+		}
+		s.w.fatal(err)
+		return outHard
+	}
 	if err != nil {
 		return s.classify(ctx)
 	}
@@ -269,6 +275,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				return s.classify(ctx)
 			}
 			if errors.Is(err, kcl.ErrStreamNotFound) {
+				if out, ok := s.shardGone(ctx, gctx, err); ok {
+					return out
+				}
 				s.w.fatal(err)
 				return outHard
 			}
@@ -338,12 +347,20 @@ func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome
 	return 0, true
 }
 
-// shardEnded finishes a closed shard: the processor (or the worker) stores
-// SHARD_END, the children are recorded on the lease and a shard sync creates
-// their leases.
+// shardEnded finishes a closed shard. The children the read reported are
+// completed from the stream's listing (a reader may report none); the
+// processor (or the worker) stores SHARD_END; the children are recorded on
+// the lease; children waiting in this worker are woken; the children's
+// leases are created at once, starting at TRIM_HORIZON.
 func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) outcome {
+	shards, err := s.w.listShards(ctx)
+	if err != nil {
+		s.log.Warn("listing shards at shard end failed; using the children the read reported", "err", err)
+		shards = nil
+	}
+	children = mergeIDs(children, childrenInListing(shards, s.id))
 	s.cp.SetDelivered(kcl.ShardEnd)
-	err := s.retry(ctx, ctx, "shard end", func(int) error {
+	err = s.retry(ctx, ctx, "shard end", func(int) error {
 		if se, ok := s.proc.(kcl.ShardEndedHandler); ok {
 			if err := se.ShardEnded(ctx, kcl.ShardEndedInput{ShardID: s.id, ChildShardIDs: children, Checkpointer: s.cp}); err != nil {
 				return err
@@ -358,52 +375,84 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 	if err != nil {
 		return s.classify(ctx)
 	}
+	s.log.Info("shard ended", "children", children)
+	// SHARD_END is stored: what follows needs no lease, and must not be cut
+	// short by the loss of this one.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.w.cfg.LeaseDuration)
+	defer cancel()
 	if len(children) > 0 {
-		_, err := s.h.UpdateShardInfo(ctx, func(l *lease.Lease) { l.ChildShardIDs = children })
+		_, err := s.h.UpdateShardInfo(fctx, func(l *lease.Lease) { l.ChildShardIDs = mergeIDs(l.ChildShardIDs, children) })
 		if err != nil {
-			s.log.Warn("recording child shards failed", "err", err)
+			s.log.Warn("recording child shards on the lease failed", "err", err)
 		}
 	}
-	s.log.Info("shard ended", "children", children)
-	s.w.requestSync()
+	s.w.finishShard(fctx, s.id, shards)
 	return outShardEnd
 }
 
 // waitForParents holds the lease without processing until every parent shard
 // whose lease exists has reached SHARD_END, so that records of one partition
-// key stay in order across a split or merge.
+// key stay in order across a split or merge. A parent ending in this worker
+// wakes the child at once; parents elsewhere are checked every
+// parentCheckInterval.
 func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (outcome, bool) {
 	if len(l.ParentShardIDs) == 0 {
 		return 0, true
 	}
-	t := time.NewTicker(min(s.w.cfg.TakeInterval, time.Second))
-	defer t.Stop()
-	logged := false
+	get := func(key string) (lease.Lease, error) { return s.w.store.Get(gctx, key) }
+	var began time.Time
+	logged := ""
 	for {
-		pending := ""
-		for _, p := range l.ParentShardIDs {
-			pl, err := s.w.store.Get(gctx, p)
-			if errors.Is(err, lease.ErrNotFound) {
-				continue
+		ended := s.w.reshard.ended.wait() // before the check: no end is missed
+		pending, err := pendingParent(l.ParentShardIDs, get)
+		switch {
+		case err == nil && pending == "":
+			if logged != "" {
+				s.log.Info("parent shards finished; starting", "waited", time.Since(began).Round(time.Millisecond))
 			}
-			if err != nil || !pl.Finished() {
-				pending = p
-				break
-			}
-		}
-		if pending == "" {
 			return 0, true
-		}
-		if !logged {
+		case err != nil:
+			if gctx.Err() == nil {
+				s.log.Warn("reading a parent lease failed; will check again", "parent", pending, "err", err)
+			}
+		case pending != logged:
+			if logged == "" {
+				began = time.Now()
+			}
 			s.log.Info("waiting for parent shard to finish", "parent", pending)
-			logged = true
+			logged = pending
 		}
+		t := time.NewTimer(s.w.parentCheckInterval())
 		select {
 		case <-gctx.Done():
+			t.Stop()
 			return s.classify(ctx), false
+		case <-ended:
 		case <-t.C:
 		}
+		t.Stop()
 	}
+}
+
+// shardGone handles a read refused because the shard does not exist. If the
+// stream exists but no longer lists the shard, its records were all trimmed
+// by the stream's retention: the shard is finished as if read to its end, so
+// that its children do not wait for it forever. ok is false when the stream
+// itself is gone (the caller stops the worker).
+func (s *shardState) shardGone(ctx, gctx context.Context, cause error) (out outcome, ok bool) {
+	shards, err := s.w.listShards(ctx)
+	switch {
+	case errors.Is(err, kcl.ErrStreamNotFound):
+		return 0, false
+	case err != nil:
+		s.log.Warn("shard not found, and listing the stream's shards failed; releasing it for a later retry", "err", cause, "list_err", err)
+		return outHard, true
+	case slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.id }):
+		s.log.Warn("shard not found although the stream lists it; releasing it for a later retry", "err", cause)
+		return outHard, true
+	}
+	s.log.Warn("shard no longer exists (trimmed by the stream's retention); finishing it so that its children can start", "err", cause)
+	return s.shardEnded(ctx, gctx, nil), true
 }
 
 // writeCheckpoint stores a checkpoint through the lease handle.

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -13,7 +17,26 @@ import (
 	"github.com/shardline/shardline/lease"
 )
 
-// describeStream checks that the stream exists and can be read.
+// reshardState is what a worker remembers between shard syncs. The zero
+// value is ready to use.
+type reshardState struct {
+	// ended is notified whenever a shard of this worker reaches SHARD_END,
+	// so that children waiting in this worker check their parents at once.
+	ended endSignal
+
+	mu sync.Mutex
+	// retention is the stream's retention period (0 until known).
+	retention time.Duration
+	// cleanable maps the key of a finished lease whose children have
+	// progressed, while its shard is still listed, to when this worker first
+	// saw it so. Its records are all older than that moment.
+	cleanable map[string]time.Time
+	// gaps describes the hash-key ranges last found uncovered ("" if none).
+	gaps string
+}
+
+// describeStream checks that the stream exists and can be read, and notes
+// its retention period.
 func (w *Worker) describeStream(ctx context.Context) error {
 	in := &kinesis.DescribeStreamSummaryInput{}
 	if w.cfg.StreamARN != "" {
@@ -21,8 +44,14 @@ func (w *Worker) describeStream(ctx context.Context) error {
 	} else {
 		in.StreamName = aws.String(w.cfg.StreamName)
 	}
-	if _, err := w.cfg.Kinesis.DescribeStreamSummary(ctx, in); err != nil {
+	out, err := w.cfg.Kinesis.DescribeStreamSummary(ctx, in)
+	if err != nil {
 		return w.streamError("describe stream", err)
+	}
+	if d := out.StreamDescriptionSummary; d != nil && d.RetentionPeriodHours != nil {
+		w.reshard.mu.Lock()
+		w.reshard.retention = time.Duration(*d.RetentionPeriodHours) * time.Hour
+		w.reshard.mu.Unlock()
 	}
 	return nil
 }
@@ -35,10 +64,10 @@ func (w *Worker) streamError(op string, err error) error {
 	return fmt.Errorf("shardline: %s %s: %w", op, w.streamID(), err)
 }
 
-// listShards returns every shard of the stream (open and closed), following
-// pagination.
-func (w *Worker) listShards(ctx context.Context) ([]ktypes.Shard, error) {
-	var shards []ktypes.Shard
+// listShards returns every shard of the stream (open and closed, as far as
+// the stream still retains them), following pagination.
+func (w *Worker) listShards(ctx context.Context) ([]shardNode, error) {
+	var shards []shardNode
 	in := &kinesis.ListShardsInput{}
 	if w.cfg.StreamARN != "" {
 		in.StreamARN = aws.String(w.cfg.StreamARN)
@@ -50,7 +79,9 @@ func (w *Worker) listShards(ctx context.Context) ([]ktypes.Shard, error) {
 		if err != nil {
 			return nil, w.streamError("list shards", err)
 		}
-		shards = append(shards, out.Shards...)
+		for _, s := range out.Shards {
+			shards = append(shards, toShardNode(s))
+		}
 		if out.NextToken == nil || *out.NextToken == "" {
 			return shards, nil
 		}
@@ -59,54 +90,61 @@ func (w *Worker) listShards(ctx context.Context) ([]ktypes.Shard, error) {
 	}
 }
 
-// syncShards creates a lease for every shard that has none. A shard whose
-// parent is known (in the listing or the table) starts at TRIM_HORIZON so
-// that nothing between the parent's end and the child's start is missed;
-// others start at the configured initial position.
+func toShardNode(s ktypes.Shard) shardNode {
+	n := shardNode{ID: aws.ToString(s.ShardId)}
+	for _, p := range []*string{s.ParentShardId, s.AdjacentParentShardId} {
+		if id := aws.ToString(p); id != "" {
+			n.Parents = append(n.Parents, id)
+		}
+	}
+	// Only the presence of an ending sequence number is used: kinesis-mock
+	// reports a made-up one.
+	n.Closed = s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil
+	if s.HashKeyRange != nil {
+		n.StartingHashKey = aws.ToString(s.HashKeyRange.StartingHashKey)
+		n.EndingHashKey = aws.ToString(s.HashKeyRange.EndingHashKey)
+	}
+	return n
+}
+
+// syncShards compares the stream's shards with the lease table: it creates
+// the leases that are due (see lineage.go), reports hash-key ranges no
+// unfinished lease covers, and deletes the leases of finished shards that
+// are no longer needed.
 func (w *Worker) syncShards(ctx context.Context) error {
 	shards, err := w.listShards(ctx)
 	if err != nil {
 		return err
 	}
+	if err := w.createLeases(ctx, shards); err != nil {
+		return err
+	}
+	return w.cleanupLeases(ctx, shards)
+}
+
+// createLeases creates the leases due for the given listing of the stream
+// and the lease table as it is now.
+func (w *Worker) createLeases(ctx context.Context, shards []shardNode) error {
 	leases, err := w.store.List(ctx)
 	if err != nil {
 		return fmt.Errorf("shardline: list leases: %w", err)
 	}
-	known := make(map[string]bool, len(shards)+len(leases))
-	for _, l := range leases {
-		known[l.Key] = true
-	}
-	listed := make(map[string]bool, len(shards))
-	for _, s := range shards {
-		listed[aws.ToString(s.ShardId)] = true
-	}
+	create, gaps := newLineage(shards, leases).plan(w.cfg.InitialPosition)
 	created := 0
-	for _, s := range shards {
-		id := aws.ToString(s.ShardId)
-		if known[id] {
-			continue
-		}
-		l := lease.Lease{Key: id, Checkpoint: w.cfg.InitialPosition.Sequence()}
-		for _, p := range []*string{s.ParentShardId, s.AdjacentParentShardId} {
-			if pid := aws.ToString(p); pid != "" {
-				l.ParentShardIDs = append(l.ParentShardIDs, pid)
-				if known[pid] || listed[pid] {
-					l.Checkpoint = kcl.TrimHorizon
-				}
-			}
-		}
-		if s.HashKeyRange != nil {
-			l.StartingHashKey = aws.ToString(s.HashKeyRange.StartingHashKey)
-			l.EndingHashKey = aws.ToString(s.HashKeyRange.EndingHashKey)
+	for _, l := range create { // parents before children
+		if l.Checkpoint.SequenceNumber == kcl.SentinelAtTimestamp {
+			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp
 		}
 		if err := w.store.Create(ctx, l); err != nil {
 			if errors.Is(err, lease.ErrConflict) {
 				continue // another worker created it first
 			}
-			return fmt.Errorf("shardline: create lease %s: %w", id, err)
+			return fmt.Errorf("shardline: create lease %s: %w", l.Key, err)
 		}
 		created++
+		w.log.Info("created lease", "shard", l.Key, "start", l.Checkpoint.String(), "parents", l.ParentShardIDs)
 	}
+	w.reportGaps(gaps)
 	if created > 0 {
 		w.log.Info("created leases for new shards", "count", created, "shards", len(shards))
 		if w.manager != nil {
@@ -114,6 +152,108 @@ func (w *Worker) syncShards(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reportGaps logs hash-key ranges that no unfinished lease covers and that
+// the shard listing could not fill, once each time they change.
+func (w *Worker) reportGaps(gaps []hashRange) {
+	parts := make([]string, len(gaps))
+	for i, g := range gaps {
+		parts[i] = g.String()
+	}
+	desc := strings.Join(parts, ", ")
+	w.reshard.mu.Lock()
+	prev := w.reshard.gaps
+	w.reshard.gaps = desc
+	w.reshard.mu.Unlock()
+	switch {
+	case desc == prev:
+	case desc == "":
+		w.log.Info("hash key space covered by leases again")
+	default:
+		w.log.Warn("hash key ranges covered by no unfinished lease; the shard listing cannot fill them", "gaps", desc)
+	}
+}
+
+// cleanupLeases deletes the leases of finished shards once every child has
+// progressed past its start and the shard is gone from the stream, or the
+// stream's retention period (at least FinishedLeaseRetention) has passed
+// since this worker first saw it so. Deletes are conditional on the counter
+// read, so a lease that changed meanwhile is kept.
+func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode) error {
+	if w.cfg.KeepFinishedLeases {
+		return nil
+	}
+	leases, err := w.store.List(ctx)
+	if err != nil {
+		return fmt.Errorf("shardline: list leases: %w", err)
+	}
+	cands := newLineage(shards, leases).cleanable()
+	now := time.Now()
+	var due []lease.Lease
+	w.reshard.mu.Lock()
+	seen := make(map[string]time.Time, len(cands))
+	retention := max(w.reshard.retention, w.cfg.FinishedLeaseRetention)
+	for _, c := range cands {
+		if c.Gone {
+			due = append(due, c.Lease)
+			continue
+		}
+		first, ok := w.reshard.cleanable[c.Lease.Key]
+		if !ok {
+			first = now
+		}
+		seen[c.Lease.Key] = first
+		if retention > 0 && now.Sub(first) >= retention {
+			due = append(due, c.Lease)
+		}
+	}
+	w.reshard.cleanable = seen
+	w.reshard.mu.Unlock()
+
+	for _, l := range due {
+		if err := w.store.Delete(ctx, l); err != nil {
+			if errors.Is(err, lease.ErrConflict) {
+				continue // changed or deleted meanwhile: look again next time
+			}
+			return fmt.Errorf("shardline: delete finished lease %s: %w", l.Key, err)
+		}
+		w.log.Info("deleted the lease of a finished shard", "shard", l.Key, "children", l.ChildShardIDs)
+	}
+	return nil
+}
+
+// finishShard is called when a shard of this worker reached SHARD_END: it
+// wakes this worker's children waiting for it and creates the leases of its
+// children from the given listing (nil: list the stream now). When that
+// fails, the next shard sync creates them.
+func (w *Worker) finishShard(ctx context.Context, id string, shards []shardNode) {
+	w.reshard.ended.notify()
+	var err error
+	if shards == nil {
+		shards, err = w.listShards(ctx)
+	}
+	if err == nil {
+		err = w.createLeases(ctx, shards)
+	}
+	if err != nil {
+		w.log.Warn("creating the child leases of a finished shard failed; the next shard sync creates them", "shard", id, "err", err)
+		w.requestSync()
+	}
+}
+
+// parentCheckInterval is how often a child waiting for a parent that another
+// worker processes looks at the parent's lease. A parent finishing in this
+// worker wakes its children at once.
+func (w *Worker) parentCheckInterval() time.Duration {
+	return min(w.cfg.TakeInterval, time.Second)
+}
+
+// mergeIDs returns the union of shard ID lists, sorted.
+func mergeIDs(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // requestSync asks the run loop for a shard sync soon.

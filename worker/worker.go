@@ -59,6 +59,7 @@ type Worker struct {
 	manager    *lease.Manager
 	hooks      *hooks
 	running    map[string]*shardState // shard ID -> consumer, for introspection
+	reshard    reshardState           // shard syncs, lineage waits, cleanup
 	// recordStats counts de-aggregation and decoding anomalies.
 	recordStats fanout.RecordStats
 }

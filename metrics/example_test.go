@@ -1,0 +1,58 @@
+package metrics_test
+
+import (
+	"bufio"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardline/shardline/lease"
+	"github.com/shardline/shardline/metrics"
+	"github.com/shardline/shardline/worker"
+)
+
+// A worker's metrics on the application's own registry, served by the
+// application's own HTTP server.
+func Example() {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.WithRegistry(reg))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The worker calls the hooks: pass m in its configuration.
+	cfg := worker.Config{
+		StreamName:      "orders",
+		ApplicationName: "orders-counter",
+		WorkerID:        "worker-1",
+		Hooks:           []worker.Hook{m},
+		// Kinesis, DynamoDB, ProcessorFactory...
+	}
+	_ = cfg
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	// The application serves mux where it likes: http.ListenAndServe(addr, mux).
+
+	// What a running worker would report, simulated here.
+	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "worker-1", Stream: "orders", ApplicationName: "orders-counter"})
+	m.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "shardId-000000000000", How: "take"})
+	m.OnShard(worker.ShardEvent{ShardID: "shardId-000000000000", Kind: worker.ShardStarted})
+	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "shardId-000000000000", Records: 25, Bytes: 2500, Attempt: 1})
+
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	sc := bufio.NewScanner(rec.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "shardline_leases_held") || strings.HasPrefix(line, "shardline_records_processed_total") {
+			fmt.Println(line)
+		}
+	}
+	// Output:
+	// shardline_leases_held{stream="orders",worker="worker-1"} 1
+	// shardline_records_processed_total{shard="shardId-000000000000",stream="orders",worker="worker-1"} 25
+}
