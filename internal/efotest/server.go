@@ -1,6 +1,7 @@
 package efotest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,7 +192,32 @@ func (s *Server) HTTPClient() *http.Client {
 	if s.transport == nil {
 		s.transport = &http.Transport{DialContext: s.ln.DialContext}
 	}
-	return &http.Client{Transport: s.transport}
+	return &http.Client{Transport: bufferedBodies{s.transport}}
+}
+
+// bufferedBodies is the fake's client transport. It reads each request
+// body into memory before sending it. The SDK closes a request's body as soon
+// as the response headers arrive, and the HTTP/1 transport reads a body once
+// more after sending it (to check its length); over the synchronous
+// in-memory connections a fast fake can answer in between, the transport
+// then fails with io.EOF and drops the connection, and the streaming
+// response with it. A body in memory is read once, before sending.
+type bufferedBodies struct{ next http.RoundTripper }
+
+// RoundTrip sends req with its body read into memory.
+func (b bufferedBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		data, err := io.ReadAll(req.Body)
+		_ = req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(data))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+		req.ContentLength = int64(len(data))
+	}
+	return b.next.RoundTrip(req)
 }
 
 // Client returns an SDK Kinesis client connected to the server, with the
