@@ -1,0 +1,246 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/shardline/shardline/internal/testenv"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
+	"github.com/shardline/shardline/producer"
+	"github.com/shardline/shardline/worker"
+)
+
+// kplLog collects what processors did with each user record.
+type kplLog struct {
+	mu        sync.Mutex
+	processed map[string][]kcl.Record // per shard, in delivery order
+	changed   chan struct{}
+}
+
+func newKPLLog() *kplLog {
+	return &kplLog{processed: map[string][]kcl.Record{}, changed: make(chan struct{}, 1)}
+}
+
+func (l *kplLog) add(shard string, recs ...kcl.Record) {
+	l.mu.Lock()
+	l.processed[shard] = append(l.processed[shard], recs...)
+	l.mu.Unlock()
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (l *kplLog) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.processed {
+		n += len(r)
+	}
+	return n
+}
+
+// TestAggregatedRecordsResumeInsideAggregate produces KPL aggregates (with a
+// record encoder) to kinesis-mock, lets a worker checkpoint at a user record
+// in the middle of an aggregate and die there without a final checkpoint,
+// and checks that a second worker resumes with the next user record:
+// nothing repeated, nothing skipped, every record decoded.
+func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 2)
+	ctx := t.Context()
+
+	// Produce: about 50 user records per aggregate.
+	p, err := producer.New(producer.Config{
+		StreamName: stream, Client: kc, Aggregate: true, AggregationMaxBytes: 1024,
+		Encoder: producer.EncoderFunc(func(_ context.Context, pk string, data []byte) ([]byte, error) {
+			return append([]byte("enc:"), data...), nil
+		}),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	var results []*producer.Result
+	for i := range n {
+		r, err := p.Put(ctx, fmt.Sprintf("pk-%d", i%23), []byte(fmt.Sprintf("rec-%04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, r)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		rc, err := r.Wait(ctx)
+		if err != nil || !rc.Aggregated {
+			t.Fatalf("record %d: %+v, %v", i, rc, err)
+		}
+	}
+	if st := p.Stats(); st.Aggregates < 6 || st.AggregatedRecords != n {
+		t.Fatalf("producer stats %+v: want at least 6 aggregates", st)
+	}
+	// And one Kinesis record that looks like an aggregate but is not.
+	bad := append([]byte{0xF3, 0x89, 0x9A, 0xC2}, bytes.Repeat([]byte{7}, 40)...)
+	if _, err := kc.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream),
+		Records: []ktypes.PutRecordsRequestEntry{{Data: bad, PartitionKey: aws.String("pk-bad")}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	store := lease.NewMemoryStore()
+	app := testenv.UniqueName("kpl-app")
+	decoder := kcl.RecordDecoderFunc(func(_ context.Context, _ string, data []byte) ([]byte, error) {
+		if !bytes.HasPrefix(data, []byte("enc:")) {
+			return nil, errors.New("not encoded")
+		}
+		return data[4:], nil
+	})
+	config := func(id string, f kcl.ProcessorFactory) worker.Config {
+		cfg := baseConfig(t, stream, app, f)
+		cfg.WorkerID = id
+		cfg.LeaseStore = store
+		cfg.RecordDecoder = decoder
+		return cfg
+	}
+
+	// First worker: processes and checkpoints every record up to the fourth
+	// user record of the first aggregate it meets on each shard (sub-sequence
+	// 3), then hangs there until it is killed, without processing the rest
+	// of that batch.
+	first := newKPLLog()
+	targets := map[string]kcl.ExtendedSequenceNumber{}
+	var targetsMu sync.Mutex
+	checkpointed := make(chan string, 2)
+	w1, err := worker.New(config("w1", func(shardID string) (kcl.RecordProcessor, error) {
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			for i, r := range in.Records {
+				if r.Aggregated && r.SubSequenceNumber == 3 {
+					first.add(in.ShardID, in.Records[:i+1]...)
+					if err := in.Checkpointer.CheckpointRecord(ctx, r); err != nil {
+						return err
+					}
+					targetsMu.Lock()
+					targets[in.ShardID] = r.Position()
+					targetsMu.Unlock()
+					checkpointed <- in.ShardID
+					<-ctx.Done() // the process dies here
+					return ctx.Err()
+				}
+			}
+			first.add(in.ShardID, in.Records...)
+			return in.Checkpointer.Checkpoint(ctx)
+		}), nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run1 := make(chan error, 1)
+	go func() { run1 <- w1.Run(context.Background()) }()
+	for range 2 {
+		select {
+		case <-checkpointed:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the first worker did not reach a record inside an aggregate on both shards")
+		}
+	}
+	// Kill: the graceful stop cannot finish (the processors hang), so the
+	// processors are cancelled and no final checkpoint is written.
+	killCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := w1.Shutdown(killCtx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want a hard stop", err)
+	}
+	if err := <-run1; err != nil {
+		t.Fatalf("first worker: %v", err)
+	}
+	for shard, want := range targets {
+		l, err := store.Get(ctx, shard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Checkpoint != want {
+			t.Fatalf("shard %s: stored checkpoint %s, want %s (inside an aggregate)", shard, l.Checkpoint, want)
+		}
+	}
+
+	// Second worker: resumes from the checkpoints.
+	second := newKPLLog()
+	w2, err := worker.New(config("w2", func(shardID string) (kcl.RecordProcessor, error) {
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			second.add(in.ShardID, in.Records...)
+			return in.Checkpointer.Checkpoint(ctx)
+		}), nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w2)
+	deadline := time.After(60 * time.Second)
+	for first.total()+second.total() < n+1 {
+		select {
+		case <-second.changed:
+		case <-deadline:
+			t.Fatalf("delivered %d+%d records, want %d", first.total(), second.total(), n+1)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every record exactly once, in order per shard, the restart starting
+	// right after the checkpoint.
+	seen := map[string]int{}
+	malformed := 0
+	for shard, recs := range second.processed {
+		want := targets[shard]
+		want.SubSequenceNumber++
+		if len(recs) == 0 || recs[0].Position() != want {
+			t.Errorf("shard %s: restart began at %v, want the next user record %s", shard, recs[0].Position(), want)
+		}
+		all := append(append([]kcl.Record(nil), first.processed[shard]...), recs...)
+		for i, r := range all {
+			if i > 0 && r.Position().Compare(all[i-1].Position()) <= 0 {
+				t.Errorf("shard %s: %s delivered after %s", shard, r.Position(), all[i-1].Position())
+			}
+		}
+	}
+	for _, l := range []*kplLog{first, second} {
+		for _, recs := range l.processed {
+			for _, r := range recs {
+				if r.DecodeErr != nil {
+					if !errors.Is(r.DecodeErr, kcl.ErrMalformedAggregate) || !bytes.Equal(r.Data, bad) {
+						t.Errorf("record %s: %v", r.Position(), r.DecodeErr)
+					}
+					malformed++
+					continue
+				}
+				seen[string(r.Data)]++
+			}
+		}
+	}
+	for i := range n {
+		if c := seen[fmt.Sprintf("rec-%04d", i)]; c != 1 {
+			t.Errorf("rec-%04d delivered %d times", i, c)
+		}
+	}
+	if len(seen) != n || malformed != 1 {
+		t.Errorf("%d distinct records and %d malformed, want %d and 1", len(seen), malformed, n)
+	}
+	if c := w2.RecordCounts(); c.MalformedAggregates != 1 || c.DecodeFailures != 0 || c.Aggregates == 0 {
+		t.Errorf("second worker's record counts %+v", c)
+	}
+}
