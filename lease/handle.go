@@ -59,7 +59,7 @@ func (h *Handle) HandoffRequested() <-chan struct{} { return h.handoff }
 func (h *Handle) Valid() bool {
 	h.smu.Lock()
 	defer h.smu.Unlock()
-	return h.lostErr == nil && time.Now().Before(h.deadlineLocked())
+	return h.lostErr == nil && h.m.now().Before(h.deadlineLocked())
 }
 
 // Err returns why the handle was lost, or nil while it is held. The error
@@ -90,7 +90,7 @@ func (h *Handle) deadlineLocked() time.Time {
 // armLocked (re)starts the expiry timer. h.smu or the manager's lock that
 // publishes h must be held.
 func (h *Handle) armLocked() {
-	d := time.Until(h.deadlineLocked())
+	d := h.deadlineLocked().Sub(h.m.now())
 	if h.timer == nil {
 		h.timer = time.AfterFunc(d, h.expire)
 		return
@@ -100,10 +100,15 @@ func (h *Handle) armLocked() {
 
 func (h *Handle) expire() {
 	h.smu.Lock()
-	late := !time.Now().Before(h.deadlineLocked())
+	late := !h.m.now().Before(h.deadlineLocked())
+	if !late && h.lostErr == nil {
+		// Renewed meanwhile (the timer was re-armed), or the manager's
+		// clock runs slower than the timers: wait for the rest.
+		h.armLocked()
+	}
 	h.smu.Unlock()
 	if !late {
-		return // renewed meanwhile; the timer was re-armed
+		return
 	}
 	h.m.log.Warn("lease not renewed in time; stopping the shard", "shard", h.Key())
 	h.m.emit(Event{Kind: EventLost, Key: h.key, Err: ErrExpired})
@@ -141,7 +146,7 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 		}
 		return Lease{}, err
 	}
-	if !time.Now().Before(h.deadlineLocked()) {
+	if !h.m.now().Before(h.deadlineLocked()) {
 		h.smu.Unlock()
 		err := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired)
 		h.markLost(err)
@@ -151,7 +156,7 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 	cur := h.lease.Clone()
 	h.smu.Unlock()
 
-	sent := time.Now()
+	sent := h.m.now()
 	nl, err := op(ctx, cur)
 	var ce *ConflictError
 	if errors.As(err, &ce) && h.adoptable(cur, ce.Current) {

@@ -68,6 +68,11 @@ type Lease struct {
 	// over (planned move); empty when no hand-over is pending (attribute
 	// shardlineHandoffTo, a Shardline extension).
 	HandoffTo string
+	// Throughput is the load the owner last reported for the shard, in the
+	// unit its worker chose (records or bytes per second), written with every
+	// renewal (attribute shardlineThroughput, a Shardline extension). Zero
+	// when none was reported. Load-aware balancing weighs leases by it.
+	Throughput float64
 }
 
 // Clone returns a deep copy of l.

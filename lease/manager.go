@@ -35,6 +35,13 @@ type ManagerConfig struct {
 	// OnEvent, if set, is told about lease changes (for metrics). It is
 	// called synchronously and must return quickly.
 	OnEvent func(Event)
+	// Now is the clock by which the manager times what it observes in the
+	// table and the deadlines of its leases; default time.Now. Only
+	// differences between its readings matter (it should be monotonic):
+	// workers whose clocks are offset from each other, or run up to a few
+	// percent fast or slow, still agree on expiry. Tests inject skewed
+	// clocks here.
+	Now func() time.Time
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
 	// it anyway. Default: LeaseDuration.
@@ -50,10 +57,11 @@ type ManagerConfig struct {
 // lease, or when renewals failed for so long that the lease could be expiring
 // in other workers' eyes: processing must stop before others may start.
 type Manager struct {
-	cfg    ManagerConfig
-	store  Store
-	log    *slog.Logger
-	margin time.Duration
+	cfg        ManagerConfig
+	store      Store
+	log        *slog.Logger
+	margin     time.Duration
+	staleAfter time.Duration // how long a free lease may wait for the worker planned to take it
 
 	mu       sync.Mutex
 	held     map[string]*Handle
@@ -61,6 +69,9 @@ type Manager struct {
 	workers  map[string]observation // worker ID -> last heartbeat change seen
 	hb       Worker
 	rnd      *rand.Rand
+	// withdrawn is set by StopTaking: the presence row goes, so that the
+	// others plan without this worker.
+	withdrawn, rowGone bool
 
 	wg             sync.WaitGroup
 	hwg            sync.WaitGroup // hand-over waiters, joined by StopTaking
@@ -99,11 +110,15 @@ func NewManager(cfg ManagerConfig) *Manager {
 	if cfg.OnAcquired == nil {
 		cfg.OnAcquired = func(*Handle) {}
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Manager{
 		cfg:        cfg,
 		store:      cfg.Store,
 		log:        cfg.Logger,
 		margin:     cfg.LeaseDuration / 10,
+		staleAfter: 3 * cfg.TakeInterval,
 		held:       map[string]*Handle{},
 		observed:   map[string]observation{},
 		workers:    map[string]observation{},
@@ -148,7 +163,10 @@ func (m *Manager) WakeTaker() {
 }
 
 // StopTaking stops the taking loop and waits for it. Held leases keep being
-// renewed.
+// renewed. The worker withdraws from the fleet: its presence row is removed
+// at the next renewal tick, so that the other workers plan without it and
+// take the leases it releases at once (they still count it while it holds
+// leases).
 func (m *Manager) StopTaking() {
 	if m.stopTake == nil {
 		return
@@ -156,6 +174,9 @@ func (m *Manager) StopTaking() {
 	m.stopTake()
 	<-m.takeDone
 	m.hwg.Wait()
+	m.mu.Lock()
+	m.withdrawn = true
+	m.mu.Unlock()
 }
 
 // Close stops both loops, waits for them, and removes the presence row. Held
@@ -197,7 +218,20 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 	m.mu.Lock()
 	hb := m.hb
 	hb.Leases = len(m.held)
+	withdrawn, gone := m.withdrawn, m.rowGone
 	m.mu.Unlock()
+	if withdrawn {
+		if gone {
+			return nil
+		}
+		if err := m.store.DeleteWorker(ctx, hb); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		m.mu.Lock()
+		m.rowGone = true
+		m.mu.Unlock()
+		return nil
+	}
 	nhb, err := m.store.Heartbeat(ctx, hb)
 	if err != nil {
 		return err
@@ -282,8 +316,8 @@ func (m *Manager) takeRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}}
+	now := m.now()
+	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}, Stale: map[string]bool{}}
 
 	m.mu.Lock()
 	seen := make(map[string]bool, len(leases))
@@ -294,10 +328,16 @@ func (m *Manager) takeRound(ctx context.Context) error {
 			o = observation{counter: l.Counter, owner: l.Owner, at: now}
 			m.observed[l.Key] = o
 		}
-		if l.Owner != "" && now.Sub(o.at) >= m.cfg.LeaseDuration {
+		age := now.Sub(o.at)
+		if l.Owner != "" && age >= m.cfg.LeaseDuration {
 			if h := m.held[l.Key]; h == nil || h.isLost() {
 				view.Expired[l.Key] = true
 			}
+		}
+		// A free lease that the worker PlanTakes names did not take within
+		// a few rounds is stale: any worker below its share takes it.
+		if l.Owner == "" && age >= m.staleAfter || view.Expired[l.Key] && age >= m.cfg.LeaseDuration+m.staleAfter {
+			view.Stale[l.Key] = true
 		}
 	}
 	for k := range m.observed {
@@ -326,7 +366,7 @@ func (m *Manager) takeRound(ctx context.Context) error {
 			delete(m.workers, id)
 		}
 	}
-	plan := PlanTakes(view, m.rnd)
+	plan := PlanTakes(view)
 	m.mu.Unlock()
 
 	for _, w := range stale {
@@ -383,7 +423,7 @@ func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 // HandoffTimeout (then takes it anyway: the owner loses it on its next
 // renewal).
 func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
-	deadline := time.Now().Add(m.cfg.HandoffTimeout)
+	deadline := m.now().Add(m.cfg.HandoffTimeout)
 	t := time.NewTicker(min(100*time.Millisecond, m.cfg.TakeInterval))
 	defer t.Stop()
 	for {
@@ -403,7 +443,7 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 		case cur.Owner == m.cfg.WorkerID:
 			// Renew at once so that this worker's deadline counts from a
 			// write it sent itself.
-			sent := time.Now()
+			sent := m.now()
 			nl, err := m.store.Renew(ctx, cur)
 			if err == nil && ctx.Err() == nil {
 				m.install(nl, sent, "handoff", req.Owner)
@@ -414,7 +454,7 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 			return
 		case cur.HandoffTo != m.cfg.WorkerID:
 			return // the request is gone (lease taken or reset meanwhile)
-		case !time.Now().Before(deadline):
+		case !m.now().Before(deadline):
 			m.log.Warn("owner did not hand the lease over in time; taking it", "shard", cur.Key, "owner", cur.Owner)
 			m.take(ctx, cur, "handoff-timeout")
 			return
@@ -423,7 +463,7 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 }
 
 func (m *Manager) take(ctx context.Context, l Lease, why string) {
-	start := time.Now()
+	start := m.now()
 	nl, err := m.store.Take(ctx, l, m.cfg.WorkerID)
 	if err != nil {
 		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
@@ -449,6 +489,9 @@ func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
 	m.emit(Event{Kind: EventAcquired, Key: nl.Key, How: why, Peer: previous})
 	m.cfg.OnAcquired(h)
 }
+
+// now reads the manager's clock.
+func (m *Manager) now() time.Time { return m.cfg.Now() }
 
 func (m *Manager) forget(h *Handle) {
 	m.mu.Lock()
