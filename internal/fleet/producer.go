@@ -12,7 +12,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/shardline/shardline/producer"
 )
 
 // KinesisProducerAPI is the part of the Kinesis client a [Producer] uses.
@@ -30,16 +31,14 @@ type Produced struct {
 	Data string
 	// Shard and Seq are where Kinesis stored the record.
 	Shard, Seq string
-	// Time is when PutRecords returned.
+	// Time is when the producer reported the record written.
 	Time time.Time
 }
 
-// maxPutRecords is the PutRecords limit on entries per call.
-const maxPutRecords = 500
-
-// Producer writes records with PutRecords, cycling over partition keys
-// chosen so that every open shard of the stream receives the same number of
-// keys, and remembers where each record went.
+// Producer writes records through Shardline's producer (batched,
+// parallel PutRecords calls, failed entries retried), cycling over partition
+// keys chosen so that every open shard of the stream receives the same
+// number of keys, and remembers where each record went.
 type Producer struct {
 	kc     KinesisProducerAPI
 	stream string
@@ -136,70 +135,56 @@ func shardFor(shards []hashRange, pk string) string {
 // Keys returns the partition keys the producer cycles over.
 func (p *Producer) Keys() []string { return append([]string(nil), p.keys...) }
 
-// Put writes n records in PutRecords calls of up to 500 entries, retrying
-// entries that failed. Records are numbered per partition key in the order
-// they are handed to Kinesis.
+// Put writes n records and returns once each has been written or has
+// failed; it returns the first failure. Records are numbered per partition
+// key in the order Put hands them to the producer, which sends them in
+// parallel PutRecords calls (so a key's records may be stored out of that
+// order).
 func (p *Producer) Put(ctx context.Context, n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for n > 0 {
-		size := min(n, maxPutRecords)
-		batch := make([]Produced, size)
-		for i := range batch {
-			pk := p.keys[p.rr%len(p.keys)]
-			p.rr++
-			p.next[pk]++
-			batch[i] = Produced{PK: pk, N: p.next[pk], Data: pk + ":" + strconv.Itoa(p.next[pk])}
+	prod, err := producer.New(producer.Config{StreamName: p.stream, Client: p.kc})
+	if err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	batch := make([]Produced, 0, n)
+	results := make([]*producer.Result, 0, n)
+	var putErr error
+	for range n {
+		pk := p.keys[p.rr%len(p.keys)]
+		p.rr++
+		p.next[pk]++
+		r := Produced{PK: pk, N: p.next[pk], Data: pk + ":" + strconv.Itoa(p.next[pk])}
+		res, err := prod.Put(ctx, r.PK, []byte(r.Data))
+		if err != nil {
+			putErr = err
+			break
 		}
-		if err := p.putBatch(ctx, batch); err != nil {
-			return err
+		batch = append(batch, r)
+		results = append(results, res)
+	}
+	// Close waits for every outcome (or gives up with ctx, failing the rest).
+	closeErr := prod.Close(ctx)
+	now := time.Now()
+	for i, res := range results {
+		rc, err := res.Wait(context.WithoutCancel(ctx))
+		if err != nil {
+			if putErr == nil {
+				putErr = err
+			}
+			continue
 		}
-		n -= size
+		r := batch[i]
+		r.Shard, r.Seq, r.Time = rc.ShardID, rc.SequenceNumber, now
+		p.records = append(p.records, r)
+	}
+	if putErr == nil {
+		putErr = closeErr
+	}
+	if putErr != nil {
+		return fmt.Errorf("fleet: put records: %w", putErr)
 	}
 	return nil
-}
-
-// putBatch writes batch, retrying failed entries a few times.
-func (p *Producer) putBatch(ctx context.Context, batch []Produced) error {
-	wait := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		entries := make([]ktypes.PutRecordsRequestEntry, len(batch))
-		for i, r := range batch {
-			entries[i] = ktypes.PutRecordsRequestEntry{Data: []byte(r.Data), PartitionKey: aws.String(r.PK)}
-		}
-		out, err := p.kc.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(p.stream), Records: entries})
-		var failed []Produced
-		if err != nil {
-			failed = batch
-		} else {
-			now := time.Now()
-			for i, res := range out.Records {
-				if res.ErrorCode != nil {
-					failed = append(failed, batch[i])
-					continue
-				}
-				r := batch[i]
-				r.Shard, r.Seq, r.Time = aws.ToString(res.ShardId), aws.ToString(res.SequenceNumber), now
-				p.records = append(p.records, r)
-			}
-		}
-		if len(failed) == 0 {
-			return nil
-		}
-		if attempt == 5 {
-			if err == nil {
-				err = fmt.Errorf("%d entries failed", len(failed))
-			}
-			return fmt.Errorf("fleet: put records: %w", err)
-		}
-		batch = failed
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("fleet: put records: %w", ctx.Err())
-		case <-time.After(wait):
-		}
-		wait *= 2
-	}
 }
 
 // Start writes perTick records every interval in the background until Stop.
