@@ -35,6 +35,7 @@ type delivery struct {
 type deliveries struct {
 	mu        sync.Mutex
 	all       []delivery // in the order the processors received them
+	batches   int        // ProcessRecords calls, empty batches included
 	leaseLost int
 	changed   chan struct{}
 }
@@ -56,6 +57,7 @@ type processor struct {
 
 func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInput) error {
 	p.d.mu.Lock()
+	p.d.batches++
 	for _, r := range in.Records {
 		p.d.all = append(p.d.all, delivery{p.worker, in.ShardID, string(r.Data), r.SequenceNumber, r.ApproximateArrivalTimestamp})
 	}
@@ -149,7 +151,17 @@ type replayFleet struct {
 	d      *deliveries
 }
 
+// newReplayFleet creates a stream and starts workers with the given IDs,
+// reading from TRIM_HORIZON.
 func newReplayFleet(t *testing.T, shards int, workers ...string) *replayFleet {
+	t.Helper()
+	f := newReplayStream(t, shards)
+	f.start(nil, workers...)
+	return f
+}
+
+// newReplayStream creates a stream and an application name; no worker runs.
+func newReplayStream(t *testing.T, shards int) *replayFleet {
 	t.Helper()
 	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
 	f := &replayFleet{t: t, kc: kc, stream: testenv.CreateStream(t, kc, shards), app: testenv.UniqueName("replay"), d: newDeliveries()}
@@ -163,14 +175,22 @@ func newReplayFleet(t *testing.T, shards int, workers ...string) *replayFleet {
 		defer cancel()
 		_ = fleet.DeleteTable(ctx, dc, f.app)
 	})
+	return f
+}
+
+// start runs in-process workers until the test ends; configure, if not
+// nil, adjusts their configuration.
+func (f *replayFleet) start(configure func(*worker.Config), workers ...string) {
+	t := f.t
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for _, id := range workers {
-		w, err := worker.New(worker.Config{
+		cfg := worker.Config{
 			StreamName:           f.stream,
 			ApplicationName:      f.app,
 			WorkerID:             id,
-			Kinesis:              kc,
-			DynamoDB:             dc,
+			Kinesis:              f.kc,
+			DynamoDB:             testenv.DynamoDB(t),
 			ProcessorFactory:     func(string) (kcl.RecordProcessor, error) { return &processor{d: f.d, worker: id}, nil },
 			InitialPosition:      kcl.StartAtTrimHorizon(),
 			LeaseDuration:        leaseDuration,
@@ -180,7 +200,11 @@ func newReplayFleet(t *testing.T, shards int, workers ...string) *replayFleet {
 			RetryInitialInterval: 50 * time.Millisecond,
 			ShutdownTimeout:      10 * time.Second,
 			Logger:               log.With("worker", id),
-		})
+		}
+		if configure != nil {
+			configure(&cfg)
+		}
+		w, err := worker.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +221,6 @@ func newReplayFleet(t *testing.T, shards int, workers ...string) *replayFleet {
 			}
 		})
 	}
-	return f
 }
 
 // testLog sends worker logs to the test's log.
@@ -474,4 +497,81 @@ func shardsOf(ds []delivery, recs []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// arrivalsInStream reads the shard from TRIM_HORIZON and returns the
+// arrival time of each record by data.
+func (f *replayFleet) arrivalsInStream(shard string) map[string]time.Time {
+	f.t.Helper()
+	ctx := f.t.Context()
+	it, err := f.kc.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
+		StreamName: aws.String(f.stream), ShardId: aws.String(shard), ShardIteratorType: ktypes.ShardIteratorTypeTrimHorizon,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	out, err := f.kc.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: it.ShardIterator})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	at := map[string]time.Time{}
+	for _, r := range out.Records {
+		at[string(r.Data)] = aws.ToTime(r.ApproximateArrivalTimestamp)
+	}
+	return at
+}
+
+// TestInitialPositionsOfNewLeases: an application starting AT_TIMESTAMP
+// reads the records that arrived from then on, one starting at LATEST only
+// those written after it started reading.
+func TestInitialPositionsOfNewLeases(t *testing.T) {
+	t.Run("AT_TIMESTAMP", func(t *testing.T) {
+		f := newReplayStream(t, 1)
+		old := f.put("old", 10)
+		// A record is read back before the next phase is written, so the two
+		// phases' arrival times are apart.
+		if got := f.arrivalsInStream("shardId-000000000000"); len(got) != len(old) {
+			t.Fatalf("%d records in the stream, want %d", len(got), len(old))
+		}
+		recent := f.put("new", 10)
+		arrived := f.arrivalsInStream("shardId-000000000000")
+		at := arrived[recent[0]]
+		if !arrived[old[len(old)-1]].Before(at) {
+			t.Fatalf("phases overlap in arrival time")
+		}
+		f.start(func(c *worker.Config) { c.InitialPosition = kcl.StartAtTimestamp(at) }, "w1")
+		f.d.waitDeliveredTimes(t, 0, recent, 1)
+		later := f.put("later", 5)
+		f.d.waitDeliveredTimes(t, 0, later, 1)
+		checkReplayed(t, f.d.since(0), at, old, recent)
+	})
+	t.Run("LATEST", func(t *testing.T) {
+		f := newReplayStream(t, 1)
+		old := f.put("old", 10)
+		f.start(func(c *worker.Config) {
+			c.InitialPosition = kcl.StartAtLatest()
+			c.CallProcessorOnEmptyBatches = true // the first (empty) batch shows the reader is reading
+		}, "w1")
+		f.d.waitUntil(t, 30*time.Second, "the first batch", func() (bool, string) {
+			f.d.mu.Lock()
+			defer f.d.mu.Unlock()
+			return f.d.batches > 0, "no batch yet"
+		})
+		recent := f.put("new", 10)
+		f.d.waitDeliveredTimes(t, 0, recent, 1)
+		c := count(f.d.since(0))
+		for _, r := range old {
+			if c[r] > 0 {
+				t.Errorf("record %s, written before the start at LATEST, delivered", r)
+			}
+		}
+		// The processor checkpoints each batch after recording it.
+		f.d.waitUntil(t, 10*time.Second, "a record's checkpoint", func() (bool, string) {
+			l, err := f.store.Get(t.Context(), "shardId-000000000000")
+			if err != nil {
+				return false, err.Error()
+			}
+			return !l.Checkpoint.IsSentinel(), "checkpoint " + l.Checkpoint.String()
+		})
+	})
 }
