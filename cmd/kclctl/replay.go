@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -188,7 +187,18 @@ func checkSequence(ctx context.Context, c *common, kc kinesisAPI, shardID string
 	return nil
 }
 
-var sequencePattern = regexp.MustCompile(`^([0-9]{1,128})(?:/([0-9]{1,18}))?$`)
+// isDigits reports whether s is 1 to maxLen decimal digits.
+func isDigits(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // parsePosition reads a --to value.
 func parsePosition(s string, now time.Time) (lease.ResetPosition, error) {
@@ -199,10 +209,10 @@ func parsePosition(s string, now time.Time) (lease.ResetPosition, error) {
 	case "latest":
 		return lease.ResetToLatest(), nil
 	}
-	if m := sequencePattern.FindStringSubmatch(v); m != nil {
-		pos := kcl.NewSequence(m[1])
-		if m[2] != "" {
-			n, err := strconv.ParseInt(m[2], 10, 64)
+	if seq, sub, hasSub := strings.Cut(v, "/"); isDigits(seq, 128) && (!hasSub || isDigits(sub, 18)) {
+		pos := kcl.NewSequence(seq)
+		if hasSub {
+			n, err := strconv.ParseInt(sub, 10, 64)
 			if err != nil {
 				return lease.ResetPosition{}, err
 			}
