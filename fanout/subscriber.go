@@ -12,7 +12,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/schemas"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go/transport/http/protocol/awsjson"
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/shardline/shardline/kcl"
@@ -324,6 +326,19 @@ func (s *Subscriber) Open(ctx context.Context, shardID string, start StartPositi
 	return r, nil
 }
 
+// ownEventStreamCodec gives one SubscribeToShard call an event-stream codec
+// of its own. The SDK's default awsJson protocol keeps a single codec per
+// client, with unsynchronised scratch state, and uses it from the goroutine
+// of every open event stream: concurrent subscriptions on one client race
+// (aws/smithy-go#714; the race detector reports it). A protocol replaced
+// per call is not shared. A protocol set by the caller (any other type) is
+// left alone.
+func ownEventStreamCodec(o *kinesis.Options) {
+	if _, ok := o.Protocol.(*awsjson.Protocol); ok {
+		o.Protocol = awsjson.New11(schemas.Kinesis_20131202)
+	}
+}
+
 // errNoEvent ends a subscription that sent nothing for EventTimeout.
 var errNoEvent = errors.New("fanout: no event within the event timeout (half-open subscription)")
 
@@ -421,7 +436,7 @@ func (r *subReader) subscribeLoop(ctx context.Context) error {
 			StartingPosition: r.startingPosition(),
 		}
 		callStart := time.Now()
-		out, err := r.s.client.SubscribeToShard(ctx, in)
+		out, err := r.s.client.SubscribeToShard(ctx, in, ownEventStreamCodec)
 		r.observe(ctx, FetchEvent{Op: "SubscribeToShard", Duration: time.Since(callStart), Err: err})
 		if err != nil {
 			if ctx.Err() != nil {

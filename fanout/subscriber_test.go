@@ -629,3 +629,29 @@ func TestSubscriberOpenRefusesBadStart(t *testing.T) {
 		}
 	})
 }
+
+func TestSubscriberReadsShardsConcurrently(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		defer env.close()
+		const other = "shardId-000000000001"
+		env.srv.AddShard(other)
+		want := map[string][]string{efoShard: env.srv.Put(efoShard, 5), other: env.srv.Put(other, 7)}
+		var wg sync.WaitGroup
+		for shard, seqs := range want {
+			r, err := env.sub.Open(t.Context(), shard, StartPosition{Initial: kcl.StartAtTrimHorizon()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			wg.Go(func() {
+				recs, _ := collect(t, r, len(seqs))
+				wantSeqs(t, recs, seqs)
+			})
+		}
+		wg.Wait()
+		if calls := env.srv.Calls(); len(calls) != 2 {
+			t.Fatalf("%d subscribe calls, want one per shard", len(calls))
+		}
+	})
+}

@@ -538,7 +538,8 @@ func (s *Server) registerConsumer(body []byte) (any, error) {
 }
 
 // describeConsumer reports a consumer; a CREATING one becomes ACTIVE and a
-// DELETING one disappears once it has been described in that state.
+// DELETING one disappears once it has been described (or listed) in that
+// state.
 func (s *Server) describeConsumer(body []byte) (any, error) {
 	var in consumerRequest
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -575,6 +576,9 @@ func (s *Server) listConsumers(body []byte) (any, error) {
 		d := c.description(s.streamARN)
 		delete(d, "StreamARN")
 		list = append(list, d)
+		if c.status == "DELETING" {
+			delete(s.consumers, c.name) // gone once seen DELETING
+		}
 	}
 	return map[string]any{"Consumers": list}, nil
 }
