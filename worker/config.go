@@ -75,18 +75,45 @@ type Config struct {
 	FinishedLeaseRetention time.Duration
 
 	// MaxRecords caps the records of one GetRecords call (1 to 10000).
-	// Default 10000.
+	// Default 10000. With FanOut it caps the records of one batch handed to
+	// the processor instead: a larger event is split into several batches,
+	// in order (by default an event, at most 10000 records, is one batch).
 	MaxRecords int
 	// IdleTimeBetweenReads is the pause after a GetRecords call that
 	// returned nothing new. Default 1s (5 calls/s per shard are shared by all
-	// consumers of a stream).
+	// consumers of a stream). Polling only.
 	IdleTimeBetweenReads time.Duration
-	// PrefetchBatches bounds the batches fetched ahead of the processor per
-	// shard. Default 3.
+	// PrefetchBatches bounds the batches fetched (or, with FanOut,
+	// received) ahead of the processor per shard. Default 3. With FanOut a
+	// full queue stops reading the subscription, and Kinesis stops sending.
 	PrefetchBatches int
-	// PrefetchBytes bounds the bytes fetched ahead of the processor per
-	// shard. Default 16 MiB.
+	// PrefetchBytes bounds the bytes fetched (or received) ahead of the
+	// processor per shard. Default 16 MiB.
 	PrefetchBytes int
+
+	// FanOut selects enhanced fan-out: each held shard is read through a
+	// SubscribeToShard subscription of a consumer registered on the stream,
+	// with the shard's 2 MiB/s to itself and records pushed as they arrive,
+	// instead of GetRecords polling, which shares the shard's throughput
+	// with every other polling application. Processors see the same batches,
+	// in the same order, with the same checkpoint and shard-end semantics,
+	// either way. Kinesis must implement fanout.FanOutAPI (a
+	// *kinesis.Client does), and the workers need the IAM permissions for
+	// the consumer calls and SubscribeToShard. Default false: polling.
+	FanOut bool
+	// ConsumerName names the enhanced fan-out consumer. The first worker to
+	// start registers it on the stream, the others (and later runs) reuse
+	// it; it is never deregistered by the worker (fanout.DeregisterConsumer
+	// does that). A stream has at most 20 consumers. Default:
+	// ApplicationName. Fan-out only.
+	ConsumerName string
+	// FanOutEventTimeout is the longest wait for the next event of a
+	// subscription. Kinesis sends one every few seconds even for an idle
+	// shard, so silence means a dead (half-open) connection: the
+	// subscription is replaced, resuming where it stopped. Time the
+	// processor takes does not count. Default 35s; at least 1s. Fan-out
+	// only.
+	FanOutEventTimeout time.Duration
 
 	// RetryInitialInterval is the first wait before a failed batch is
 	// delivered again. Default 200ms.
@@ -166,6 +193,12 @@ func (c *Config) setDefaults() {
 	if c.PrefetchBytes == 0 {
 		c.PrefetchBytes = 16 << 20
 	}
+	if c.ConsumerName == "" {
+		c.ConsumerName = c.ApplicationName
+	}
+	if c.FanOutEventTimeout == 0 {
+		c.FanOutEventTimeout = fanout.DefaultEventTimeout
+	}
 	if c.RetryInitialInterval == 0 {
 		c.RetryInitialInterval = 200 * time.Millisecond
 	}
@@ -236,6 +269,17 @@ func (c *Config) validate() error {
 	}
 	if c.PrefetchBytes < 1<<20 {
 		bad("PrefetchBytes %d is below 1 MiB (one GetRecords call can return 10 MiB)", c.PrefetchBytes)
+	}
+	if c.FanOut {
+		if _, ok := c.Kinesis.(fanout.FanOutAPI); c.Kinesis != nil && !ok {
+			bad("FanOut needs a Kinesis client with the enhanced fan-out calls (fanout.FanOutAPI, as *kinesis.Client has); %T lacks them", c.Kinesis)
+		}
+		if fanout.ValidateConsumerName(c.ConsumerName) != nil {
+			bad("ConsumerName %q (default: ApplicationName) must be 1-128 of a-z A-Z 0-9 _ . -", c.ConsumerName)
+		}
+		if c.FanOutEventTimeout < time.Second {
+			bad("FanOutEventTimeout %v is below 1s", c.FanOutEventTimeout)
+		}
 	}
 	if c.RetryInitialInterval <= 0 || c.RetryMaxInterval < c.RetryInitialInterval {
 		bad("retry intervals %v..%v are not a positive range", c.RetryInitialInterval, c.RetryMaxInterval)

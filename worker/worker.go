@@ -89,25 +89,41 @@ func New(cfg Config) (*Worker, error) {
 		}
 		w.store = ds
 	}
-	src, err := fanout.NewPoller(cfg.Kinesis, fanout.PollerOptions{
-		StreamName:           cfg.StreamName,
-		StreamARN:            cfg.StreamARN,
-		MaxRecords:           cfg.MaxRecords,
-		IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
-		PrefetchBatches:      cfg.PrefetchBatches,
-		PrefetchBytes:        int64(cfg.PrefetchBytes),
-		Logger:               cfg.Logger,
-		Observer:             w.hooks.fetchObserver(),
-		Records: fanout.RecordOptions{
-			DisableDeaggregation: cfg.DisableDeaggregation,
-			Decoder:              cfg.RecordDecoder,
-			Stats:                &w.recordStats,
-		},
-	})
+	records := fanout.RecordOptions{
+		DisableDeaggregation: cfg.DisableDeaggregation,
+		Decoder:              cfg.RecordDecoder,
+		Stats:                &w.recordStats,
+	}
+	var err error
+	if cfg.FanOut {
+		w.source, err = fanout.NewSubscriber(cfg.Kinesis.(fanout.FanOutAPI), fanout.SubscriberOptions{
+			StreamName:      cfg.StreamName,
+			StreamARN:       cfg.StreamARN,
+			ConsumerName:    cfg.ConsumerName,
+			EventTimeout:    cfg.FanOutEventTimeout,
+			MaxBatchRecords: cfg.MaxRecords,
+			PrefetchBatches: cfg.PrefetchBatches,
+			PrefetchBytes:   int64(cfg.PrefetchBytes),
+			Logger:          cfg.Logger,
+			Observer:        w.hooks.fetchObserver(),
+			Records:         records,
+		})
+	} else {
+		w.source, err = fanout.NewPoller(cfg.Kinesis, fanout.PollerOptions{
+			StreamName:           cfg.StreamName,
+			StreamARN:            cfg.StreamARN,
+			MaxRecords:           cfg.MaxRecords,
+			IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
+			PrefetchBatches:      cfg.PrefetchBatches,
+			PrefetchBytes:        int64(cfg.PrefetchBytes),
+			Logger:               cfg.Logger,
+			Observer:             w.hooks.fetchObserver(),
+			Records:              records,
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
-	w.source = src
 	return w, nil
 }
 
@@ -182,6 +198,13 @@ func (w *Worker) start(ctx, base context.Context) error {
 	}
 	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncShards(sctx) }); err != nil {
 		return err
+	}
+	if sub, ok := w.source.(*fanout.Subscriber); ok {
+		// Register (or find) the fan-out consumer now, so that a stream at
+		// its consumer limit stops Run with a clear error.
+		if _, err := sub.Register(sctx); err != nil {
+			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.ConsumerName, err)
+		}
 	}
 	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
 		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts})
