@@ -290,31 +290,35 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 		why[k] = "selected"
 		isNamed[k] = true
 	}
+	// Each walk has its own visited set, so that a shard reached first as
+	// a descendant is still walked through as an ancestor.
 	descendant := make(map[string]bool)
-	walk := func(start string, next func(string) []string, label string, mark map[string]bool) {
-		stack := []string{start}
-		for len(stack) > 0 {
-			k := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			for _, n := range next(k) {
-				if _, seen := why[n]; seen {
-					continue
+	walk := func(starts []string, next map[string][]string, label string, mark map[string]bool) {
+		visited := make(map[string]bool)
+		for _, start := range starts {
+			stack := []string{start}
+			for len(stack) > 0 {
+				k := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				for _, n := range next[k] {
+					if visited[n] {
+						continue
+					}
+					visited[n] = true
+					if _, labelled := why[n]; !labelled {
+						why[n] = label + " " + start
+					}
+					if mark != nil && !isNamed[n] {
+						mark[n] = true
+					}
+					stack = append(stack, n)
 				}
-				why[n] = label + " " + start
-				if mark != nil {
-					mark[n] = true
-				}
-				stack = append(stack, n)
 			}
 		}
 	}
-	for _, k := range named {
-		walk(k, func(k string) []string { return children[k] }, "descendant of", descendant)
-	}
+	walk(named, children, "descendant of", descendant)
 	if req.Position.Initial.Type == kcl.PositionAtTimestamp && !sequence {
-		for _, k := range named {
-			walk(k, func(k string) []string { return parents[k] }, "ancestor of", nil)
-		}
+		walk(named, parents, "ancestor of", nil)
 	}
 
 	var existing map[string]bool

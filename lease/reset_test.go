@@ -344,3 +344,31 @@ func TestLeaseInitialPosition(t *testing.T) {
 		}
 	}
 }
+
+// A merge child's other parent is an ancestor of every shard below the
+// child, even when the child is also a descendant of another named shard.
+func TestPlanResetAncestorThroughAMerge(t *testing.T) {
+	//	a ──┐
+	//	    ├─ b ── d
+	//	q ──┘
+	leases := []lease.Lease{
+		{Key: "a", Checkpoint: kcl.ShardEnd, ChildShardIDs: []string{"b"}},
+		{Key: "q", Checkpoint: kcl.ShardEnd},
+		{Key: "b", Checkpoint: kcl.ShardEnd, ParentShardIDs: []string{"a", "q"}},
+		{Key: "d", Owner: "w1", Checkpoint: kcl.NewSequence("9"), ParentShardIDs: []string{"b"}},
+		{Key: "x", Owner: "w1", Checkpoint: kcl.NewSequence("7")}, // unrelated
+	}
+	at := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	plan, err := lease.PlanReset(leases, lease.ResetRequest{
+		Shards: []string{"a", "d"}, Position: lease.ResetToTimestamp(at), StreamShards: []string{"a", "q", "b", "d", "x"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, skipped := planned(plan)
+	want := []string{"a=AT_TIMESTAMP@10:00:00 (selected)", "q=AT_TIMESTAMP@10:00:00 (ancestor of d)",
+		"b=AT_TIMESTAMP@10:00:00 (descendant of a)", "d=AT_TIMESTAMP@10:00:00 (selected)"}
+	if !slices.Equal(changes, want) || len(skipped) != 0 {
+		t.Errorf("changes:\n got %q\nwant %q\nskipped %q", changes, want, skipped)
+	}
+}
