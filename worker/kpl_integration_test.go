@@ -16,6 +16,7 @@ import (
 
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/kpl"
 	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/producer"
 	"github.com/shardline/shardline/worker"
@@ -94,10 +95,23 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 	if st := p.Stats(); st.Aggregates < 6 || st.AggregatedRecords != n {
 		t.Fatalf("producer stats %+v: want at least 6 aggregates", st)
 	}
-	// And one Kinesis record that looks like an aggregate but is not.
+	// Then, on the first shard: an aggregate holding a user record of the
+	// other shard (as a producer with a stale shard map writes), which
+	// consumers drop, and a Kinesis record that looks like an aggregate but
+	// is not, which they deliver raw.
+	mixed, err := kpl.Marshal([]kpl.Record{
+		{PartitionKey: "x", ExplicitHashKey: "0", Data: []byte("enc:stale-1")},
+		{PartitionKey: "x", ExplicitHashKey: "340282366920938463463374607431768211455", Data: []byte("enc:stale-2")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bad := append([]byte{0xF3, 0x89, 0x9A, 0xC2}, bytes.Repeat([]byte{7}, 40)...)
 	if _, err := kc.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream),
-		Records: []ktypes.PutRecordsRequestEntry{{Data: bad, PartitionKey: aws.String("pk-bad")}}}); err != nil {
+		Records: []ktypes.PutRecordsRequestEntry{
+			{Data: mixed, PartitionKey: aws.String("x"), ExplicitHashKey: aws.String("0")},
+			{Data: bad, PartitionKey: aws.String("pk-bad"), ExplicitHashKey: aws.String("0")},
+		}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -240,7 +254,8 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 	if len(seen) != n || malformed != 1 {
 		t.Errorf("%d distinct records and %d malformed, want %d and 1", len(seen), malformed, n)
 	}
-	if c := w2.RecordCounts(); c.MalformedAggregates != 1 || c.DecodeFailures != 0 || c.Aggregates == 0 {
+	if c := w2.RecordCounts(); c.MalformedAggregates != 1 || c.DroppedAggregates != 1 || c.DroppedUserRecords != 2 ||
+		c.DecodeFailures != 0 || c.Aggregates == 0 {
 		t.Errorf("second worker's record counts %+v", c)
 	}
 }
