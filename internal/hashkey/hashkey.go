@@ -16,9 +16,6 @@ import (
 // Key is a 128-bit hash key.
 type Key struct{ Hi, Lo uint64 }
 
-// Max is the largest hash key, 2^128-1.
-var Max = Key{Hi: ^uint64(0), Lo: ^uint64(0)}
-
 // ErrInvalid is returned by Parse for a string that is not a decimal number
 // from 0 to 2^128-1.
 var ErrInvalid = errors.New("not a decimal hash key from 0 to 2^128-1")
