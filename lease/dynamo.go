@@ -596,7 +596,7 @@ func isThrottled(err error) bool {
 // placeholders for every attribute name and value.
 type update struct {
 	sets, removes []string
-	extraCond     string // ANDed to the fenced condition
+	extraCond     string            // ANDed to the fenced condition
 	names         map[string]string // placeholder -> attribute name
 	placeholders  map[string]string // attribute name -> placeholder
 	values        map[string]types.AttributeValue
