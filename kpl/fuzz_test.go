@@ -29,7 +29,7 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte(magic))
 	f.Add([]byte("plain record"))
-	f.Add(seal([]byte{0x1a, 0x02, 0x08, 0x05}))     // record with an out-of-range key index, no data
+	f.Add(seal([]byte{0x1a, 0x02, 0x08, 0x05}))      // record with an out-of-range key index, no data
 	f.Add(seal([]byte{0x0a, 0x01, 'k', 0x1a, 0x80})) // truncated record length
 
 	f.Fuzz(func(t *testing.T, data []byte) {
