@@ -16,7 +16,10 @@
 // Every flag can also be set through the environment variable named in its
 // help text. With -events FILE the program also appends one JSON line per
 // delivered record and per lifecycle event to FILE; the test harness in
-// internal/fleet reads those lines to check what was delivered.
+// internal/fleet reads those lines to check what was delivered. With
+// -metrics-addr 127.0.0.1:9090 it serves Prometheus metrics (package
+// metrics) on http://127.0.0.1:9090/metrics; port 0 picks a free port, and the
+// log says which.
 package main
 
 import (
@@ -28,6 +31,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -44,6 +49,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
 )
 
@@ -60,6 +66,7 @@ type options struct {
 	checkpointInterval              time.Duration
 	shutdownTimeout                 time.Duration
 	eventsPath                      string
+	metricsAddr                     string
 }
 
 func parseFlags() (options, error) {
@@ -89,6 +96,7 @@ func parseFlags() (options, error) {
 	str(&o.dynamoEndpoint, "dynamodb-endpoint", "SHARDLINE_DYNAMODB_ENDPOINT", "", "DynamoDB endpoint URL (default: AWS)")
 	str(&o.initialPosition, "initial-position", "SHARDLINE_INITIAL_POSITION", "trim_horizon", "where shards without a checkpoint start: trim_horizon or latest")
 	str(&o.eventsPath, "events", "SHARDLINE_EVENTS", "", "append a JSON line per record and lifecycle event to this file")
+	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
 	dur(&o.leaseDuration, "lease-duration", "SHARDLINE_LEASE_DURATION", 10*time.Second, "how long a lease lasts without renewal")
 	dur(&o.idleTime, "idle-time", "SHARDLINE_IDLE_TIME", time.Second, "pause after a read that returned nothing")
 	dur(&o.checkpointInterval, "checkpoint-interval", "SHARDLINE_CHECKPOINT_INTERVAL", 0, "checkpoint at most this often (0: after every batch)")
@@ -141,6 +149,24 @@ func run() int {
 	}
 	defer events.Close()
 
+	// Metrics: the worker feeds them through its hooks; this program, not
+	// the library, decides where they are served.
+	var hooks []worker.Hook
+	if opts.metricsAddr != "" {
+		m, err := metrics.New()
+		if err != nil {
+			log.Error("cannot set up metrics", "err", err)
+			return 1
+		}
+		stop, err := serveMetrics(opts.metricsAddr, m.Handler(), log)
+		if err != nil {
+			log.Error("cannot serve metrics", "err", err)
+			return 1
+		}
+		defer stop()
+		hooks = append(hooks, m)
+	}
+
 	counts := newShardCounts()
 	var workerID string // set once the worker exists; the factory runs later
 	w, err := worker.New(worker.Config{
@@ -154,6 +180,7 @@ func run() int {
 		LeaseDuration:        opts.leaseDuration,
 		IdleTimeBetweenReads: opts.idleTime,
 		Logger:               log,
+		Hooks:                hooks,
 		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
 			return &processor{
 				shardID:            shardID,
@@ -216,6 +243,32 @@ func run() int {
 	counts.print(os.Stdout, workerID)
 	log.Info("consumer stopped", "records", counts.total(), "exit_status", status)
 	return status
+}
+
+// serveMetrics serves h at /metrics on addr until the returned function is
+// called.
+func serveMetrics(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 // newClients makes the Kinesis and DynamoDB clients. Without endpoints they
