@@ -121,8 +121,10 @@ func (s *shardState) run(base context.Context) {
 		}
 		return
 	case outGraceful:
+		s.log.Info("shard stopping for a graceful shutdown: final checkpoint, then release")
 		s.shutdownRequested(dctx)
 	case outHandoff:
+		s.log.Info("shard stopping for a hand-over another worker asked for: final checkpoint, then hand-over")
 		s.shutdownRequested(dctx)
 		if err := s.h.HandOver(dctx); err != nil {
 			s.log.Warn("handing the lease over failed; the requester will take it after its timeout", "err", err)
