@@ -695,7 +695,7 @@ func TestPollerOpenRefusesBadStart(t *testing.T) {
 	for _, start := range []StartPosition{
 		{After: kcl.ShardEnd},
 		{After: kcl.NewSequence("12ab")},
-		{After: kcl.ExtendedSequenceNumber{SequenceNumber: "12", SubSequenceNumber: -1}},
+		{After: kcl.ExtendedSequenceNumber{SequenceNumber: "12", SubSequenceNumber: -2}},
 	} {
 		if _, err := p.Open(t.Context(), fakeShardID, start); !errors.Is(err, kcl.ErrInvalidCheckpoint) {
 			t.Errorf("Open(%+v) = %v, want kcl.ErrInvalidCheckpoint", start, err)
