@@ -20,6 +20,13 @@
 // -metrics-addr 127.0.0.1:9090 it serves Prometheus metrics (package
 // metrics) on http://127.0.0.1:9090/metrics; port 0 picks a free port, and the
 // log says which.
+//
+// With -fanout it reads by enhanced fan-out (a consumer named after -app is
+// registered on the stream). kinesis-mock needs -emulator-fanout-shim too, a
+// test-only wrapper for an event the emulator omits:
+//
+//	go run ./examples/consumer -stream orders -app orders-counter -fanout -emulator-fanout-shim \
+//	    -kinesis-endpoint http://127.0.0.1:4568 -dynamodb-endpoint http://127.0.0.1:8000
 package main
 
 import (
@@ -36,6 +43,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +56,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
@@ -67,6 +76,7 @@ type options struct {
 	shutdownTimeout                 time.Duration
 	eventsPath                      string
 	metricsAddr                     string
+	fanOut, emulatorFanOutShim      bool
 }
 
 func parseFlags() (options, error) {
@@ -97,6 +107,20 @@ func parseFlags() (options, error) {
 	str(&o.initialPosition, "initial-position", "SHARDLINE_INITIAL_POSITION", "trim_horizon", "where shards without a checkpoint start: trim_horizon or latest")
 	str(&o.eventsPath, "events", "SHARDLINE_EVENTS", "", "append a JSON line per record and lifecycle event to this file")
 	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
+	boolean := func(p *bool, name, env, help string) {
+		def := false
+		if v := os.Getenv(env); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%s: %w", env, err))
+			}
+			def = b
+		}
+		fs.BoolVar(p, name, def, help+" (env "+env+")")
+	}
+	boolean(&o.fanOut, "fanout", "SHARDLINE_FANOUT", "read by enhanced fan-out (SubscribeToShard) instead of polling")
+	boolean(&o.emulatorFanOutShim, "emulator-fanout-shim", "SHARDLINE_EMULATOR_FANOUT_SHIM",
+		"kinesis-mock only, with -fanout: add the initial-response event the emulator omits (test-only client wrapper; needs -kinesis-endpoint)")
 	dur(&o.leaseDuration, "lease-duration", "SHARDLINE_LEASE_DURATION", 10*time.Second, "how long a lease lasts without renewal")
 	dur(&o.idleTime, "idle-time", "SHARDLINE_IDLE_TIME", time.Second, "pause after a read that returned nothing")
 	dur(&o.checkpointInterval, "checkpoint-interval", "SHARDLINE_CHECKPOINT_INTERVAL", 0, "checkpoint at most this often (0: after every batch)")
@@ -109,6 +133,9 @@ func parseFlags() (options, error) {
 	}
 	if o.stream == "" || o.app == "" {
 		return o, errors.New("-stream and -app are required")
+	}
+	if o.emulatorFanOutShim && o.kinesisEndpoint == "" {
+		return o, errors.New("-emulator-fanout-shim is for kinesis-mock only: it needs -kinesis-endpoint")
 	}
 	return o, nil
 }
@@ -179,6 +206,7 @@ func run() int {
 		InitialPosition:      initial,
 		LeaseDuration:        opts.leaseDuration,
 		IdleTimeBetweenReads: opts.idleTime,
+		FanOut:               opts.fanOut,
 		Logger:               log,
 		Hooks:                hooks,
 		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
@@ -294,6 +322,12 @@ func newClients(ctx context.Context, opts options) (*kinesis.Client, *dynamodb.C
 	kc := kinesis.NewFromConfig(cfg, func(o *kinesis.Options) {
 		if opts.kinesisEndpoint != "" {
 			o.BaseEndpoint = aws.String(opts.kinesisEndpoint)
+		}
+		if opts.emulatorFanOutShim {
+			// Test-only: kinesis-mock omits the initial-response event of
+			// SubscribeToShard. Never on the way to real Kinesis (parseFlags
+			// refuses it without -kinesis-endpoint).
+			o.HTTPClient = &efotest.InitialResponseClient{Next: o.HTTPClient}
 		}
 	})
 	dc := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
