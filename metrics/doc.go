@@ -19,7 +19,8 @@
 // has a random suffix, so every restart would start new series. Per-shard
 // metrics add shard; a worker only has series for the shards it processes
 // now (they are removed when its consumer of a shard stops), so their number
-// is at most the stream's open shard count. The other labels take the few
+// is bounded by the stream's shard count: the open shards, and closed ones
+// whose records are still being processed. The other labels take the few
 // values listed below.
 //
 // # Metrics
@@ -136,8 +137,8 @@
 //     stopped; reason is "lease_lost", "shutdown" (graceful stop), "handoff",
 //     "shard_end", "stopped" (hard stop) or "error".
 //
-// Counters and gauges without a shard label exist at zero from the worker's
-// start, so rate() and alerts see them before the first event. The
+// Counters and gauges without a shard or op label exist at zero from the
+// worker's start, so rate() and alerts see them before the first event. The
 // dashboards/shardline.json Grafana dashboard in the repository uses these
 // metrics.
 package metrics
