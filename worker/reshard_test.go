@@ -29,17 +29,18 @@ type keyDelivery struct {
 type keyLog struct {
 	mu     sync.Mutex
 	all    []keyDelivery
-	ended  map[string][]string // shard -> children passed to ShardEnded
+	ended  map[string][]string  // shard -> children passed to ShardEnded
+	endAt  map[string]time.Time // shard -> when ShardEnded was called
 	holds  map[string]chan struct{}
 	killed map[string]bool // workers whose deliveries no longer count
 }
 
 func newKeyLog() *keyLog {
-	return &keyLog{ended: map[string][]string{}, holds: map[string]chan struct{}{}, killed: map[string]bool{}}
+	return &keyLog{ended: map[string][]string{}, endAt: map[string]time.Time{}, holds: map[string]chan struct{}{}, killed: map[string]bool{}}
 }
 
-// hold makes the first batch of shard wait until the returned function is
-// called.
+// hold makes every batch of shard from now on wait until the returned
+// function is called.
 func (k *keyLog) hold(shard string) func() {
 	ch := make(chan struct{})
 	k.mu.Lock()
@@ -91,6 +92,7 @@ func (p *keyProc) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInput
 func (p *keyProc) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) error {
 	p.k.mu.Lock()
 	p.k.ended[in.ShardID] = slices.Clone(in.ChildShardIDs)
+	p.k.endAt[in.ShardID] = time.Now()
 	p.k.mu.Unlock()
 	return in.Checkpointer.Checkpoint(ctx)
 }

@@ -350,10 +350,10 @@ func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome
 }
 
 // shardEnded finishes a closed shard. The children the read reported are
-// completed from the stream's listing (a reader may report none); the
-// processor (or the worker) stores SHARD_END; the children are recorded on
-// the lease; children waiting in this worker are woken; the children's
-// leases are created at once, starting at TRIM_HORIZON.
+// completed from the stream's listing (a reader may report none) and
+// recorded on the lease; the processor (or the worker) stores SHARD_END;
+// children waiting in this worker are woken; the children's leases are
+// created at once, starting at TRIM_HORIZON.
 func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) outcome {
 	shards, err := s.w.listShards(ctx)
 	if err != nil {
@@ -361,6 +361,13 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 		shards = nil
 	}
 	children = mergeIDs(children, childrenInListing(shards, s.id))
+	if len(children) > 0 {
+		// Recorded before SHARD_END, so a finished lease always names its
+		// children, even if this worker dies right after.
+		if _, err := s.h.UpdateShardInfo(ctx, func(l *lease.Lease) { l.ChildShardIDs = mergeIDs(l.ChildShardIDs, children) }); err != nil {
+			s.log.Warn("recording child shards on the lease failed", "err", err)
+		}
+	}
 	s.cp.SetDelivered(kcl.ShardEnd)
 	err = s.retry(ctx, ctx, "shard end", func(int) error {
 		if se, ok := s.proc.(kcl.ShardEndedHandler); ok {
@@ -378,16 +385,10 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 		return s.classify(ctx)
 	}
 	s.log.Info("shard ended", "children", children)
-	// SHARD_END is stored: what follows needs no lease, and must not be cut
-	// short by the loss of this one.
+	// SHARD_END is stored: creating the children's leases needs no lease,
+	// and must not be cut short by the loss of this one.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.w.cfg.LeaseDuration)
 	defer cancel()
-	if len(children) > 0 {
-		_, err := s.h.UpdateShardInfo(fctx, func(l *lease.Lease) { l.ChildShardIDs = mergeIDs(l.ChildShardIDs, children) })
-		if err != nil {
-			s.log.Warn("recording child shards on the lease failed", "err", err)
-		}
-	}
 	s.w.finishShard(fctx, s.id, shards)
 	return outShardEnd
 }
