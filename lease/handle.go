@@ -154,8 +154,14 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 		return Lease{}, err
 	}
 	cur := h.lease.Clone()
+	left := h.deadlineLocked().Sub(h.m.now())
 	h.smu.Unlock()
 
+	// Past the deadline the write cannot help (the lease is lost here by
+	// then): bound it, so that a call DynamoDB never answers does not hold
+	// the write lock, and every checkpoint waiting for it, beyond the lease.
+	ctx, cancel := context.WithTimeout(ctx, left)
+	defer cancel()
 	sent := h.m.now()
 	nl, err := op(ctx, cur)
 	var ce *ConflictError

@@ -83,7 +83,8 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.store = cfg.LeaseStore
 	if w.store == nil {
-		ds, err := lease.NewDynamoStore(cfg.DynamoDB, cfg.TableName, lease.WithDynamoLogger(cfg.Logger))
+		ds, err := lease.NewDynamoStore(cfg.DynamoDB, cfg.TableName, lease.WithDynamoLogger(cfg.Logger),
+			lease.WithDynamoCallTimeout(cfg.LeaseDuration))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", kcl.ErrInvalidConfig, err)
 		}

@@ -122,8 +122,9 @@ type Config struct {
 	// service and took effect before the response was lost: a conditional
 	// write that the caller believes failed, but which moved the lease.
 	TimeoutApplied float64
-	// HangLimit bounds how long a call hangs during a hanging outage before
-	// it fails with a timeout, like an HTTP client's timeout (default 10s).
+	// HangLimit bounds how long a call that met a hanging outage hangs
+	// before it fails with a timeout, like an HTTP client's timeout
+	// (default 10s).
 	HangLimit time.Duration
 	// Observer, if set, is called after every call (from the calling
 	// goroutine, concurrently).
@@ -192,8 +193,9 @@ type OutageMode int
 const (
 	// Refuse fails every call at once, as with connections refused.
 	Refuse OutageMode = iota + 1
-	// Hang makes every call wait until its context ends, the outage ends or
-	// Config.HangLimit passes, and then fail with a timeout.
+	// Hang makes every call wait until its context ends or Config.HangLimit
+	// passes, and then fail, like a request sent into a network that drops
+	// packets: ending the outage does not rescue calls already hanging.
 	Hang
 )
 
@@ -216,7 +218,6 @@ type injector struct {
 	rngs   map[string]*rand.Rand
 	stats  map[string]*Stats
 	outage OutageMode
-	back   chan struct{} // closed when the outage ends
 }
 
 func newInjector(service string, cfg Config, rates Rates) *injector {
@@ -236,7 +237,7 @@ type decision struct {
 
 // decide draws the fate of the next call of op. It draws the same number of
 // values for every call, so one fault rate does not shift another's draws.
-func (in *injector) decide(op string) (decision, OutageMode, <-chan struct{}) {
+func (in *injector) decide(op string) (decision, OutageMode) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	st := in.stats[op]
@@ -256,7 +257,7 @@ func (in *injector) decide(op string) (decision, OutageMode, <-chan struct{}) {
 	uFault, uDelay, uLatency, uApplied, uVariant := rng.Float64(), rng.Float64(), rng.Float64(), rng.Float64(), rng.Float64()
 	if in.outage != 0 {
 		st.Faults[Unavailable]++
-		return decision{fault: Unavailable}, in.outage, in.back
+		return decision{fault: Unavailable}, in.outage
 	}
 
 	r := in.rates
@@ -285,13 +286,13 @@ func (in *injector) decide(op string) (decision, OutageMode, <-chan struct{}) {
 		d.delay = time.Duration(uDelay * float64(r.Latency))
 	}
 	d.applied = d.fault == Timeout && uApplied < in.cfg.TimeoutApplied
-	return d, 0, nil
+	return d, 0
 }
 
 // call runs one operation through the injector.
 func call[O any](ctx context.Context, in *injector, op string, input any, real func(context.Context) (*O, error)) (out *O, err error) {
 	start := time.Now()
-	d, outage, back := in.decide(op)
+	d, outage := in.decide(op)
 	if in.cfg.Observer != nil {
 		defer func() {
 			in.cfg.Observer(Call{Service: in.service, Op: op, Input: input, Start: start, End: time.Now(),
@@ -307,7 +308,6 @@ func call[O any](ctx context.Context, in *injector, op string, input any, real f
 		select {
 		case <-ctx.Done():
 			return nil, canceledError(in.service, op, ctx)
-		case <-back:
 		case <-t.C:
 		}
 		return nil, timeoutError(in.service, op)
@@ -355,12 +355,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func (in *injector) setOutage(mode OutageMode) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if mode != 0 && in.outage == 0 {
-		in.back = make(chan struct{})
-	}
-	if mode == 0 && in.outage != 0 {
-		close(in.back)
-	}
 	in.outage = mode
 }
 
