@@ -328,6 +328,15 @@ func latencyRun(t *testing.T, cfg worker.Config, putData func(data []byte) error
 	return slices.Clone(lat)
 }
 
+// roundLatency rounds d for a report: to the microsecond below 10ms, else
+// to the millisecond.
+func roundLatency(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
+}
+
 func percentile(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -350,7 +359,7 @@ func TestFanOutLatencyVersusPolling(t *testing.T) {
 			t.Fatalf("%s: %d latencies for %d records", name, len(lat), n)
 		}
 		t.Logf("put->process latency, %s: p50 %v, p99 %v (%d records, one per %v)",
-			name, percentile(lat, 0.50).Round(time.Millisecond), percentile(lat, 0.99).Round(time.Millisecond), n, every)
+			name, roundLatency(percentile(lat, 0.50)), roundLatency(percentile(lat, 0.99)), n, every)
 	}
 	for _, mode := range []struct {
 		name   string
