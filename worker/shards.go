@@ -116,18 +116,19 @@ func (w *Worker) syncShards(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := w.createLeases(ctx, shards); err != nil {
+	leases, err := w.createLeases(ctx, shards)
+	if err != nil {
 		return err
 	}
-	return w.cleanupLeases(ctx, shards)
+	return w.cleanupLeases(ctx, shards, leases)
 }
 
 // createLeases creates the leases due for the given listing of the stream
-// and the lease table as it is now.
-func (w *Worker) createLeases(ctx context.Context, shards []shardNode) error {
+// and the lease table as it is now, and returns the table as read.
+func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.Lease, error) {
 	leases, err := w.store.List(ctx)
 	if err != nil {
-		return fmt.Errorf("shardline: list leases: %w", err)
+		return nil, fmt.Errorf("shardline: list leases: %w", err)
 	}
 	create, gaps := newLineage(shards, leases).plan(w.cfg.InitialPosition)
 	created := 0
@@ -139,7 +140,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) error {
 			if errors.Is(err, lease.ErrConflict) {
 				continue // another worker created it first
 			}
-			return fmt.Errorf("shardline: create lease %s: %w", l.Key, err)
+			return nil, fmt.Errorf("shardline: create lease %s: %w", l.Key, err)
 		}
 		created++
 		w.log.Info("created lease", "shard", l.Key, "start", l.Checkpoint.String(), "parents", l.ParentShardIDs)
@@ -151,7 +152,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) error {
 			w.manager.WakeTaker()
 		}
 	}
-	return nil
+	return leases, nil
 }
 
 // reportGaps logs hash-key ranges that no unfinished lease covers and that
@@ -178,19 +179,17 @@ func (w *Worker) reportGaps(gaps []hashRange) {
 // cleanupLeases deletes the leases of finished shards once every child has
 // progressed past its start and the shard is gone from the stream, or the
 // stream's retention period (at least FinishedLeaseRetention) has passed
-// since this worker first saw it so. Deletes are conditional on the counter
-// read, so a lease that changed meanwhile is kept.
-func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode) error {
+// since this worker first saw it so. leases is the table as read before the
+// sync created any (new leases have not progressed, so they change
+// nothing). Deletes are conditional on the counter read, so a lease that
+// changed meanwhile is kept.
+func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode, leases []lease.Lease) error {
 	if w.cfg.KeepFinishedLeases {
 		return nil
 	}
-	leases, err := w.store.List(ctx)
-	if err != nil {
-		return fmt.Errorf("shardline: list leases: %w", err)
-	}
 	cands := newLineage(shards, leases).cleanable()
 	now := time.Now()
-	var due []lease.Lease
+	var due, listed []lease.Lease
 	w.reshard.mu.Lock()
 	seen := make(map[string]time.Time, len(cands))
 	retention := max(w.reshard.retention, w.cfg.FinishedLeaseRetention)
@@ -205,12 +204,26 @@ func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode) error {
 		}
 		seen[c.Lease.Key] = first
 		if retention > 0 && now.Sub(first) >= retention {
-			due = append(due, c.Lease)
+			listed = append(listed, c.Lease)
 		}
 	}
 	w.reshard.cleanable = seen
 	w.reshard.mu.Unlock()
 
+	if len(listed) > 0 {
+		// The retention period may have been raised since it was read.
+		if err := w.describeStream(ctx); err != nil {
+			return err
+		}
+		w.reshard.mu.Lock()
+		retention = max(w.reshard.retention, w.cfg.FinishedLeaseRetention)
+		for _, l := range listed {
+			if now.Sub(w.reshard.cleanable[l.Key]) >= retention {
+				due = append(due, l)
+			}
+		}
+		w.reshard.mu.Unlock()
+	}
 	for _, l := range due {
 		if err := w.store.Delete(ctx, l); err != nil {
 			if errors.Is(err, lease.ErrConflict) {
@@ -234,7 +247,7 @@ func (w *Worker) finishShard(ctx context.Context, id string, shards []shardNode)
 		shards, err = w.listShards(ctx)
 	}
 	if err == nil {
-		err = w.createLeases(ctx, shards)
+		_, err = w.createLeases(ctx, shards)
 	}
 	if err != nil {
 		w.log.Warn("creating the child leases of a finished shard failed; the next shard sync creates them", "shard", id, "err", err)
