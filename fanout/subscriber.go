@@ -151,8 +151,9 @@ func (o SubscriberOptions) validate() error {
 // start, filtering and shard-end semantics, so the two are interchangeable.
 //
 // The consumer is registered (or found) once per Subscriber, by
-// [Subscriber.Register] or the first Open. It is never deregistered by the
-// Subscriber: see [DeregisterConsumer].
+// [Subscriber.Register] or the first Open; if Kinesis stops knowing it (it
+// was deregistered while in use), it is looked up, and registered, again.
+// It is never deregistered by the Subscriber: see [DeregisterConsumer].
 //
 // A Subscriber is safe for concurrent use.
 type Subscriber struct {
