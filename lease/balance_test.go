@@ -756,9 +756,12 @@ func randomFleet(r *rand.Rand) *fleet {
 // exactly the fewest leases needed. Hand-overs take 0–2 rounds and, as in
 // the manager, a worker waits for at most one at a time.
 func TestPlanTakesFleetProperties(t *testing.T) {
-	const cases = 400
+	cases := uint64(400)
+	if testing.Short() {
+		cases = 100
+	}
 	worst, worstJoin := 0, 0
-	for seed := range uint64(cases) {
+	for seed := range cases {
 		r := rand.New(rand.NewPCG(seed, 0x5eed))
 		f := randomFleet(r)
 		f.maxPending, f.maxDelay = 1, 2

@@ -16,6 +16,11 @@ var ErrExpired = errors.New("lease: not renewed in time")
 // ErrReleased is the cause of a handle given up with Release.
 var ErrReleased = errors.New("lease: released")
 
+// ErrHandoffTimeout is the cause of a lost handle whose holder did not hand
+// the lease over in time after another worker asked for it: the requester
+// takes it.
+var ErrHandoffTimeout = errors.New("lease: not handed over in time")
+
 // Handle is a lease this worker holds. Writes through a handle are
 // serialized, so renewals and checkpoints never race on the counter.
 type Handle struct {
@@ -27,6 +32,7 @@ type Handle struct {
 	smu       sync.Mutex // guards the fields below
 	lease     Lease
 	renewedAt time.Time // when the last successful write was sent
+	handoffBy time.Time // when a requested hand-over must be done; zero if none was requested
 	timer     *time.Timer
 	lost      chan struct{}
 	lostErr   error
@@ -56,6 +62,9 @@ func (h *Handle) HandoffRequested() <-chan struct{} { return h.handoff }
 // Valid reports whether the lease is still held and its renewal deadline has
 // not passed. Check it right before acting on the shard: after a long pause
 // (GC, SIGSTOP) it turns false at once, before the expiry timer has run.
+// After another worker asked for the lease (HandoffRequested), it also turns
+// false once the hand-over timeout is nearly over, before the requester may
+// take the lease.
 func (h *Handle) Valid() bool {
 	h.smu.Lock()
 	defer h.smu.Unlock()
@@ -82,9 +91,24 @@ func (h *Handle) isLost() bool {
 
 // deadline is when this worker must stop acting on the lease: the lease
 // duration after the last successful write was sent, less a safety margin.
-// Other workers cannot consider it expired before that.
+// Other workers cannot consider it expired before that. Once another worker
+// asked for the lease, it is at the latest the hand-over timeout after the
+// last write sent before the request, less the margin: the requester takes
+// the lease when its timeout, started after its request, ends.
 func (h *Handle) deadlineLocked() time.Time {
-	return h.renewedAt.Add(h.m.cfg.LeaseDuration - h.m.margin)
+	d := h.renewedAt.Add(h.m.cfg.LeaseDuration - h.m.margin)
+	if !h.handoffBy.IsZero() && h.handoffBy.Before(d) {
+		return h.handoffBy
+	}
+	return d
+}
+
+// lapsedLocked returns why a handle past its deadline is lost.
+func (h *Handle) lapsedLocked() error {
+	if !h.handoffBy.IsZero() && !h.handoffBy.After(h.renewedAt.Add(h.m.cfg.LeaseDuration-h.m.margin)) {
+		return fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrHandoffTimeout)
+	}
+	return fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired)
 }
 
 // armLocked (re)starts the expiry timer. h.smu or the manager's lock that
@@ -106,13 +130,18 @@ func (h *Handle) expire() {
 		// clock runs slower than the timers: wait for the rest.
 		h.armLocked()
 	}
+	cause := h.lapsedLocked()
 	h.smu.Unlock()
 	if !late {
 		return
 	}
-	h.m.log.Warn("lease not renewed in time; stopping the shard", "shard", h.Key())
-	h.m.emit(Event{Kind: EventLost, Key: h.key, Err: ErrExpired})
-	h.markLost(fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired))
+	if errors.Is(cause, ErrHandoffTimeout) {
+		h.m.log.Warn("lease not handed over in time; stopping the shard", "shard", h.Key())
+	} else {
+		h.m.log.Warn("lease not renewed in time; stopping the shard", "shard", h.Key())
+	}
+	h.m.emit(Event{Kind: EventLost, Key: h.key, Err: cause})
+	h.markLost(cause)
 	h.m.forget(h)
 }
 
@@ -147,8 +176,8 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 		return Lease{}, err
 	}
 	if !h.m.now().Before(h.deadlineLocked()) {
+		err := h.lapsedLocked()
 		h.smu.Unlock()
-		err := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired)
 		h.markLost(err)
 		h.m.forget(h)
 		return Lease{}, err
@@ -192,6 +221,11 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 	h.smu.Lock()
 	h.lease = nl
 	if h.lostErr == nil {
+		if nl.HandoffTo != "" && nl.HandoffTo != h.m.cfg.WorkerID && h.handoffBy.IsZero() {
+			// The previous write's result showed no request: it was
+			// applied, and sent, before the request was made.
+			h.handoffBy = h.renewedAt.Add(h.m.cfg.HandoffTimeout - h.m.margin)
+		}
 		h.renewedAt = sent
 		h.armLocked()
 	}

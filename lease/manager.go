@@ -44,7 +44,11 @@ type ManagerConfig struct {
 	Now func() time.Time
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
-	// it anyway. Default: LeaseDuration.
+	// it anyway. Default: LeaseDuration. The owner's handle turns invalid
+	// (lost with ErrHandoffTimeout) once the same time, less the safety
+	// margin, has passed since its last write before the request, so that
+	// it has stopped when the requester takes the lease: give every worker
+	// the same value.
 	HandoffTimeout time.Duration
 }
 
@@ -285,7 +289,8 @@ func (m *Manager) takeLoop(ctx context.Context) {
 	case <-m.takeWakeup:
 	}
 	for {
-		if err := m.takeRound(ctx); err != nil && ctx.Err() == nil {
+		expiry, err := m.takeRound(ctx)
+		if err != nil && ctx.Err() == nil {
 			m.log.Warn("lease taking round failed", "worker", m.cfg.WorkerID, "err", err)
 		}
 		// Jitter the period by up to ±10% so workers do not scan in lockstep.
@@ -293,6 +298,12 @@ func (m *Manager) takeLoop(ctx context.Context) {
 		m.mu.Lock()
 		d += time.Duration((m.rnd.Float64()*0.2 - 0.1) * float64(d))
 		m.mu.Unlock()
+		// Scan again as soon as a lease could expire: a crashed worker's
+		// leases are then taken the lease duration after the last change of
+		// their counters was seen, not up to a period later.
+		if !expiry.IsZero() {
+			d = min(d, max(expiry.Sub(m.now()), m.cfg.TakeInterval/10))
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -306,15 +317,16 @@ func (m *Manager) takeLoop(ctx context.Context) {
 }
 
 // takeRound scans the table, updates what it observed and takes leases
-// according to PlanTakes.
-func (m *Manager) takeRound(ctx context.Context) error {
+// according to PlanTakes. It returns when the next lease held by another
+// worker would expire if its counter stood still (zero if none).
+func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	leases, err := m.store.List(ctx)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	workers, err := m.store.ListWorkers(ctx)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	now := m.now()
 	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}, Stale: map[string]bool{}}
@@ -329,9 +341,11 @@ func (m *Manager) takeRound(ctx context.Context) error {
 			m.observed[l.Key] = o
 		}
 		age := now.Sub(o.at)
-		if l.Owner != "" && age >= m.cfg.LeaseDuration {
-			if h := m.held[l.Key]; h == nil || h.isLost() {
+		if h := m.held[l.Key]; l.Owner != "" && (h == nil || h.isLost()) {
+			if age >= m.cfg.LeaseDuration {
 				view.Expired[l.Key] = true
+			} else if at := o.at.Add(m.cfg.LeaseDuration); expiry.IsZero() || at.Before(expiry) {
+				expiry = at
 			}
 		}
 		// A free lease that the worker PlanTakes names did not take within
@@ -380,7 +394,7 @@ func (m *Manager) takeRound(ctx context.Context) error {
 	for _, l := range plan.Steal {
 		m.requestHandoff(ctx, l)
 	}
-	return nil
+	return expiry, nil
 }
 
 // requestHandoff asks the owner of l to hand it over (a planned move: the
@@ -420,8 +434,8 @@ func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 
 // awaitHandoff polls the requested lease until its owner hands it over (then
 // adopts it), releases it (then takes it), or ignores the request for
-// HandoffTimeout (then takes it anyway: the owner loses it on its next
-// renewal).
+// HandoffTimeout (then takes it anyway: the owner's handle has turned
+// invalid by then, see Handle.Valid).
 func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 	deadline := m.now().Add(m.cfg.HandoffTimeout)
 	t := time.NewTicker(min(100*time.Millisecond, m.cfg.TakeInterval))

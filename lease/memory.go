@@ -1,7 +1,6 @@
 package lease
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -112,16 +111,17 @@ func (s *MemoryStore) EnsureTable(ctx context.Context) error {
 func (s *MemoryStore) List(ctx context.Context) ([]Lease, error) {
 	var out []Lease
 	err := s.run(ctx, "list", "", func() error {
-		out = make([]Lease, 0, len(s.leases))
-		for _, l := range s.leases {
-			out = append(out, l.Clone())
+		// Sorting keys rather than leases keeps large tables cheap.
+		keys := slices.Sorted(maps.Keys(s.leases))
+		out = make([]Lease, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, s.leases[k].Clone())
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(a.Key, b.Key) })
 	return out, nil
 }
 
