@@ -140,16 +140,16 @@ func (h *Handle) expire() {
 	} else {
 		h.m.log.Warn("lease not renewed in time; stopping the shard", "shard", h.Key())
 	}
-	h.m.emit(Event{Kind: EventLost, Key: h.key, Err: cause})
 	h.markLost(cause)
 	h.m.forget(h)
 }
 
-// markLost closes Lost once and records why. It takes only h's own lock.
+// markLost closes Lost once and records why. It takes only h's own lock
+// (and none while it reports the loss).
 func (h *Handle) markLost(err error) {
 	h.smu.Lock()
-	defer h.smu.Unlock()
 	if h.lostErr != nil {
+		h.smu.Unlock()
 		return
 	}
 	h.lostErr = err
@@ -157,6 +157,10 @@ func (h *Handle) markLost(err error) {
 		h.timer.Stop()
 	}
 	close(h.lost)
+	h.smu.Unlock()
+	if !errors.Is(err, ErrReleased) {
+		h.m.emit(Event{Kind: EventLost, Key: h.key, Err: err})
+	}
 }
 
 // write performs one conditional write under the handle's write lock. With
@@ -262,11 +266,6 @@ func (h *Handle) renew(ctx context.Context) {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
 			h.m.log.Info("lease lost to another worker", "shard", h.Key(), "err", err)
-			peer := ""
-			if ce.Current != nil {
-				peer = ce.Current.Owner
-			}
-			h.m.emit(Event{Kind: EventLost, Key: h.key, Peer: peer, Err: err})
 		} else if !errors.Is(err, kcl.ErrLeaseLost) {
 			h.m.log.Warn("lease renewal failed; will retry", "shard", h.Key(), "err", err)
 			h.m.emit(Event{Kind: EventRenewFailed, Key: h.key, Err: err})

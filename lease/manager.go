@@ -33,7 +33,8 @@ type ManagerConfig struct {
 	// Rand seeds tie-breaking; default a random seed.
 	Rand *rand.Rand
 	// OnEvent, if set, is told about lease changes (for metrics). It is
-	// called synchronously and must return quickly.
+	// called synchronously, sometimes with the manager's lock held: it must
+	// return quickly and must not call the Manager or its handles.
 	OnEvent func(Event)
 	// Now is the clock by which the manager times what it observes in the
 	// table and the deadlines of its leases; default time.Now. Only
