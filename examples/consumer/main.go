@@ -56,8 +56,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
+	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
 )
@@ -76,6 +79,7 @@ type options struct {
 	shutdownTimeout                 time.Duration
 	eventsPath                      string
 	metricsAddr                     string
+	faults                          string
 	fanOut, emulatorFanOutShim      bool
 }
 
@@ -106,6 +110,7 @@ func parseFlags() (options, error) {
 	str(&o.dynamoEndpoint, "dynamodb-endpoint", "SHARDLINE_DYNAMODB_ENDPOINT", "", "DynamoDB endpoint URL (default: AWS)")
 	str(&o.initialPosition, "initial-position", "SHARDLINE_INITIAL_POSITION", "trim_horizon", "where shards without a checkpoint start: trim_horizon or latest")
 	str(&o.eventsPath, "events", "SHARDLINE_EVENTS", "", "append a JSON line per record and lifecycle event to this file")
+	str(&o.faults, "faults", "SHARDLINE_FAULTS", "", "test only: inject AWS failures, e.g. seed=1,kinesis=0.05,dynamodb=0.02 (see internal/faults)")
 	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
 	boolean := func(p *bool, name, env, help string) {
 		def := false
@@ -133,6 +138,9 @@ func parseFlags() (options, error) {
 	}
 	if o.stream == "" || o.app == "" {
 		return o, errors.New("-stream and -app are required")
+	}
+	if o.faults != "" && o.fanOut {
+		return o, errors.New("-faults covers polling only, not -fanout")
 	}
 	if o.emulatorFanOutShim && o.kinesisEndpoint == "" {
 		return o, errors.New("-emulator-fanout-shim is for kinesis-mock only: it needs -kinesis-endpoint")
@@ -168,6 +176,12 @@ func run() int {
 		log.Error("cannot configure AWS clients", "err", err)
 		return 1
 	}
+	// Test and chaos runs only: inject the failures real AWS produces.
+	kinesisAPI, dynamoAPI, err := withFaults(kc, dc, opts.faults)
+	if err != nil {
+		log.Error("invalid -faults", "err", err)
+		return 2
+	}
 
 	events, err := openEventLog(opts.eventsPath)
 	if err != nil {
@@ -201,8 +215,8 @@ func run() int {
 		StreamARN:            streamARN(opts.stream),
 		ApplicationName:      opts.app,
 		WorkerID:             opts.workerID,
-		Kinesis:              kc,
-		DynamoDB:             dc,
+		Kinesis:              kinesisAPI,
+		DynamoDB:             dynamoAPI,
 		InitialPosition:      initial,
 		LeaseDuration:        opts.leaseDuration,
 		IdleTimeBetweenReads: opts.idleTime,
@@ -340,6 +354,24 @@ func newClients(ctx context.Context, opts options) (*kinesis.Client, *dynamodb.C
 	return kc, dc, nil
 }
 
+// withFaults returns the clients, wrapped by the fault injector of
+// internal/faults when spec is set.
+func withFaults(kc *kinesis.Client, dc *dynamodb.Client, spec string) (fanout.KinesisAPI, lease.DynamoDBAPI, error) {
+	if spec == "" {
+		return kc, dc, nil
+	}
+	cfg, err := faults.Parse(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := faults.WrapKinesis(kc, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := faults.WrapDynamoDB(dc, cfg)
+	return k, d, err
+}
+
 func streamName(s string) string {
 	if strings.HasPrefix(s, "arn:") {
 		return ""
@@ -363,6 +395,7 @@ type processor struct {
 	counts             *shardCounts
 	events             *eventLog
 	log                *slog.Logger
+	batches            int // ProcessRecords calls so far, numbering the batches in the events file
 }
 
 // The optional lifecycle interfaces this processor implements.
@@ -389,9 +422,10 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 	if len(in.Records) == 0 {
 		return nil
 	}
+	p.batches++
 	for _, r := range in.Records {
 		p.events.Write(event{
-			Type: "record", Worker: p.worker, Shard: p.shardID,
+			Type: "record", Worker: p.worker, Shard: p.shardID, Batch: p.batches,
 			Seq: r.Position().String(), PK: r.PartitionKey, Data: string(r.Data), Attempt: in.Attempt,
 		})
 	}
@@ -514,6 +548,7 @@ type event struct {
 	PK         string   `json:"pk,omitempty"`
 	Data       string   `json:"data,omitempty"`
 	Attempt    int      `json:"attempt,omitempty"`
+	Batch      int      `json:"batch,omitempty"`
 	Checkpoint string   `json:"checkpoint,omitempty"`
 	Position   string   `json:"position,omitempty"`
 	Children   []string `json:"children,omitempty"`

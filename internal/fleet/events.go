@@ -28,18 +28,21 @@ const (
 
 // Event is one line of a consumer's events file.
 type Event struct {
-	Type       string    `json:"type"`
-	Time       time.Time `json:"ts"`
-	Worker     string    `json:"worker"`
-	PID        int       `json:"pid,omitempty"`
-	Shard      string    `json:"shard,omitempty"`
-	Seq        string    `json:"seq,omitempty"`
-	PK         string    `json:"pk,omitempty"`
-	Data       string    `json:"data,omitempty"`
-	Attempt    int       `json:"attempt,omitempty"`
-	Checkpoint string    `json:"checkpoint,omitempty"`
-	Position   string    `json:"position,omitempty"`
-	Children   []string  `json:"children,omitempty"`
+	Type    string    `json:"type"`
+	Time    time.Time `json:"ts"`
+	Worker  string    `json:"worker"`
+	PID     int       `json:"pid,omitempty"`
+	Shard   string    `json:"shard,omitempty"`
+	Seq     string    `json:"seq,omitempty"`
+	PK      string    `json:"pk,omitempty"`
+	Data    string    `json:"data,omitempty"`
+	Attempt int       `json:"attempt,omitempty"`
+	// Batch numbers the ProcessRecords calls of one processor (record
+	// events only), from 1.
+	Batch      int      `json:"batch,omitempty"`
+	Checkpoint string   `json:"checkpoint,omitempty"`
+	Position   string   `json:"position,omitempty"`
+	Children   []string `json:"children,omitempty"`
 
 	// Incarnation numbers the processes that wrote the same file, from 1
 	// (it counts the "start" lines up to this one). It is not in the file.
