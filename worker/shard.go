@@ -389,7 +389,7 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 	// and must not be cut short by the loss of this one.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.w.cfg.LeaseDuration)
 	defer cancel()
-	s.w.finishShard(fctx, s.id, shards)
+	s.w.finishShard(fctx, s.id, children, shards)
 	return outShardEnd
 }
 

@@ -238,13 +238,32 @@ func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode, leases [
 
 // finishShard is called when a shard of this worker reached SHARD_END: it
 // wakes this worker's children waiting for it and creates the leases of its
-// children from the given listing (nil: list the stream now). When that
-// fails, the next shard sync creates them.
-func (w *Worker) finishShard(ctx context.Context, id string, shards []shardNode) {
+// children from the given listing of the stream. If that listing is missing
+// or lacks a child the read reported, the stream is listed again (a few
+// times, briefly apart). When that fails, the next shard sync creates them.
+func (w *Worker) finishShard(ctx context.Context, id string, children []string, shards []shardNode) {
 	w.reshard.ended.notify()
 	var err error
-	if shards == nil {
-		shards, err = w.listShards(ctx)
+	for attempt := 0; shards == nil || !listsAll(shards, children); attempt++ {
+		if attempt == 4 {
+			err = fmt.Errorf("child shards %v not listed by the stream yet", children)
+			break
+		}
+		if attempt > 0 {
+			t := time.NewTimer(time.Duration(attempt) * 200 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				err = ctx.Err()
+			case <-t.C:
+			}
+			if err != nil {
+				break
+			}
+		}
+		if shards, err = w.listShards(ctx); err != nil {
+			break
+		}
 	}
 	if err == nil {
 		_, err = w.createLeases(ctx, shards)
@@ -253,6 +272,16 @@ func (w *Worker) finishShard(ctx context.Context, id string, shards []shardNode)
 		w.log.Warn("creating the child leases of a finished shard failed; the next shard sync creates them", "shard", id, "err", err)
 		w.requestSync()
 	}
+}
+
+// listsAll reports whether every shard of ids is in the listing.
+func listsAll(shards []shardNode, ids []string) bool {
+	for _, id := range ids {
+		if !slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == id }) {
+			return false
+		}
+	}
+	return true
 }
 
 // parentCheckInterval is how often a child waiting for a parent that another
