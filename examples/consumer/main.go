@@ -76,6 +76,7 @@ type options struct {
 	initialPosition                 string
 	leaseDuration, idleTime         time.Duration
 	checkpointInterval              time.Duration
+	work                            time.Duration
 	shutdownTimeout                 time.Duration
 	eventsPath                      string
 	metricsAddr                     string
@@ -128,6 +129,7 @@ func parseFlags() (options, error) {
 		"kinesis-mock only, with -fanout: add the initial-response event the emulator omits (test-only client wrapper; needs -kinesis-endpoint)")
 	dur(&o.leaseDuration, "lease-duration", "SHARDLINE_LEASE_DURATION", 10*time.Second, "how long a lease lasts without renewal")
 	dur(&o.idleTime, "idle-time", "SHARDLINE_IDLE_TIME", time.Second, "pause after a read that returned nothing")
+	dur(&o.work, "work", "SHARDLINE_WORK", 0, "simulated processing time per batch, before its checkpoint")
 	dur(&o.checkpointInterval, "checkpoint-interval", "SHARDLINE_CHECKPOINT_INTERVAL", 0, "checkpoint at most this often (0: after every batch)")
 	dur(&o.shutdownTimeout, "shutdown-timeout", "SHARDLINE_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -228,6 +230,7 @@ func run() int {
 				shardID:            shardID,
 				worker:             workerID,
 				checkpointInterval: opts.checkpointInterval,
+				work:               opts.work,
 				counts:             counts,
 				events:             events,
 				log:                log.With("shard", shardID),
@@ -391,6 +394,7 @@ type processor struct {
 	shardID            string
 	worker             string
 	checkpointInterval time.Duration
+	work               time.Duration
 	lastCheckpoint     time.Time
 	counts             *shardCounts
 	events             *eventLog
@@ -434,6 +438,12 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		return err
 	}
 	p.counts.add(p.shardID, len(in.Records))
+	if p.work > 0 {
+		select { // simulated work; cut short when the lease is lost
+		case <-ctx.Done():
+		case <-time.After(p.work):
+		}
+	}
 
 	if time.Since(p.lastCheckpoint) < p.checkpointInterval {
 		return nil // checkpoint later; a crash until then re-delivers these records
@@ -443,7 +453,8 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		// delivered again after a failover. When the lease is lost the worker
 		// stops this shard by itself.
 		p.log.Warn("checkpoint failed", "err", err)
-		return nil
+		p.events.Write(event{Type: "checkpoint_failed", Worker: p.worker, Shard: p.shardID})
+		return p.events.Flush()
 	}
 	p.checkpointed(in.Checkpointer)
 	p.log.Debug("batch processed", "records", len(in.Records), "millis_behind_latest", in.MillisBehindLatest)

@@ -21,6 +21,7 @@ const (
 	EventRecord            = "record"             // a record was delivered
 	EventInitialize        = "initialize"         // a shard was started at Checkpoint
 	EventCheckpoint        = "checkpoint"         // a checkpoint at Position succeeded
+	EventCheckpointFailed  = "checkpoint_failed"  // a checkpoint in ProcessRecords failed
 	EventLeaseLost         = "lease_lost"         // the shard's lease was lost
 	EventShutdownRequested = "shutdown_requested" // the shard is given up on purpose
 	EventShardEnded        = "shard_ended"        // the shard was read to its end
