@@ -683,11 +683,28 @@ func (f *fleet) minMoves() int {
 	return moves
 }
 
+// quiet reports whether the fleet is settled: by count, see settled; by
+// load, nothing is free or being handed over and the plan is empty.
+func (f *fleet) quiet() bool {
+	if !f.byLoad {
+		return f.settled()
+	}
+	for _, l := range f.leases {
+		if l.HandoffTo != "" && f.isLive[l.Owner] {
+			return false
+		}
+	}
+	if _, free := f.counts(); free > 0 {
+		return false
+	}
+	return len(lease.PlanFleet(f.view(f.live[0]))) == 0
+}
+
 // settle runs rounds until the fleet settles and returns the rounds and
 // moves it took, failing after bound rounds.
 func (f *fleet) settle(t *testing.T, r *rand.Rand, bound int, what string) (rounds, moved int) {
 	t.Helper()
-	for !f.settled() {
+	for !f.quiet() {
 		if rounds == bound {
 			c, free := f.counts()
 			t.Fatalf("%s: not settled after %d rounds: counts %v, %d free", what, rounds, c, free)
@@ -882,4 +899,278 @@ func TestPlanFleetMovesOnlyFromAboveShare(t *testing.T) {
 			t.Errorf("seed %d: a settled fleet gets a plan of %d moves", seed, len(moves))
 		}
 	}
+}
+
+// load returns a view of leases with the given throughputs ("" owner for
+// free), keyed prefix-NN in order.
+func loads(prefix, owner string, tps ...float64) []lease.Lease {
+	out := own(prefix, owner, len(tps))
+	for i, tp := range tps {
+		out[i].Throughput = tp
+	}
+	return out
+}
+
+func TestPlanFleetByLoad(t *testing.T) {
+	type move struct{ key, to string }
+	tests := []struct {
+		name  string
+		view  lease.View
+		want  []move // in key order
+		steal int    // how many of want are steals
+	}{
+		{
+			name: "moves leases until both are in the band",
+			view: lease.View{Self: "a", Leases: loads("a", "a", 10, 10, 10, 10), LiveWorkers: []string{"a", "b"}},
+			// 40 over 2: a at 40, b at 0; each move of 10 evens best.
+			want:  []move{{"a-00", "b"}, {"a-01", "b"}},
+			steal: 2,
+		},
+		{
+			name: "inside the band nothing moves",
+			view: lease.View{Self: "a", Leases: concat(loads("a", "a", 10, 10, 10), loads("b", "b", 10, 10, 5)),
+				LiveWorkers: []string{"a", "b"}},
+			// 30 and 25 around a mean of 27.5: within ±20%.
+		},
+		{
+			name: "a lease heavier than the gap does not move",
+			view: lease.View{Self: "a", Leases: concat(loads("a", "a", 100), loads("b", "b", 1, 1, 1)),
+				LiveWorkers: []string{"a", "b"}},
+			// a is far above the band, but moving its only lease would
+			// just swap the roles.
+		},
+		{
+			name: "moves the lease that best evens the pair",
+			view: lease.View{Self: "b", Leases: concat(loads("a", "a", 40, 25, 5), loads("b", "b", 10)),
+				LiveWorkers: []string{"a", "b"}},
+			// a 70, b 10: gap 60, the 25 leaves 45/35, the 40 leaves 30/50.
+			want:  []move{{"a-01", "b"}},
+			steal: 1,
+		},
+		{
+			name: "free leases go heaviest first to the least loaded",
+			view: lease.View{Self: "a", Leases: concat(loads("a", "a", 50), loads("u", "", 30, 20, 10)),
+				LiveWorkers: []string{"a", "b"}},
+			// 30 → b (0), 20 → b (30 < 50), 10 → a (50 = 50, a holds fewer).
+			want: []move{{"u-00", "b"}, {"u-01", "b"}, {"u-02", "a"}},
+		},
+		{
+			name: "a lease reporting nothing weighs the mean of the others",
+			view: lease.View{Self: "b", Leases: loads("a", "a", 10, 0), LiveWorkers: []string{"a", "b"}},
+			// a-01 weighs 10 too: a at 20, b at 0; either lease evens, the
+			// smaller key goes.
+			want:  []move{{"a-00", "b"}},
+			steal: 1,
+		},
+		{
+			name:  "without reports, leases weigh one each",
+			view:  lease.View{Self: "b", Leases: own("a", "a", 6), LiveWorkers: []string{"a", "b"}},
+			want:  []move{{"a-00", "b"}, {"a-01", "b"}, {"a-02", "b"}},
+			steal: 3,
+		},
+		{
+			name: "a lease being handed over counts for the receiver",
+			view: lease.View{Self: "b", Leases: concat(loads("a", "a", 10, 10), []lease.Lease{handingOver(loads("h", "a", 20)[0], "b")}),
+				LiveWorkers: []string{"a", "b"}},
+			// b already gets 20: 20/20.
+		},
+		{
+			name: "a wider tolerance moves less",
+			view: lease.View{Self: "a", Leases: concat(loads("a", "a", 10, 10, 10, 10), loads("b", "b", 10, 10)),
+				LiveWorkers: []string{"a", "b"}, LoadTolerance: 0.5},
+			// 40 and 20 around 30: within ±50%.
+		},
+		{
+			name: "finished leases weigh nothing",
+			view: lease.View{Self: "a", Leases: concat(loads("a", "a", 10, 10), finishedLoads("f", "b", 50, 50)),
+				LiveWorkers: []string{"a", "b"}},
+			want:  []move{{"a-00", "b"}},
+			steal: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.view.ByLoad = true
+			before := cloneView(tt.view)
+			moves := lease.PlanFleet(tt.view)
+			if !reflect.DeepEqual(tt.view, before) {
+				t.Fatalf("PlanFleet modified its view")
+			}
+			var got []move
+			steals := 0
+			for _, mv := range moves {
+				got = append(got, move{mv.Lease.Key, mv.To})
+				if mv.Steal {
+					steals++
+				}
+			}
+			slices.SortFunc(got, func(a, b move) int {
+				if a.key < b.key {
+					return -1
+				}
+				return 1
+			})
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("moves = %v, want %v", got, tt.want)
+			}
+			if steals != tt.steal {
+				t.Errorf("%d steals, want %d", steals, tt.steal)
+			}
+			// The plan is a fixed point: carried out, it plans nothing more.
+			after := cloneView(tt.view)
+			for i, l := range after.Leases {
+				for _, mv := range moves {
+					if mv.Lease.Key == l.Key {
+						after.Leases[i].Owner, after.Leases[i].HandoffTo = mv.To, ""
+					}
+				}
+			}
+			if again := lease.PlanFleet(after); len(again) != 0 {
+				t.Errorf("after the plan, PlanFleet moves %d more", len(again))
+			}
+		})
+	}
+}
+
+func finishedLoads(prefix, owner string, tps ...float64) []lease.Lease {
+	out := loads(prefix, owner, tps...)
+	for i := range out {
+		out[i].Checkpoint = kcl.ShardEnd
+	}
+	return out
+}
+
+// weights computes lease weights as PlanFleet documents them, for checks
+// independent of its code.
+func weights(f *fleet) map[string]float64 {
+	sum, n := 0.0, 0
+	for _, l := range f.leases {
+		if !l.Finished() && l.Throughput > 0 {
+			sum += l.Throughput
+			n++
+		}
+	}
+	w := map[string]float64{}
+	for k, l := range f.leases {
+		switch {
+		case l.Finished():
+		case n == 0:
+			w[k] = 1
+		case l.Throughput > 0:
+			w[k] = l.Throughput
+		default:
+			w[k] = sum / float64(n)
+		}
+	}
+	return w
+}
+
+// checkLoadSettled checks the contract of a settled load-balanced fleet:
+// every worker within the band around the mean, or else no lease of the
+// most loaded worker lighter than its gap to the least loaded.
+func checkLoadSettled(t *testing.T, f *fleet, tol float64, what string) {
+	t.Helper()
+	w := weights(f)
+	load := map[string]float64{}
+	total := 0.0
+	for _, x := range f.live {
+		load[x] = 0
+	}
+	for k, l := range f.leases {
+		total += w[k]
+		if f.isLive[l.Owner] {
+			load[l.Owner] += w[k]
+		}
+	}
+	mean := total / float64(len(f.live))
+	most, least := f.live[0], f.live[0]
+	for _, x := range f.live {
+		if load[x] > load[most] {
+			most = x
+		}
+		if load[x] < load[least] {
+			least = x
+		}
+	}
+	if load[most] <= mean*(1+tol)+1e-9 && load[least] >= mean*(1-tol)-1e-9 {
+		return
+	}
+	gap := load[most] - load[least]
+	for k, l := range f.leases {
+		if l.Owner == most && !l.Finished() && w[k] < gap-1e-9 {
+			t.Fatalf("%s: settled out of the band (mean %.1f, %s at %.1f, %s at %.1f), yet %s (%.1f) could move",
+				what, mean, most, load[most], least, load[least], k, w[k])
+		}
+	}
+}
+
+// TestPlanFleetByLoadProperties simulates load-balanced fleets from random
+// tables with random throughputs: they settle within a bounded number of
+// rounds into a state that keeps the band contract, stay put once settled,
+// settle again after a join and a leave, and do not flap when the measured
+// loads wobble by a few percent.
+func TestPlanFleetByLoadProperties(t *testing.T) {
+	cases := uint64(300)
+	if testing.Short() {
+		cases = 80
+	}
+	worst, wobbleMoves := 0, 0
+	for seed := range cases {
+		r := rand.New(rand.NewPCG(seed, 0x10ad))
+		f := randomFleet(r)
+		f.byLoad, f.maxPending, f.maxDelay = true, 1, 2
+		base := map[string]float64{}
+		for _, k := range slices.Sorted(maps.Keys(f.leases)) {
+			l := f.leases[k]
+			if r.IntN(10) > 0 {
+				l.Throughput = math.Round(100*math.Exp(r.NormFloat64())*1000) / 1000
+			}
+			f.leases[k] = l
+			base[k] = l.Throughput
+		}
+		what := fmt.Sprintf("seed %d", seed)
+		bound := 3 + (f.maxDelay+1)*(len(f.leases)+1)
+		rounds, _ := f.settle(t, r, bound, what)
+		worst = max(worst, rounds)
+		checkLoadSettled(t, f, lease.DefaultLoadTolerance, what)
+		f.checkStill(t, r, 10, what)
+
+		f.join("new")
+		f.settle(t, r, bound, what+", join")
+		checkLoadSettled(t, f, lease.DefaultLoadTolerance, what+", join")
+		f.checkStill(t, r, 5, what+", join")
+		if len(f.live) > 1 {
+			f.leave(f.live[r.IntN(len(f.live))])
+			f.settle(t, r, bound, what+", leave")
+			checkLoadSettled(t, f, lease.DefaultLoadTolerance, what+", leave")
+		}
+
+		// Measured loads wobble by ±2% round to round: no lease may move
+		// back and forth.
+		movedKeys := map[string]int{}
+		for range 20 {
+			for _, k := range slices.Sorted(maps.Keys(f.leases)) {
+				l := f.leases[k]
+				l.Throughput = base[k] * (1 + 0.04*(r.Float64()-0.5))
+				f.leases[k] = l
+			}
+			owners := map[string]string{}
+			for k, l := range f.leases {
+				owners[k] = l.Owner
+			}
+			f.round(t, r)
+			for k, l := range f.leases {
+				if l.Owner != owners[k] {
+					movedKeys[k]++
+					wobbleMoves++
+				}
+			}
+		}
+		for k, n := range movedKeys {
+			if n > 1 {
+				t.Fatalf("%s: %s moved %d times while loads wobbled by 2%%", what, k, n)
+			}
+		}
+	}
+	t.Logf("%d load-balanced fleets settled in at most %d rounds; %d moves in all under ±2%% wobble", cases, worst, wobbleMoves)
 }

@@ -37,6 +37,7 @@ const (
 	attrEndingHashKey     = "endingHashKey"
 	attrWorkerLeaseNumber = "shardlineWorkerLeases" // presence rows only
 	attrHandoffTo         = "shardlineHandoffTo"
+	attrThroughput        = "shardlineThroughput"
 )
 
 // DynamoStore is the [Store] kept in a DynamoDB table laid out like the
@@ -298,9 +299,15 @@ func (s *DynamoStore) Create(ctx context.Context, l Lease) error {
 	return nil
 }
 
-// Renew increments leaseCounter, conditional on leaseOwner and leaseCounter.
+// Renew increments leaseCounter and writes shardlineThroughput (removed
+// when zero), conditional on leaseOwner and leaseCounter.
 func (s *DynamoStore) Renew(ctx context.Context, l Lease) (Lease, error) {
 	u := newUpdate()
+	if tp := normalizeThroughput(l.Throughput); tp > 0 {
+		u.set(attrThroughput, floatValue(tp))
+	} else {
+		u.remove(attrThroughput)
+	}
 	return s.updateFenced(ctx, "renew", l, true, u)
 }
 
@@ -689,6 +696,12 @@ func numberValue(n int64) types.AttributeValue {
 	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
 }
 
+// floatValue encodes a normalised throughput (at most 16 digits before the
+// point and 3 after it).
+func floatValue(v float64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatFloat(v, 'f', -1, 64)}
+}
+
 // encodeLease returns the item of a normalised lease. Empty strings, sets
 // and state are left out.
 func encodeLease(l Lease) map[string]types.AttributeValue {
@@ -723,6 +736,9 @@ func encodeLease(l Lease) map[string]types.AttributeValue {
 	putString(attrStartingHashKey, l.StartingHashKey)
 	putString(attrEndingHashKey, l.EndingHashKey)
 	putString(attrHandoffTo, l.HandoffTo)
+	if l.Throughput > 0 {
+		item[attrThroughput] = floatValue(l.Throughput)
+	}
 	return item
 }
 
@@ -745,6 +761,7 @@ func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
 		StartingHashKey:              d.str(attrStartingHashKey),
 		EndingHashKey:                d.str(attrEndingHashKey),
 		HandoffTo:                    d.str(attrHandoffTo),
+		Throughput:                   d.float(attrThroughput),
 	}
 	if d.err != nil {
 		return Lease{}, d.err
@@ -836,6 +853,23 @@ func (d *itemDecoder) num(attr string) int64 {
 			d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
 		}
 		return n
+	default:
+		d.fail(attr, v, "N")
+		return 0
+	}
+}
+
+// float reads a number with a fraction; absent or NULL reads as 0.
+func (d *itemDecoder) float(attr string) float64 {
+	switch v := d.item[attr].(type) {
+	case nil, *types.AttributeValueMemberNULL:
+		return 0
+	case *types.AttributeValueMemberN:
+		f, err := strconv.ParseFloat(v.Value, 64)
+		if err != nil && d.err == nil {
+			d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
+		}
+		return f
 	default:
 		d.fail(attr, v, "N")
 		return 0

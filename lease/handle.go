@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -37,6 +38,58 @@ type Handle struct {
 	lost      chan struct{}
 	lostErr   error
 	handoff   chan struct{} // closed when another worker asks for the lease
+
+	// Load measurement (RecordLoad), turned into a rate at each renewal.
+	measuring bool      // RecordLoad was called
+	loadSum   float64   // units recorded since loadSince
+	loadSince time.Time // start of the current measurement
+	rate      float64   // smoothed rate; starts from the stored Throughput
+}
+
+// loadSmoothing is the weight of the newest measurement in the smoothed
+// rate: with renewals every few seconds, a step in load shows fully after
+// a handful of renewals, and one busy batch does not.
+const loadSmoothing = 0.3
+
+// RecordLoad adds n units of work done on the shard (records or bytes: use
+// one unit fleet-wide). Each renewal turns what was recorded since the last
+// one into a per-second rate, smooths it, and stores it as the lease's
+// Throughput, which load-aware balancing (ManagerConfig.BalanceByLoad)
+// weighs. A handle on which RecordLoad is never called leaves the stored
+// Throughput as it is. Safe for concurrent use.
+func (h *Handle) RecordLoad(n float64) {
+	if !(n > 0) || math.IsInf(n, 0) {
+		return
+	}
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if !h.measuring {
+		h.measuring, h.loadSince = true, h.m.now()
+	}
+	h.loadSum += n
+}
+
+// throughput returns the smoothed rate to store with a renewal, and false
+// while nothing was recorded.
+func (h *Handle) throughput() (float64, bool) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if !h.measuring {
+		return 0, false
+	}
+	now := h.m.now()
+	el := now.Sub(h.loadSince)
+	if el < h.m.cfg.RenewInterval/2 {
+		return h.rate, true // too short to measure (a retried write)
+	}
+	r := h.loadSum / el.Seconds()
+	if h.rate == 0 {
+		h.rate = r
+	} else {
+		h.rate = loadSmoothing*r + (1-loadSmoothing)*h.rate
+	}
+	h.loadSum, h.loadSince = 0, now
+	return h.rate, true
 }
 
 // Key returns the lease key (the shard ID).
@@ -261,7 +314,12 @@ func (h *Handle) signalHandoff() {
 }
 
 func (h *Handle) renew(ctx context.Context) {
-	_, err := h.write(ctx, false, h.m.store.Renew)
+	_, err := h.write(ctx, false, func(ctx context.Context, l Lease) (Lease, error) {
+		if tp, ok := h.throughput(); ok {
+			l.Throughput = tp
+		}
+		return h.m.store.Renew(ctx, l)
+	})
 	if err != nil && ctx.Err() == nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) {

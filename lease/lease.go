@@ -68,10 +68,12 @@ type Lease struct {
 	// over (planned move); empty when no hand-over is pending (attribute
 	// shardlineHandoffTo, a Shardline extension).
 	HandoffTo string
-	// Throughput is the load the owner last reported for the shard, in the
-	// unit its worker chose (records or bytes per second), written with every
-	// renewal (attribute shardlineThroughput, a Shardline extension). Zero
-	// when none was reported. Load-aware balancing weighs leases by it.
+	// Throughput is the load the owner last measured on the shard, per
+	// second, in the unit its worker reports (see [Handle.RecordLoad]),
+	// written with every renewal (attribute shardlineThroughput, a Shardline
+	// extension). Zero when none was measured. Stores keep it rounded to
+	// thousandths; negative, NaN and infinite values read as zero.
+	// Load-aware balancing weighs leases by it.
 	Throughput float64
 }
 
@@ -177,7 +179,8 @@ type Store interface {
 	// Create stores a new lease with the given fields (Counter as given,
 	// usually 0). Refused if the key exists.
 	Create(ctx context.Context, l Lease) error
-	// Renew increments the counter; conditional on Owner and Counter.
+	// Renew increments the counter and stores l.Throughput; conditional on
+	// Owner and Counter.
 	Renew(ctx context.Context, l Lease) (Lease, error)
 	// Take sets the owner to newOwner; conditional on Owner and Counter (so it
 	// works on unowned, expired and stolen leases alike). It increments

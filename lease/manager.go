@@ -43,6 +43,15 @@ type ManagerConfig struct {
 	// percent fast or slow, still agree on expiry. Tests inject skewed
 	// clocks here.
 	Now func() time.Time
+	// BalanceByLoad balances the leases' Throughput (what their holders
+	// measure, see Handle.RecordLoad) rather than their number; see
+	// PlanFleet. Off by default. Every worker of the fleet should use the
+	// same setting.
+	BalanceByLoad bool
+	// LoadTolerance is how far, relative to the mean, a worker's load may
+	// stray before leases move (BalanceByLoad only). Default
+	// DefaultLoadTolerance.
+	LoadTolerance float64
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
 	// it anyway. Default: LeaseDuration. The owner's handle turns invalid
@@ -330,7 +339,8 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		return time.Time{}, err
 	}
 	now := m.now()
-	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}, Stale: map[string]bool{}}
+	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}, Stale: map[string]bool{},
+		ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
 
 	m.mu.Lock()
 	seen := make(map[string]bool, len(leases))
@@ -491,7 +501,8 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 
 // install makes nl a held lease whose last write was sent at start.
 func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
-	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{}), handoff: make(chan struct{})}
+	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{}), handoff: make(chan struct{}),
+		loadSince: start, rate: nl.Throughput}
 	m.mu.Lock()
 	if old := m.held[nl.Key]; old != nil {
 		old.markLost(errTakenAgain)

@@ -158,10 +158,11 @@ func (s *MemoryStore) Create(ctx context.Context, l Lease) error {
 	})
 }
 
-// Renew increments the lease's counter if its Owner and Counter are those
-// of l.
+// Renew increments the lease's counter and stores l.Throughput if its Owner
+// and Counter are those of l.
 func (s *MemoryStore) Renew(ctx context.Context, l Lease) (Lease, error) {
-	return s.updateFenced(ctx, "renew", l, true, func(*Lease) {})
+	tp := normalizeThroughput(l.Throughput)
+	return s.updateFenced(ctx, "renew", l, true, func(cur *Lease) { cur.Throughput = tp })
 }
 
 // Take makes newOwner the owner if the lease's Owner and Counter are those

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -73,6 +74,10 @@ type protoFleet struct {
 	requireLost bool
 	// stubborn workers never hand a lease over when asked.
 	stubborn map[string]bool
+	// byLoad makes the managers balance by load; loadOf, when set, gives
+	// the units per second each lease's holder records.
+	byLoad bool
+	loadOf func(key string) float64
 }
 
 func newProtoFleet(t *testing.T, leases int) *protoFleet {
@@ -103,6 +108,7 @@ func (f *protoFleet) start(id string, offset time.Duration, rate float64) *proto
 		Logger:        slog.New(slog.DiscardHandler),
 		Rand:          rand.New(rand.NewPCG(seed, 7)),
 		Now:           w.clock.now,
+		BalanceByLoad: f.byLoad,
 		OnAcquired:    func(h *lease.Handle) { f.acquired(id, h) },
 	})
 	if err := w.m.Start(f.t.Context()); err != nil {
@@ -132,6 +138,19 @@ func (f *protoFleet) acquired(id string, h *lease.Handle) {
 		}
 	}
 	f.byKey[h.Key()] = append(f.byKey[h.Key()], held{worker: id, h: h, at: now})
+	if f.loadOf != nil {
+		rate := f.loadOf(h.Key())
+		go func() {
+			for {
+				select {
+				case <-h.Lost():
+					return
+				case <-time.After(renewInterval / 4):
+					h.RecordLoad(rate * (renewInterval / 4).Seconds())
+				}
+			}
+		}()
+	}
 	if f.stubborn[id] {
 		return
 	}
@@ -521,3 +540,123 @@ func TestProtocolHandoffTimeout(t *testing.T) {
 }
 
 func heldKeysOf(w *protoWorker) []string { return heldKeys(w.m) }
+
+// TestProtocolBalanceByLoad runs managers balancing by load: 3 of 12 shards
+// carry ten times the load of the others. Counting leases alone could put
+// two hot shards on one worker; by load, each worker ends up with one, the
+// measured throughput is in the table, and then nothing moves.
+func TestProtocolBalanceByLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newProtoFleet(t, 12)
+		defer f.closeAll()
+		f.byLoad = true
+		// Spread by count, shards 0, 3, 6 and 9 would go to one worker.
+		hot := map[string]bool{"shard-00000": true, "shard-00003": true, "shard-00006": true}
+		f.loadOf = func(key string) float64 {
+			if hot[key] {
+				return 100
+			}
+			return 10
+		}
+		ws := []*protoWorker{f.start("a", 0, 1), f.start("b", 0, 1), f.start("c", 0, 1)}
+		start := time.Now()
+		hotOn := func() map[string]int {
+			n := map[string]int{}
+			for _, w := range ws {
+				for _, h := range w.m.Held() {
+					if hot[h.Key()] {
+						n[w.id]++
+					}
+				}
+			}
+			return n
+		}
+		// Before any load is measured, leases weigh the same.
+		advance(maxTakePeriod)
+		if n := hotOn(); n["a"] != 3 {
+			t.Fatalf("before measuring, the hot shards are spread %v; the test expects all on a", n)
+		}
+		for {
+			n := hotOn()
+			if n["a"] == 1 && n["b"] == 1 && n["c"] == 1 {
+				break
+			}
+			if time.Since(start) > 10*leaseDuration {
+				t.Fatalf("after %v the hot shards are spread %v, want one per worker", time.Since(start), n)
+			}
+			advance(takeInterval / 4)
+		}
+		t.Logf("one hot shard per worker after %v", time.Since(start))
+		advance(3 * leaseDuration) // the smoothed rates settle
+		ls, err := f.store.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range ls {
+			want := f.loadOf(l.Key)
+			if l.Throughput < want*0.8 || l.Throughput > want*1.2 {
+				t.Errorf("%s: stored throughput %v, want about %v", l.Key, l.Throughput, want)
+			}
+		}
+		f.mu.Lock()
+		n := f.nAcquired
+		f.mu.Unlock()
+		advance(5 * leaseDuration)
+		f.mu.Lock()
+		if f.nAcquired != n {
+			t.Errorf("%d leases moved after balancing by load, want none", f.nAcquired-n)
+		}
+		f.mu.Unlock()
+		if got := hotOn(); got["a"] != 1 || got["b"] != 1 || got["c"] != 1 {
+			t.Errorf("hot shards spread %v after a while, want one per worker", got)
+		}
+		f.check()
+	})
+}
+
+// TestHandleRecordLoad checks what renewals store as Throughput: the
+// stored value untouched while nothing is recorded, then the smoothed rate
+// of what RecordLoad was given, starting from the stored value.
+func TestHandleRecordLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 0)
+		if err := f.store.Create(t.Context(), lease.Lease{Key: "shard-x", Checkpoint: kcl.TrimHorizon, Throughput: 42}); err != nil {
+			t.Fatal(err)
+		}
+		a := f.start("a", nil)
+		defer f.closeAll()
+		advance(maxTakePeriod)
+		hs := a.Held()
+		if len(hs) != 1 {
+			t.Fatalf("a holds %d leases, want 1", len(hs))
+		}
+		h := hs[0]
+		c0 := getLease(t, f.store, "shard-x").Counter
+		advance(3 * renewInterval)
+		if l := getLease(t, f.store, "shard-x"); l.Counter < c0+3 || l.Throughput != 42 {
+			t.Fatalf("after 3 renewals without RecordLoad: counter %d (from %d), Throughput %v; want renewed and 42 kept", l.Counter, c0, l.Throughput)
+		}
+		// 50 units per second, in 10 slices per renewal interval.
+		for i := range 10 {
+			for range 10 {
+				h.RecordLoad(50 * (renewInterval / 10).Seconds())
+				advance(renewInterval / 10)
+			}
+			if i == 1 {
+				// Smoothed from 42: the first rates stored lie between.
+				if tp := getLease(t, f.store, "shard-x").Throughput; tp <= 42 || tp >= 50 {
+					t.Errorf("first measured Throughput %v, want between 42 and 50", tp)
+				}
+			}
+		}
+		if tp := getLease(t, f.store, "shard-x").Throughput; tp < 49 || tp > 51 {
+			t.Errorf("Throughput %v after 10 renewals at 50/s, want about 50", tp)
+		}
+		h.RecordLoad(-1)
+		h.RecordLoad(math.NaN())
+		advance(renewInterval)
+		if tp := getLease(t, f.store, "shard-x").Throughput; tp < 0 || tp > 51 || math.IsNaN(tp) {
+			t.Errorf("Throughput %v after invalid records, want them ignored", tp)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package lease
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -61,7 +62,20 @@ func normalizeLease(l Lease) Lease {
 	if len(l.PendingCheckpointState) == 0 || l.PendingCheckpoint.IsZero() {
 		l.PendingCheckpointState = nil
 	}
+	l.Throughput = normalizeThroughput(l.Throughput)
 	return l
+}
+
+// maxThroughput bounds stored throughputs (DynamoDB numbers hold 38 digits).
+const maxThroughput = 1e15
+
+// normalizeThroughput rounds v to thousandths, and makes negative, NaN and
+// infinite values zero.
+func normalizeThroughput(v float64) float64 {
+	if !(v > 0) || math.IsInf(v, 0) {
+		return 0
+	}
+	return math.Round(min(v, maxThroughput)*1000) / 1000
 }
 
 // normalizeShardSet sorts ids and drops duplicates and empty strings. It

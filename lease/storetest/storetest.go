@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"sync"
 	"testing"
@@ -59,6 +60,7 @@ func Run(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		{"ResetCheckpoint", testResetCheckpoint},
 		{"ResetConflicts", testResetConflicts},
 		{"CheckpointTimestamp", testCheckpointTimestamp},
+		{"Throughput", testThroughput},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +91,7 @@ func full(key string) lease.Lease {
 		ChildShardIDs:                []string{"shardId-000000000003"},
 		StartingHashKey:              "0",
 		EndingHashKey:                "340282366920938463463374607431768211455",
+		Throughput:                   1234.5,
 	}
 }
 
@@ -910,4 +913,61 @@ func testHandoffConflicts(t *testing.T, s lease.Store) {
 	gone.Key = "shard-missing"
 	_, err = s.HandOver(ctx, gone)
 	expectConflictGone(t, err, "handover", "shard-missing")
+}
+
+// testThroughput: Renew stores the lease's throughput (rounded to
+// thousandths, invalid values as zero) and the other writes keep it.
+func testThroughput(t *testing.T, s lease.Store) {
+	ctx := t.Context()
+	l := mustTake(t, s, mustCreate(t, s, fresh("shard-t")), "worker-a")
+	if l.Throughput != 0 {
+		t.Fatalf("new lease has Throughput %v, want 0", l.Throughput)
+	}
+	for _, tc := range []struct {
+		give, want float64
+	}{
+		{1500.25, 1500.25},
+		{0.0004, 0},
+		{2.0 / 3, 0.667},
+		{123456789.1234, 123456789.123},
+		{math.NaN(), 0},
+		{math.Inf(1), 0},
+		{-3, 0},
+		{7, 7},
+	} {
+		l.Throughput = tc.give
+		renewed, err := s.Renew(ctx, l)
+		if err != nil {
+			t.Fatalf("Renew with Throughput %v: %v", tc.give, err)
+		}
+		want := l.Clone()
+		want.Counter++
+		want.Throughput = tc.want
+		equal(t, fmt.Sprintf("renewed with Throughput %v", tc.give), renewed, want)
+		expectStored(t, s, want)
+		l = renewed
+	}
+
+	// Other writes keep the stored value, whatever the lease passed says.
+	l.Throughput = 99
+	l.Checkpoint = kcl.NewSequence("42")
+	cp, err := s.UpdateCheckpoint(ctx, l)
+	if err != nil {
+		t.Fatalf("UpdateCheckpoint: %v", err)
+	}
+	if cp.Throughput != 7 {
+		t.Errorf("after UpdateCheckpoint Throughput = %v, want 7 (kept)", cp.Throughput)
+	}
+	taken := mustTake(t, s, cp, "worker-b")
+	if taken.Throughput != 7 {
+		t.Errorf("after Take Throughput = %v, want 7 (kept)", taken.Throughput)
+	}
+	released, err := s.Release(ctx, taken)
+	if err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if released.Throughput != 7 {
+		t.Errorf("after Release Throughput = %v, want 7 (kept)", released.Throughput)
+	}
+	expectStored(t, s, released)
 }
