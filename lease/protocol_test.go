@@ -660,3 +660,40 @@ func TestHandleRecordLoad(t *testing.T) {
 		}
 	})
 }
+
+// blindStore is a Store whose List fails: a worker that heartbeats but
+// cannot scan the table, so it never takes what the plan gives it.
+type blindStore struct{ lease.Store }
+
+func (blindStore) List(context.Context) ([]lease.Lease, error) {
+	return nil, errors.New("test: scan times out")
+}
+
+// TestProtocolStaleLeaseTakenByAnother checks liveness when the worker the
+// plan names for a free lease does not take it: after a few rounds the lease
+// is stale and another worker below its share takes it.
+func TestProtocolStaleLeaseTakenByAnother(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 1)
+		defer f.closeAll()
+		// With one lease and two empty workers, the plan names a (the
+		// smaller ID); a cannot scan.
+		a := f.start("a", blindStore{f.store})
+		b := f.start("b", nil)
+		start := time.Now()
+		advance(2 * maxTakePeriod)
+		if len(b.Held()) != 0 {
+			t.Fatalf("b took the lease planned for a before it was stale")
+		}
+		for len(b.Held()) == 0 {
+			if time.Since(start) > 6*maxTakePeriod {
+				t.Fatalf("b did not take the stale lease within %v", time.Since(start))
+			}
+			advance(takeInterval / 4)
+		}
+		t.Logf("b took the lease a could not, %v after start", time.Since(start))
+		if len(a.Held()) != 0 {
+			t.Errorf("a holds %v", heldKeys(a))
+		}
+	})
+}
