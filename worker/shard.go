@@ -126,7 +126,7 @@ func (s *shardState) run(base context.Context) {
 	case outHandoff:
 		s.log.Info("shard stopping for a hand-over another worker asked for: final checkpoint, then hand-over")
 		s.shutdownRequested(dctx)
-		if err := s.h.HandOver(dctx); err != nil {
+		if err := s.retryStop(dctx, "hand-over", func() error { return s.h.HandOver(dctx) }); err != nil {
 			s.log.Warn("handing the lease over failed; the requester will take it after its timeout", "err", err)
 		}
 		return
@@ -134,7 +134,7 @@ func (s *shardState) run(base context.Context) {
 		s.log.Info("shard stopped without a final checkpoint (hard stop)")
 	case outShardEnd, outGiveUp:
 	}
-	if err := s.h.Release(dctx); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
+	if err := s.retryStop(dctx, "release", func() error { return s.h.Release(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
 		s.log.Warn("releasing lease failed; it will expire instead", "err", err)
 	}
 }
@@ -154,7 +154,8 @@ func (s *shardState) shutdownRequested(ctx context.Context) {
 		}
 	}
 	if !s.lastProcessed.IsZero() && s.lastProcessed.Compare(s.cp.Last()) > 0 {
-		if err := s.cp.CheckpointAt(ctx, s.lastProcessed); err != nil {
+		err := s.retryStop(ctx, "final checkpoint", func() error { return s.cp.CheckpointAt(ctx, s.lastProcessed) })
+		if err != nil {
 			s.log.Warn("final checkpoint failed", "position", s.lastProcessed, "err", err)
 		} else {
 			s.log.Info("final checkpoint stored", "position", s.lastProcessed)

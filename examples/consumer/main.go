@@ -160,6 +160,11 @@ func run() int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	// Listen for signals first: one that arrives while the program starts
+	// is then a clean stop rather than the default action (dying at once).
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
 
 	var initial kcl.InitialPosition
 	switch strings.ToLower(opts.initialPosition) {
@@ -252,10 +257,6 @@ func run() int {
 	defer cancelRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- w.Run(runCtx) }()
-
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(signals)
 
 	status := 0
 	select {

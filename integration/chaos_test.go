@@ -1,0 +1,198 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shardline/shardline/internal/fleet"
+)
+
+// Chaos settings. The short run is part of every `go test`; `make chaos`
+// sets SHARDLINE_CHAOS_DURATION for a long one.
+const (
+	chaosShards       = 8
+	chaosShortRun     = 40 * time.Second
+	chaosShortWorkers = 3
+	chaosLongWorkers  = 4
+	// chaosFaults are injected into every worker's AWS calls (see
+	// internal/faults); %d is a per-process seed.
+	chaosFaults = "seed=%d,kinesis=0.05,dynamodb=0.02,latency=20ms,latency-rate=0.2,timeout-delay=200ms"
+)
+
+// TestChaos runs worker processes of the example consumer on eight shards
+// while a producer writes numbered records per partition key, kills
+// (SIGKILL) or stops (SIGTERM) a random worker every few seconds and
+// restarts it shortly after, with throttling, 5xx, timeouts, expired
+// iterators and latency injected into the workers' AWS calls. Then it checks
+// what the processors saw: nothing lost, nothing out of order within a
+// shard, every duplicate after the shard's last checkpoint and explained by
+// a failover (a kill or a lost lease, never a clean hand-over), no worker
+// dying on its own; and it reports failover and hand-over times.
+//
+// SHARDLINE_CHAOS_DURATION (e.g. 4m) makes it a long run with four workers;
+// SHARDLINE_CHAOS_SEED picks another sequence of disruptions and faults.
+func TestChaos(t *testing.T) {
+	run, n := chaosShortRun, chaosShortWorkers
+	if v := os.Getenv("SHARDLINE_CHAOS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SHARDLINE_CHAOS_DURATION: %v", err)
+		}
+		run, n = d, chaosLongWorkers
+	}
+	seed := uint64(1)
+	if v := os.Getenv("SHARDLINE_CHAOS_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("SHARDLINE_CHAOS_SEED: %v", err)
+		}
+		seed = s
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5ead))
+	t.Logf("chaos for %v with %d workers, seed %d", run, n, seed)
+
+	e := setup(t, chaosShards, 0) // checkpoint after every batch
+	ctx, cancel := context.WithTimeout(context.Background(), run+3*time.Minute)
+	defer cancel()
+
+	var ids []string
+	for i := 1; i <= n; i++ {
+		ids = append(ids, "w"+strconv.Itoa(i))
+	}
+	starts := 0
+	start := func(id string) {
+		starts++
+		t.Setenv("SHARDLINE_FAULTS", fmt.Sprintf(chaosFaults, seed*1000+uint64(starts)))
+		e.start(id)
+	}
+
+	e.prod.Start(100*time.Millisecond, 8) // 80 records/s, 10 per shard
+	for _, id := range ids {
+		start(id)
+	}
+	e.waitBalanced(ctx, ids, 1)
+
+	var ds []fleet.Disruption
+	down := map[string]time.Time{} // stopped worker -> when to restart it
+	began := time.Now()
+	for time.Since(began) < run {
+		pause := time.NewTimer(2*time.Second + time.Duration(rng.Int64N(int64(2*time.Second))))
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-pause.C:
+		}
+		for _, id := range ids {
+			if at, ok := down[id]; ok {
+				if time.Now().After(at) {
+					start(id)
+					delete(down, id)
+				}
+				continue
+			}
+			if p := e.fleet.Process(id); !p.Running() {
+				t.Fatalf("worker %s (pid %d) died on its own: %v", id, p.PID, p.ExitErr())
+			}
+		}
+		if len(down) >= n/2 {
+			continue // keep most workers up
+		}
+		var up []string
+		for _, id := range ids {
+			// Not a process that has just started: a signal during the Go
+			// runtime's start-up, before the program listens, kills it.
+			if _, ok := down[id]; !ok && time.Since(e.fleet.Process(id).Started) > time.Second {
+				up = append(up, id)
+			}
+		}
+		if len(up) == 0 {
+			continue
+		}
+		victim := up[rng.IntN(len(up))]
+		p := e.fleet.Process(victim)
+		if rng.Float64() < 0.75 {
+			at, err := p.Kill()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, fleet.Disruption{Worker: victim, Kind: fleet.Kill, At: at})
+		} else {
+			at, err := p.Terminate(ctx)
+			if err != nil {
+				t.Errorf("graceful stop of %s: %v", victim, err)
+			}
+			ds = append(ds, fleet.Disruption{Worker: victim, Kind: fleet.Terminate, At: at})
+		}
+		down[victim] = time.Now().Add(time.Second + time.Duration(rng.Int64N(int64(3*time.Second))))
+	}
+	for _, id := range ids {
+		if _, ok := down[id]; ok {
+			start(id)
+		}
+	}
+	elapsed := time.Since(began)
+	if err := e.prod.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
+	defer dcancel()
+	e.waitDelivered(dctx)
+
+	r := e.report(ctx)
+	f := fleet.Chaos(e.events(), r, ds, 15*time.Second)
+	table := fleet.ChaosTable(r, f, ds, elapsed)
+	t.Logf("chaos figures:\n%s", table)
+	if path := os.Getenv("SHARDLINE_CHAOS_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := r.Err(); err != nil {
+		t.Error(err)
+	}
+	if err := f.Err(); err != nil {
+		t.Error(err)
+	}
+	if len(r.Lost) > 0 || r.Distinct != r.Produced {
+		t.Errorf("%d of %d records delivered", r.Distinct, r.Produced)
+	}
+	if !slices.ContainsFunc(ds, func(d fleet.Disruption) bool { return d.Kind == fleet.Kill }) || len(f.Failovers) == 0 {
+		t.Errorf("no failover measured (%d disruptions)", len(ds))
+	}
+	// The planned moves during the run: joins after restarts get their
+	// share by hand-over; a graceful stop releases.
+	if len(f.Handoffs)+len(f.Releases) == 0 {
+		t.Errorf("no planned move measured")
+	}
+	// Failover: a survivor takes a dead worker's lease once it has seen the
+	// lease's counter stand still for a lease duration, scanning every take
+	// interval; with faults, a scan or a take may fail and be retried a
+	// take interval later. Bound: twice the lease duration.
+	if m := fleet.Max(f.Failovers); m > 2*leaseDuration {
+		t.Errorf("slowest failover %v, want at most %v", m, 2*leaseDuration)
+	}
+	// Every process still running stops cleanly.
+	for _, id := range ids {
+		if _, err := e.fleet.Process(id).Terminate(ctx); err != nil {
+			t.Errorf("final graceful stop of %s: %v", id, err)
+		}
+	}
+	panics := 0
+	for _, id := range e.fleet.IDs() {
+		b, err := os.ReadFile(e.fleet.LogPath(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		panics += bytes.Count(b, []byte("panic:"))
+	}
+	if panics > 0 {
+		t.Errorf("%d panics in the worker logs", panics)
+	}
+}
