@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export SHARDLINE_REQUIRE_EMULATORS ?= 1
 
-.PHONY: all deps emulators emulators-stop test test-unit vet demo bench clean
+.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos clean
 
 all: test
 
@@ -37,6 +37,19 @@ test: deps vet
 	scripts/emulators.sh restart
 	set -o pipefail; status=0; \
 	$(GO) test -race -count=1 -timeout 12m ./... 2>&1 | tee .run/test.log || status=$$?; \
+	scripts/emulators.sh stop; \
+	exit $$status
+
+# The long chaos run (TestChaos in integration/): four worker processes on
+# eight shards, a random SIGKILL or SIGTERM and restart every few seconds for
+# CHAOS_DURATION, with AWS faults injected, then the delivery check and a
+# table of figures (also in .run/chaos.txt). `make test` runs a 40 s variant.
+CHAOS_DURATION ?= 4m
+chaos: deps
+	scripts/emulators.sh restart
+	mkdir -p .run; status=0; \
+	SHARDLINE_CHAOS_DURATION=$(CHAOS_DURATION) SHARDLINE_CHAOS_REPORT=$(CURDIR)/.run/chaos.txt \
+	$(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./integration || status=$$?; \
 	scripts/emulators.sh stop; \
 	exit $$status
 
