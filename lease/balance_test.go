@@ -770,8 +770,9 @@ func randomFleet(r *rand.Rand) *fleet {
 // and checks that they settle within a bounded number of rounds, that no
 // lease is granted twice from one view, that a settled fleet stays put over
 // many rounds, and that a worker joining or leaving a settled fleet moves
-// exactly the fewest leases needed. Hand-overs take 0–2 rounds and, as in
-// the manager, a worker waits for at most one at a time.
+// exactly the fewest leases needed. Hand-overs take 0–2 rounds and a worker
+// waits for at most one at a time (the manager's MaxPendingHandoffs at its
+// slowest).
 func TestPlanTakesFleetProperties(t *testing.T) {
 	cases := uint64(400)
 	if testing.Short() {

@@ -52,6 +52,11 @@ type ManagerConfig struct {
 	// stray before leases move (BalanceByLoad only). Default
 	// DefaultLoadTolerance.
 	LoadTolerance float64
+	// MaxPendingHandoffs caps the hand-overs a worker asks for at once (to
+	// different owners, or several leases of one); default 8. The plan
+	// counts a requested lease as the requester's already, so a larger cap
+	// only makes a joining worker reach its share in fewer rounds.
+	MaxPendingHandoffs int
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
 	// it anyway. Default: LeaseDuration. The owner's handle turns invalid
@@ -87,14 +92,14 @@ type Manager struct {
 	// others plan without this worker.
 	withdrawn, rowGone bool
 
-	wg             sync.WaitGroup
-	hwg            sync.WaitGroup // hand-over waiters, joined by StopTaking
-	pendingHandoff string         // lease key of the pending hand-over request
-	stopRenew      context.CancelFunc
-	stopTake       context.CancelFunc
-	takeDone       chan struct{}
-	renewDone      chan struct{}
-	takeWakeup     chan struct{}
+	wg              sync.WaitGroup
+	hwg             sync.WaitGroup // hand-over waiters, joined by StopTaking
+	pendingHandoffs int            // hand-over requests being waited for
+	stopRenew       context.CancelFunc
+	stopTake        context.CancelFunc
+	takeDone        chan struct{}
+	renewDone       chan struct{}
+	takeWakeup      chan struct{}
 }
 
 // Causes of handles lost without a refused write. Both match
@@ -126,6 +131,9 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxPendingHandoffs <= 0 {
+		cfg.MaxPendingHandoffs = 8
 	}
 	return &Manager{
 		cfg:        cfg,
@@ -410,19 +418,19 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 
 // requestHandoff asks the owner of l to hand it over (a planned move: the
 // owner finishes its batch and checkpoints first, so nothing is processed
-// twice) and starts a goroutine that waits for the hand-over. At most one
-// request is pending per worker.
+// twice) and starts a goroutine that waits for the hand-over. At most
+// MaxPendingHandoffs requests are pending per worker.
 func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 	m.mu.Lock()
-	if m.pendingHandoff != "" {
+	if m.pendingHandoffs >= m.cfg.MaxPendingHandoffs {
 		m.mu.Unlock()
 		return
 	}
-	m.pendingHandoff = l.Key
+	m.pendingHandoffs++
 	m.mu.Unlock()
 	done := func() {
 		m.mu.Lock()
-		m.pendingHandoff = ""
+		m.pendingHandoffs--
 		m.mu.Unlock()
 	}
 	req, err := m.store.RequestHandoff(ctx, l, m.cfg.WorkerID)

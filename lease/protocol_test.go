@@ -697,3 +697,34 @@ func TestProtocolStaleLeaseTakenByAnother(t *testing.T) {
 		}
 	})
 }
+
+// TestProtocolJoinLargeFleet adds a worker to a balanced large fleet and
+// measures how long the hand-overs that give it its share take. Only the
+// leases it needs move.
+func TestProtocolJoinLargeFleet(t *testing.T) {
+	nw, nl := fleetSize()
+	synctest.Test(t, func(t *testing.T) {
+		f := newProtoFleet(t, nl)
+		defer f.closeAll()
+		var ws []*protoWorker
+		for i := range nw {
+			ws = append(ws, f.start(fmt.Sprintf("w%03d", i), 0, 1))
+		}
+		converge(t, ws, nl, 10*takeInterval, "start")
+		f.mu.Lock()
+		before := f.nAcquired
+		f.mu.Unlock()
+		ws = append(ws, f.start("w999", 0, 1))
+		took := converge(t, ws, nl, 200*takeInterval, "join")
+		f.mu.Lock()
+		moved := f.nAcquired - before
+		f.mu.Unlock()
+		want := nl / len(ws) // the newcomer's share; nobody else moves
+		t.Logf("a worker joining %d workers × %d leases got its %d leases after %v (%.1f take intervals)",
+			nw, nl, moved, took, float64(took)/float64(takeInterval))
+		if moved != want {
+			t.Errorf("%d leases moved for a join, want the newcomer's share %d", moved, want)
+		}
+		f.check()
+	})
+}
