@@ -147,6 +147,13 @@ type Config struct {
 	// Default 30s. (Shutdown's own context bounds a Shutdown call.)
 	ShutdownTimeout time.Duration
 
+	// BalanceByLoad balances the fleet by the records per second each shard
+	// carries (measured by its holder and stored on the lease at renewal)
+	// instead of by the number of shards, as the Java KCL 3.x does with
+	// throughput. Off by default; every worker of an application should use
+	// the same setting.
+	BalanceByLoad bool
+
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
 

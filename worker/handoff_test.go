@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 
@@ -186,4 +188,56 @@ func TestPlannedHandoffHasNoDuplicates(t *testing.T) {
 	sort.Slice(idle, func(i, j int) bool { return idle[i] < idle[j] })
 	t.Logf("produced %d, delivered %d, duplicates %d; join-to-balanced %v; hand-over idle per moved shard %v",
 		n, len(all), dups, time.Since(joined).Round(time.Millisecond), idle)
+}
+
+// With BalanceByLoad, each holder measures its shards' records per second
+// and stores them on the leases at renewal, where the planner weighs them.
+func TestBalanceByLoadRecordsThroughput(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 2)
+	app := testenv.UniqueName("app")
+	log := &fleetLog{ch: make(chan struct{}, 1)}
+	cfg := baseConfig(t, stream, app, log.factory("A"))
+	cfg.BalanceByLoad = true
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	pctx, stopProducer := context.WithCancel(context.Background())
+	defer stopProducer()
+	produced := produce(pctx, t, kc, stream, 20*time.Millisecond)
+
+	store, err := lease.NewDynamoStore(testenv.DynamoDB(t), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		leases, err := store.List(context.Background())
+		if err != nil && !errors.Is(err, kcl.ErrTableNotFound) { // the worker may not have created it yet
+			t.Fatal(err)
+		}
+		loaded := 0
+		for _, l := range leases {
+			if l.Throughput > 0 {
+				loaded++
+			}
+		}
+		if len(leases) == 2 && loaded == 2 {
+			t.Logf("stored throughput: %s %.1f/s, %s %.1f/s", leases[0].Key, leases[0].Throughput, leases[1].Key, leases[1].Throughput)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("throughput not stored on the leases: %+v", leases)
+		}
+		<-tick.C
+	}
+	stopProducer()
+	<-produced
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }

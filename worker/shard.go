@@ -347,6 +347,7 @@ func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome
 	if !last.IsZero() {
 		s.lastProcessed = last
 	}
+	s.h.RecordLoad(float64(len(b.Records)))
 	return 0, true
 }
 

@@ -218,6 +218,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		Logger:        w.log,
 		OnAcquired:    func(h *lease.Handle) { w.startShard(base, h) },
 		OnEvent:       w.hooks.leaseObserver(),
+		BalanceByLoad: w.cfg.BalanceByLoad,
 	})
 	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
