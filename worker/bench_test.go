@@ -18,6 +18,7 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/shardline/shardline/internal/benchkinesis"
+	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
@@ -194,6 +195,157 @@ func startBenchWorker(ctx context.Context, b *testing.B, kc *kinesis.Client, str
 		IdleTimeBetweenReads: time.Millisecond,
 		TakeInterval:         10 * time.Millisecond,
 		Logger:               slog.New(slog.DiscardHandler),
+		ProcessorFactory: func(string) (kcl.RecordProcessor, error) {
+			return kcl.RecordProcessorFunc(func(_ context.Context, in kcl.ProcessRecordsInput) error {
+				d.add(len(in.Records))
+				return nil
+			}), nil
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.Shutdown(sctx); err != nil {
+			b.Error(err)
+		}
+		if err := <-errc; err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// BenchmarkFanOut is BenchmarkPolling for enhanced fan-out: a worker with
+// FanOut against a bare loop reading SubscribeToShard events with the same
+// SDK client, both subscribed to the same in-process fake (efotest: events
+// of 1000 records, encoded when sent, over in-memory connections). Records
+// are added to the shards once every reader has subscribed, and the timing
+// covers adding them too, alike for both. The fake encodes events with
+// encoding/json, so its CPU weighs more than benchkinesis's and the ratio is
+// diluted towards 1.
+//
+// Run: go test -run '^$' -bench BenchmarkFanOut -benchtime 200000x ./worker
+func BenchmarkFanOut(b *testing.B) {
+	for _, size := range []struct {
+		name  string
+		bytes int
+	}{{"1KiB", 1024}, {"100B", 100}} {
+		for _, shards := range []int{1, 16} {
+			for _, loop := range []string{"bare", "worker"} {
+				b.Run(fmt.Sprintf("size=%s/shards=%d/loop=%s", size.name, shards, loop), func(b *testing.B) {
+					benchFanOut(b, loop, size.bytes, shards)
+				})
+			}
+		}
+	}
+}
+
+func benchFanOut(b *testing.B, loop string, size, shards int) {
+	srv := efotest.NewServer(efotest.ServerOptions{EventRecords: 1000})
+	defer srv.Close()
+	for i := range shards {
+		srv.AddShard(benchkinesis.ShardID(i))
+	}
+	subscribed := make(chan struct{}, shards)
+	srv.OnSubscribe(func(efotest.SubscribeCall) efotest.Fault {
+		subscribed <- struct{}{}
+		return efotest.Fault{}
+	})
+	kc := srv.Client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := newBenchDelivery(b.N)
+
+	var stop func()
+	switch loop {
+	case "bare":
+		stop = startBenchBareFanOut(ctx, b, kc, srv.RegisterConsumer("bare"), shards, d)
+	case "worker":
+		stop = startBenchFanOutWorker(ctx, b, kc, srv.StreamName(), d)
+	}
+	for range shards {
+		select {
+		case <-subscribed:
+		case <-time.After(time.Minute):
+			b.Fatal("readers did not subscribe")
+		}
+	}
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte('a' + i%26)
+	}
+	per := (b.N + shards - 1) / shards
+	payloads := make([][]byte, per)
+	for i := range payloads {
+		payloads[i] = data
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ResetTimer()
+	cpu0 := processCPU()
+	began := time.Now()
+	for i := range shards {
+		srv.PutData(benchkinesis.ShardID(i), payloads...)
+	}
+	<-d.done
+	b.StopTimer()
+	stop()
+
+	secs := d.at.Sub(began).Seconds()
+	b.ReportMetric(float64(d.final)/secs, "records/s")
+	b.ReportMetric(float64(d.mallocs-ms.Mallocs)/float64(d.final), "allocs/record")
+	b.ReportMetric(float64(d.bytes-ms.TotalAlloc)/float64(d.final), "B/record")
+	b.ReportMetric(float64(d.cpu-cpu0)/float64(d.final), "cpu-ns/record")
+}
+
+// startBenchBareFanOut subscribes to every shard and counts the records of
+// the events.
+func startBenchBareFanOut(ctx context.Context, b *testing.B, kc *kinesis.Client, consumerARN string, shards int, d *benchDelivery) (stop func()) {
+	var wg sync.WaitGroup
+	for i := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := kc.SubscribeToShard(ctx, &kinesis.SubscribeToShardInput{
+				ConsumerARN: aws.String(consumerARN), ShardId: aws.String(benchkinesis.ShardID(i)),
+				StartingPosition: &ktypes.StartingPosition{Type: ktypes.ShardIteratorTypeTrimHorizon},
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			es := out.GetStream()
+			defer es.Close()
+			for ev := range es.Events() {
+				if e, ok := ev.(*ktypes.SubscribeToShardEventStreamMemberSubscribeToShardEvent); ok {
+					d.add(len(e.Value.Records))
+				}
+				if d.reached() {
+					return
+				}
+			}
+		}()
+	}
+	return func() { wg.Wait() }
+}
+
+// startBenchFanOutWorker runs a worker with FanOut and an in-memory lease
+// store whose processor only counts the records.
+func startBenchFanOutWorker(ctx context.Context, b *testing.B, kc *kinesis.Client, stream string, d *benchDelivery) (stop func()) {
+	w, err := worker.New(worker.Config{
+		StreamName:      stream,
+		ApplicationName: "bench",
+		Kinesis:         kc,
+		FanOut:          true,
+		LeaseStore:      lease.NewMemoryStore(),
+		InitialPosition: kcl.StartAtTrimHorizon(),
+		TakeInterval:    10 * time.Millisecond,
+		Logger:          slog.New(slog.DiscardHandler),
 		ProcessorFactory: func(string) (kcl.RecordProcessor, error) {
 			return kcl.RecordProcessorFunc(func(_ context.Context, in kcl.ProcessRecordsInput) error {
 				d.add(len(in.Records))

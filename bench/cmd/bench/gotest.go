@@ -84,43 +84,48 @@ func (b *bench) overhead(ctx context.Context) ([]Row, error) {
 	// Records per run: enough for a few seconds each, so that the batches
 	// in flight at the end (fetched, not yet delivered) weigh under 1%.
 	records := map[string]string{"1KiB": "300000x", "100B": "600000x"}
-	logf("overhead: %d rounds of 8 benchmarks", b.benchCount)
+	logf("overhead: %d rounds of 16 benchmarks", b.benchCount)
 	var res []benchResult
 	for i := range b.benchCount {
-		for _, size := range []string{"1KiB", "100B"} {
-			for _, shards := range []string{"1", "16"} {
-				pair := []string{"bare", "worker"}
-				if i%2 == 1 {
-					pair[0], pair[1] = pair[1], pair[0]
-				}
-				for _, loop := range pair {
-					name := "BenchmarkPolling/size=" + size + "/shards=" + shards + "/loop=" + loop
-					r, err := runTestBinary(ctx, filepath.Join(b.root, "worker"), bin, "-test.run", "^$",
-						"-test.bench", "^"+regexp.QuoteMeta(name)+"$", "-test.benchtime", records[size])
-					if err != nil {
-						return nil, err
+		for _, kind := range []string{"Polling", "FanOut"} {
+			for _, size := range []string{"1KiB", "100B"} {
+				for _, shards := range []string{"1", "16"} {
+					pair := []string{"bare", "worker"}
+					if i%2 == 1 {
+						pair[0], pair[1] = pair[1], pair[0]
 					}
-					res = append(res, r...)
+					for _, loop := range pair {
+						name := "Benchmark" + kind + "/size=" + size + "/shards=" + shards + "/loop=" + loop
+						r, err := runTestBinary(ctx, filepath.Join(b.root, "worker"), bin, "-test.run", "^$",
+							"-test.bench", "^"+regexp.QuoteMeta(name)+"$", "-test.benchtime", records[size])
+						if err != nil {
+							return nil, err
+						}
+						res = append(res, r...)
+					}
 				}
 			}
 		}
 	}
 	var rows []Row
-	section := "1 framework overhead (in-process Kinesis server)"
-	for _, size := range []string{"1KiB", "100B"} {
-		for _, shards := range []string{"1", "16"} {
-			base := "BenchmarkPolling/size=" + size + "/shards=" + shards + "/loop="
-			label := fmt.Sprintf("polling, %s records, %s shard(s)", size, shards)
-			metric := func(figure, unit string, u Unit, note string) Row {
-				return Row{Section: section, Figure: label + ": " + figure, Unit: u,
-					Value: collect(res, base+"worker", unit), Baseline: collect(res, base+"bare", unit),
-					BaselineName: "bare loop", Note: note}
+	section := "1 framework overhead (in-process Kinesis servers)"
+	for _, kind := range []string{"Polling", "FanOut"} {
+		for _, size := range []string{"1KiB", "100B"} {
+			for _, shards := range []string{"1", "16"} {
+				base := "Benchmark" + kind + "/size=" + size + "/shards=" + shards + "/loop="
+				label := fmt.Sprintf("%s, %s records, %s shard(s)", map[string]string{"Polling": "polling", "FanOut": "fan-out"}[kind], size, shards)
+				baseline := map[string]string{"Polling": "bare GetRecords loop", "FanOut": "bare SubscribeToShard loop"}[kind]
+				metric := func(figure, unit string, u Unit, note string) Row {
+					return Row{Section: section, Figure: label + ": " + figure, Unit: u,
+						Value: collect(res, base+"worker", unit), Baseline: collect(res, base+"bare", unit),
+						BaselineName: baseline, Note: note}
+				}
+				rows = append(rows,
+					metric("records/s", "records/s", UnitCount, "goal ≥ 0.95"),
+					metric("CPU ns/record", "cpu-ns/record", UnitCount, "process CPU, server included"),
+					metric("allocs/record", "allocs/record", UnitRatio, "SDK decoding (and server) included in both"),
+				)
 			}
-			rows = append(rows,
-				metric("records/s", "records/s", UnitCount, "goal ≥ 0.95"),
-				metric("CPU ns/record", "cpu-ns/record", UnitCount, "process CPU; steadier than wall time here"),
-				metric("allocs/record", "allocs/record", UnitRatio, "SDK decoding included in both"),
-			)
 		}
 	}
 	return rows, nil
@@ -151,10 +156,10 @@ func (b *bench) deaggregation(ctx context.Context) ([]Row, error) {
 		base := "BenchmarkDeaggregate/agg=" + shape + "/lib="
 		label := "KPL de-aggregation, aggregates of " + strings.Replace(shape, "x", " × ", 1)
 		rows = append(rows,
-			Row{Section: "1 framework overhead (in-process Kinesis server)", Figure: label + ": MB/s", Unit: UnitMB,
+			Row{Section: "1 framework overhead (in-process Kinesis servers)", Figure: label + ": MB/s", Unit: UnitMB,
 				Value: collect(res, base+"shardline", "MB/s"), Baseline: collect(res, base+"awslabs", "MB/s"),
 				BaselineName: "awslabs deaggregator", Note: "kpl.Unmarshal; baseline is what vmware-go-kcl-v2 uses"},
-			Row{Section: "1 framework overhead (in-process Kinesis server)", Figure: label + ": allocs/user record", Unit: UnitRatio,
+			Row{Section: "1 framework overhead (in-process Kinesis servers)", Figure: label + ": allocs/user record", Unit: UnitRatio,
 				Value: collect(res, base+"shardline", "allocs/user-record"), Baseline: collect(res, base+"awslabs", "allocs/user-record"),
 				BaselineName: "awslabs deaggregator"},
 		)

@@ -56,7 +56,7 @@ func main() {
 
 func runBench() error {
 	runs := flag.Int("runs", 3, "runs of each fleet scenario")
-	count := flag.Int("count", 5, "go test -count for the Go benchmarks")
+	count := flag.Int("count", 4, "go test -count for the Go benchmarks")
 	sections := flag.String("sections", "overhead,deagg,leases,scale,fleet", "sections to run")
 	md := flag.String("md", "", "also write the machine and the table as Markdown to this file")
 	flag.Parse()
