@@ -97,18 +97,61 @@ func sessions(evs Events) []*shardSession {
 	return all
 }
 
+// Move is a shard changing hands.
+type Move struct {
+	// Shard moved from worker From to worker To, the worker that delivered
+	// on it next ("" if none did).
+	Shard, From, To string
+	// At is the SIGKILL of the old owner, or its ShutdownRequested.
+	At time.Time
+	// Idle is the time from At to the next delivery on the shard.
+	Idle time.Duration
+	// Chained reports that another worker started the shard in between
+	// and lost it before delivering anything (it was killed or stopped in
+	// turn): Idle covers more than one move.
+	Chained bool
+}
+
+// String describes the move for logs.
+func (m Move) String() string {
+	s := fmt.Sprintf("%s %s -> %s at %s: idle %v", m.Shard, m.From, m.To, m.At.Format("15:04:05.000"), m.Idle.Round(time.Millisecond))
+	if m.Chained {
+		s += " (chained)"
+	}
+	return s
+}
+
+// Idle returns the idle times of the moves, leaving chained ones out
+// unless chained is set.
+func Idle(moves []Move, chained bool) []time.Duration {
+	var out []time.Duration
+	for _, m := range moves {
+		if chained || !m.Chained {
+			out = append(out, m.Idle)
+		}
+	}
+	return out
+}
+
+// Slowest returns the n moves with the longest idle times, slowest first.
+func Slowest(moves []Move, n int) []Move {
+	s := slices.Clone(moves)
+	slices.SortFunc(s, func(a, b Move) int { return int(b.Idle - a.Idle) })
+	return s[:min(n, len(s))]
+}
+
 // ChaosFigures are the timings and the duplicate attribution of a chaos run.
 type ChaosFigures struct {
 	// Failovers are, per shard held by a killed worker, the time from the
 	// SIGKILL to the next delivery on the shard (by whichever worker).
-	Failovers []time.Duration
+	Failovers []Move
 	// Handoffs are, per shard moved by a hand-over (balancing), the time
 	// the shard was idle: from ShutdownRequested on the old owner to the
 	// first delivery by the new one.
-	Handoffs []time.Duration
+	Handoffs []Move
 	// Releases are the same for shards given up by a graceful stop
 	// (SIGTERM).
-	Releases []time.Duration
+	Releases []Move
 	// Duplicates sorts the duplicate deliveries by how the session that had
 	// delivered the record before ended: killed, lease lost, or a planned
 	// move whose final checkpoint did not cover the record (allowed), or a
@@ -138,28 +181,36 @@ func Chaos(evs Events, r Report, ds []Disruption, graceful time.Duration) ChaosF
 	for _, s := range all {
 		byShard[s.shard] = append(byShard[s.shard], s)
 	}
-	// The first delivery on shard after t.
-	recTimes := map[string][]time.Time{}
+	// The moves: the first delivery on the shard after at, and whether
+	// some session started in between without delivering.
+	recs := map[string][]Event{}
 	for _, ev := range evs.Records {
 		if ev.Type == EventRecord {
-			recTimes[ev.Shard] = append(recTimes[ev.Shard], ev.Time)
+			recs[ev.Shard] = append(recs[ev.Shard], ev)
 		}
 	}
-	for _, ts := range recTimes {
-		slices.SortFunc(ts, time.Time.Compare)
+	for _, rs := range recs {
+		slices.SortStableFunc(rs, func(a, b Event) int { return a.Time.Compare(b.Time) })
 	}
-	firstAfter := func(shard string, t time.Time) (time.Time, bool) {
-		ts := recTimes[shard]
-		i, _ := slices.BinarySearchFunc(ts, t, func(a, b time.Time) int {
-			if !a.After(b) {
+	move := func(shard, from string, at time.Time) (Move, bool) {
+		rs := recs[shard]
+		i, _ := slices.BinarySearchFunc(rs, at, func(e Event, t time.Time) int {
+			if !e.Time.After(t) {
 				return -1
 			}
 			return 1
 		})
-		if i == len(ts) {
-			return time.Time{}, false
+		if i == len(rs) {
+			return Move{}, false
 		}
-		return ts[i], true
+		next := rs[i]
+		m := Move{Shard: shard, From: from, To: next.Worker, At: at, Idle: next.Time.Sub(at)}
+		for _, s := range byShard[shard] {
+			if s.start.After(at) && s.start.Before(next.Time) && !(s.worker == next.Worker && s.incarnation == next.Incarnation) {
+				m.Chained = true
+			}
+		}
+		return m, true
 	}
 
 	// Failovers: the shards whose session was open in the killed
@@ -178,8 +229,8 @@ func Chaos(evs Events, r Report, ds []Disruption, graceful time.Duration) ChaosF
 			if s.worker != d.Worker || s.incarnation != inc || !s.start.Before(d.At) || !s.end.IsZero() && s.end.Before(d.At) {
 				continue
 			}
-			if at, ok := firstAfter(s.shard, d.At); ok {
-				f.Failovers = append(f.Failovers, at.Sub(d.At))
+			if m, ok := move(s.shard, s.worker, d.At); ok {
+				f.Failovers = append(f.Failovers, m)
 			}
 		}
 	}
@@ -189,7 +240,7 @@ func Chaos(evs Events, r Report, ds []Disruption, graceful time.Duration) ChaosF
 		if s.how != endPlanned {
 			continue
 		}
-		at, ok := firstAfter(s.shard, s.end)
+		m, ok := move(s.shard, s.worker, s.end)
 		if !ok {
 			continue
 		}
@@ -197,9 +248,9 @@ func Chaos(evs Events, r Report, ds []Disruption, graceful time.Duration) ChaosF
 			return d.Kind == Terminate && d.Worker == s.worker && !s.end.Before(d.At) && s.end.Sub(d.At) <= graceful
 		})
 		if release {
-			f.Releases = append(f.Releases, at.Sub(s.end))
+			f.Releases = append(f.Releases, m)
 		} else {
-			f.Handoffs = append(f.Handoffs, at.Sub(s.end))
+			f.Handoffs = append(f.Handoffs, m)
 		}
 	}
 
@@ -250,6 +301,18 @@ func Median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// Percentile returns the p-th percentile of ds (0 < p <= 100; nearest
+// rank; zero for none).
+func Percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s))*p/100+0.999999) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
 // Max returns the largest of ds (zero for none).
 func Max(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
@@ -268,11 +331,17 @@ func ChaosTable(r Report, f ChaosFigures, ds []Disruption, elapsed time.Duration
 			terms++
 		}
 	}
-	timing := func(v []time.Duration) string {
+	timing := func(moves []Move) string {
+		v := Idle(moves, false)
 		if len(v) == 0 {
 			return "-"
 		}
-		return fmt.Sprintf("median %v, max %v (%d)", Median(v).Round(10*time.Millisecond), Max(v).Round(10*time.Millisecond), len(v))
+		r := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
+		s := fmt.Sprintf("median %v, p90 %v, max %v (%d)", r(Median(v)), r(Percentile(v, 90)), r(Max(v)), len(v))
+		if n := len(moves) - len(v); n > 0 {
+			s += fmt.Sprintf("; %d chained moves left out, max %v", n, Max(Idle(moves, true)).Round(10*time.Millisecond))
+		}
+		return s
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)

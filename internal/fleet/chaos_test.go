@@ -61,6 +61,10 @@ func TestChaosFigures(t *testing.T) {
 		ev(12100, "w2", 1, EventShutdownRequested, "s1"),
 		ev(12110, "w2", 1, EventCheckpoint, "s1", "pos", "11"),
 		ev(13000, "w1", 2, EventRecord, "s1", "seq", "12"),
+		// w3 took s1 after the kill but died before delivering: the s1
+		// failover is chained.
+		ev(4300, "w3", 1, EventStart, ""),
+		ev(4310, "w3", 1, EventInitialize, "s1", "cp", "TRIM_HORIZON"),
 	}}
 	ds := []Disruption{
 		{Worker: "w1", Kind: Kill, At: at(1000)},
@@ -70,13 +74,13 @@ func TestChaosFigures(t *testing.T) {
 	f := Chaos(evs, r, ds, 5*time.Second)
 
 	// Failovers: s0 next delivered at 4200, s1 at 4600, after the kill at 1000.
-	if got, want := f.Failovers, []time.Duration{3200 * time.Millisecond, 3600 * time.Millisecond}; !sameDurations(got, want) {
+	if got, want := Idle(f.Failovers, true), []time.Duration{3200 * time.Millisecond, 3600 * time.Millisecond}; !sameDurations(got, want) {
 		t.Errorf("failovers %v, want %v", got, want)
 	}
-	if got, want := f.Handoffs, []time.Duration{400 * time.Millisecond}; !sameDurations(got, want) {
+	if got, want := Idle(f.Handoffs, true), []time.Duration{400 * time.Millisecond}; !sameDurations(got, want) {
 		t.Errorf("hand-overs %v, want %v", got, want)
 	}
-	if got, want := f.Releases, []time.Duration{900 * time.Millisecond}; !sameDurations(got, want) {
+	if got, want := Idle(f.Releases, true), []time.Duration{900 * time.Millisecond}; !sameDurations(got, want) {
 		t.Errorf("releases %v, want %v", got, want)
 	}
 	if f.DupAfterKill != 2 || f.DupAfterUncheckpointedMove != 1 || f.DupAfterPlannedMove != 1 || f.DupAfterLeaseLost != 0 {
@@ -86,14 +90,32 @@ func TestChaosFigures(t *testing.T) {
 	if err := f.Err(); err == nil || !strings.Contains(err.Error(), "1 duplicates after planned moves") {
 		t.Errorf("Err() = %v", err)
 	}
-	if Median(f.Failovers) != 3400*time.Millisecond || Max(f.Failovers) != 3600*time.Millisecond || Median(nil) != 0 {
-		t.Errorf("median %v, max %v", Median(f.Failovers), Max(f.Failovers))
+	if fo := Idle(f.Failovers, false); len(fo) != 1 || !f.Failovers[1].Chained || f.Failovers[1].To != "w2" || f.Failovers[1].From != "w1" {
+		t.Errorf("unchained failovers %v; moves %v", fo, f.Failovers)
+	}
+	if fo := Idle(f.Failovers, true); Median(fo) != 3400*time.Millisecond || Max(fo) != 3600*time.Millisecond || Median(nil) != 0 {
+		t.Errorf("median %v, max %v", Median(fo), Max(fo))
 	}
 	table := ChaosTable(Report{Produced: 10, Delivered: 14, Distinct: 10, Duplicates: 4}, f, ds, time.Minute)
-	for _, want := range []string{"1 SIGKILL, 1 SIGTERM", "records produced  ", "median 3.4s, max 3.6s (2)", "lost  "} {
+	for _, want := range []string{"1 SIGKILL, 1 SIGTERM", "records produced  ", "median 3.2s, p90 3.2s, max 3.2s (1); 1 chained moves left out, max 3.6s", "lost  "} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 10; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Second)
+	}
+	for p, want := range map[float64]time.Duration{50: 5 * time.Second, 90: 9 * time.Second, 91: 10 * time.Second, 100: 10 * time.Second, 1: time.Second} {
+		if got := Percentile(ds, p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if Percentile(nil, 50) != 0 {
+		t.Error("percentile of nothing")
 	}
 }
 
