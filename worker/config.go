@@ -140,7 +140,8 @@ type Config struct {
 
 	// StartupTimeout bounds Run's start-up checks (stream, lease table, first
 	// shard sync) so that an unreachable endpoint fails instead of hanging.
-	// Default 30s.
+	// Throttling, 5xx answers, timeouts and refused connections are retried
+	// with backoff until then. Default 30s.
 	StartupTimeout time.Duration
 	// ShutdownTimeout bounds the graceful stop that follows the cancellation
 	// of Run's context; after it processors' contexts are cancelled.
