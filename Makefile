@@ -53,6 +53,25 @@ chaos: deps
 	scripts/emulators.sh stop; \
 	exit $$status
 
+# Benchmarks (BENCHMARKS.md): the worker's own cost against in-process Kinesis
+# servers, lease cost and scale, and worker processes on the emulators side by
+# side with vmware-go-kcl-v2 (bench/ is its own Go module). Prints one table
+# (also in .run/bench.txt and, as Markdown, .run/bench.md); about 12 minutes.
+# The emulators are started if needed, and stopped afterwards only if this
+# target started them. Not part of `make test`. BENCH_FLAGS adds flags, e.g.
+# BENCH_FLAGS='-sections overhead,deagg -count 2'.
+BENCH_FLAGS ?=
+bench: deps
+	mkdir -p .run
+	set -o pipefail; running=0; \
+	for s in kinesis dynamodb; do \
+		if [[ -f .run/$$s.pid ]] && kill -0 "$$(cat .run/$$s.pid)" 2>/dev/null; then running=1; fi; \
+	done; \
+	scripts/emulators.sh start; status=0; \
+	(cd bench && $(GO) run ./cmd/bench -md $(CURDIR)/.run/bench.md $(BENCH_FLAGS)) | tee .run/bench.txt || status=$$?; \
+	if [[ $$running == 0 ]]; then scripts/emulators.sh stop; fi; \
+	exit $$status
+
 demo: deps
 	scripts/emulators.sh restart
 	status=0; $(GO) run ./examples/demo || status=$$?; scripts/emulators.sh stop; exit $$status

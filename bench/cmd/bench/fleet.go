@@ -30,6 +30,9 @@ type lib struct {
 	name   string
 	binary string
 	extra  []string
+	// defaults runs the program with its own default lease duration and
+	// idle time instead of fleetLease and fleetIdle.
+	defaults bool
 }
 
 // run is one scenario's stream, lease table, fleet and producer.
@@ -45,6 +48,10 @@ type run struct {
 
 func (b *bench) newRun(ctx context.Context, l lib, shards, keysPerShard int) (*run, error) {
 	r := &run{b: b, lib: l, stream: testenv.UniqueName("bench"), app: testenv.UniqueName("bench-" + l.name)}
+	leaseDuration, idle := fleetLease, fleetIdle
+	if l.defaults {
+		leaseDuration, idle = 0, 0
+	}
 	if err := testenv.CreateStreamNamed(ctx, b.kc, r.stream, shards); err != nil {
 		return nil, err
 	}
@@ -56,7 +63,7 @@ func (b *bench) newRun(ctx context.Context, l lib, shards, keysPerShard int) (*r
 	r.f, err = fleet.New(fleet.Config{
 		Binary: l.binary, Dir: dir, Stream: r.stream, App: r.app,
 		KinesisEndpoint: testenv.KinesisEndpoint(), DynamoDBEndpoint: testenv.DynamoDBEndpoint(),
-		InitialPosition: "trim_horizon", LeaseDuration: fleetLease, IdleTime: fleetIdle,
+		InitialPosition: "trim_horizon", LeaseDuration: leaseDuration, IdleTime: idle,
 		ExtraArgs: l.extra,
 	})
 	if err != nil {
@@ -384,21 +391,66 @@ func (b *bench) latency(ctx context.Context, l lib) (p50, p99 float64, err error
 	return pct(0.50), pct(0.99), nil
 }
 
+// libs builds both consumer programs.
+func (b *bench) libs(ctx context.Context) (ours, peer lib, err error) {
+	ours = lib{name: "shardline", binary: b.tmp + "/consumer"}
+	if err := b.build(ctx, b.root, ours.binary, "./examples/consumer"); err != nil {
+		return ours, peer, err
+	}
+	// The peer's shard sync loop is also its lease-taking loop (one lease per
+	// iteration, every 0.5-1.5 × ShardSyncIntervalMillis); 500ms matches
+	// Shardline's taking interval at a 3s lease. LeaseRefreshWaitTime 1s
+	// matches Shardline's renewal interval.
+	peer = lib{name: "vmware", binary: b.tmp + "/vmwarekcl",
+		extra: []string{"-shard-sync-interval", "500ms", "-lease-refresh", "1s"}}
+	if err := b.build(ctx, b.benchDir, peer.binary, "./cmd/vmwarekcl"); err != nil {
+		return ours, peer, err
+	}
+	return ours, peer, nil
+}
+
+// peerDefaults runs the cold start once with both programs at their
+// defaults (no timing flags at all): Shardline lease 10s, idle 1s;
+// vmware-go-kcl-v2 FailoverTimeMillis 10s, ShardSyncIntervalMillis 60s,
+// LeaseRefreshWaitTime 2.5s, IdleTimeBetweenReadsInMillis 1s. Not in the
+// default sections: the peer needs minutes.
+func (b *bench) peerDefaults(ctx context.Context) ([]Row, error) {
+	ours, peer, err := b.libs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ours.defaults, peer.defaults, peer.extra = true, true, nil
+	var o, p Sample
+	for _, l := range []lib{ours, peer} {
+		v, err := b.coldStart(ctx, l)
+		if err != nil {
+			return nil, fmt.Errorf("%s cold start at defaults: %w", l.name, err)
+		}
+		logf("  %s cold start at defaults: %.3fs", l.name, v)
+		if l.name == ours.name {
+			o = append(o, v)
+		} else {
+			p = append(p, v)
+		}
+	}
+	return []Row{{Section: "3-4 fleet on the emulators, side by side with vmware-go-kcl-v2",
+		Figure: "cold start at both libraries' defaults: 3 workers, 8 shards (s)", Unit: UnitSeconds,
+		Value: o, Baseline: p, BaselineName: "vmware-go-kcl-v2", Note: "1 run; no timing settings at all"}}, nil
+}
+
 // fleetRows is items 3 and 4: Shardline's fleet on the emulators, side by
 // side with vmware-go-kcl-v2 where the peer can do the same.
 func (b *bench) fleetRows(ctx context.Context) ([]Row, error) {
-	consumer := lib{name: "shardline", binary: b.tmp + "/consumer"}
-	if err := b.build(ctx, b.root, consumer.binary, "./examples/consumer"); err != nil {
-		return nil, err
-	}
-	peer := lib{name: "vmware", binary: b.tmp + "/vmwarekcl",
-		extra: []string{"-shard-sync-interval", "500ms", "-lease-refresh", "1s"}}
-	if err := b.build(ctx, b.benchDir, peer.binary, "./cmd/vmwarekcl"); err != nil {
+	consumer, peer, err := b.libs(ctx)
+	if err != nil {
 		return nil, err
 	}
 	type pair struct{ ours, theirs Sample }
 	var cold, fail, drain pair
-	var joined, idle, p50, p99 Sample
+	var joined, idle, p50, p99, fo50, fo99 Sample
+	fanOut := consumer
+	fanOut.name = "shardline-fanout"
+	fanOut.extra = []string{"-fanout", "-emulator-fanout-shim"}
 	measure := func(name string, s *Sample, f func() (float64, error)) error {
 		v, err := f()
 		if err != nil {
@@ -437,6 +489,12 @@ func (b *bench) fleetRows(ctx context.Context) ([]Row, error) {
 		}
 		logf("  shardline latency: p50 %.3fs p99 %.3fs", l50, l99)
 		p50, p99 = append(p50, l50), append(p99, l99)
+		l50, l99, err = b.latency(ctx, fanOut)
+		if err != nil {
+			return nil, fmt.Errorf("fan-out latency: %w", err)
+		}
+		logf("  shardline fan-out latency: p50 %.3fs p99 %.3fs", l50, l99)
+		fo50, fo99 = append(fo50, l50), append(fo99, l99)
 	}
 	section := "3-4 fleet on the emulators, side by side with vmware-go-kcl-v2"
 	peerName := "vmware-go-kcl-v2"
@@ -458,5 +516,8 @@ func (b *bench) fleetRows(ctx context.Context) ([]Row, error) {
 		{Section: section, Figure: "put→process latency p50, polling (s)", Unit: UnitSeconds, Value: p50,
 			Note: "1 worker, 8 shards, 80 records/s; emulator-bound; " + settings},
 		{Section: section, Figure: "put→process latency p99, polling (s)", Unit: UnitSeconds, Value: p99},
+		{Section: section, Figure: "put→process latency p50, fan-out (s)", Unit: UnitSeconds, Value: fo50,
+			Note: "same; emulator-bound: kinesis-mock sends an event about once a second"},
+		{Section: section, Figure: "put→process latency p99, fan-out (s)", Unit: UnitSeconds, Value: fo99},
 	}, nil
 }

@@ -4,11 +4,12 @@
 //
 // Sections (-sections, comma-separated; default all):
 //
-//	overhead  worker vs bare GetRecords loop on an in-process server (go test -bench in ./worker)
-//	deagg     kpl.Unmarshal vs the awslabs deaggregator (go test -bench in bench/deagg)
-//	leases    one worker holding 1,000 leases on DynamoDB Local
-//	scale     10,000 leases × 100 workers in virtual time (go test in bench/leasescale)
-//	fleet     worker processes on the emulators, side by side with vmware-go-kcl-v2
+//	overhead       worker vs bare GetRecords and SubscribeToShard loops on in-process servers (./worker benchmarks)
+//	deagg          kpl.Unmarshal vs the awslabs deaggregator (bench/deagg)
+//	leases         one worker holding 1,000 leases on DynamoDB Local
+//	scale          10,000 leases × 100 workers in virtual time (bench/leasescale)
+//	fleet          worker processes on the emulators, side by side with vmware-go-kcl-v2
+//	peer-defaults  not by default: one cold start with both libraries at their defaults (minutes)
 //
 // The leases and fleet sections need the emulators (scripts/emulators.sh
 // start). Each figure is the median of several runs with min and max.
@@ -79,7 +80,7 @@ func runBench() error {
 	for _, s := range strings.Split(*sections, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
-	if want["leases"] || want["fleet"] {
+	if want["leases"] || want["fleet"] || want["peer-defaults"] {
 		if err := emulatorsUp(); err != nil {
 			return fmt.Errorf("%w (run scripts/emulators.sh start)", err)
 		}
@@ -99,6 +100,7 @@ func runBench() error {
 		{"leases", b.leaseCost},
 		{"scale", b.leaseScale},
 		{"fleet", b.fleetRows},
+		{"peer-defaults", b.peerDefaults},
 	} {
 		if !want[s.name] {
 			continue
