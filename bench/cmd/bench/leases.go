@@ -90,8 +90,12 @@ func (b *bench) leaseCost(ctx context.Context) ([]Row, error) {
 		defer cancel()
 		_ = fleet.DeleteTable(cctx, testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint()), app)
 	}()
-	cmd := exec.Command(bin, "-stream", srv.StreamName(), "-app", app,
-		"-kinesis-endpoint", hs.URL, "-dynamodb-endpoint", testenv.DynamoDBEndpoint())
+	args := []string{"-stream", srv.StreamName(), "-app", app,
+		"-kinesis-endpoint", hs.URL, "-dynamodb-endpoint", testenv.DynamoDBEndpoint()}
+	if b.leaseProfile != "" {
+		args = append(args, "-cpuprofile", b.leaseProfile)
+	}
+	cmd := exec.Command(bin, args...)
 	logFile, err := os.Create(filepath.Join(b.tmp, "leaseworker.log"))
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ import (
 type bench struct {
 	root, benchDir, tmp string
 	runs, benchCount    int
+	leaseProfile        string
 	kc                  *kinesis.Client
 	dc                  *dynamodb.Client
 }
@@ -60,6 +61,7 @@ func runBench() error {
 	count := flag.Int("count", 4, "go test -count for the Go benchmarks")
 	sections := flag.String("sections", "overhead,deagg,leases,scale,fleet", "sections to run")
 	md := flag.String("md", "", "also write the machine and the table as Markdown to this file")
+	leaseProfile := flag.String("leaseworker-cpuprofile", "", "leases section: write the worker's CPU profile to this file")
 	flag.Parse()
 
 	root, err := repoRoot()
@@ -73,8 +75,9 @@ func runBench() error {
 	defer os.RemoveAll(tmp)
 	b := &bench{
 		root: root, benchDir: filepath.Join(root, "bench"), tmp: tmp, runs: *runs, benchCount: *count,
-		kc: testenv.NewKinesisClient(testenv.KinesisEndpoint()),
-		dc: testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint()),
+		leaseProfile: *leaseProfile,
+		kc:           testenv.NewKinesisClient(testenv.KinesisEndpoint()),
+		dc:           testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint()),
 	}
 	want := map[string]bool{}
 	for _, s := range strings.Split(*sections, ",") {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -46,7 +47,21 @@ func run() int {
 	kinesisEndpoint := flag.String("kinesis-endpoint", "", "Kinesis endpoint URL")
 	dynamoEndpoint := flag.String("dynamodb-endpoint", "", "DynamoDB endpoint URL")
 	leaseDuration := flag.Duration("lease-duration", 0, "LeaseDuration (0: the worker's default)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "leaseworker:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "leaseworker:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("shardline", "shardline", "")}
 	kc := kinesis.NewFromConfig(cfg, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(*kinesisEndpoint) })
