@@ -35,6 +35,9 @@ const (
 	DefaultBackoffInitial = 100 * time.Millisecond
 	// DefaultBackoffMax is the default longest retry delay after errors.
 	DefaultBackoffMax = 10 * time.Second
+	// DefaultCallTimeout is the default bound on one GetRecords or
+	// GetShardIterator call.
+	DefaultCallTimeout = 30 * time.Second
 
 	// maxGetRecordsLimit is the largest Limit GetRecords accepts.
 	maxGetRecordsLimit = 10000
@@ -73,6 +76,14 @@ type PollerOptions struct {
 	// BackoffMax bounds the delay between retries (default 10s). Retries go
 	// on until they succeed or the reader is closed.
 	BackoffMax time.Duration
+	// CallTimeout bounds each GetRecords and GetShardIterator call (default
+	// 30s; a negative value means no bound beyond the reader's life). A call
+	// still unanswered then (a black-holed connection, say) is abandoned and
+	// counts as a transient error: the reader backs off and calls again,
+	// with a new shard iterator if the old one expired meanwhile. Keep it
+	// above the client's own retry budget; a GetRecords call normally
+	// answers within a few seconds.
+	CallTimeout time.Duration
 	// Logger receives warnings about retention gaps and retried errors
 	// (default slog.Default()).
 	Logger *slog.Logger
@@ -102,6 +113,9 @@ func (o PollerOptions) withDefaults() PollerOptions {
 	}
 	if o.BackoffMax == 0 {
 		o.BackoffMax = DefaultBackoffMax
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = DefaultCallTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -172,6 +186,17 @@ func (p *Poller) stream() string {
 		return p.opts.StreamARN
 	}
 	return p.opts.StreamName
+}
+
+// callContext returns the context of one Kinesis call: ctx bounded by
+// CallTimeout. A call that runs out of it fails with an error that classify
+// takes for transient (context.DeadlineExceeded), while ctx itself is still
+// live, so the caller retries.
+func (p *Poller) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if p.opts.CallTimeout < 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, p.opts.CallTimeout)
 }
 
 // emptyReadInterval is the least time between the starts of two GetRecords
@@ -355,11 +380,13 @@ func (r *pollReader) fetch(ctx context.Context, pending error) error {
 			}
 		}
 		callStart := time.Now()
-		out, err := r.p.client.GetRecords(ctx, &kinesis.GetRecordsInput{
+		cctx, cancel := r.p.callContext(ctx)
+		out, err := r.p.client.GetRecords(cctx, &kinesis.GetRecordsInput{
 			ShardIterator: aws.String(r.iterator),
 			Limit:         aws.Int32(int32(r.p.opts.MaxRecords)),
 			StreamARN:     optional(r.p.opts.StreamARN),
 		})
+		cancel()
 		if obs := r.p.opts.Observer; obs != nil && ctx.Err() == nil {
 			ev := FetchEvent{ShardID: r.shardID, Op: "GetRecords", Duration: time.Since(callStart), Err: err, ErrorKind: ErrorKind(err)}
 			if out != nil {
@@ -462,7 +489,9 @@ func (r *pollReader) getIterator(ctx context.Context) error {
 	for {
 		in := r.iteratorInput()
 		asked := time.Now()
-		out, err := r.p.client.GetShardIterator(ctx, in)
+		cctx, cancel := r.p.callContext(ctx)
+		out, err := r.p.client.GetShardIterator(cctx, in)
+		cancel()
 		if err == nil && aws.ToString(out.ShardIterator) == "" {
 			err = errors.New("GetShardIterator returned no iterator")
 		}

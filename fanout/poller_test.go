@@ -775,3 +775,106 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// blackholeShard is a fakeShard whose chosen calls never answer: they block
+// until their context ends, like a request sent into a dead connection.
+type blackholeShard struct {
+	*fakeShard
+	mu                 sync.Mutex
+	recordCalls, iters int
+	holdRecords        func(call int) bool // GetRecords calls (from 1) to black-hole
+	holdIterators      func(call int) bool // GetShardIterator calls (from 1) to black-hole
+	held               []time.Duration     // how long each black-holed call was held
+}
+
+func (b *blackholeShard) hold(ctx context.Context) error {
+	start := time.Now()
+	<-ctx.Done()
+	b.mu.Lock()
+	b.held = append(b.held, time.Since(start))
+	b.mu.Unlock()
+	return ctx.Err()
+}
+
+func (b *blackholeShard) GetShardIterator(ctx context.Context, in *kinesis.GetShardIteratorInput, opts ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error) {
+	b.mu.Lock()
+	b.iters++
+	call := b.iters
+	b.mu.Unlock()
+	if b.holdIterators != nil && b.holdIterators(call) {
+		return nil, b.hold(ctx)
+	}
+	return b.fakeShard.GetShardIterator(ctx, in, opts...)
+}
+
+func (b *blackholeShard) GetRecords(ctx context.Context, in *kinesis.GetRecordsInput, opts ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
+	b.mu.Lock()
+	b.recordCalls++
+	call := b.recordCalls
+	b.mu.Unlock()
+	if b.holdRecords != nil && b.holdRecords(call) {
+		return nil, b.hold(ctx)
+	}
+	return b.fakeShard.GetRecords(ctx, in, opts...)
+}
+
+// TestPollerCallTimeout black-holes the first GetShardIterator and the first
+// two GetRecords calls. Each must be abandoned after CallTimeout and
+// retried, so that the reader delivers the whole shard instead of stalling
+// for ever; the default bound is DefaultCallTimeout.
+func TestPollerCallTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // PollerOptions.CallTimeout
+		want    time.Duration // expected bound of each call
+	}{
+		{"default", 0, DefaultCallTimeout},
+		{"configured", 2 * time.Second, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFakeShard(5)
+				f.closed = true
+				b := &blackholeShard{
+					fakeShard:     f,
+					holdIterators: func(call int) bool { return call == 1 },
+					holdRecords:   func(call int) bool { return call <= 2 },
+				}
+				p, err := NewPoller(b, PollerOptions{StreamName: f.stream, CallTimeout: tc.timeout,
+					Logger: slog.New(slog.DiscardHandler)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				r, err := p.Open(t.Context(), fakeShardID, trimHorizon())
+				if err != nil {
+					t.Fatalf("Open with a black-holed GetShardIterator: %v, want a reader that retries", err)
+				}
+				defer r.Close()
+				recs, batches := collect(t, r, 5)
+				wantRange(t, recs, 0)
+				if !batches[len(batches)-1].ShardEnded {
+					t.Fatalf("last batch does not end the shard")
+				}
+				if _, err := r.Next(t.Context()); !errors.Is(err, io.EOF) {
+					t.Fatalf("Next after the shard's end: %v, want io.EOF", err)
+				}
+				b.mu.Lock()
+				held := slices.Clone(b.held)
+				b.mu.Unlock()
+				if len(held) != 3 {
+					t.Fatalf("%d calls black-holed, want 3", len(held))
+				}
+				for i, d := range held {
+					if d != tc.want {
+						t.Errorf("black-holed call %d abandoned after %v, want %v", i, d, tc.want)
+					}
+				}
+				// Three timeouts plus backoffs of at most BackoffMax each.
+				if el, limit := time.Since(start), 3*tc.want+3*DefaultBackoffMax; el > limit {
+					t.Errorf("shard read in %v, want at most %v", el, limit)
+				}
+			})
+		})
+	}
+}
