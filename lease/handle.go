@@ -1,10 +1,12 @@
 package lease
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +40,11 @@ type Handle struct {
 	lost      chan struct{}
 	lostErr   error
 	handoff   chan struct{} // closed when another worker asks for the lease
+
+	// unconfirmed holds the leases as sent by writes that failed without a
+	// conflict since the last successful write (guarded by wmu): any one
+	// may have been applied (see appliedEarlier).
+	unconfirmed []Lease
 
 	// Load measurement (RecordLoad), turned into a rate at each renewal.
 	measuring bool      // RecordLoad was called
@@ -216,11 +223,16 @@ func (h *Handle) markLost(err error) {
 	}
 }
 
-// write performs one conditional write under the handle's write lock. With
+// write performs one conditional write under the handle's write lock: op
+// stores the handle's lease after edit (nil: none) changed a copy. With
 // release set, a successful write gives the lease up: the handle is marked
 // lost with ErrReleased before the write lock is let go, so that no renewal
 // or checkpoint can slip in between and write to the released lease.
-func (h *Handle) write(ctx context.Context, release bool, op func(context.Context, Lease) (Lease, error)) (Lease, error) {
+//
+// A write that failed without a conflict (a timeout, say) may still have
+// been applied; it is remembered (see unconfirmed) so that the next write,
+// refused because the counter moved, can recognise it and adopt its result.
+func (h *Handle) write(ctx context.Context, release bool, edit func(*Lease), op func(context.Context, Lease) (Lease, error)) (Lease, error) {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
 	h.smu.Lock()
@@ -239,9 +251,16 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 		h.m.forget(h)
 		return Lease{}, err
 	}
-	cur := h.lease.Clone()
+	base := h.lease.Clone()
 	left := h.deadlineLocked().Sub(h.m.now())
 	h.smu.Unlock()
+	attempt := func(base Lease) Lease {
+		l := base.Clone()
+		if edit != nil {
+			edit(&l)
+		}
+		return l
+	}
 
 	// Past the deadline the write cannot help (the lease is lost here by
 	// then): bound it, so that a call DynamoDB never answers does not hold
@@ -249,24 +268,32 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 	ctx, cancel := context.WithTimeout(ctx, left)
 	defer cancel()
 	sent := h.m.now()
+	cur := attempt(base)
 	nl, err := op(ctx, cur)
 	var ce *ConflictError
-	if errors.As(err, &ce) && h.adoptable(cur, ce.Current) {
-		// Another worker recorded lineage on the lease; ownership and
-		// progress are untouched. Adopt the new counter and write again.
+	if errors.As(err, &ce) && (h.adoptable(base, ce.Current) || h.appliedEarlier(base, ce.Current)) {
+		// Another worker recorded lineage on the lease, or an earlier write
+		// of ours whose answer was lost was applied after all; ownership
+		// is untouched. Adopt the new counter and write again.
 		h.smu.Lock()
 		h.lease = ce.Current.Clone()
-		cur = h.lease.Clone()
+		base = h.lease.Clone()
 		h.smu.Unlock()
+		h.unconfirmed = nil
+		cur = attempt(base)
 		nl, err = op(ctx, cur)
 	}
 	if err != nil {
 		if errors.As(err, &ce) {
+			h.unconfirmed = nil
 			h.markLost(err)
 			h.m.forget(h)
+		} else if !release && len(h.unconfirmed) < maxUnconfirmed {
+			h.unconfirmed = append(h.unconfirmed, normalizeLease(cur))
 		}
 		return Lease{}, err
 	}
+	h.unconfirmed = nil
 	if release {
 		h.smu.Lock()
 		h.lease = nl
@@ -293,6 +320,11 @@ func (h *Handle) write(ctx context.Context, release bool, op func(context.Contex
 	return nl.Clone(), nil
 }
 
+// maxUnconfirmed bounds the failed writes a handle remembers (see
+// Handle.unconfirmed); they all start from the same counter, and at most one
+// of them can have been applied.
+const maxUnconfirmed = 8
+
 // adoptable reports whether a refused write may be retried on cur: the lease
 // is still ours, with the same checkpoint, so the write that moved the
 // counter only recorded lineage (any worker may). Resets, takes and
@@ -301,6 +333,38 @@ func (h *Handle) adoptable(mine Lease, cur *Lease) bool {
 	return cur != nil && cur.Owner == mine.Owner && cur.Owner == h.m.cfg.WorkerID &&
 		cur.Counter > mine.Counter && cur.Checkpoint == mine.Checkpoint &&
 		cur.PendingCheckpoint == mine.PendingCheckpoint && cur.HandoffTo == mine.HandoffTo
+}
+
+// appliedEarlier reports whether cur, the lease as stored when a write
+// based on mine was refused, is the result of one of this handle's earlier
+// writes that failed without an answer (a timeout) but was applied: owned
+// by this worker, exactly one write past mine, and equal in every stored
+// field (but the throughput a renewal measures) to what that write stored.
+// Any other write since (a reset, a take, a hand-over, another checkpoint)
+// changes the owner, the counter by more than one, or a field, and is never
+// adopted.
+func (h *Handle) appliedEarlier(mine Lease, cur *Lease) bool {
+	if cur == nil || cur.Owner != h.m.cfg.WorkerID || mine.Owner != cur.Owner || cur.Counter != mine.Counter+1 {
+		return false
+	}
+	for _, u := range h.unconfirmed {
+		if u.Counter == mine.Counter && sameStored(u, *cur) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameStored reports whether a and b (normalised as stores keep leases)
+// agree on every field but Counter and Throughput.
+func sameStored(a, b Lease) bool {
+	return a.Key == b.Key && a.Owner == b.Owner &&
+		a.Checkpoint == b.Checkpoint && a.CheckpointTimestamp.Equal(b.CheckpointTimestamp) &&
+		a.PendingCheckpoint == b.PendingCheckpoint && bytes.Equal(a.PendingCheckpointState, b.PendingCheckpointState) &&
+		a.OwnerSwitchesSinceCheckpoint == b.OwnerSwitchesSinceCheckpoint &&
+		slices.Equal(a.ParentShardIDs, b.ParentShardIDs) && slices.Equal(a.ChildShardIDs, b.ChildShardIDs) &&
+		a.StartingHashKey == b.StartingHashKey && a.EndingHashKey == b.EndingHashKey &&
+		a.HandoffTo == b.HandoffTo
 }
 
 func (h *Handle) signalHandoff() {
@@ -314,12 +378,11 @@ func (h *Handle) signalHandoff() {
 }
 
 func (h *Handle) renew(ctx context.Context) {
-	_, err := h.write(ctx, false, func(ctx context.Context, l Lease) (Lease, error) {
+	_, err := h.write(ctx, false, func(l *Lease) {
 		if tp, ok := h.throughput(); ok {
 			l.Throughput = tp
 		}
-		return h.m.store.Renew(ctx, l)
-	})
+	}, h.m.store.Renew)
 	if err != nil && ctx.Err() == nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
@@ -335,26 +398,20 @@ func (h *Handle) renew(ctx context.Context) {
 // checkpoint fields conditionally. If the lease was lost, it fails with an
 // error matching kcl.ErrLeaseLost and writes nothing.
 func (h *Handle) UpdateCheckpoint(ctx context.Context, edit func(*Lease)) (Lease, error) {
-	return h.write(ctx, false, func(ctx context.Context, l Lease) (Lease, error) {
-		edit(&l)
-		return h.m.store.UpdateCheckpoint(ctx, l)
-	})
+	return h.write(ctx, false, edit, h.m.store.UpdateCheckpoint)
 }
 
 // UpdateShardInfo applies edit to a copy of the lease and stores its lineage
 // fields conditionally.
 func (h *Handle) UpdateShardInfo(ctx context.Context, edit func(*Lease)) (Lease, error) {
-	return h.write(ctx, false, func(ctx context.Context, l Lease) (Lease, error) {
-		edit(&l)
-		return h.m.store.UpdateShardInfo(ctx, l)
-	})
+	return h.write(ctx, false, edit, h.m.store.UpdateShardInfo)
 }
 
 // HandOver passes the lease to the worker that requested it (see
 // HandoffRequested). Checkpoint first: the new owner starts from the stored
 // checkpoint. The handle is lost afterwards (with ErrReleased).
 func (h *Handle) HandOver(ctx context.Context) error {
-	nl, err := h.write(ctx, true, h.m.store.HandOver)
+	nl, err := h.write(ctx, true, nil, h.m.store.HandOver)
 	if err == nil {
 		h.m.log.Info("lease handed over", "shard", h.Key(), "to", nl.Owner)
 		h.m.emit(Event{Kind: EventHandedOver, Key: h.key, Peer: nl.Owner})
@@ -365,7 +422,7 @@ func (h *Handle) HandOver(ctx context.Context) error {
 // Release gives the lease up so that another worker can take it at once.
 // The handle is lost afterwards (with ErrReleased).
 func (h *Handle) Release(ctx context.Context) error {
-	_, err := h.write(ctx, true, h.m.store.Release)
+	_, err := h.write(ctx, true, nil, h.m.store.Release)
 	if err == nil {
 		h.m.log.Info("lease released", "shard", h.Key())
 		h.m.emit(Event{Kind: EventReleased, Key: h.key})
