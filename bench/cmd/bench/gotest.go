@@ -70,10 +70,11 @@ func collect(res []benchResult, name, unit string) Sample {
 	return s
 }
 
-// overhead is item 1: the worker against a bare GetRecords loop, both on the
-// in-process server. The test binary is built once and run once per
-// sub-benchmark, alternating which of the pair goes first, so that the
-// changing load of a shared machine hits both alike.
+// overhead is item 1: the worker against bare GetRecords and SubscribeToShard
+// loops on in-process servers (BenchmarkPolling and BenchmarkFanOut in
+// ./worker). The test binary is built once and run once per sub-benchmark,
+// alternating which of each pair goes first, so that the changing load of a
+// shared machine hits both alike.
 func (b *bench) overhead(ctx context.Context) ([]Row, error) {
 	bin := filepath.Join(b.tmp, "worker.test")
 	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, "./worker")
