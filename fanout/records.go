@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -131,7 +132,10 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 			ApproximateArrivalTimestamp: aws.ToTime(kr.ApproximateArrivalTimestamp),
 		}
 		if t.opts.DisableDeaggregation || !kpl.IsAggregated(kr.Data) {
-			out = append(out, t.decode(ctx, base))
+			if t.opts.Decoder != nil {
+				base = t.decode(ctx, base)
+			}
+			out = append(out, base)
 			continue
 		}
 		users, err := kpl.Unmarshal(kr.Data)
@@ -220,21 +224,20 @@ func toRecords(in []types.Record) []kcl.Record {
 	return RecordOptions{DisableDeaggregation: true}.transformer("", HashKeyRange{}, slog.New(slog.DiscardHandler))(context.Background(), in)
 }
 
-// filterAfter drops, in place, the records whose extended sequence number is
-// at or before after; it keeps every record when after is zero or a starting
-// sentinel. Records are in order, so only a prefix can go, but the test is
-// per record and does not rely on it.
+// filterAfter drops the records whose extended sequence number is at or
+// before after; it keeps every record when after is zero or a starting
+// sentinel. Records are in order, so only a prefix can go: the result is a
+// subslice of recs, and the common case (nothing to drop) costs one
+// comparison.
 func filterAfter(recs []kcl.Record, after kcl.ExtendedSequenceNumber) []kcl.Record {
-	if after.IsZero() || (after.IsSentinel() && !after.IsShardEnd()) {
+	if len(recs) == 0 || after.IsZero() || (after.IsSentinel() && !after.IsShardEnd()) {
 		return recs
 	}
-	kept := recs[:0]
-	for _, r := range recs {
-		if r.Position().Compare(after) > 0 {
-			kept = append(kept, r)
-		}
+	if recs[0].Position().Compare(after) > 0 {
+		return recs
 	}
-	return kept
+	i := sort.Search(len(recs), func(i int) bool { return recs[i].Position().Compare(after) > 0 })
+	return recs[i:]
 }
 
 // batchBytes is the size of a batch's record data, for the prefetch bound.

@@ -332,6 +332,9 @@ func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome
 			return backoff.Permanent(fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost))
 		}
 		in.Attempt = attempt
+		if len(s.w.hooks.batch) == 0 {
+			return s.proc.ProcessRecords(ctx, in)
+		}
 		began := time.Now()
 		err := callSafely(func() error { return s.proc.ProcessRecords(ctx, in) })
 		s.w.hooks.onBatch(BatchProcessedEvent{
