@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -97,4 +101,164 @@ func TestHandleDoesNotAdoptResetAfterTimedOutCheckpoint(t *testing.T) {
 			t.Fatalf("handle after a reset: valid %v, err %v; want lost to the reset's conflict", h.Valid(), h.Err())
 		}
 	})
+}
+
+// listed returns lease key as List reads it (not Get, which tests gate).
+func listed(t *testing.T, st lease.Store, key string) lease.Lease {
+	t.Helper()
+	ls, err := st.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		if l.Key == key {
+			return l
+		}
+	}
+	t.Fatalf("lease %s not listed", key)
+	return lease.Lease{}
+}
+
+// gate blocks the callers of wait until open is called.
+type gate struct {
+	ch   chan struct{}
+	used atomic.Bool
+}
+
+func newGate() *gate { return &gate{ch: make(chan struct{})} }
+
+func (g *gate) wait() { g.used.Store(true); <-g.ch }
+func (g *gate) open() { close(g.ch) }
+
+// recorder counts the acquisitions of one manager.
+type recorder struct {
+	mu  sync.Mutex
+	got []*lease.Handle
+}
+
+func (r *recorder) acquired(h *lease.Handle) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, h)
+}
+
+func (r *recorder) of(key string) []*lease.Handle {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*lease.Handle
+	for _, h := range r.got {
+		if h.Key() == key {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// startManager starts a manager with the test timings that reports its
+// acquisitions to rec and never hands a lease over by itself.
+func startManager(t *testing.T, st lease.Store, id string, rec *recorder) *lease.Manager {
+	t.Helper()
+	m := lease.NewManager(lease.ManagerConfig{
+		Store: st, WorkerID: id,
+		LeaseDuration: leaseDuration, RenewInterval: renewInterval, TakeInterval: takeInterval,
+		Logger:     slog.New(slog.DiscardHandler),
+		Rand:       rand.New(rand.NewPCG(uint64(len(id)), 7)),
+		OnAcquired: rec.acquired,
+	})
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatalf("start %s: %v", id, err)
+	}
+	return m
+}
+
+// TestManagerInstallsOnce: b asks a for shard-01; a releases it instead of
+// handing it over, and b's taking round and b's hand-over waiter both go
+// for it. Whichever order their writes and installs take, b must acquire
+// the lease once, keep that handle, and renew it.
+func TestManagerInstallsOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// waiterFirst: the round's take is applied, then the waiter adopts
+		// the lease and installs it before the round does.
+		waiterFirst bool
+	}{
+		{"round then waiter", false},
+		{"waiter installs between the round's take and install", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := lease.NewMemoryStore()
+				for _, k := range []string{"shard-00", "shard-01"} {
+					if err := st.Create(t.Context(), lease.Lease{Key: k, Checkpoint: kcl.TrimHorizon}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				const key = "shard-01"
+				getGate, takeGate := newGate(), newGate()
+				var gatesOn atomic.Bool
+				st.SetFault(func(op, k string) error {
+					if gatesOn.Load() && op == "get" && k == key {
+						getGate.wait()
+					}
+					return nil
+				})
+				st.SetFaultAfterWrite(func(op, k string) error {
+					if gatesOn.Load() && tc.waiterFirst && op == "take" && k == key {
+						takeGate.wait()
+					}
+					return nil
+				})
+				var ra, rb recorder
+				a := startManager(t, st, "a", &ra)
+				defer a.Close(context.Background())
+				advance(maxTakePeriod)
+				if n := len(a.Held()); n != 2 {
+					t.Fatalf("a holds %d leases, want 2", n)
+				}
+				gatesOn.Store(true)
+				b := startManager(t, st, "b", &rb)
+				defer b.Close(context.Background())
+				advance(maxTakePeriod) // b asks a for shard-01; its waiter blocks on its first poll
+				if !getGate.used.Load() {
+					t.Fatal("b's hand-over waiter did not poll shard-01")
+				}
+				ha := ra.of(key)
+				if len(ha) != 1 {
+					t.Fatalf("a acquired %s %d times, want 1", key, len(ha))
+				}
+				if err := ha[0].Release(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				b.WakeTaker()
+				synctest.Wait() // the round takes the lease (and installs it, unless gated)
+				if listed(t, st, key).Owner != "b" {
+					t.Fatalf("b's round did not take %s", key)
+				}
+				getGate.open()
+				synctest.Wait() // the waiter sees b as the owner
+				if tc.waiterFirst {
+					takeGate.open()
+					synctest.Wait()
+				}
+				hs := rb.of(key)
+				if len(hs) != 1 {
+					t.Fatalf("b acquired %s %d times, want once", key, len(hs))
+				}
+				h := hs[0]
+				advance(2 * leaseDuration)
+				if !h.Valid() {
+					t.Fatalf("b's handle of %s lost: %v", key, h.Err())
+				}
+				if got := heldKeys(b); !slices.Equal(got, []string{key}) {
+					t.Errorf("b holds %v, want [%s]", got, key)
+				}
+				if n := len(rb.of(key)); n != 1 {
+					t.Errorf("b acquired %s %d times, want once", key, n)
+				}
+				if got := listed(t, st, key); got.Owner != "b" || got.Counter != h.Lease().Counter {
+					t.Errorf("stored %s: owner %q counter %d; b's handle at counter %d", key, got.Owner, got.Counter, h.Lease().Counter)
+				}
+			})
+		})
+	}
 }

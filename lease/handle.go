@@ -367,6 +367,31 @@ func sameStored(a, b Lease) bool {
 		a.HandoffTo == b.HandoffTo
 }
 
+// adoptTenure is install's check for a lease acquired twice: it reports
+// whether h, still valid, already stands for nl, a successful write of this
+// worker to the same lease in the same tenure (same owner switches and
+// checkpoint, so no other owner and no reset came in between). If nl is
+// newer, h takes it over (its next write is conditioned on nl's counter)
+// with the later of the two send times. The manager's lock is held.
+func (h *Handle) adoptTenure(nl Lease, sent time.Time) bool {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	l := h.lease
+	if h.lostErr != nil || !h.m.now().Before(h.deadlineLocked()) || nl.Owner != h.m.cfg.WorkerID || l.Owner != nl.Owner ||
+		l.OwnerSwitchesSinceCheckpoint != nl.OwnerSwitchesSinceCheckpoint ||
+		l.Checkpoint != nl.Checkpoint || l.PendingCheckpoint != nl.PendingCheckpoint {
+		return false
+	}
+	if nl.Counter > l.Counter {
+		h.lease = nl.Clone()
+		if sent.After(h.renewedAt) {
+			h.renewedAt = sent
+			h.armLocked()
+		}
+	}
+	return true
+}
+
 func (h *Handle) signalHandoff() {
 	h.smu.Lock()
 	defer h.smu.Unlock()

@@ -474,6 +474,9 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 		}
 		switch {
 		case cur.Owner == m.cfg.WorkerID:
+			if m.holds(cur.Key) {
+				return // a taking round took it meanwhile: nothing to adopt
+			}
 			// Renew at once so that this worker's deadline counts from a
 			// write it sent itself.
 			sent := m.now()
@@ -507,12 +510,21 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	m.install(nl, start, why, l.Owner)
 }
 
-// install makes nl a held lease whose last write was sent at start.
+// install makes nl a held lease whose last write was sent at start. It is
+// idempotent: when a taking round and a hand-over waiter acquire the same
+// lease at once, the second to install finds a valid handle of the same
+// tenure (see sameTenure) and keeps it, adopting nl if it is newer, so the
+// shard is neither reported twice nor stopped and restarted.
 func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
 	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{}), handoff: make(chan struct{}),
 		loadSince: start, rate: nl.Throughput}
 	m.mu.Lock()
 	if old := m.held[nl.Key]; old != nil {
+		if old.adoptTenure(nl, start) {
+			m.mu.Unlock()
+			m.log.Info("lease acquired again while held; keeping the handle", "shard", nl.Key, "how", why, "counter", nl.Counter)
+			return
+		}
 		old.markLost(errTakenAgain)
 	}
 	m.held[nl.Key] = h
@@ -522,6 +534,14 @@ func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
 	m.log.Info("lease acquired", "shard", nl.Key, "how", why, "previous_owner", previous, "counter", nl.Counter)
 	m.emit(Event{Kind: EventAcquired, Key: nl.Key, How: why, Peer: previous})
 	m.cfg.OnAcquired(h)
+}
+
+// holds reports whether a valid handle of key is held.
+func (m *Manager) holds(key string) bool {
+	m.mu.Lock()
+	h := m.held[key]
+	m.mu.Unlock()
+	return h != nil && h.Valid()
 }
 
 // now reads the manager's clock.
