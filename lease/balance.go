@@ -2,6 +2,7 @@ package lease
 
 import (
 	"cmp"
+	"maps"
 	"math"
 	"slices"
 )
@@ -22,6 +23,14 @@ type View struct {
 	// rounds: the worker the plan names for them does not take them (it
 	// cannot scan the table, say). Any worker below its share takes them.
 	Stale map[string]bool
+	// Young holds the live workers that may not yet be able to judge a
+	// lease expired: they started less than a lease duration ago, so they
+	// have not watched any counter stand still that long. The plan never
+	// gives them an expired lease (it would wait for them in vain); they
+	// still take unowned leases and ask for held ones. Workers judge each
+	// other's age from the presence rows (see ManagerConfig), which every
+	// planner reads alike.
+	Young map[string]bool
 	// ByLoad balances the leases' Throughput rather than their number
 	// (see [PlanFleet]).
 	ByLoad bool
@@ -121,6 +130,15 @@ func PlanTakes(v View) Plan {
 // is in the plan. A lease with a hand-over pending does not move again (the
 // store would refuse a second request); it counts as the receiver's when
 // the receiver is live, as the owner's otherwise.
+//
+// An expired lease never goes to a Young worker: only a worker that has
+// been watching the table for a lease duration can take it (see
+// View.Young). By count, a young worker's share is then filled with other
+// leases, and an expired lease no mature worker has room for goes to the
+// mature worker planned to hold the fewest, above its share if need be: a
+// crashed worker's leases are taken at once, and the surplus moves on by
+// hand-over in later rounds. With no mature worker, expired leases stay
+// where they are until one matures.
 //
 // By count (the default), the result holds q or q+1 leases per worker, where
 // q = active leases / live workers. The q+1 shares go to the workers holding
@@ -263,14 +281,44 @@ func (f *fleet) planByCount() []Move {
 		}
 	}
 	var moves []Move
+	planned := maps.Clone(f.count)
 	for _, w := range f.workers {
-		for need := target[w] - f.count[w]; need > 0 && len(pool) > 0; need-- {
-			it := pool[0]
-			pool = pool[1:]
+		for need := target[w] - f.count[w]; need > 0; need-- {
+			i := slices.IndexFunc(pool, func(it item) bool { return it.steal || f.canReceive(w, it.l) })
+			if i < 0 {
+				break
+			}
+			it := pool[i]
+			pool = slices.Delete(pool, i, i+1)
 			moves = append(moves, Move{Lease: it.l.Clone(), To: w, Steal: it.steal})
+			planned[w]++
 		}
 	}
+	// Expired leases left over because only young workers had room: to
+	// the mature worker planned to hold the fewest, even above its share.
+	for _, it := range pool {
+		if it.steal {
+			continue
+		}
+		w := ""
+		for _, x := range f.workers {
+			if f.canReceive(x, it.l) && (w == "" || planned[x] < planned[w]) {
+				w = x
+			}
+		}
+		if w == "" {
+			continue // no mature worker: wait for one
+		}
+		moves = append(moves, Move{Lease: it.l.Clone(), To: w})
+		planned[w]++
+	}
 	return moves
+}
+
+// canReceive reports whether free lease l may be planned for worker w: an
+// expired lease not for a young worker (see View.Young).
+func (f *fleet) canReceive(w string, l *Lease) bool {
+	return !f.v.Young[w] || l.Owner == "" || !f.v.Expired[l.Key]
 }
 
 // planByLoad balances the sum of lease weights per worker within the
@@ -297,6 +345,10 @@ func (f *fleet) planByLoad() []Move {
 			mine[w] = append(mine[w], l.Key)
 		}
 	}
+	byKey := make(map[string]*Lease, len(f.all))
+	for _, l := range f.all {
+		byKey[l.Key] = l
+	}
 	counts := map[string]int{}
 	for w, c := range f.count {
 		counts[w] = c
@@ -305,11 +357,14 @@ func (f *fleet) planByLoad() []Move {
 	free := slices.Clone(f.free)
 	slices.SortStableFunc(free, func(a, b *Lease) int { return cmp.Compare(f.weight[b.Key], f.weight[a.Key]) })
 	for _, l := range free {
-		w := f.workers[0]
-		for _, x := range f.workers[1:] {
-			if load[x] < load[w] || load[x] == load[w] && counts[x] < counts[w] {
+		w := ""
+		for _, x := range f.workers {
+			if f.canReceive(x, l) && (w == "" || load[x] < load[w] || load[x] == load[w] && counts[x] < counts[w]) {
 				w = x
 			}
+		}
+		if w == "" {
+			continue // expired, and no mature worker to take it
 		}
 		assign[l.Key] = w
 		load[w] += f.weight[l.Key]
@@ -339,6 +394,9 @@ func (f *fleet) planByLoad() []Move {
 			w := f.weight[k]
 			if w >= gap {
 				continue // would not lower the higher load
+			}
+			if l := byKey[k]; !f.canReceive(least, l) {
+				continue // expired, and least is young
 			}
 			if best == "" || math.Abs(gap-2*w) < math.Abs(gap-2*f.weight[best]) ||
 				math.Abs(gap-2*w) == math.Abs(gap-2*f.weight[best]) && k < best {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/lease"
@@ -259,6 +260,128 @@ func TestManagerInstallsOnce(t *testing.T) {
 					t.Errorf("stored %s: owner %q counter %d; b's handle at counter %d", key, got.Owner, got.Counter, h.Lease().Counter)
 				}
 			})
+		})
+	}
+}
+
+// TestManagerFailoverWhileAnotherRestarts: of five workers, e crashes, and a
+// crashes and restarts (same WorkerID) shortly before e's leases expire.
+// The restarted a cannot judge e's leases expired for a lease duration, so
+// the plan must not give them to it: every lease of e and of a's first run
+// must be taken within LeaseDuration + one take period (jittered) of its
+// last write, not at the stale-lease fallback (3 take periods later).
+func TestManagerFailoverWhileAnotherRestarts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 10)
+		defer f.closeAll()
+		var mu sync.Mutex
+		lastWrite := map[string]time.Time{}
+		f.store.SetFaultAfterWrite(func(op, key string) error {
+			switch op {
+			case "renew", "take", "checkpoint", "release", "handover":
+				mu.Lock()
+				lastWrite[key] = time.Now()
+				mu.Unlock()
+			}
+			return nil
+		})
+		pa, pe := &partitionedStore{Store: f.store}, &partitionedStore{Store: f.store}
+		a := f.start("a", pa)
+		b, c, d := f.start("b", nil), f.start("c", nil), f.start("d", nil)
+		e := f.start("e", pe)
+		advance(6 * takeInterval)
+		if got := counts([]*lease.Manager{a, b, c, d, e}); !slices.Equal(got, []int{2, 2, 2, 2, 2}) {
+			t.Fatalf("managers hold %v before the crash, want 2 each", got)
+		}
+		advance(renewInterval / 2)
+		crashed := map[string]time.Time{} // lease -> last write of its crashed holder
+		crash := func(m *lease.Manager, p *partitionedStore) {
+			p.down.Store(true)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, h := range m.Held() {
+				crashed[h.Key()] = lastWrite[h.Key()]
+			}
+		}
+		crashAt := time.Now()
+		crash(e, pe)
+		advance(leaseDuration - time.Second)
+		crash(a, pa)
+		a2 := f.start("a", nil) // a restarts: young for a lease duration
+		advance(2*leaseDuration + 3*maxTakePeriod)
+
+		var worst time.Duration
+		for key, last := range crashed {
+			acq, ok := f.firstAcquisition(key, crashAt)
+			if !ok {
+				t.Errorf("%s: never taken over", key)
+				continue
+			}
+			idle := acq.at.Sub(last)
+			worst = max(worst, idle)
+			if idle < leaseDuration {
+				t.Errorf("%s: taken %v after its holder's last write, before the lease duration", key, idle)
+			}
+			if bound := leaseDuration + maxTakePeriod; idle > bound {
+				t.Errorf("%s: taken by %s %v after its holder's last write, later than %v", key, acq.worker, idle, bound)
+			}
+		}
+		t.Logf("failover: worst %v from the last write to the take (lease %v, take interval %v)", worst, leaseDuration, takeInterval)
+		live := []*lease.Manager{a2, b, c, d}
+		if got := counts(live); slices.Max(got)-slices.Min(got) > 1 {
+			t.Errorf("live workers hold %v, want balanced", got)
+		}
+		checkOwnership(t, f.store, []string{"a", "b", "c", "d"}, live)
+	})
+}
+
+// TestPlanNeverGivesExpiredToYoung: the fleet-wide plan gives a crashed
+// worker's expired leases only to workers old enough to judge them expired,
+// each to exactly one of them (every planner agrees), while a young worker
+// still takes unowned leases. With only young workers, expired leases wait.
+func TestPlanNeverGivesExpiredToYoung(t *testing.T) {
+	mk := func(key, owner string) lease.Lease {
+		return lease.Lease{Key: key, Owner: owner, Counter: 5, Checkpoint: kcl.TrimHorizon}
+	}
+	leases := []lease.Lease{
+		mk("b-1", "b"), mk("b-2", "b"), mk("c-1", "c"), mk("c-2", "c"),
+		mk("x-1", "x"), mk("x-2", "x"), mk("x-3", "x"), mk("free-1", ""),
+	}
+	expired := map[string]bool{"x-1": true, "x-2": true, "x-3": true}
+	for _, tc := range []struct {
+		name   string
+		young  map[string]bool
+		byLoad bool
+	}{
+		{"by count", map[string]bool{"a": true}, false},
+		{"by load", map[string]bool{"a": true}, true},
+		{"by count, all young", map[string]bool{"a": true, "b": true, "c": true}, false},
+		{"by load, all young", map[string]bool{"a": true, "b": true, "c": true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			takers := map[string][]string{}
+			for _, self := range []string{"a", "b", "c"} {
+				v := lease.View{Self: self, Leases: leases, Expired: expired, LiveWorkers: []string{"a", "b", "c"},
+					Young: tc.young, ByLoad: tc.byLoad}
+				for _, l := range lease.PlanTakes(v).Take {
+					takers[l.Key] = append(takers[l.Key], self)
+				}
+			}
+			allYoung := len(tc.young) == 3
+			for key := range expired {
+				got := takers[key]
+				switch {
+				case allYoung && len(got) != 0:
+					t.Errorf("%s planned for %v, all of them young", key, got)
+				case !allYoung && (len(got) != 1 || tc.young[got[0]]):
+					t.Errorf("%s planned for %v, want exactly one mature worker", key, got)
+				}
+			}
+			if got := takers["free-1"]; len(got) != 1 {
+				t.Errorf("free-1 planned for %v, want exactly one worker", got)
+			} else if !allYoung && got[0] != "a" && !tc.byLoad {
+				t.Errorf("free-1 planned for %s, want the empty young worker a", got[0])
+			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -153,7 +154,29 @@ func NewManager(cfg ManagerConfig) *Manager {
 // Start writes the presence row and starts the renewal and taking loops. The
 // first taking round waits one TakeInterval so that workers started together
 // see each other before they divide the leases.
+//
+// A row left by an earlier run with the same WorkerID (a crash) is deleted
+// first, so that the heartbeat counts from 1 again: the other workers judge
+// from it how long this worker has been watching the table (see
+// View.Young). The leases are read once before the first heartbeat, and
+// the time this worker watched them counts from that read.
 func (m *Manager) Start(ctx context.Context) error {
+	if err := m.freshRow(ctx); err != nil {
+		return err
+	}
+	// Best effort: a worker that cannot read the leases cannot take them
+	// either, and the stale-lease rule of PlanTakes covers what is planned
+	// for it meanwhile.
+	if leases, err := m.store.List(ctx); err == nil {
+		now := m.now()
+		m.mu.Lock()
+		for _, l := range leases {
+			m.observed[l.Key] = observation{counter: l.Counter, owner: l.Owner, at: now}
+		}
+		m.mu.Unlock()
+	} else if ctx.Err() == nil {
+		m.log.Warn("reading the leases at start failed", "worker", m.cfg.WorkerID, "err", err)
+	}
 	if err := m.heartbeat(ctx); err != nil {
 		return err
 	}
@@ -173,6 +196,42 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.takeLoop(tctx)
 	}()
 	return nil
+}
+
+// freshRow deletes this worker's presence row if an earlier run left one,
+// conditional on the heartbeat read, so that the first heartbeat writes 1.
+// A row that keeps changing under it (another process with the same ID)
+// is left after a few tries: the others then take this worker for older
+// than it is, which delays failover but never makes two owners.
+func (m *Manager) freshRow(ctx context.Context) error {
+	for range 3 {
+		ws, err := m.store.ListWorkers(ctx)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(ws, func(w Worker) bool { return w.ID == m.cfg.WorkerID })
+		if i < 0 {
+			return nil
+		}
+		err = m.store.DeleteWorker(ctx, ws[i])
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	m.log.Warn("presence row of this worker ID keeps changing; is another process using it?", "worker", m.cfg.WorkerID)
+	return nil
+}
+
+// young reports whether the worker whose presence row shows heartbeat hb
+// may have watched the table for less than LeaseDuration. The row counts
+// from 1 at its Start (see freshRow), which read the leases first, and
+// grows by one per RenewInterval at most, so the worker has watched for at
+// least (hb-1)*RenewInterval.
+func (m *Manager) young(hb int64) bool {
+	return time.Duration(hb-1)*m.cfg.RenewInterval < m.cfg.LeaseDuration
 }
 
 // WakeTaker makes the taking loop run a round now (for example after a shard
@@ -348,7 +407,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	}
 	now := m.now()
 	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}, Stale: map[string]bool{},
-		ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
+		Young: map[string]bool{}, ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
 
 	m.mu.Lock()
 	seen := make(map[string]bool, len(leases))
@@ -390,6 +449,9 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		age := now.Sub(o.at)
 		if age < m.cfg.LeaseDuration || w.ID == m.cfg.WorkerID {
 			view.LiveWorkers = append(view.LiveWorkers, w.ID)
+			if m.young(w.Heartbeat) {
+				view.Young[w.ID] = true
+			}
 		} else if age > 6*m.cfg.LeaseDuration {
 			stale = append(stale, w)
 		}
