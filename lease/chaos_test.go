@@ -71,6 +71,36 @@ func TestHandleAdoptsTimedOutCheckpoint(t *testing.T) {
 	})
 }
 
+// TestHandleAdoptsTimedOutCheckpointThenRequest: a hand-over request made
+// after the timed-out checkpoint was applied (it does not move the counter)
+// does not prevent the adoption: the next renewal adopts the write, sees
+// the request, and the holder hands the lease over.
+func TestHandleAdoptsTimedOutCheckpointThenRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, _, h := acquireOne(t)
+		defer f.closeAll()
+		loseAnswerOnce(f.store, "checkpoint")
+		cp := kcl.NewSequence("49680000000000000000000000000000000000000000000000000015")
+		if _, err := h.UpdateCheckpoint(t.Context(), func(l *lease.Lease) { l.Checkpoint = cp }); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("checkpoint: err %v, want the injected timeout", err)
+		}
+		if _, err := f.store.RequestHandoff(t.Context(), getLease(t, f.store, h.Key()), "b"); err != nil {
+			t.Fatal(err)
+		}
+		advance(renewInterval)
+		// The fleet's holders hand a lease over when asked.
+		if !isClosed(h.HandoffRequested()) {
+			t.Fatalf("hand-over request not signalled; handle error %v", h.Err())
+		}
+		if !errors.Is(h.Err(), lease.ErrReleased) {
+			t.Fatalf("handle error %v, want it handed over (ErrReleased)", h.Err())
+		}
+		if got := getLease(t, f.store, h.Key()); got.Checkpoint != cp || got.Owner != "b" {
+			t.Errorf("stored lease: checkpoint %v, owner %q; want %v handed over to b", got.Checkpoint, got.Owner, cp)
+		}
+	})
+}
+
 // TestHandleDoesNotAdoptResetAfterTimedOutCheckpoint: after a timed-out
 // checkpoint, a reset to the very same position (owner cleared, counter one
 // up) must not pass for the lost answer: the handle is lost.

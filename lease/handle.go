@@ -339,7 +339,8 @@ func (h *Handle) adoptable(mine Lease, cur *Lease) bool {
 // based on mine was refused, is the result of one of this handle's earlier
 // writes that failed without an answer (a timeout) but was applied: owned
 // by this worker, exactly one write past mine, and equal in every stored
-// field (but the throughput a renewal measures) to what that write stored.
+// field (but the throughput a renewal measures, and a hand-over request
+// made since) to what that write stored.
 // Any other write since (a reset, a take, a hand-over, another checkpoint)
 // changes the owner, the counter by more than one, or a field, and is never
 // adopted.
@@ -348,7 +349,9 @@ func (h *Handle) appliedEarlier(mine Lease, cur *Lease) bool {
 		return false
 	}
 	for _, u := range h.unconfirmed {
-		if u.Counter == mine.Counter && sameStored(u, *cur) {
+		// A hand-over request does not move the counter: one may have
+		// come after the write (write then sees it, as after a renewal).
+		if u.Counter == mine.Counter && sameStored(u, *cur) && (cur.HandoffTo == u.HandoffTo || u.HandoffTo == "") {
 			return true
 		}
 	}
@@ -356,15 +359,14 @@ func (h *Handle) appliedEarlier(mine Lease, cur *Lease) bool {
 }
 
 // sameStored reports whether a and b (normalised as stores keep leases)
-// agree on every field but Counter and Throughput.
+// agree on every field but Counter, Throughput and HandoffTo.
 func sameStored(a, b Lease) bool {
 	return a.Key == b.Key && a.Owner == b.Owner &&
 		a.Checkpoint == b.Checkpoint && a.CheckpointTimestamp.Equal(b.CheckpointTimestamp) &&
 		a.PendingCheckpoint == b.PendingCheckpoint && bytes.Equal(a.PendingCheckpointState, b.PendingCheckpointState) &&
 		a.OwnerSwitchesSinceCheckpoint == b.OwnerSwitchesSinceCheckpoint &&
 		slices.Equal(a.ParentShardIDs, b.ParentShardIDs) && slices.Equal(a.ChildShardIDs, b.ChildShardIDs) &&
-		a.StartingHashKey == b.StartingHashKey && a.EndingHashKey == b.EndingHashKey &&
-		a.HandoffTo == b.HandoffTo
+		a.StartingHashKey == b.StartingHashKey && a.EndingHashKey == b.EndingHashKey
 }
 
 // adoptTenure is install's check for a lease acquired twice: it reports
