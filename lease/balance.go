@@ -24,8 +24,9 @@ type View struct {
 	// cannot scan the table, say). Any worker below its share takes them.
 	Stale map[string]bool
 	// Young holds the live workers that may not yet be able to judge a
-	// lease expired: they started less than a lease duration ago, so they
-	// have not watched any counter stand still that long. The plan never
+	// lease expired: they started less than a lease duration (plus a take
+	// interval, the Manager's margin) ago, so they have not watched any
+	// counter stand still that long. The plan never
 	// gives them an expired lease (it would wait for them in vain); they
 	// still take unowned leases and ask for held ones. Workers judge each
 	// other's age from the presence rows (see ManagerConfig), which every

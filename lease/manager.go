@@ -226,12 +226,16 @@ func (m *Manager) freshRow(ctx context.Context) error {
 }
 
 // young reports whether the worker whose presence row shows heartbeat hb
-// may have watched the table for less than LeaseDuration. The row counts
-// from 1 at its Start (see freshRow), which read the leases first, and
-// grows by one per RenewInterval at most, so the worker has watched for at
-// least (hb-1)*RenewInterval.
+// may have watched the table for less than LeaseDuration + TakeInterval.
+// The row counts from 1 at its Start (see freshRow), which read the leases
+// first, and grows by one per RenewInterval at most, so the worker has
+// watched for at least (hb-1)*RenewInterval. The TakeInterval beyond the
+// lease duration lets a worker that just matured have judged, at its own
+// rounds, the leases others judge expired by the time they name it, and
+// keeps planners that read its row a moment apart from naming it before it
+// can act.
 func (m *Manager) young(hb int64) bool {
-	return time.Duration(hb-1)*m.cfg.RenewInterval < m.cfg.LeaseDuration
+	return time.Duration(hb-1)*m.cfg.RenewInterval < m.cfg.LeaseDuration+m.cfg.TakeInterval
 }
 
 // WakeTaker makes the taking loop run a round now (for example after a shard

@@ -42,6 +42,9 @@ type acquisition struct {
 type testFleet struct {
 	t     *testing.T
 	store *lease.MemoryStore
+	// Timing of the managers started; zero values select the package's
+	// leaseDuration, renewInterval and takeInterval.
+	leaseDuration, renewInterval, takeInterval time.Duration
 
 	mu       sync.Mutex
 	acquired []acquisition
@@ -69,12 +72,18 @@ func (f *testFleet) start(id string, st lease.Store) *lease.Manager {
 	for _, c := range id {
 		seed = seed*31 + uint64(c)
 	}
+	or := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			return def
+		}
+		return d
+	}
 	m := lease.NewManager(lease.ManagerConfig{
 		Store:         st,
 		WorkerID:      id,
-		LeaseDuration: leaseDuration,
-		RenewInterval: renewInterval,
-		TakeInterval:  takeInterval,
+		LeaseDuration: or(f.leaseDuration, leaseDuration),
+		RenewInterval: or(f.renewInterval, renewInterval),
+		TakeInterval:  or(f.takeInterval, takeInterval),
 		Logger:        slog.New(slog.DiscardHandler),
 		Rand:          rand.New(rand.NewPCG(seed, 42)),
 		OnAcquired: func(h *lease.Handle) {
