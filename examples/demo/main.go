@@ -215,8 +215,8 @@ func run(ctx context.Context) error {
 	}
 	d.step("Checking every delivered record against every produced one")
 	fmt.Print(indent(report.String()))
-	fmt.Println("   (duplicates after the last checkpoint are expected after a SIGKILL, and when a lease")
-	fmt.Println("   moves to the restarted replica: at-least-once)")
+	fmt.Println("   (duplicates after the last checkpoint are expected after a SIGKILL: at-least-once;")
+	fmt.Println("   leases moved to the restarted replica are handed over after a checkpoint, so none there)")
 	if err := errors.Join(append(stopErrs, report.Err())...); err != nil {
 		return err
 	}
