@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -102,25 +101,17 @@ func (o PollerOptions) withDefaults() PollerOptions {
 	if o.IdleTimeBetweenReads == 0 {
 		o.IdleTimeBetweenReads = DefaultIdleTimeBetweenReads
 	}
-	if o.PrefetchBatches == 0 {
-		o.PrefetchBatches = DefaultPrefetchBatches
-	}
-	if o.PrefetchBytes == 0 {
-		o.PrefetchBytes = DefaultPrefetchBytes
-	}
-	if o.BackoffInitial == 0 {
-		o.BackoffInitial = DefaultBackoffInitial
-	}
-	if o.BackoffMax == 0 {
-		o.BackoffMax = DefaultBackoffMax
-	}
 	if o.CallTimeout == 0 {
 		o.CallTimeout = DefaultCallTimeout
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.shared().setDefaults()
 	return o
+}
+
+// shared points at the options every reader has.
+func (o *PollerOptions) shared() readerOptions {
+	return readerOptions{&o.StreamName, &o.StreamARN, &o.PrefetchBatches, &o.PrefetchBytes,
+		&o.BackoffInitial, &o.BackoffMax, &o.Logger}
 }
 
 // validate checks options after withDefaults.
@@ -128,23 +119,10 @@ func (o PollerOptions) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: fanout poller: %s", kcl.ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
-	switch {
-	case o.StreamName == "" && o.StreamARN == "":
-		return bad("StreamName or StreamARN is required")
-	case o.StreamARN != "" && !strings.HasPrefix(o.StreamARN, "arn:"):
-		return bad("StreamARN %q is not an ARN", o.StreamARN)
-	case o.MaxRecords < 1 || o.MaxRecords > maxGetRecordsLimit:
+	if o.MaxRecords < 1 || o.MaxRecords > maxGetRecordsLimit {
 		return bad("MaxRecords %d is outside 1..%d", o.MaxRecords, maxGetRecordsLimit)
-	case o.PrefetchBatches < 1:
-		return bad("PrefetchBatches %d must be positive", o.PrefetchBatches)
-	case o.PrefetchBytes < 1:
-		return bad("PrefetchBytes %d must be positive", o.PrefetchBytes)
-	case o.BackoffInitial < 0:
-		return bad("BackoffInitial %v must be positive", o.BackoffInitial)
-	case o.BackoffMax < o.BackoffInitial:
-		return bad("BackoffMax %v is below BackoffInitial %v", o.BackoffMax, o.BackoffInitial)
 	}
-	return nil
+	return o.shared().validate(bad)
 }
 
 // Poller reads shards with GetRecords, sharing the shard's read throughput

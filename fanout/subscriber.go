@@ -97,33 +97,24 @@ func (o SubscriberOptions) withDefaults() SubscriberOptions {
 	if o.MaxBatchRecords == 0 {
 		o.MaxBatchRecords = DefaultMaxBatchRecords
 	}
-	if o.PrefetchBatches == 0 {
-		o.PrefetchBatches = DefaultPrefetchBatches
-	}
-	if o.PrefetchBytes == 0 {
-		o.PrefetchBytes = DefaultPrefetchBytes
-	}
-	if o.BackoffInitial == 0 {
-		o.BackoffInitial = DefaultBackoffInitial
-	}
-	if o.BackoffMax == 0 {
-		o.BackoffMax = DefaultBackoffMax
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.shared().setDefaults()
 	return o
+}
+
+// shared points at the options every reader has.
+func (o *SubscriberOptions) shared() readerOptions {
+	return readerOptions{&o.StreamName, &o.StreamARN, &o.PrefetchBatches, &o.PrefetchBytes,
+		&o.BackoffInitial, &o.BackoffMax, &o.Logger}
 }
 
 func (o SubscriberOptions) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: fanout subscriber: %s", kcl.ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
+	if err := o.shared().validate(bad); err != nil {
+		return err
+	}
 	switch {
-	case o.StreamName == "" && o.StreamARN == "":
-		return bad("StreamName or StreamARN is required")
-	case o.StreamARN != "" && !strings.HasPrefix(o.StreamARN, "arn:"):
-		return bad("StreamARN %q is not an ARN", o.StreamARN)
 	case o.ConsumerARN != "" && !strings.HasPrefix(o.ConsumerARN, "arn:"):
 		return bad("ConsumerARN %q is not an ARN", o.ConsumerARN)
 	case o.ConsumerARN == "" && !validConsumerName(o.ConsumerName):
@@ -132,14 +123,6 @@ func (o SubscriberOptions) validate() error {
 		return bad("EventTimeout %v is negative", o.EventTimeout)
 	case o.MaxBatchRecords < 1:
 		return bad("MaxBatchRecords %d must be positive", o.MaxBatchRecords)
-	case o.PrefetchBatches < 1:
-		return bad("PrefetchBatches %d must be positive", o.PrefetchBatches)
-	case o.PrefetchBytes < 1:
-		return bad("PrefetchBytes %d must be positive", o.PrefetchBytes)
-	case o.BackoffInitial < 0:
-		return bad("BackoffInitial %v is negative", o.BackoffInitial)
-	case o.BackoffMax < o.BackoffInitial:
-		return bad("BackoffMax %v is below BackoffInitial %v", o.BackoffMax, o.BackoffInitial)
 	}
 	return nil
 }
