@@ -213,29 +213,7 @@ func (s *MemoryStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
 // conditional is updateFenced (owner and counter checked) with an extra
 // condition on the stored lease.
 func (s *MemoryStore) conditional(ctx context.Context, op string, l Lease, cond func(Lease) bool, change func(*Lease)) (Lease, error) {
-	if err := checkLeaseKey(op, l.Key); err != nil {
-		return Lease{}, err
-	}
-	var out Lease
-	err := s.run(ctx, op, l.Key, func() error {
-		cur, ok := s.leases[l.Key]
-		if !ok {
-			return newConflict(op, l.Key, nil)
-		}
-		if cur.Counter != l.Counter || cur.Owner != l.Owner || !cond(cur) {
-			return newConflict(op, l.Key, &cur)
-		}
-		next := cur.Clone()
-		change(&next)
-		next.Counter++
-		s.leases[l.Key] = next
-		out = next.Clone()
-		return nil
-	})
-	if err != nil {
-		return Lease{}, err
-	}
-	return out, nil
+	return s.write(ctx, op, l, func(cur Lease) bool { return cur.Owner == l.Owner && cond(cur) }, change)
 }
 
 // UpdateCheckpoint stores the checkpoint fields of l if the lease's Owner
@@ -284,6 +262,12 @@ func (s *MemoryStore) UpdateShardInfo(ctx context.Context, l Lease) (Lease, erro
 // counter, if the stored Counter (and, with checkOwner, Owner) match l.
 // change receives a private copy.
 func (s *MemoryStore) updateFenced(ctx context.Context, op string, l Lease, checkOwner bool, change func(*Lease)) (Lease, error) {
+	return s.write(ctx, op, l, func(cur Lease) bool { return !checkOwner || cur.Owner == l.Owner }, change)
+}
+
+// write applies change to the stored lease and increments its counter, if
+// the stored Counter is l.Counter and cond accepts the stored lease.
+func (s *MemoryStore) write(ctx context.Context, op string, l Lease, cond func(Lease) bool, change func(*Lease)) (Lease, error) {
 	if err := checkLeaseKey(op, l.Key); err != nil {
 		return Lease{}, err
 	}
@@ -293,7 +277,7 @@ func (s *MemoryStore) updateFenced(ctx context.Context, op string, l Lease, chec
 		if !ok {
 			return newConflict(op, l.Key, nil)
 		}
-		if cur.Counter != l.Counter || (checkOwner && cur.Owner != l.Owner) {
+		if cur.Counter != l.Counter || !cond(cur) {
 			return newConflict(op, l.Key, &cur)
 		}
 		next := cur.Clone()
