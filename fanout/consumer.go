@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -112,7 +113,7 @@ func ValidateConsumerName(name string) error {
 func StreamARN(ctx context.Context, client StreamDescriber, streamName string) (string, error) {
 	out, err := client.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(streamName)})
 	if err != nil {
-		if classify(err) == kindNotFound {
+		if awsx.Classify(err) == awsx.NotFound {
 			err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
 		}
 		return "", fmt.Errorf("fanout: describe stream %s: %w", streamName, err)
@@ -176,17 +177,17 @@ func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 				}
 			case ctx.Err() != nil:
 				return fail("register", ctx.Err())
-			case classify(err) == kindNotFound:
+			case awsx.Classify(err) == awsx.NotFound:
 				return fail("register", fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err))
-			case !classify(err).retryable():
+			case !awsx.Classify(err).Retryable():
 				return fail("register", err)
 			}
 		case ctx.Err() != nil:
 			return fail("describe", ctx.Err())
-		case !classify(err).retryable():
+		case !awsx.Classify(err).Retryable():
 			return fail("describe", err)
 		}
-		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+		if err := awsx.Sleep(ctx, bo.NextBackOff()); err != nil {
 			return fail("wait until ACTIVE", err)
 		}
 	}
@@ -203,7 +204,7 @@ func DescribeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 		StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
 	})
 	if err != nil {
-		if classify(err) == kindNotFound {
+		if awsx.Classify(err) == awsx.NotFound {
 			return Consumer{}, fmt.Errorf("%w: %w", errConsumerNotFound, err)
 		}
 		return Consumer{}, err
@@ -260,7 +261,7 @@ func ListConsumers(ctx context.Context, client ConsumerAPI, streamARN string) ([
 	for {
 		out, err := client.ListStreamConsumers(ctx, in)
 		if err != nil {
-			if classify(err) == kindNotFound {
+			if awsx.Classify(err) == awsx.NotFound {
 				err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
 			}
 			return nil, fmt.Errorf("fanout: list consumers of %s: %w", streamARN, err)
@@ -302,16 +303,16 @@ func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name
 			switch {
 			case err == nil:
 				deregistered = true
-			case classify(err) == kindNotFound:
+			case awsx.Classify(err) == awsx.NotFound:
 				return nil
 			case errors.As(err, &inUse): // still CREATING: try again
-			case ctx.Err() != nil || !classify(err).retryable():
+			case ctx.Err() != nil || !awsx.Classify(err).Retryable():
 				return fmt.Errorf("fanout: deregister consumer %s from %s: %w", name, streamARN, err)
 			}
-		case err != nil && (ctx.Err() != nil || !classify(err).retryable()):
+		case err != nil && (ctx.Err() != nil || !awsx.Classify(err).Retryable()):
 			return fmt.Errorf("fanout: deregister consumer %s from %s: describe: %w", name, streamARN, err)
 		}
-		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+		if err := awsx.Sleep(ctx, bo.NextBackOff()); err != nil {
 			return fmt.Errorf("fanout: deregister consumer %s from %s: wait until gone: %w", name, streamARN, err)
 		}
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/shardline/shardline/internal/fleet"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
-	"github.com/shardline/shardline/lease"
 )
 
 // Timings every test uses.

@@ -34,7 +34,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shardline/shardline/checkpoint"
+	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/kcl"
 )
 

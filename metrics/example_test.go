@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shardline/shardline/lease"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
 )

@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 
@@ -107,7 +107,7 @@ type Metrics struct {
 // identity is the worker a Metrics observes.
 type identity struct {
 	stream, worker string
-	counts         func() fanout.RecordCounts
+	counts         func() reader.RecordCounts
 }
 
 // Option configures [New]. An option given an unusable value makes New fail
@@ -422,7 +422,7 @@ func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
 }
 
 // OnFetch implements worker.HookFetch.
-func (m *Metrics) OnFetch(e fanout.FetchEvent) {
+func (m *Metrics) OnFetch(e reader.FetchEvent) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	m.readCalls.WithLabelValues(s, w, e.Op).Inc()
@@ -430,7 +430,7 @@ func (m *Metrics) OnFetch(e fanout.FetchEvent) {
 	if e.Err != nil {
 		kind := e.ErrorKind
 		if kind == "" {
-			kind = fanout.ErrorKind(e.Err)
+			kind = reader.ErrorKind(e.Err)
 		}
 		switch kind {
 		case "throttled":

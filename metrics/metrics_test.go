@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 
@@ -104,7 +104,7 @@ func TestBatchProcessed(t *testing.T) {
 
 func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	m, g := started(t)
-	for _, e := range []fanout.FetchEvent{
+	for _, e := range []reader.FetchEvent{
 		{ShardID: "a", Op: "GetRecords", Records: 4, Bytes: 400, MillisBehindLatest: 5000, Duration: 50 * time.Millisecond},
 		{ShardID: "b", Op: "GetRecords", Records: 1, Bytes: 10, MillisBehindLatest: 2000},
 		{ShardID: "c", Op: "SubscribeToShardEvent", Records: 2, Bytes: 20, MillisBehindLatest: 1500},
@@ -112,7 +112,7 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("slow down"), ErrorKind: "throttled"},
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("expired"), ErrorKind: "expired_iterator"},
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("reset"), ErrorKind: "transient"},
-		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("unclassified")}, // kind from fanout.ErrorKind
+		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("unclassified")}, // kind from reader.ErrorKind
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("gone"), ErrorKind: "not_found"},
 	} {
 		m.OnFetch(e)
@@ -140,7 +140,7 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 5)
 
 	// The lag follows the last read, down as well as up.
-	m.OnFetch(fanout.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 0})
+	m.OnFetch(reader.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 0})
 	got = Gather(t, g)
 	want(t, got, "shardline_behind_latest_seconds", with("shard", "a"), 0)
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 2)
@@ -152,8 +152,8 @@ func TestShardStopRemovesShardSeries(t *testing.T) {
 		m.OnShard(worker.ShardEvent{ShardID: id, Kind: worker.ShardStarted})
 		m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: id, Records: 1, Bytes: 1, Attempt: 1})
 	}
-	m.OnFetch(fanout.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
-	m.OnFetch(fanout.FetchEvent{ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
+	m.OnFetch(reader.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
+	m.OnFetch(reader.FetchEvent{ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
 	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStopped, Reason: "lease_lost"})
 
 	got := Gather(t, g)
@@ -232,9 +232,9 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 	if got := Gather(t, reg); len(got) != 0 {
 		t.Errorf("%d series before the worker started, want none", len(got))
 	}
-	counts := fanout.RecordCounts{Aggregates: 7, AggregatedUserRecords: 70, MalformedAggregates: 1,
+	counts := reader.RecordCounts{Aggregates: 7, AggregatedUserRecords: 70, MalformedAggregates: 1,
 		DroppedAggregates: 2, DroppedUserRecords: 20, DecodeFailures: 3}
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() fanout.RecordCounts { return counts }})
+	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() reader.RecordCounts { return counts }})
 	got := Gather(t, reg)
 	for name, v := range map[string]float64{
 		"shardline_kpl_aggregates_total": 7, "shardline_kpl_user_records_total": 70,
@@ -255,10 +255,10 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 
 // feedAll sends every kind of event once, so that every metric has a series.
 func feedAll(m *Metrics) {
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() fanout.RecordCounts { return fanout.RecordCounts{} }})
+	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() reader.RecordCounts { return reader.RecordCounts{} }})
 	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStarted})
 	m.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "a", How: "take"})
-	m.OnFetch(fanout.FetchEvent{ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
+	m.OnFetch(reader.FetchEvent{ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 1, Bytes: 1, Attempt: 1, OldestArrival: time.Now()})
 	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "a"})
 }
@@ -458,7 +458,7 @@ func TestConcurrentHooks(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range batches {
-				m.OnFetch(fanout.FetchEvent{ShardID: id, Op: "GetRecords", MillisBehindLatest: int64(j)})
+				m.OnFetch(reader.FetchEvent{ShardID: id, Op: "GetRecords", MillisBehindLatest: int64(j)})
 			}
 		}()
 		go func() {

@@ -19,8 +19,8 @@ import (
 
 	"github.com/shardline/shardline/internal/benchkinesis"
 	"github.com/shardline/shardline/internal/efotest"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Config configures a [Worker]. Zero fields take the defaults documented on
@@ -33,7 +34,7 @@ type Config struct {
 
 	// Kinesis is the Kinesis client; a *kinesis.Client satisfies it.
 	// Required.
-	Kinesis fanout.KinesisAPI
+	Kinesis reader.KinesisAPI
 	// DynamoDB is the DynamoDB client for the lease table; a
 	// *dynamodb.Client satisfies it. Required unless LeaseStore is set.
 	DynamoDB lease.DynamoDBAPI
@@ -205,7 +206,7 @@ func (c *Config) setDefaults() {
 		c.ConsumerName = c.ApplicationName
 	}
 	if c.FanOutEventTimeout == 0 {
-		c.FanOutEventTimeout = fanout.DefaultEventTimeout
+		c.FanOutEventTimeout = reader.DefaultEventTimeout
 	}
 	if c.RetryInitialInterval == 0 {
 		c.RetryInitialInterval = 200 * time.Millisecond

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/internal/efotest"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

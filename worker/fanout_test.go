@@ -18,14 +18,15 @@ import (
 
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 
 // pollingOnly is a Kinesis client offering only the polling calls.
-type pollingOnly struct{ fanout.KinesisAPI }
+type pollingOnly struct{ reader.KinesisAPI }
 
 func TestFanOutConfigIsValidated(t *testing.T) {
 	kc := testenv.NewKinesisClient("http://127.0.0.1:1")

@@ -3,9 +3,9 @@ package worker
 import (
 	"time"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Hook is a value implementing one or more of the Hook* interfaces below.
@@ -35,7 +35,7 @@ type WorkerStartEvent struct {
 	// de-aggregation and record decoding (as [Worker.RecordCounts]); it may
 	// be called from any goroutine at any time, e.g. when metrics are
 	// scraped.
-	RecordCounts func() fanout.RecordCounts
+	RecordCounts func() reader.RecordCounts
 }
 
 // HookBatchProcessed is called after every delivery of a batch to a
@@ -66,7 +66,7 @@ type BatchProcessedEvent struct {
 
 // HookFetch is called after every read call to Kinesis.
 type HookFetch interface {
-	OnFetch(fanout.FetchEvent)
+	OnFetch(reader.FetchEvent)
 }
 
 // HookLease is called for every lease change of this worker.
@@ -175,7 +175,7 @@ func (h *hooks) onBatch(e BatchProcessedEvent) {
 	}
 }
 
-func (h *hooks) onFetch(e fanout.FetchEvent) {
+func (h *hooks) onFetch(e reader.FetchEvent) {
 	for _, x := range h.fetch {
 		x.OnFetch(e)
 	}
@@ -200,7 +200,7 @@ func (h *hooks) onShard(e ShardEvent) {
 }
 
 // fetchObserver returns the observer for fanout readers, nil without hooks.
-func (h *hooks) fetchObserver() fanout.Observer {
+func (h *hooks) fetchObserver() reader.Observer {
 	if len(h.fetch) == 0 {
 		return nil
 	}

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Resharding (SplitShard, MergeShards, UpdateShardCount, on-demand scaling)

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Synthetic shard graphs. Shard "sN" has hash keys [N*span, (N+1)*span-1]

@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/reader"
 )
 
 // fakeStream is an in-memory Kinesis stream that can be split, merged and
@@ -47,7 +47,7 @@ type fakeIter struct {
 	pos   int
 }
 
-var _ fanout.KinesisAPI = (*fakeStream)(nil)
+var _ reader.KinesisAPI = (*fakeStream)(nil)
 
 var fakeMaxHash = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
 

@@ -12,8 +12,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

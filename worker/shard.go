@@ -12,10 +12,10 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
-	"github.com/shardline/shardline/checkpoint"
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/checkpoint"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // shardState is one held shard's consumer.
@@ -240,11 +240,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		}
 	}
 
-	var reader fanout.Reader
+	var rd reader.Reader
 	err = s.retry(ctx, gctx, "open shard", func(int) error {
 		var err error
-		reader, err = s.w.source.Open(gctx, s.id, fanout.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
-			HashKeyRange: fanout.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
+		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
+			HashKeyRange: reader.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
 		if errors.Is(err, kcl.ErrStreamNotFound) {
 			return backoff.Permanent(err)
 		}
@@ -260,7 +260,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	if err != nil {
 		return s.classify(ctx)
 	}
-	defer reader.Close()
+	defer rd.Close()
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
 	s.started = true
 	s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStarted})
@@ -269,7 +269,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		if s.stopping() {
 			return s.classify(ctx)
 		}
-		b, err := reader.Next(gctx)
+		b, err := rd.Next(gctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return s.shardEnded(ctx, gctx, nil)
@@ -310,7 +310,7 @@ func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
 
 // deliver hands one batch to the processor until it succeeds. It returns
 // ok=false with the reason when the shard must stop instead.
-func (s *shardState) deliver(ctx, gctx context.Context, b fanout.Batch) (outcome, bool) {
+func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome, bool) {
 	var last kcl.ExtendedSequenceNumber
 	if n := len(b.Records); n > 0 {
 		last = b.Records[n-1].Position()

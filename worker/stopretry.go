@@ -6,8 +6,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // retryStop runs a duty of a stopping shard (the final checkpoint, the

@@ -32,8 +32,9 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Worker consumes a stream together with the other workers of the same
@@ -43,7 +44,7 @@ type Worker struct {
 	cfg    Config
 	log    *slog.Logger
 	store  lease.Store
-	source fanout.Source
+	source reader.Source
 
 	mu         sync.Mutex
 	started    bool
@@ -61,7 +62,7 @@ type Worker struct {
 	running    map[string]*shardState // shard ID -> consumer, for introspection
 	reshard    reshardState           // shard syncs, lineage waits, cleanup
 	// recordStats counts de-aggregation and decoding anomalies.
-	recordStats fanout.RecordStats
+	recordStats reader.RecordStats
 }
 
 // New validates cfg and returns a worker. It does not contact AWS.
@@ -90,14 +91,14 @@ func New(cfg Config) (*Worker, error) {
 		}
 		w.store = ds
 	}
-	records := fanout.RecordOptions{
+	records := reader.RecordOptions{
 		DisableDeaggregation: cfg.DisableDeaggregation,
 		Decoder:              cfg.RecordDecoder,
 		Stats:                &w.recordStats,
 	}
 	var err error
 	if cfg.FanOut {
-		w.source, err = fanout.NewSubscriber(cfg.Kinesis.(fanout.FanOutAPI), fanout.SubscriberOptions{
+		w.source, err = reader.NewSubscriber(cfg.Kinesis.(fanout.FanOutAPI), reader.SubscriberOptions{
 			StreamName:      cfg.StreamName,
 			StreamARN:       cfg.StreamARN,
 			ConsumerName:    cfg.ConsumerName,
@@ -110,7 +111,7 @@ func New(cfg Config) (*Worker, error) {
 			Records:         records,
 		})
 	} else {
-		w.source, err = fanout.NewPoller(cfg.Kinesis, fanout.PollerOptions{
+		w.source, err = reader.NewPoller(cfg.Kinesis, reader.PollerOptions{
 			StreamName:           cfg.StreamName,
 			StreamARN:            cfg.StreamARN,
 			MaxRecords:           cfg.MaxRecords,
@@ -132,7 +133,7 @@ func New(cfg Config) (*Worker, error) {
 // RecordDecoder met on every shard this worker read: aggregates unpacked,
 // malformed aggregates delivered raw, aggregates dropped as outside a shard's
 // hash key range, decoder failures.
-func (w *Worker) RecordCounts() fanout.RecordCounts { return w.recordStats.Counts() }
+func (w *Worker) RecordCounts() reader.RecordCounts { return w.recordStats.Counts() }
 
 // ID returns the worker's ID as written in the lease table.
 func (w *Worker) ID() string { return w.cfg.WorkerID }
@@ -200,7 +201,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncShards(sctx) }); err != nil {
 		return err
 	}
-	if sub, ok := w.source.(*fanout.Subscriber); ok {
+	if sub, ok := w.source.(*reader.Subscriber); ok {
 		// Register (or find) the fan-out consumer now, so that a stream at
 		// its consumer limit stops Run with a clear error.
 		if _, err := sub.Register(sctx); err != nil {

@@ -23,7 +23,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/shardline/shardline/lease"
+	"github.com/shardline/shardline/internal/lease"
 )
 
 // The worker's default lease timing.

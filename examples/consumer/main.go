@@ -56,11 +56,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/faults"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
 )
@@ -360,7 +360,7 @@ func newClients(ctx context.Context, opts options) (*kinesis.Client, *dynamodb.C
 
 // withFaults returns the clients, wrapped by the fault injector of
 // internal/faults when spec is set.
-func withFaults(kc *kinesis.Client, dc *dynamodb.Client, spec string) (fanout.KinesisAPI, lease.DynamoDBAPI, error) {
+func withFaults(kc *kinesis.Client, dc *dynamodb.Client, spec string) (reader.KinesisAPI, lease.DynamoDBAPI, error) {
 	if spec == "" {
 		return kc, dc, nil
 	}

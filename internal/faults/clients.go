@@ -6,22 +6,22 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/shardline/shardline/fanout"
-	"github.com/shardline/shardline/lease"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 )
 
-// Kinesis is a [fanout.KinesisAPI] that injects faults into the calls it
+// Kinesis is a [reader.KinesisAPI] that injects faults into the calls it
 // passes to the client it wraps. Methods of the wrapped client that
-// fanout.KinesisAPI does not name pass through untouched.
+// reader.KinesisAPI does not name pass through untouched.
 type Kinesis struct {
-	fanout.KinesisAPI
+	reader.KinesisAPI
 	in *injector
 }
 
-var _ fanout.KinesisAPI = (*Kinesis)(nil)
+var _ reader.KinesisAPI = (*Kinesis)(nil)
 
 // WrapKinesis returns api with the Kinesis faults of cfg.
-func WrapKinesis(api fanout.KinesisAPI, cfg Config) (*Kinesis, error) {
+func WrapKinesis(api reader.KinesisAPI, cfg Config) (*Kinesis, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -18,8 +18,8 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // fakeKinesis answers every call with an empty success and counts calls.

@@ -14,9 +14,9 @@ import (
 
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/fleet"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

@@ -24,8 +24,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

@@ -15,8 +15,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Run runs the conformance suite. newStore must return a store with no rows

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/shardline/shardline/checkpoint"
+	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/kcl"
 )
 

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/shardline/shardline/checkpoint"
+	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/kcl"
 )
 

@@ -1,4 +1,4 @@
-package fanout
+package reader
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shardline/shardline/fanout"
 
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/testenv"
@@ -123,43 +125,43 @@ func TestIntegrationConsumerRegistration(t *testing.T) {
 	stream := testenv.CreateStream(t, kc, 1)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	arn, err := StreamARN(ctx, kc, stream)
+	arn, err := fanout.StreamARN(ctx, kc, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Five workers starting together register the consumer once.
 	const workers = 5
-	got := make([]Consumer, workers)
+	got := make([]fanout.Consumer, workers)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for i := range workers {
-		wg.Go(func() { got[i], errs[i] = RegisterConsumer(ctx, kc, arn, "app") })
+		wg.Go(func() { got[i], errs[i] = fanout.RegisterConsumer(ctx, kc, arn, "app") })
 	}
 	wg.Wait()
 	for i := range workers {
-		if errs[i] != nil || got[i].ARN != got[0].ARN || got[i].Status != ConsumerActive {
+		if errs[i] != nil || got[i].ARN != got[0].ARN || got[i].Status != fanout.ConsumerActive {
 			t.Fatalf("worker %d: %+v, %v (worker 0: %+v)", i, got[i], errs[i], got[0])
 		}
 	}
-	list, err := ListConsumers(ctx, kc, arn)
+	list, err := fanout.ListConsumers(ctx, kc, arn)
 	if err != nil || len(list) != 1 || list[0].ARN != got[0].ARN {
 		t.Fatalf("ListConsumers: %+v, %v", list, err)
 	}
 
 	// The stream's limit (20 consumers) gives a clear error.
 	for i := 1; i < 20; i++ {
-		if _, err := RegisterConsumer(ctx, kc, arn, fmt.Sprintf("c%02d", i)); err != nil {
+		if _, err := fanout.RegisterConsumer(ctx, kc, arn, fmt.Sprintf("c%02d", i)); err != nil {
 			t.Fatalf("consumer %d: %v", i, err)
 		}
 	}
-	if _, err := RegisterConsumer(ctx, kc, arn, "one-too-many"); !errors.Is(err, ErrConsumerLimit) {
-		t.Fatalf("21st consumer: %v, want ErrConsumerLimit", err)
+	if _, err := fanout.RegisterConsumer(ctx, kc, arn, "one-too-many"); !errors.Is(err, fanout.ErrConsumerLimit) {
+		t.Fatalf("21st consumer: %v, want fanout.ErrConsumerLimit", err)
 	}
 
-	if err := DeregisterConsumer(ctx, kc, arn, "app"); err != nil {
+	if err := fanout.DeregisterConsumer(ctx, kc, arn, "app"); err != nil {
 		t.Fatalf("DeregisterConsumer: %v", err)
 	}
-	list, err = ListConsumers(ctx, kc, arn)
+	list, err = fanout.ListConsumers(ctx, kc, arn)
 	if err != nil || len(list) != 19 {
 		t.Fatalf("after deregistering: %d consumers, %v; want 19", len(list), err)
 	}

@@ -15,8 +15,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // Timing of the managers under test. Inside a synctest bubble these are

@@ -9,8 +9,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // own returns active leases key-prefix-0..n-1 owned by owner ("" for unowned).

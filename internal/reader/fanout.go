@@ -3,7 +3,7 @@
 // [Poller]) and enhanced fan-out (SubscribeToShard through a registered
 // consumer, [Subscriber]). Both yield the same [Batch] type with the same
 // guarantees, so the worker does not care which one is used.
-package fanout
+package reader
 
 import (
 	"context"

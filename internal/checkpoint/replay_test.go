@@ -3,7 +3,7 @@ package checkpoint_test
 import (
 	"testing"
 
-	"github.com/shardline/shardline/checkpoint"
+	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/kcl"
 )
 

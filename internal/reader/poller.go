@@ -1,4 +1,4 @@
-package fanout
+package reader
 
 import (
 	"context"
@@ -229,7 +229,7 @@ func (p *Poller) Open(ctx context.Context, shardID string, start StartPosition) 
 		if ctx.Err() != nil {
 			return nil, &kcl.ShardError{ShardID: shardID, Op: "get shard iterator", Err: ctx.Err()}
 		}
-		if !classify(err).retryable() {
+		if !classify(err).Retryable() {
 			return nil, r.fatal("get shard iterator", err)
 		}
 		pending = err // retried by the fetch goroutine, after a backoff
@@ -545,7 +545,7 @@ func (r *pollReader) resumeDescription() string {
 // that ends the reader.
 func (r *pollReader) retry(ctx context.Context, op string, err error) error {
 	kind := classify(err)
-	if !kind.retryable() {
+	if !kind.Retryable() {
 		return r.fatal(op, err)
 	}
 	delay := r.bo.NextBackOff()

@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/lease/storetest"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
-	"github.com/shardline/shardline/lease/storetest"
 )
 
 func TestMemoryStoreConformance(t *testing.T) {

@@ -1,63 +1,64 @@
-package fanout
+// Package awsx is Shardline's one AWS layer: it classifies errors from the
+// AWS SDK for every caller.
+package awsx
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// ErrClosed is returned by [Reader.Next] after [Reader.Close].
-var ErrClosed = errors.New("fanout: reader closed")
-
-// errKind is what a reader does about an error from Kinesis.
-type errKind int
+// Kind is what a caller does about an error from Kinesis.
+type Kind int
 
 const (
-	// kindTransient: retry the same call after a backoff (5xx, timeouts,
+	// Transient: retry the same call after a backoff (5xx, timeouts,
 	// connection errors, anything not recognised).
-	kindTransient errKind = iota
-	// kindThrottled: the shard's or account's limits were hit; retry after a
+	Transient Kind = iota
+	// Throttled: the shard's or account's limits were hit; retry after a
 	// backoff.
-	kindThrottled
-	// kindExpired: the shard iterator expired; get a new one.
-	kindExpired
-	// kindTrimmed: a sequence number is no longer retained by the stream.
-	kindTrimmed
-	// kindNotFound: the stream or shard does not exist (any more).
-	kindNotFound
-	// kindFatal: retrying cannot help (access denied, invalid request, KMS
+	Throttled
+	// Expired: the shard iterator expired; get a new one.
+	Expired
+	// Trimmed: a sequence number is no longer retained by the stream.
+	Trimmed
+	// NotFound: the stream or shard does not exist (any more).
+	NotFound
+	// Fatal: retrying cannot help (access denied, invalid request, KMS
 	// key unusable); the reader stops and reports the error.
-	kindFatal
+	Fatal
 )
 
 // String names the kind for logs.
-func (k errKind) String() string {
+func (k Kind) String() string {
 	switch k {
-	case kindTransient:
+	case Transient:
 		return "transient"
-	case kindThrottled:
+	case Throttled:
 		return "throttled"
-	case kindExpired:
+	case Expired:
 		return "expired iterator"
-	case kindTrimmed:
+	case Trimmed:
 		return "trimmed"
-	case kindNotFound:
+	case NotFound:
 		return "not found"
-	case kindFatal:
+	case Fatal:
 		return "fatal"
 	}
 	return "unknown"
 }
 
-// retryable reports whether a reader retries errors of kind k with backoff.
-func (k errKind) retryable() bool { return k == kindTransient || k == kindThrottled }
+// Retryable reports whether a reader retries errors of kind k with backoff.
+func (k Kind) Retryable() bool { return k == Transient || k == Throttled }
 
-// classify is the one place that interprets errors from the Kinesis API. The
+// Classify is the one place that interprets errors from the Kinesis API. The
 // caller handles its own context's cancellation before asking.
-func classify(err error) errKind {
+func Classify(err error) Kind {
 	var (
 		expired     *types.ExpiredIteratorException
 		notFound    *types.ResourceNotFoundException
@@ -69,51 +70,51 @@ func classify(err error) errKind {
 	)
 	switch {
 	case errors.As(err, &expired):
-		return kindExpired
+		return Expired
 	case errors.As(err, &notFound):
-		return kindNotFound
+		return NotFound
 	case errors.As(err, &throughput), errors.As(err, &kmsThrottle), errors.As(err, &limit):
-		return kindThrottled
+		return Throttled
 	case errors.As(err, &inUse):
 		// SubscribeToShard: another subscription of the consumer to the
 		// shard is active (or was just closed). It ends or is taken over
 		// within seconds: retry after a backoff.
-		return kindThrottled
+		return Throttled
 	case errors.As(err, &invalid):
 		if isTrimmedMessage(invalid.ErrorMessage()) {
-			return kindTrimmed
+			return Trimmed
 		}
-		return kindFatal
+		return Fatal
 	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode() {
 		case "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
 			"TooManyRequestsException", "RequestLimitExceeded", "SlowDown":
-			return kindThrottled
+			return Throttled
 		case "InternalFailure", "InternalFailureException", "ServiceUnavailable", "ServiceUnavailableException",
 			"RequestTimeout", "RequestTimeoutException":
-			return kindTransient
+			return Transient
 		}
 	}
 	var respErr *smithyhttp.ResponseError
 	if errors.As(err, &respErr) {
 		switch status := respErr.HTTPStatusCode(); {
 		case status == 429:
-			return kindThrottled
+			return Throttled
 		case status >= 500:
-			return kindTransient
+			return Transient
 		case status >= 400:
-			return kindFatal
+			return Fatal
 		}
 	}
 	if apiErr != nil && apiErr.ErrorFault() == smithy.FaultClient {
-		return kindFatal
+		return Fatal
 	}
 	// Timeouts (net.Error, context.DeadlineExceeded from the HTTP client),
 	// refused or reset connections, DNS hiccups, the SDK's retry quota, and
 	// anything unrecognised: transient.
-	return kindTransient
+	return Transient
 }
 
 // isTrimmedMessage reports whether an InvalidArgumentException's message says
@@ -129,22 +130,40 @@ func isTrimmedMessage(msg string) bool {
 	return false
 }
 
-// ErrorKind names the class of a Kinesis error as FetchEvent.ErrorKind does.
-func ErrorKind(err error) string {
+// Label names the class of an error for metrics and logs: "throttled",
+// "expired_iterator", "transient", "trimmed", "not_found" or "fatal"; empty
+// for nil.
+func Label(err error) string {
 	if err == nil {
 		return ""
 	}
-	switch classify(err) {
-	case kindThrottled:
+	switch Classify(err) {
+	case Throttled:
 		return "throttled"
-	case kindExpired:
+	case Expired:
 		return "expired_iterator"
-	case kindTransient:
+	case Transient:
 		return "transient"
-	case kindTrimmed:
+	case Trimmed:
 		return "trimmed"
-	case kindNotFound:
+	case NotFound:
 		return "not_found"
 	}
 	return "fatal"
+}
+
+// Sleep waits for d or until ctx ends, whichever comes first, and returns
+// ctx.Err() in the second case.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // replayTime is a timestamp in a zone other than UTC with a monotonic

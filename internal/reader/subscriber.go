@@ -1,4 +1,4 @@
-package fanout
+package reader
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shardline/shardline/fanout"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -117,8 +119,8 @@ func (o SubscriberOptions) validate() error {
 	switch {
 	case o.ConsumerARN != "" && !strings.HasPrefix(o.ConsumerARN, "arn:"):
 		return bad("ConsumerARN %q is not an ARN", o.ConsumerARN)
-	case o.ConsumerARN == "" && !validConsumerName(o.ConsumerName):
-		return bad("ConsumerName %q must be 1-%d of a-z A-Z 0-9 _ . - (or set ConsumerARN)", o.ConsumerName, maxConsumerNameLen)
+	case o.ConsumerARN == "" && fanout.ValidateConsumerName(o.ConsumerName) != nil:
+		return bad("ConsumerName %q must be 1-128 of a-z A-Z 0-9 _ . - (or set ConsumerARN)", o.ConsumerName)
 	case o.EventTimeout < 0:
 		return bad("EventTimeout %v is negative", o.EventTimeout)
 	case o.MaxBatchRecords < 1:
@@ -140,7 +142,7 @@ func (o SubscriberOptions) validate() error {
 //
 // A Subscriber is safe for concurrent use.
 type Subscriber struct {
-	client FanOutAPI
+	client fanout.FanOutAPI
 	opts   SubscriberOptions
 	// newTransform makes the transform of a shard's reader (see
 	// RecordOptions.transformer), exactly as for the Poller; tests replace
@@ -150,7 +152,7 @@ type Subscriber struct {
 	regSem chan struct{} // one registration at a time; ctx-aware mutex
 
 	mu       sync.Mutex
-	consumer Consumer // zero until registered
+	consumer fanout.Consumer // zero until registered
 	// nextSubscribe is, per shard, the earliest time of the next
 	// SubscribeToShard call (one per second per shard and consumer). It
 	// holds one entry per shard ever read.
@@ -162,7 +164,7 @@ var _ Source = (*Subscriber)(nil)
 // NewSubscriber returns a Subscriber reading through client. Options are
 // validated here; an error wraps kcl.ErrInvalidConfig. It does not contact
 // Kinesis.
-func NewSubscriber(client FanOutAPI, opts SubscriberOptions) (*Subscriber, error) {
+func NewSubscriber(client fanout.FanOutAPI, opts SubscriberOptions) (*Subscriber, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: fanout subscriber: nil Kinesis client", kcl.ErrInvalidConfig)
 	}
@@ -183,16 +185,16 @@ func NewSubscriber(client FanOutAPI, opts SubscriberOptions) (*Subscriber, error
 }
 
 // Register makes sure the consumer exists and is ACTIVE (see
-// [RegisterConsumer]) and returns it; with SubscriberOptions.ConsumerARN set
+// [fanout.RegisterConsumer]) and returns it; with SubscriberOptions.ConsumerARN set
 // it returns that consumer without any call. The result is kept: later
 // calls return at once. Open calls it; a worker calls it at start-up so that
-// a consumer that cannot be registered (ErrConsumerLimit,
+// a consumer that cannot be registered (fanout.ErrConsumerLimit,
 // kcl.ErrStreamNotFound) stops it with a clear error. ctx bounds the wait.
-func (s *Subscriber) Register(ctx context.Context) (Consumer, error) {
+func (s *Subscriber) Register(ctx context.Context) (fanout.Consumer, error) {
 	select {
 	case s.regSem <- struct{}{}:
 	case <-ctx.Done():
-		return Consumer{}, fmt.Errorf("fanout: register consumer: %w", ctx.Err())
+		return fanout.Consumer{}, fmt.Errorf("fanout: register consumer: %w", ctx.Err())
 	}
 	defer func() { <-s.regSem }()
 	s.mu.Lock()
@@ -202,18 +204,18 @@ func (s *Subscriber) Register(ctx context.Context) (Consumer, error) {
 		return c, nil
 	}
 	if s.opts.ConsumerARN != "" {
-		c = Consumer{Name: s.opts.ConsumerName, ARN: s.opts.ConsumerARN, Status: ConsumerActive}
+		c = fanout.Consumer{Name: s.opts.ConsumerName, ARN: s.opts.ConsumerARN, Status: fanout.ConsumerActive}
 	} else {
 		streamARN := s.opts.StreamARN
 		if streamARN == "" {
 			var err error
-			if streamARN, err = StreamARN(ctx, s.client, s.opts.StreamName); err != nil {
-				return Consumer{}, err
+			if streamARN, err = fanout.StreamARN(ctx, s.client, s.opts.StreamName); err != nil {
+				return fanout.Consumer{}, err
 			}
 		}
 		var err error
-		if c, err = RegisterConsumer(ctx, s.client, streamARN, s.opts.ConsumerName); err != nil {
-			return Consumer{}, err
+		if c, err = fanout.RegisterConsumer(ctx, s.client, streamARN, s.opts.ConsumerName); err != nil {
+			return fanout.Consumer{}, err
 		}
 		s.opts.Logger.InfoContext(ctx, "fanout: enhanced fan-out consumer ready",
 			slog.String("consumer", c.Name), slog.String("arn", c.ARN))
@@ -234,7 +236,7 @@ func (s *Subscriber) forget(arn string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.consumer.ARN == arn {
-		s.consumer = Consumer{}
+		s.consumer = fanout.Consumer{}
 	}
 	return true
 }
@@ -626,7 +628,7 @@ func (r *subReader) recover(ctx context.Context, op string, in *kinesis.Subscrib
 			return nil
 		}
 	}
-	if !kind.retryable() {
+	if !kind.Retryable() {
 		return r.fatal(op, err)
 	}
 	delay := r.bo.NextBackOff()

@@ -15,10 +15,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/lease/storetest"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
-	"github.com/shardline/shardline/lease/storetest"
 )
 
 // conditionalOnly passes calls through and fails the test on any write

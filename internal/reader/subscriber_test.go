@@ -1,4 +1,4 @@
-package fanout
+package reader
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/kpl"
@@ -538,7 +539,7 @@ func TestSubscriberRegistersDeregisteredConsumerAgain(t *testing.T) {
 		defer r.Close()
 		collect(t, r, 2)
 		// An operator deregisters the consumer while the application runs.
-		if err := DeregisterConsumer(t.Context(), env.srv.Client(), env.srv.StreamARN(), "app"); err != nil {
+		if err := fanout.DeregisterConsumer(t.Context(), env.srv.Client(), env.srv.StreamARN(), "app"); err != nil {
 			t.Fatal(err)
 		}
 		more := env.srv.Put(efoShard, 2)
