@@ -16,7 +16,8 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/shardline/shardline/internal/fleet"
-	"github.com/shardline/shardline/internal/lease"
+	ilease "github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
@@ -147,7 +148,8 @@ type replayFleet struct {
 	kc     *kinesis.Client
 	stream string
 	app    string
-	store  *lease.DynamoStore
+	store  *ilease.DynamoStore
+	table  *lease.Table
 	d      *deliveries
 }
 
@@ -165,11 +167,14 @@ func newReplayStream(t *testing.T, shards int) *replayFleet {
 	t.Helper()
 	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
 	f := &replayFleet{t: t, kc: kc, stream: testenv.CreateStream(t, kc, shards), app: testenv.UniqueName("replay"), d: newDeliveries()}
-	store, err := lease.NewDynamoStore(dc, f.app)
+	store, err := ilease.NewDynamoStore(dc, f.app)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.store = store
+	if f.table, err = lease.NewTable(dc, f.app); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -269,7 +274,7 @@ func (f *replayFleet) shardIDs() []string {
 func (f *replayFleet) reset(req lease.ResetRequest) lease.ResetPlan {
 	f.t.Helper()
 	req.StreamShards = f.shardIDs()
-	plan, err := lease.Reset(f.t.Context(), f.store, req)
+	plan, err := f.table.Reset(f.t.Context(), req)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -71,8 +71,8 @@ func (c *common) kinesisClient(ctx context.Context) (*kinesis.Client, error) {
 	}), nil
 }
 
-// leaseStore returns the lease table, after checking that it exists.
-func (c *common) leaseStore(ctx context.Context) (*lease.DynamoStore, error) {
+// leaseStore opens the lease table.
+func (c *common) leaseStore(ctx context.Context) (*lease.Table, error) {
 	cfg, err := c.awsConfig(ctx, c.dynamoEndpoint)
 	if err != nil {
 		return nil, err
@@ -84,7 +84,7 @@ func (c *common) leaseStore(ctx context.Context) (*lease.DynamoStore, error) {
 			o.DisableValidateResponseChecksum = true
 		}
 	})
-	return lease.NewDynamoStore(dc, c.table)
+	return lease.NewTable(dc, c.table)
 }
 
 // tableError explains a lease table error.

@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/kcl"
 )
 

@@ -18,7 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/internal/lease"
+	ilease "github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 )
@@ -139,7 +140,7 @@ func TestParsePosition(t *testing.T) {
 type fixture struct {
 	stream, app string
 	kc          *kinesis.Client
-	store       *lease.DynamoStore
+	store       *ilease.DynamoStore
 	seqs        map[string][]string // shard -> sequence numbers in order
 }
 
@@ -158,7 +159,7 @@ func newFixture(t *testing.T) *fixture {
 	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
 	ctx := t.Context()
 	f := &fixture{stream: testenv.CreateStream(t, kc, 2), app: testenv.UniqueName("kclctl"), kc: kc, seqs: map[string][]string{}}
-	store, err := lease.NewDynamoStore(dc, f.app)
+	store, err := ilease.NewDynamoStore(dc, f.app)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func newFixture(t *testing.T) *fixture {
 		}
 	}
 	for _, shard := range []string{"shardId-000000000000", "shardId-000000000001"} {
-		if err := store.Create(ctx, lease.Lease{Key: shard, Checkpoint: kcl.TrimHorizon}); err != nil {
+		if err := store.Create(ctx, ilease.Lease{Key: shard, Checkpoint: kcl.TrimHorizon}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -206,7 +207,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := store.UpdateCheckpoint(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []lease.Worker{{ID: "w1", Leases: 1}, {ID: "w2"}} {
+	for _, w := range []ilease.Worker{{ID: "w1", Leases: 1}, {ID: "w2"}} {
 		if _, err := store.Heartbeat(ctx, w); err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +215,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) lease(t *testing.T, key string) lease.Lease {
+func (f *fixture) lease(t *testing.T, key string) ilease.Lease {
 	t.Helper()
 	l, err := f.store.Get(t.Context(), key)
 	if err != nil {
@@ -285,7 +286,7 @@ func TestWorkersProbe(t *testing.T) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				_, _ = f.store.Heartbeat(ctx, lease.Worker{ID: "w1", Leases: 1})
+				_, _ = f.store.Heartbeat(ctx, ilease.Worker{ID: "w1", Leases: 1})
 			}
 		}
 	}()

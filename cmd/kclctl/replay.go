@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -117,7 +117,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
-	plan, err := lease.Reset(ctx, store, req)
+	plan, err := store.Reset(ctx, req)
 	if err != nil {
 		return c.tableError(err)
 	}
@@ -145,7 +145,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	req.DryRun = false
-	plan, err = lease.Reset(ctx, store, req)
+	plan, err = store.Reset(ctx, req)
 	if perr := printReplay(e.stdout, &c, plan); perr != nil && err == nil {
 		err = perr
 	}

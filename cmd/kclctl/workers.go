@@ -56,7 +56,7 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	first, err := store.ListWorkers(ctx)
+	first, err := store.Workers(ctx)
 	if err != nil {
 		return c.tableError(err)
 	}
@@ -73,7 +73,7 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		second, err := store.ListWorkers(ctx)
+		second, err := store.Workers(ctx)
 		if err != nil {
 			return c.tableError(err)
 		}

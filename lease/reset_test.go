@@ -1,4 +1,4 @@
-package lease_test
+package lease
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/shardline/shardline/internal/lease"
+	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -21,8 +21,8 @@ import (
 //	   └─ q
 //
 // g and p are finished; c1, c2 and q are being processed.
-func lineage() []lease.Lease {
-	return []lease.Lease{
+func lineage() []Lease {
+	return []Lease{
 		{Key: "g", Counter: 9, Checkpoint: kcl.ShardEnd, ChildShardIDs: []string{"p", "q"}},
 		{Key: "p", Counter: 7, Checkpoint: kcl.ShardEnd, ParentShardIDs: []string{"g"}}, // children known from theirs
 		{Key: "q", Counter: 5, Owner: "w1", Checkpoint: kcl.NewSequence("300"), ParentShardIDs: []string{"g"}},
@@ -33,7 +33,7 @@ func lineage() []lease.Lease {
 
 // planned summarises a plan as "shard=checkpoint (why)" in write order and
 // the skipped shards.
-func planned(p lease.ResetPlan) (changes, skipped []string) {
+func planned(p ResetPlan) (changes, skipped []string) {
 	for _, c := range p.Changes {
 		cp := c.Checkpoint.String()
 		if !c.CheckpointTimestamp.IsZero() {
@@ -52,52 +52,52 @@ func TestPlanReset(t *testing.T) {
 	all := []string{"g", "p", "q", "c1", "c2"}
 	tests := []struct {
 		name    string
-		req     lease.ResetRequest
+		req     ResetRequest
 		changes []string
 		skipped []string
 	}{{
 		name: "all at a timestamp, every shard still in the stream",
-		req:  lease.ResetRequest{Position: lease.ResetToTimestamp(ts), StreamShards: all},
+		req:  ResetRequest{Position: ResetToTimestamp(ts), StreamShards: all},
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (selected)", "p=AT_TIMESTAMP@10:00:00 (selected)",
 			"q=AT_TIMESTAMP@10:00:00 (selected)", "c1=AT_TIMESTAMP@10:00:00 (selected)", "c2=AT_TIMESTAMP@10:00:00 (selected)"},
 	}, {
 		name: "all at a timestamp, the oldest shard trimmed",
-		req:  lease.ResetRequest{Position: lease.ResetToTimestamp(ts), StreamShards: []string{"p", "q", "c1", "c2"}},
+		req:  ResetRequest{Position: ResetToTimestamp(ts), StreamShards: []string{"p", "q", "c1", "c2"}},
 		changes: []string{"p=AT_TIMESTAMP@10:00:00 (selected)", "q=AT_TIMESTAMP@10:00:00 (selected)",
 			"c1=AT_TIMESTAMP@10:00:00 (selected)", "c2=AT_TIMESTAMP@10:00:00 (selected)"},
 		skipped: []string{"g"},
 	}, {
 		name:    "all without the stream's shard list leaves finished leases finished",
-		req:     lease.ResetRequest{Position: lease.ResetToTrimHorizon()},
+		req:     ResetRequest{Position: ResetToTrimHorizon()},
 		changes: []string{"q=TRIM_HORIZON (selected)", "c1=TRIM_HORIZON (selected)", "c2=TRIM_HORIZON (selected)"},
 		skipped: []string{"g", "p"},
 	}, {
 		name: "one shard at a timestamp takes in its ancestors, not its cousins",
-		req:  lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToTimestamp(ts), StreamShards: all},
+		req:  ResetRequest{Shards: []string{"c1"}, Position: ResetToTimestamp(ts), StreamShards: all},
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of c1)", "p=AT_TIMESTAMP@10:00:00 (ancestor of c1)",
 			"c1=AT_TIMESTAMP@10:00:00 (selected)"},
 	}, {
 		name: "a closed shard at a timestamp takes in its descendants too",
-		req:  lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToTimestamp(ts), StreamShards: all},
+		req:  ResetRequest{Shards: []string{"p"}, Position: ResetToTimestamp(ts), StreamShards: all},
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of p)", "p=AT_TIMESTAMP@10:00:00 (selected)",
 			"c1=AT_TIMESTAMP@10:00:00 (descendant of p)", "c2=AT_TIMESTAMP@10:00:00 (descendant of p)"},
 	}, {
 		name:    "a sequence number: the record again, then the descendants from their start",
-		req:     lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToSequence(kcl.NewSequence("50")), StreamShards: all},
+		req:     ResetRequest{Shards: []string{"p"}, Position: ResetToSequence(kcl.NewSequence("50")), StreamShards: all},
 		changes: []string{"p=50/-1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
 	}, {
 		name:    "a named finished shard is reopened even without the shard list",
-		req:     lease.ResetRequest{Shards: []string{"p"}, Position: lease.ResetToSequence(kcl.ExtendedSequenceNumber{SequenceNumber: "50", SubSequenceNumber: 2})},
+		req:     ResetRequest{Shards: []string{"p"}, Position: ResetToSequence(kcl.ExtendedSequenceNumber{SequenceNumber: "50", SubSequenceNumber: 2})},
 		changes: []string{"p=50/1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
 	}, {
 		name:    "latest skips what is finished",
-		req:     lease.ResetRequest{Position: lease.ResetToLatest(), StreamShards: all},
+		req:     ResetRequest{Position: ResetToLatest(), StreamShards: all},
 		changes: []string{"q=LATEST (selected)", "c1=LATEST (selected)", "c2=LATEST (selected)"},
 		skipped: []string{"g", "p"},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			plan, err := lease.PlanReset(lineage(), tc.req)
+			plan, err := PlanReset(lineage(), tc.req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,25 +118,25 @@ func TestPlanReset(t *testing.T) {
 }
 
 func TestPlanResetRefuses(t *testing.T) {
-	seq := lease.ResetToSequence(kcl.NewSequence("1"))
+	seq := ResetToSequence(kcl.NewSequence("1"))
 	tests := []struct {
 		name string
-		req  lease.ResetRequest
+		req  ResetRequest
 		want error
 	}{
-		{"sequence without a shard", lease.ResetRequest{Position: seq}, lease.ErrInvalidArgument},
-		{"sequence on two shards", lease.ResetRequest{Shards: []string{"c1", "c2"}, Position: seq}, lease.ErrInvalidArgument},
-		{"unknown shard", lease.ResetRequest{Shards: []string{"nope"}, Position: lease.ResetToLatest()}, lease.ErrNotFound},
-		{"empty shard name", lease.ResetRequest{Shards: []string{""}, Position: lease.ResetToLatest()}, lease.ErrInvalidArgument},
-		{"worker row", lease.ResetRequest{Shards: []string{"shardline:worker:w1"}, Position: lease.ResetToLatest()}, lease.ErrInvalidArgument},
-		{"timestamp missing", lease.ResetRequest{Position: lease.ResetToTimestamp(time.Time{})}, kcl.ErrInvalidCheckpoint},
-		{"sentinel as a sequence", lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.TrimHorizon)}, kcl.ErrInvalidCheckpoint},
-		{"negative sub-sequence", lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.NewSequence("5").Before())}, kcl.ErrInvalidCheckpoint},
-		{"garbage sequence", lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.NewSequence("12x"))}, kcl.ErrInvalidCheckpoint},
+		{"sequence without a shard", ResetRequest{Position: seq}, ErrInvalidArgument},
+		{"sequence on two shards", ResetRequest{Shards: []string{"c1", "c2"}, Position: seq}, ErrInvalidArgument},
+		{"unknown shard", ResetRequest{Shards: []string{"nope"}, Position: ResetToLatest()}, ErrNotFound},
+		{"empty shard name", ResetRequest{Shards: []string{""}, Position: ResetToLatest()}, ErrInvalidArgument},
+		{"worker row", ResetRequest{Shards: []string{"shardline:worker:w1"}, Position: ResetToLatest()}, ErrInvalidArgument},
+		{"timestamp missing", ResetRequest{Position: ResetToTimestamp(time.Time{})}, kcl.ErrInvalidCheckpoint},
+		{"sentinel as a sequence", ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.TrimHorizon)}, kcl.ErrInvalidCheckpoint},
+		{"negative sub-sequence", ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.NewSequence("5").Before())}, kcl.ErrInvalidCheckpoint},
+		{"garbage sequence", ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.NewSequence("12x"))}, kcl.ErrInvalidCheckpoint},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := lease.PlanReset(lineage(), tc.req); !errors.Is(err, tc.want) {
+			if _, err := PlanReset(lineage(), tc.req); !errors.Is(err, tc.want) {
 				t.Errorf("error %v, want %v", err, tc.want)
 			}
 		})
@@ -144,11 +144,11 @@ func TestPlanResetRefuses(t *testing.T) {
 }
 
 // storeWith returns a MemoryStore holding leases.
-func storeWith(t *testing.T, leases []lease.Lease) *lease.MemoryStore {
+func storeWith(t *testing.T, leases []Lease) *ilease.MemoryStore {
 	t.Helper()
-	s := lease.NewMemoryStore()
+	s := ilease.NewMemoryStore()
 	for _, l := range leases {
-		if err := s.Create(t.Context(), l); err != nil {
+		if err := s.Create(t.Context(), toInternal(l)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -158,7 +158,7 @@ func storeWith(t *testing.T, leases []lease.Lease) *lease.MemoryStore {
 func TestResetDryRunWritesNothing(t *testing.T) {
 	s := storeWith(t, lineage())
 	before, _ := s.List(t.Context())
-	plan, err := lease.Reset(t.Context(), s, lease.ResetRequest{Position: lease.ResetToTrimHorizon(), DryRun: true})
+	plan, err := newTableOn(s).Reset(t.Context(), ResetRequest{Position: ResetToTrimHorizon(), DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestResetDryRunWritesNothing(t *testing.T) {
 		t.Fatalf("plan: dry run %v, %d changes; want a dry run of 3", plan.DryRun, len(plan.Changes))
 	}
 	after, _ := s.List(t.Context())
-	if !slices.EqualFunc(before, after, func(a, b lease.Lease) bool { return a.Counter == b.Counter && a.Owner == b.Owner }) {
+	if !slices.EqualFunc(before, after, func(a, b ilease.Lease) bool { return a.Counter == b.Counter && a.Owner == b.Owner }) {
 		t.Errorf("dry run changed the table:\n%+v\n%+v", before, after)
 	}
 }
@@ -190,7 +190,7 @@ func TestResetRetriesWhenTheOwnerRenews(t *testing.T) {
 		}
 		return nil
 	})
-	plan, err := lease.Reset(ctx, s, lease.ResetRequest{Shards: []string{"c1"}, Position: lease.ResetToSequence(kcl.NewSequence("42"))})
+	plan, err := newTableOn(s).Reset(ctx, ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.NewSequence("42"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,8 +221,8 @@ func TestResetGivesUpOnALeaseThatNeverSettles(t *testing.T) {
 		}
 		return nil
 	})
-	plan, err := lease.Reset(ctx, s, lease.ResetRequest{Position: lease.ResetToLatest()})
-	if !errors.Is(err, lease.ErrConflict) {
+	plan, err := newTableOn(s).Reset(ctx, ResetRequest{Position: ResetToLatest()})
+	if !errors.Is(err, ilease.ErrConflict) {
 		t.Fatalf("error %v, want a conflict", err)
 	}
 	// The write order is q, c1, c2 (by generation, then key): the reset
@@ -244,30 +244,30 @@ func TestResetGivesUpOnALeaseThatNeverSettles(t *testing.T) {
 func TestResetFencesTheOwner(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
-		s := storeWith(t, []lease.Lease{{Key: "shard-0", Checkpoint: kcl.TrimHorizon}})
-		acquired := make(chan *lease.Handle, 4)
-		m := lease.NewManager(lease.ManagerConfig{
+		s := storeWith(t, []Lease{{Key: "shard-0", Checkpoint: kcl.TrimHorizon}})
+		acquired := make(chan *ilease.Handle, 4)
+		m := ilease.NewManager(ilease.ManagerConfig{
 			Store: s, WorkerID: "w1",
 			LeaseDuration: 10 * time.Second, RenewInterval: 2 * time.Second, TakeInterval: 3 * time.Second,
 			Logger:     slog.New(slog.DiscardHandler),
 			Rand:       rand.New(rand.NewPCG(1, 2)),
-			OnAcquired: func(h *lease.Handle) { acquired <- h },
+			OnAcquired: func(h *ilease.Handle) { acquired <- h },
 		})
 		if err := m.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		defer m.Close(context.Background())
 		h := <-acquired
-		if _, err := h.UpdateCheckpoint(ctx, func(l *lease.Lease) { l.Checkpoint = kcl.NewSequence("900") }); err != nil {
+		if _, err := h.UpdateCheckpoint(ctx, func(l *ilease.Lease) { l.Checkpoint = kcl.NewSequence("900") }); err != nil {
 			t.Fatal(err)
 		}
 
 		at := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
-		if _, err := lease.Reset(ctx, s, lease.ResetRequest{Position: lease.ResetToTimestamp(at)}); err != nil {
+		if _, err := newTableOn(s).Reset(ctx, ResetRequest{Position: ResetToTimestamp(at)}); err != nil {
 			t.Fatal(err)
 		}
 		// The owner's in-flight checkpoint cannot overwrite the reset.
-		_, err := h.UpdateCheckpoint(ctx, func(l *lease.Lease) { l.Checkpoint = kcl.NewSequence("950") })
+		_, err := h.UpdateCheckpoint(ctx, func(l *ilease.Lease) { l.Checkpoint = kcl.NewSequence("950") })
 		if !errors.Is(err, kcl.ErrLeaseLost) {
 			t.Fatalf("checkpoint after the reset: %v, want kcl.ErrLeaseLost", err)
 		}
@@ -294,14 +294,14 @@ func TestResetFencesTheOwner(t *testing.T) {
 func TestResetLosesTheHandleAtTheNextRenewal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
-		s := storeWith(t, []lease.Lease{{Key: "shard-0", Checkpoint: kcl.TrimHorizon}})
-		acquired := make(chan *lease.Handle, 4)
-		m := lease.NewManager(lease.ManagerConfig{
+		s := storeWith(t, []Lease{{Key: "shard-0", Checkpoint: kcl.TrimHorizon}})
+		acquired := make(chan *ilease.Handle, 4)
+		m := ilease.NewManager(ilease.ManagerConfig{
 			Store: s, WorkerID: "w1",
 			LeaseDuration: 10 * time.Second, RenewInterval: 2 * time.Second, TakeInterval: time.Hour,
 			Logger:     slog.New(slog.DiscardHandler),
 			Rand:       rand.New(rand.NewPCG(1, 2)),
-			OnAcquired: func(h *lease.Handle) { acquired <- h },
+			OnAcquired: func(h *ilease.Handle) { acquired <- h },
 		})
 		if err := m.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -310,7 +310,7 @@ func TestResetLosesTheHandleAtTheNextRenewal(t *testing.T) {
 		m.WakeTaker()
 		h := <-acquired
 		start := time.Now()
-		if _, err := lease.Reset(ctx, s, lease.ResetRequest{Position: lease.ResetToTrimHorizon()}); err != nil {
+		if _, err := newTableOn(s).Reset(ctx, ResetRequest{Position: ResetToTrimHorizon()}); err != nil {
 			t.Fatal(err)
 		}
 		<-h.Lost()
@@ -323,35 +323,13 @@ func TestResetLosesTheHandleAtTheNextRenewal(t *testing.T) {
 	})
 }
 
-func TestLeaseInitialPosition(t *testing.T) {
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfgAt := kcl.StartAtTimestamp(at.Add(time.Hour))
-	tests := []struct {
-		l    lease.Lease
-		cfg  kcl.InitialPosition
-		want kcl.InitialPosition
-	}{
-		{lease.Lease{Checkpoint: kcl.TrimHorizon}, kcl.StartAtLatest(), kcl.StartAtTrimHorizon()},
-		{lease.Lease{Checkpoint: kcl.Latest}, kcl.StartAtTrimHorizon(), kcl.StartAtLatest()},
-		{lease.Lease{Checkpoint: kcl.AtTimestamp, CheckpointTimestamp: at}, cfgAt, kcl.StartAtTimestamp(at)},
-		{lease.Lease{Checkpoint: kcl.AtTimestamp}, cfgAt, cfgAt},
-		{lease.Lease{Checkpoint: kcl.AtTimestamp}, kcl.StartAtLatest(), kcl.StartAtTrimHorizon()},
-		{lease.Lease{Checkpoint: kcl.NewSequence("5")}, cfgAt, cfgAt},
-	}
-	for _, tc := range tests {
-		if got := tc.l.InitialPosition(tc.cfg); got != tc.want {
-			t.Errorf("%v/%v with %v: got %v, want %v", tc.l.Checkpoint, tc.l.CheckpointTimestamp, tc.cfg, got, tc.want)
-		}
-	}
-}
-
 // A merge child's other parent is an ancestor of every shard below the
 // child, even when the child is also a descendant of another named shard.
 func TestPlanResetAncestorThroughAMerge(t *testing.T) {
 	//	a ──┐
 	//	    ├─ b ── d
 	//	q ──┘
-	leases := []lease.Lease{
+	leases := []Lease{
 		{Key: "a", Checkpoint: kcl.ShardEnd, ChildShardIDs: []string{"b"}},
 		{Key: "q", Checkpoint: kcl.ShardEnd},
 		{Key: "b", Checkpoint: kcl.ShardEnd, ParentShardIDs: []string{"a", "q"}},
@@ -359,8 +337,8 @@ func TestPlanResetAncestorThroughAMerge(t *testing.T) {
 		{Key: "x", Owner: "w1", Checkpoint: kcl.NewSequence("7")}, // unrelated
 	}
 	at := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
-	plan, err := lease.PlanReset(leases, lease.ResetRequest{
-		Shards: []string{"a", "d"}, Position: lease.ResetToTimestamp(at), StreamShards: []string{"a", "q", "b", "d", "x"},
+	plan, err := PlanReset(leases, ResetRequest{
+		Shards: []string{"a", "d"}, Position: ResetToTimestamp(at), StreamShards: []string{"a", "q", "b", "d", "x"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -158,9 +159,9 @@ type ResetPlan struct {
 // moving (each renewal by its owner moves it, a few times per lease period).
 const maxResetAttempts = 10
 
-// Reset replays shards: it plans the request against the leases in store
+// Reset replays shards: it plans the request against the table's leases
 // (see [ResetRequest] and [PlanReset]) and, unless it is a dry run, resets
-// each lease with one conditional write ([Store.ResetCheckpoint]) that also
+// each lease with one conditional write that also
 // fences the owner: the owner's next renewal or checkpoint is refused, it
 // stops the shard (its processor sees LeaseLost), and any worker takes the
 // lease and restarts it from the new position, within about a lease period.
@@ -170,14 +171,11 @@ const maxResetAttempts = 10
 // the changes written so far have After set, with the error. Errors:
 // kcl.ErrInvalidCheckpoint for a bad position, ErrNotFound for a named shard
 // without a lease, ErrInvalidArgument for a bad selection, and store errors.
-func Reset(ctx context.Context, store Store, req ResetRequest) (ResetPlan, error) {
-	if store == nil {
-		return ResetPlan{}, fmt.Errorf("lease: reset: %w: nil store", ErrInvalidArgument)
-	}
+func (t *Table) Reset(ctx context.Context, req ResetRequest) (ResetPlan, error) {
 	if err := req.Position.Validate(); err != nil {
 		return ResetPlan{}, err
 	}
-	leases, err := store.List(ctx)
+	leases, err := t.List(ctx)
 	if err != nil {
 		return ResetPlan{}, fmt.Errorf("lease: reset: %w", err)
 	}
@@ -191,7 +189,7 @@ func Reset(ctx context.Context, store Store, req ResetRequest) (ResetPlan, error
 	}
 	for i := range plan.Changes {
 		c := &plan.Changes[i]
-		if err := resetOne(ctx, store, c); err != nil {
+		if err := resetOne(ctx, t.store, c); err != nil {
 			return plan, fmt.Errorf("lease: reset %s: %w (%d of %d leases reset)", c.Shard, err, i, len(plan.Changes))
 		}
 		log.InfoContext(ctx, "lease: checkpoint reset", "shard", c.Shard, "why", c.Why,
@@ -202,18 +200,18 @@ func Reset(ctx context.Context, store Store, req ResetRequest) (ResetPlan, error
 }
 
 // resetOne writes one change, re-reading the lease after each conflict.
-func resetOne(ctx context.Context, store Store, c *ResetChange) error {
-	cur := c.Before
+func resetOne(ctx context.Context, store ilease.Store, c *ResetChange) error {
+	cur := toInternal(c.Before)
 	for attempt := 1; ; attempt++ {
 		l := cur.Clone()
 		l.Checkpoint = c.Checkpoint
 		l.CheckpointTimestamp = c.CheckpointTimestamp
 		after, err := store.ResetCheckpoint(ctx, l)
 		if err == nil {
-			c.Before, c.After = cur, after
+			c.Before, c.After = fromInternal(cur), fromInternal(after)
 			return nil
 		}
-		var ce *ConflictError
+		var ce *ilease.ConflictError
 		if !errors.As(err, &ce) || attempt == maxResetAttempts {
 			return err
 		}
@@ -261,11 +259,11 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 	}
 
 	for _, k := range req.Shards {
-		if err := checkLeaseKey("reset", k); err != nil {
+		if err := ilease.CheckLeaseKey("reset", k); err != nil {
 			return plan, err
 		}
 	}
-	named := normalizeShardSet(slices.Clone(req.Shards))
+	named := ilease.NormalizeShardSet(slices.Clone(req.Shards))
 	sequence := !req.Position.Sequence.IsZero()
 	if sequence && len(named) != 1 {
 		return plan, fmt.Errorf("lease: reset: %w: a sequence number belongs to one shard; name exactly one (got %d)", ErrInvalidArgument, len(named))
@@ -342,7 +340,7 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 			plan.Skipped = append(plan.Skipped, ResetSkip{Shard: k, Reason: "finished; nothing to skip"})
 			continue
 		}
-		c := ResetChange{Shard: k, Why: reason, Before: l.Clone(), Checkpoint: cp, CheckpointTimestamp: ts}
+		c := ResetChange{Shard: k, Why: reason, Before: l.clone(), Checkpoint: cp, CheckpointTimestamp: ts}
 		if sequence && descendant[k] {
 			c.Checkpoint, c.CheckpointTimestamp = kcl.TrimHorizon, time.Time{}
 		}

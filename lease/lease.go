@@ -1,0 +1,191 @@
+// Package lease is the lease table as an operator sees it: the [Lease] model,
+// opening an application's table ([NewTable]), listing its leases and workers,
+// and replay ([Table.Reset], [PlanReset]).
+//
+// A Shardline application keeps one DynamoDB table (by default named after the
+// application) with one item per shard. The item says which worker holds the
+// shard, the lease counter that fences every write, the checkpoint, and the
+// shard's place in the stream's lineage. The attribute names are those of the
+// Java KCL 2.x lease table, so an application moving from the Java KCL keeps
+// its checkpoints.
+//
+// How workers take, renew and hand over leases is internal to the worker
+// package; nothing here takes part in that protocol except [Table.Reset],
+// whose conditional writes fence the current owner.
+package lease
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	ilease "github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/kcl"
+)
+
+// Lease is one shard's row of the lease table.
+type Lease struct {
+	// Key is the lease key: the shard ID.
+	Key string
+	// Owner is the worker ID of the holder; empty when the lease is free.
+	Owner string
+	// Counter increases with every change of ownership and every renewal
+	// the protocol writes; each conditional write names the counter it read.
+	Counter int64
+	// Checkpoint is the position after which processing resumes: a record's
+	// sequence number or one of the sentinels TRIM_HORIZON, LATEST,
+	// AT_TIMESTAMP and SHARD_END.
+	Checkpoint kcl.ExtendedSequenceNumber
+	// CheckpointTimestamp goes with an AT_TIMESTAMP checkpoint.
+	CheckpointTimestamp time.Time
+	// PendingCheckpoint is a prepared (two-phase) checkpoint not yet
+	// committed; PendingCheckpointState is the application state stored
+	// with it.
+	PendingCheckpoint      kcl.ExtendedSequenceNumber
+	PendingCheckpointState []byte
+	// OwnerSwitchesSinceCheckpoint counts ownership changes since the
+	// checkpoint last moved.
+	OwnerSwitchesSinceCheckpoint int64
+	// ParentShardIDs are the shards this one continues (after a split or a
+	// merge); ChildShardIDs the shards that continue it once it ended.
+	ParentShardIDs []string
+	ChildShardIDs  []string
+	// StartingHashKey and EndingHashKey are the shard's hash-key range.
+	StartingHashKey, EndingHashKey string
+	// HandoffTo names the worker a planned hand-over goes to, if one was
+	// requested.
+	HandoffTo string
+	// Throughput is the smoothed records per second the owner reported (only
+	// with load-aware balancing).
+	Throughput float64
+}
+
+// Finished reports whether the shard has been processed to its end
+// (checkpoint SHARD_END).
+func (l Lease) Finished() bool { return l.Checkpoint.IsShardEnd() }
+
+// Worker is a worker's presence row: a worker writes it while it runs, so
+// that workers holding no lease are counted when leases are balanced.
+type Worker struct {
+	// ID is the worker ID.
+	ID string
+	// Heartbeat increases each time the worker renews its row.
+	Heartbeat int64
+	// Leases is the number of leases the worker held at its last heartbeat.
+	Leases int
+}
+
+// DynamoDBAPI is the part of the DynamoDB client the lease table uses. A
+// *dynamodb.Client satisfies it.
+type DynamoDBAPI interface {
+	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
+	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+}
+
+var _ DynamoDBAPI = (*dynamodb.Client)(nil)
+
+// Errors of this package. Both work with errors.Is.
+var (
+	// ErrNotFound: a named shard has no lease.
+	ErrNotFound = ilease.ErrNotFound
+	// ErrInvalidArgument: a request that cannot be carried out as given.
+	ErrInvalidArgument = ilease.ErrInvalidArgument
+)
+
+// Table is an application's lease table. It is safe for concurrent use.
+type Table struct {
+	store ilease.Store
+}
+
+// NewTable opens the lease table named name through client. It does no I/O;
+// a table that does not exist is reported by the first call, with an error
+// matching kcl.ErrTableNotFound.
+func NewTable(client DynamoDBAPI, name string) (*Table, error) {
+	if client == nil {
+		return nil, fmt.Errorf("lease: %w: nil DynamoDB client", ErrInvalidArgument)
+	}
+	s, err := ilease.NewDynamoStore(client, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Table{store: s}, nil
+}
+
+// newTableOn opens a table on another store (the tests' in-memory one).
+func newTableOn(s ilease.Store) *Table { return &Table{store: s} }
+
+// List returns every lease of the table, in key order, read with a strongly
+// consistent scan. Worker presence rows are not leases and are left out.
+func (t *Table) List(ctx context.Context) ([]Lease, error) {
+	ls, err := t.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Lease, len(ls))
+	for i, l := range ls {
+		out[i] = fromInternal(l)
+	}
+	slices.SortFunc(out, func(a, b Lease) int {
+		switch {
+		case a.Key < b.Key:
+			return -1
+		case a.Key > b.Key:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// Workers returns the presence rows of the workers that run (or ran and did
+// not stop cleanly) on the table.
+func (t *Table) Workers(ctx context.Context) ([]Worker, error) {
+	ws, err := t.store.ListWorkers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Worker, len(ws))
+	for i, w := range ws {
+		out[i] = Worker{ID: w.ID, Heartbeat: w.Heartbeat, Leases: w.Leases}
+	}
+	return out, nil
+}
+
+// fromInternal converts the protocol's lease to the operator's, deep-copying
+// its slices.
+func fromInternal(l ilease.Lease) Lease {
+	l = l.Clone()
+	return Lease{
+		Key: l.Key, Owner: l.Owner, Counter: l.Counter,
+		Checkpoint: l.Checkpoint, CheckpointTimestamp: l.CheckpointTimestamp,
+		PendingCheckpoint: l.PendingCheckpoint, PendingCheckpointState: l.PendingCheckpointState,
+		OwnerSwitchesSinceCheckpoint: l.OwnerSwitchesSinceCheckpoint,
+		ParentShardIDs:               l.ParentShardIDs, ChildShardIDs: l.ChildShardIDs,
+		StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey,
+		HandoffTo: l.HandoffTo, Throughput: l.Throughput,
+	}
+}
+
+// toInternal is the inverse of fromInternal.
+func toInternal(l Lease) ilease.Lease {
+	return ilease.Lease{
+		Key: l.Key, Owner: l.Owner, Counter: l.Counter,
+		Checkpoint: l.Checkpoint, CheckpointTimestamp: l.CheckpointTimestamp,
+		PendingCheckpoint: l.PendingCheckpoint, PendingCheckpointState: slices.Clone(l.PendingCheckpointState),
+		OwnerSwitchesSinceCheckpoint: l.OwnerSwitchesSinceCheckpoint,
+		ParentShardIDs:               slices.Clone(l.ParentShardIDs), ChildShardIDs: slices.Clone(l.ChildShardIDs),
+		StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey,
+		HandoffTo: l.HandoffTo, Throughput: l.Throughput,
+	}
+}
+
+// clone deep-copies l.
+func (l Lease) clone() Lease { return fromInternal(toInternal(l)) }
