@@ -17,9 +17,9 @@ import (
 
 	"github.com/shardline/shardline/internal/fleet"
 	ilease "github.com/shardline/shardline/internal/lease"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/worker"
 )
 

@@ -12,8 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 )
 
 // Lag probing: at most this many shards at once, each bounded in time.

@@ -19,9 +19,9 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	ilease "github.com/shardline/shardline/internal/lease"
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 )
 
 // result is what one kclctl run printed and returned.

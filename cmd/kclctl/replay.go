@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/lease"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 )
 
 // shardList is a repeatable, comma-separated --shard flag.
