@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
 )
@@ -40,7 +39,7 @@ func Example() {
 
 	// What a running worker would report, simulated here.
 	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "worker-1", Stream: "orders", ApplicationName: "orders-counter"})
-	m.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "shardId-000000000000", How: "take"})
+	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "shardId-000000000000", How: "take"})
 	m.OnShard(worker.ShardEvent{ShardID: "shardId-000000000000", Kind: worker.ShardStarted})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "shardId-000000000000", Records: 25, Bytes: 2500, Attempt: 1})
 

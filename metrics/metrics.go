@@ -12,8 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/shardline/shardline/internal/lease"
-	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
 )
@@ -107,7 +105,7 @@ type Metrics struct {
 // identity is the worker a Metrics observes.
 type identity struct {
 	stream, worker string
-	counts         func() reader.RecordCounts
+	counts         func() worker.RecordCounts
 }
 
 // Option configures [New]. An option given an unusable value makes New fail
@@ -422,15 +420,15 @@ func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
 }
 
 // OnFetch implements worker.HookFetch.
-func (m *Metrics) OnFetch(e reader.FetchEvent) {
+func (m *Metrics) OnFetch(e worker.FetchEvent) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	m.readCalls.WithLabelValues(s, w, e.Op).Inc()
 	m.readDuration.WithLabelValues(s, w, e.Op).Observe(e.Duration.Seconds())
 	if e.Err != nil {
 		kind := e.ErrorKind
-		if kind == "" {
-			kind = reader.ErrorKind(e.Err)
+		if kind == "" { // the worker always classifies; an unclassified error is retried
+			kind = "transient"
 		}
 		switch kind {
 		case "throttled":
@@ -488,44 +486,32 @@ func (m *Metrics) OnShard(e worker.ShardEvent) {
 // OnLease implements worker.HookLease. shardline_leases_held goes up by one
 // for every acquisition and down by one for every loss, release and
 // hand-over, so it follows the leases the worker holds.
-func (m *Metrics) OnLease(e lease.Event) {
+func (m *Metrics) OnLease(e worker.LeaseEvent) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	switch e.Kind {
-	case lease.EventAcquired:
+	case worker.LeaseAcquired:
 		m.leasesHeld.WithLabelValues(s, w).Inc()
 		switch e.How {
 		case "handoff", "handoff-timeout":
 			m.leasesStolen.WithLabelValues(s, w, e.How).Inc()
-		case "":
-			m.leasesTaken.WithLabelValues(s, w, "take").Inc()
 		default:
 			m.leasesTaken.WithLabelValues(s, w, e.How).Inc()
 		}
-	case lease.EventLost:
+	case worker.LeaseLost:
 		m.leasesHeld.WithLabelValues(s, w).Dec()
-		m.leasesLost.WithLabelValues(s, w, lostCause(e.Err)).Inc()
-	case lease.EventReleased:
+		m.leasesLost.WithLabelValues(s, w, e.Cause).Inc()
+	case worker.LeaseReleased:
 		m.leasesHeld.WithLabelValues(s, w).Dec()
 		m.leasesReleased.WithLabelValues(s, w).Inc()
-	case lease.EventHandedOver:
+	case worker.LeaseHandedOver:
 		m.leasesHeld.WithLabelValues(s, w).Dec()
 		m.leasesHanded.WithLabelValues(s, w).Inc()
-	case lease.EventHandoffRequested:
+	case worker.LeaseHandoffRequested:
 		m.handoffRequests.WithLabelValues(s, w).Inc()
-	case lease.EventRenewFailed:
+	case worker.LeaseRenewFailed:
 		m.renewFailures.WithLabelValues(s, w).Inc()
 	}
-}
-
-func lostCause(err error) string {
-	switch {
-	case errors.Is(err, lease.ErrExpired):
-		return "expired"
-	case errors.Is(err, lease.ErrConflict):
-		return "conflict"
-	}
-	return "other"
 }
 
 // OnCheckpoint implements worker.HookCheckpoint.

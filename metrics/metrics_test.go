@@ -18,8 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"github.com/shardline/shardline/internal/lease"
-	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
 )
@@ -104,7 +102,7 @@ func TestBatchProcessed(t *testing.T) {
 
 func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	m, g := started(t)
-	for _, e := range []reader.FetchEvent{
+	for _, e := range []worker.FetchEvent{
 		{ShardID: "a", Op: "GetRecords", Records: 4, Bytes: 400, MillisBehindLatest: 5000, Duration: 50 * time.Millisecond},
 		{ShardID: "b", Op: "GetRecords", Records: 1, Bytes: 10, MillisBehindLatest: 2000},
 		{ShardID: "c", Op: "SubscribeToShardEvent", Records: 2, Bytes: 20, MillisBehindLatest: 1500},
@@ -112,7 +110,7 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("slow down"), ErrorKind: "throttled"},
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("expired"), ErrorKind: "expired_iterator"},
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("reset"), ErrorKind: "transient"},
-		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("unclassified")}, // kind from reader.ErrorKind
+		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("unclassified")}, // unclassified: transient
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("gone"), ErrorKind: "not_found"},
 	} {
 		m.OnFetch(e)
@@ -140,7 +138,7 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 5)
 
 	// The lag follows the last read, down as well as up.
-	m.OnFetch(reader.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 0})
+	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 0})
 	got = Gather(t, g)
 	want(t, got, "shardline_behind_latest_seconds", with("shard", "a"), 0)
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 2)
@@ -152,8 +150,8 @@ func TestShardStopRemovesShardSeries(t *testing.T) {
 		m.OnShard(worker.ShardEvent{ShardID: id, Kind: worker.ShardStarted})
 		m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: id, Records: 1, Bytes: 1, Attempt: 1})
 	}
-	m.OnFetch(reader.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
-	m.OnFetch(reader.FetchEvent{ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
+	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
+	m.OnFetch(worker.FetchEvent{ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
 	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStopped, Reason: "lease_lost"})
 
 	got := Gather(t, g)
@@ -177,21 +175,20 @@ func TestShardStopRemovesShardSeries(t *testing.T) {
 
 func TestLeaseEvents(t *testing.T) {
 	m, g := started(t)
-	conflict := &lease.ConflictError{Op: "renew", Key: "c"}
-	for _, e := range []lease.Event{
-		{Kind: lease.EventAcquired, Key: "a", How: "take"},
-		{Kind: lease.EventAcquired, Key: "b", How: "take-released"},
-		{Kind: lease.EventAcquired, Key: "c", How: "handoff"},
-		{Kind: lease.EventAcquired, Key: "d", How: "handoff-timeout"},
-		{Kind: lease.EventAcquired, Key: "e", How: "take"},
-		{Kind: lease.EventAcquired, Key: "f", How: "take"},
-		{Kind: lease.EventHandoffRequested, Key: "c", Peer: "other"},
-		{Kind: lease.EventRenewFailed, Key: "a", Err: errors.New("timeout")},
-		{Kind: lease.EventLost, Key: "a", Err: fmt.Errorf("%w: %w", kcl.ErrLeaseLost, lease.ErrExpired)},
-		{Kind: lease.EventLost, Key: "c", Err: conflict},
-		{Kind: lease.EventLost, Key: "f", Err: fmt.Errorf("%w: manager closed", kcl.ErrLeaseLost)},
-		{Kind: lease.EventReleased, Key: "b"},
-		{Kind: lease.EventHandedOver, Key: "d", Peer: "other"},
+	for _, e := range []worker.LeaseEvent{
+		{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"},
+		{Kind: worker.LeaseAcquired, ShardID: "b", How: "take-released"},
+		{Kind: worker.LeaseAcquired, ShardID: "c", How: "handoff"},
+		{Kind: worker.LeaseAcquired, ShardID: "d", How: "handoff-timeout"},
+		{Kind: worker.LeaseAcquired, ShardID: "e", How: "take"},
+		{Kind: worker.LeaseAcquired, ShardID: "f", How: "take"},
+		{Kind: worker.LeaseHandoffRequested, ShardID: "c", Peer: "other"},
+		{Kind: worker.LeaseRenewFailed, ShardID: "a", Err: errors.New("timeout")},
+		{Kind: worker.LeaseLost, ShardID: "a", Cause: "expired"},
+		{Kind: worker.LeaseLost, ShardID: "c", Cause: "conflict"},
+		{Kind: worker.LeaseLost, ShardID: "f", Cause: "other"},
+		{Kind: worker.LeaseReleased, ShardID: "b"},
+		{Kind: worker.LeaseHandedOver, ShardID: "d", Peer: "other"},
 	} {
 		m.OnLease(e)
 	}
@@ -232,9 +229,9 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 	if got := Gather(t, reg); len(got) != 0 {
 		t.Errorf("%d series before the worker started, want none", len(got))
 	}
-	counts := reader.RecordCounts{Aggregates: 7, AggregatedUserRecords: 70, MalformedAggregates: 1,
+	counts := worker.RecordCounts{Aggregates: 7, AggregatedUserRecords: 70, MalformedAggregates: 1,
 		DroppedAggregates: 2, DroppedUserRecords: 20, DecodeFailures: 3}
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() reader.RecordCounts { return counts }})
+	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() worker.RecordCounts { return counts }})
 	got := Gather(t, reg)
 	for name, v := range map[string]float64{
 		"shardline_kpl_aggregates_total": 7, "shardline_kpl_user_records_total": 70,
@@ -255,10 +252,10 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 
 // feedAll sends every kind of event once, so that every metric has a series.
 func feedAll(m *Metrics) {
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() reader.RecordCounts { return reader.RecordCounts{} }})
+	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() worker.RecordCounts { return worker.RecordCounts{} }})
 	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStarted})
-	m.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "a", How: "take"})
-	m.OnFetch(reader.FetchEvent{ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
+	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
+	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 1, Bytes: 1, Attempt: 1, OldestArrival: time.Now()})
 	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "a"})
 }
@@ -352,9 +349,9 @@ func TestSharedRegistryAndHandler(t *testing.T) {
 	}
 	m1.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w1", Stream: "s"})
 	m2.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w2", Stream: "s"})
-	m1.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "a", How: "take"})
-	m2.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "b", How: "take"})
-	m2.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "c", How: "take"})
+	m1.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
+	m2.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "b", How: "take"})
+	m2.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "c", How: "take"})
 
 	rec := httptest.NewRecorder()
 	m1.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -387,7 +384,7 @@ func TestRegistererThatIsNoGatherer(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s"})
-	m.OnLease(lease.Event{Kind: lease.EventAcquired, Key: "a", How: "take"})
+	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
 	want(t, Gather(t, reg), "shardline_leases_held", sw, 1)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -449,7 +446,7 @@ func TestConcurrentHooks(t *testing.T) {
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			m.OnLease(lease.Event{Kind: lease.EventAcquired, Key: id, How: "take"})
+			m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: id, How: "take"})
 			m.OnShard(worker.ShardEvent{ShardID: id, Kind: worker.ShardStarted})
 			for range batches {
 				m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: id, Records: 2, Bytes: 3, Attempt: 1})
@@ -458,7 +455,7 @@ func TestConcurrentHooks(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range batches {
-				m.OnFetch(reader.FetchEvent{ShardID: id, Op: "GetRecords", MillisBehindLatest: int64(j)})
+				m.OnFetch(worker.FetchEvent{ShardID: id, Op: "GetRecords", MillisBehindLatest: int64(j)})
 			}
 		}()
 		go func() {

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/benchkinesis"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/lease"
@@ -186,11 +187,10 @@ func startBenchBare(ctx context.Context, b *testing.B, kc *kinesis.Client, strea
 // startBenchWorker runs a worker with an in-memory lease store whose processor
 // only counts the records.
 func startBenchWorker(ctx context.Context, b *testing.B, kc *kinesis.Client, stream string, d *benchDelivery) (stop func()) {
-	w, err := worker.New(worker.Config{
+	w, err := worker.New(worker.WithStore(worker.Config{
 		StreamName:           stream,
 		ApplicationName:      "bench",
 		Kinesis:              kc,
-		LeaseStore:           lease.NewMemoryStore(),
 		InitialPosition:      kcl.StartAtTrimHorizon(),
 		IdleTimeBetweenReads: time.Millisecond,
 		TakeInterval:         10 * time.Millisecond,
@@ -201,7 +201,7 @@ func startBenchWorker(ctx context.Context, b *testing.B, kc *kinesis.Client, str
 				return nil
 			}), nil
 		},
-	})
+	}, lease.NewMemoryStore()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -337,12 +337,11 @@ func startBenchBareFanOut(ctx context.Context, b *testing.B, kc *kinesis.Client,
 // startBenchFanOutWorker runs a worker with FanOut and an in-memory lease
 // store whose processor only counts the records.
 func startBenchFanOutWorker(ctx context.Context, b *testing.B, kc *kinesis.Client, stream string, d *benchDelivery) (stop func()) {
-	w, err := worker.New(worker.Config{
+	w, err := worker.New(worker.WithStore(worker.Config{
 		StreamName:      stream,
 		ApplicationName: "bench",
 		Kinesis:         kc,
-		FanOut:          true,
-		LeaseStore:      lease.NewMemoryStore(),
+		FanOut:          &fanout.Options{},
 		InitialPosition: kcl.StartAtTrimHorizon(),
 		TakeInterval:    10 * time.Millisecond,
 		Logger:          slog.New(slog.DiscardHandler),
@@ -352,7 +351,7 @@ func startBenchFanOutWorker(ctx context.Context, b *testing.B, kc *kinesis.Clien
 				return nil
 			}), nil
 		},
-	})
+	}, lease.NewMemoryStore()))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -9,10 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/shardline/shardline/fanout"
-	"github.com/shardline/shardline/internal/lease"
-	"github.com/shardline/shardline/internal/reader"
+	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/lease"
 )
 
 // Config configures a [Worker]. Zero fields take the defaults documented on
@@ -34,12 +36,10 @@ type Config struct {
 
 	// Kinesis is the Kinesis client; a *kinesis.Client satisfies it.
 	// Required.
-	Kinesis reader.KinesisAPI
+	Kinesis KinesisAPI
 	// DynamoDB is the DynamoDB client for the lease table; a
-	// *dynamodb.Client satisfies it. Required unless LeaseStore is set.
+	// *dynamodb.Client satisfies it. Required.
 	DynamoDB lease.DynamoDBAPI
-	// LeaseStore replaces the DynamoDB lease table (for tests).
-	LeaseStore lease.Store
 
 	// ProcessorFactory makes one processor per shard lease. Required.
 	ProcessorFactory kcl.ProcessorFactory
@@ -92,29 +92,11 @@ type Config struct {
 	// processor per shard. Default 16 MiB.
 	PrefetchBytes int
 
-	// FanOut selects enhanced fan-out: each held shard is read through a
-	// SubscribeToShard subscription of a consumer registered on the stream,
-	// with the shard's 2 MiB/s to itself and records pushed as they arrive,
-	// instead of GetRecords polling, which shares the shard's throughput
-	// with every other polling application. Processors see the same batches,
-	// in the same order, with the same checkpoint and shard-end semantics,
-	// either way. Kinesis must implement fanout.FanOutAPI (a
-	// *kinesis.Client does), and the workers need the IAM permissions for
-	// the consumer calls and SubscribeToShard. Default false: polling.
-	FanOut bool
-	// ConsumerName names the enhanced fan-out consumer. The first worker to
-	// start registers it on the stream, the others (and later runs) reuse
-	// it; it is never deregistered by the worker (fanout.DeregisterConsumer
-	// does that). A stream has at most 20 consumers. Default:
-	// ApplicationName. Fan-out only.
-	ConsumerName string
-	// FanOutEventTimeout is the longest wait for the next event of a
-	// subscription. Kinesis sends one every few seconds even for an idle
-	// shard, so silence means a dead (half-open) connection: the
-	// subscription is replaced, resuming where it stopped. Time the
-	// processor takes does not count. Default 35s; at least 1s. Fan-out
-	// only.
-	FanOutEventTimeout time.Duration
+	// FanOut, when set, reads with enhanced fan-out (SubscribeToShard
+	// through a registered consumer) instead of GetRecords polling; see
+	// [fanout.Options]. Kinesis must then implement fanout.FanOutAPI, as a
+	// *kinesis.Client does. Default nil: polling.
+	FanOut *fanout.Options
 
 	// RetryInitialInterval is the first wait before a failed batch is
 	// delivered again. Default 200ms.
@@ -163,7 +145,22 @@ type Config struct {
 	// HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard (the
 	// metrics package provides one). A value implementing none is refused.
 	Hooks []Hook
+
+	// store replaces the DynamoDB lease table in this package's tests.
+	store ilease.Store
 }
+
+// KinesisAPI is the part of the Kinesis client a worker uses for polling and
+// shard discovery. A *kinesis.Client satisfies it (and [fanout.FanOutAPI],
+// which enhanced fan-out needs as well).
+type KinesisAPI interface {
+	DescribeStreamSummary(ctx context.Context, in *kinesis.DescribeStreamSummaryInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error)
+	ListShards(ctx context.Context, in *kinesis.ListShardsInput, opts ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
+	GetShardIterator(ctx context.Context, in *kinesis.GetShardIteratorInput, opts ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error)
+	GetRecords(ctx context.Context, in *kinesis.GetRecordsInput, opts ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error)
+}
+
+var _ KinesisAPI = (*kinesis.Client)(nil)
 
 func (c *Config) setDefaults() {
 	if c.TableName == "" {
@@ -202,11 +199,9 @@ func (c *Config) setDefaults() {
 	if c.PrefetchBytes == 0 {
 		c.PrefetchBytes = 16 << 20
 	}
-	if c.ConsumerName == "" {
-		c.ConsumerName = c.ApplicationName
-	}
-	if c.FanOutEventTimeout == 0 {
-		c.FanOutEventTimeout = reader.DefaultEventTimeout
+	if c.FanOut != nil {
+		o := c.FanOut.WithDefaults(c.ApplicationName)
+		c.FanOut = &o
 	}
 	if c.RetryInitialInterval == 0 {
 		c.RetryInitialInterval = 200 * time.Millisecond
@@ -243,8 +238,8 @@ func (c *Config) validate() error {
 	if c.Kinesis == nil {
 		bad("Kinesis client is required")
 	}
-	if c.DynamoDB == nil && c.LeaseStore == nil {
-		bad("DynamoDB client (or LeaseStore) is required")
+	if c.DynamoDB == nil && c.store == nil {
+		bad("DynamoDB client is required")
 	}
 	if c.ProcessorFactory == nil {
 		bad("ProcessorFactory is required")
@@ -279,15 +274,15 @@ func (c *Config) validate() error {
 	if c.PrefetchBytes < 1<<20 {
 		bad("PrefetchBytes %d is below 1 MiB (one GetRecords call can return 10 MiB)", c.PrefetchBytes)
 	}
-	if c.FanOut {
+	if c.FanOut != nil {
 		if _, ok := c.Kinesis.(fanout.FanOutAPI); c.Kinesis != nil && !ok {
 			bad("FanOut needs a Kinesis client with the enhanced fan-out calls (fanout.FanOutAPI, as *kinesis.Client has); %T lacks them", c.Kinesis)
 		}
-		if fanout.ValidateConsumerName(c.ConsumerName) != nil {
-			bad("ConsumerName %q (default: ApplicationName) must be 1-128 of a-z A-Z 0-9 _ . -", c.ConsumerName)
+		if fanout.ValidateConsumerName(c.FanOut.ConsumerName) != nil {
+			bad("FanOut.ConsumerName %q (default: ApplicationName) must be 1-128 of a-z A-Z 0-9 _ . -", c.FanOut.ConsumerName)
 		}
-		if c.FanOutEventTimeout < time.Second {
-			bad("FanOutEventTimeout %v is below 1s", c.FanOutEventTimeout)
+		if c.FanOut.EventTimeout < time.Second {
+			bad("FanOut.EventTimeout %v is below 1s", c.FanOut.EventTimeout)
 		}
 	}
 	if c.RetryInitialInterval <= 0 || c.RetryMaxInterval < c.RetryInitialInterval {

@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
@@ -48,21 +49,20 @@ func (p *efoProc) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) error 
 }
 
 func fakeFanOutConfig(t *testing.T, srv *efotest.Server, store lease.Store, f kcl.ProcessorFactory) worker.Config {
-	return worker.Config{
+	return worker.WithStore(worker.Config{
 		StreamName:        srv.StreamName(),
 		ApplicationName:   "app",
 		WorkerID:          "w1",
 		Kinesis:           srv.Client(),
-		LeaseStore:        store,
 		ProcessorFactory:  f,
-		FanOut:            true,
+		FanOut:            &fanout.Options{},
 		InitialPosition:   kcl.StartAtTrimHorizon(),
 		LeaseDuration:     3 * time.Second,
 		RenewInterval:     time.Second,
 		TakeInterval:      500 * time.Millisecond,
 		ShardSyncInterval: time.Hour, // children's leases must come from the parent's end
 		Logger:            slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
+	}, store)
 }
 
 // The last event of a closed shard (child shards, no continuation) ends it

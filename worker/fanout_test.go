@@ -30,11 +30,10 @@ type pollingOnly struct{ reader.KinesisAPI }
 
 func TestFanOutConfigIsValidated(t *testing.T) {
 	kc := testenv.NewKinesisClient("http://127.0.0.1:1")
-	base := worker.Config{
-		StreamName: "s", ApplicationName: "app", Kinesis: kc, LeaseStore: lease.NewMemoryStore(),
-		ProcessorFactory: func(string) (kcl.RecordProcessor, error) { return nil, errors.New("unused") },
-		FanOut:           true,
-	}
+	base := worker.WithStore(worker.Config{
+		StreamName: "s", ApplicationName: "app", Kinesis: kc, ProcessorFactory: func(string) (kcl.RecordProcessor, error) { return nil, errors.New("unused") },
+		FanOut: &fanout.Options{},
+	}, lease.NewMemoryStore())
 	if _, err := worker.New(base); err != nil {
 		t.Fatalf("fan-out with a *kinesis.Client refused: %v", err)
 	}
@@ -43,9 +42,9 @@ func TestFanOutConfigIsValidated(t *testing.T) {
 		edit       func(*worker.Config)
 	}{
 		{"client without fan-out calls", "fanout.FanOutAPI", func(c *worker.Config) { c.Kinesis = pollingOnly{kc} }},
-		{"bad consumer name", "ConsumerName", func(c *worker.Config) { c.ConsumerName = "my consumer" }},
+		{"bad consumer name", "ConsumerName", func(c *worker.Config) { c.FanOut = &fanout.Options{ConsumerName: "my consumer"} }},
 		{"bad default consumer name", "ConsumerName", func(c *worker.Config) { c.ApplicationName = strings.Repeat("a", 129); c.TableName = "t12" }},
-		{"event timeout", "FanOutEventTimeout", func(c *worker.Config) { c.FanOutEventTimeout = time.Millisecond }},
+		{"event timeout", "EventTimeout", func(c *worker.Config) { c.FanOut = &fanout.Options{EventTimeout: time.Millisecond} }},
 	} {
 		cfg := base
 		tc.edit(&cfg)
@@ -56,7 +55,7 @@ func TestFanOutConfigIsValidated(t *testing.T) {
 	}
 	// Polling does not need the fan-out calls.
 	cfg := base
-	cfg.FanOut = false
+	cfg.FanOut = nil
 	cfg.Kinesis = pollingOnly{kc}
 	if _, err := worker.New(cfg); err != nil {
 		t.Errorf("polling with a polling-only client refused: %v", err)
@@ -68,7 +67,7 @@ func TestFanOutConfigIsValidated(t *testing.T) {
 func fanOutConfig(t *testing.T, stream, app string, f kcl.ProcessorFactory) worker.Config {
 	cfg := baseConfig(t, stream, app, f)
 	cfg.Kinesis = efotest.EmulatorKinesis(t)
-	cfg.FanOut = true
+	cfg.FanOut = &fanout.Options{}
 	return cfg
 }
 
@@ -374,7 +373,9 @@ func TestFanOutLatencyVersusPolling(t *testing.T) {
 		stream := testenv.CreateStream(t, kc, 1)
 		cfg := baseConfig(t, stream, testenv.UniqueName("app"), nil)
 		cfg.Kinesis = kc
-		cfg.FanOut = mode.fanOut
+		if mode.fanOut {
+			cfg.FanOut = &fanout.Options{}
+		}
 		cfg.IdleTimeBetweenReads = mode.idle
 		cfg.Logger = quiet
 		report(mode.name, latencyRun(t, cfg, func(data []byte) error {
@@ -386,10 +387,9 @@ func TestFanOutLatencyVersusPolling(t *testing.T) {
 	srv := efotest.NewServer(efotest.ServerOptions{})
 	defer srv.Close()
 	srv.AddShard("shardId-000000000000")
-	cfg := worker.Config{
-		StreamName: srv.StreamName(), ApplicationName: "latency", Kinesis: srv.Client(), LeaseStore: lease.NewMemoryStore(),
-		FanOut: true, LeaseDuration: 3 * time.Second, Logger: quiet,
-	}
+	cfg := worker.WithStore(worker.Config{
+		StreamName: srv.StreamName(), ApplicationName: "latency", Kinesis: srv.Client(), FanOut: &fanout.Options{}, LeaseDuration: 3 * time.Second, Logger: quiet,
+	}, lease.NewMemoryStore())
 	report("in-process fake server, enhanced fan-out (the framework's own cost)", latencyRun(t, cfg, func(data []byte) error {
 		srv.PutData("shardId-000000000000", data)
 		return nil

@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"errors"
 	"time"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
@@ -35,7 +37,7 @@ type WorkerStartEvent struct {
 	// de-aggregation and record decoding (as [Worker.RecordCounts]); it may
 	// be called from any goroutine at any time, e.g. when metrics are
 	// scraped.
-	RecordCounts func() reader.RecordCounts
+	RecordCounts func() RecordCounts
 }
 
 // HookBatchProcessed is called after every delivery of a batch to a
@@ -66,12 +68,97 @@ type BatchProcessedEvent struct {
 
 // HookFetch is called after every read call to Kinesis.
 type HookFetch interface {
-	OnFetch(reader.FetchEvent)
+	OnFetch(FetchEvent)
+}
+
+// FetchEvent describes one read call (GetRecords, or one SubscribeToShard
+// event or call). Records and Bytes count Kinesis records as received,
+// before de-aggregation and filtering.
+type FetchEvent struct {
+	// ShardID is the shard read.
+	ShardID string
+	// Op names the call: "GetRecords", "GetShardIterator",
+	// "SubscribeToShard" (a subscribe call, or a subscription that ended
+	// with Err) or "SubscribeToShardEvent" (one event received).
+	Op string
+	// Records and Bytes are what the call returned.
+	Records, Bytes int
+	// Duration is how long the call took (for an event: the wait for it).
+	Duration time.Duration
+	// MillisBehindLatest is the lag the call reported.
+	MillisBehindLatest int64
+	// Err is the call's error, nil on success.
+	Err error
+	// ErrorKind classifies Err: "throttled", "in_use", "expired_iterator",
+	// "transient", "trimmed", "not_found" or "fatal"; empty on success.
+	ErrorKind string
+}
+
+// RecordCounts are a worker's running totals of KPL de-aggregation and
+// record decoding.
+type RecordCounts struct {
+	// Aggregates counts KPL aggregated records unpacked, and
+	// AggregatedUserRecords the user records delivered from them.
+	Aggregates, AggregatedUserRecords int64
+	// MalformedAggregates counts Kinesis records that started with the KPL
+	// magic bytes but could not be unpacked; each was delivered as one raw
+	// record with DecodeErr matching kcl.ErrMalformedAggregate.
+	MalformedAggregates int64
+	// DroppedAggregates counts aggregates not delivered because one of their
+	// user records has a hash key outside the shard's range (written from a
+	// stale shard map; the producer writes them again), and
+	// DroppedUserRecords the user records they held.
+	DroppedAggregates, DroppedUserRecords int64
+	// DecodeFailures counts user records the RecordDecoder failed on; each
+	// was delivered with DecodeErr matching kcl.ErrRecordDecode.
+	DecodeFailures int64
 }
 
 // HookLease is called for every lease change of this worker.
 type HookLease interface {
-	OnLease(lease.Event)
+	OnLease(LeaseEvent)
+}
+
+// LeaseEventKind names a lease change.
+type LeaseEventKind string
+
+// Lease changes reported to [HookLease].
+const (
+	// LeaseAcquired: the worker took a lease; How says how: "take" (an
+	// expired lease), "take-released" (a free lease), "handoff" (handed over
+	// by its owner) or "handoff-timeout" (taken after a hand-over request
+	// timed out).
+	LeaseAcquired LeaseEventKind = "acquired"
+	// LeaseLost: the worker lost a lease (taken by another worker, or not
+	// renewed in time); Cause says why.
+	LeaseLost LeaseEventKind = "lost"
+	// LeaseReleased: the worker gave a lease up (graceful stop, shard end).
+	LeaseReleased LeaseEventKind = "released"
+	// LeaseHandedOver: the worker handed a lease over to Peer.
+	LeaseHandedOver LeaseEventKind = "handed_over"
+	// LeaseHandoffRequested: the worker asked Peer to hand a lease over.
+	LeaseHandoffRequested LeaseEventKind = "handoff_requested"
+	// LeaseRenewFailed: a renewal failed for a reason other than a lost
+	// lease; it is retried until the lease's deadline.
+	LeaseRenewFailed LeaseEventKind = "renew_failed"
+)
+
+// LeaseEvent is a lease change of this worker.
+type LeaseEvent struct {
+	// Kind is what happened.
+	Kind LeaseEventKind
+	// ShardID is the lease's shard.
+	ShardID string
+	// How qualifies LeaseAcquired.
+	How string
+	// Peer is the other worker involved (previous owner, new owner,
+	// requested owner), if any.
+	Peer string
+	// Cause qualifies LeaseLost: "expired" (not renewed in time),
+	// "conflict" (another writer moved the lease) or "other".
+	Cause string
+	// Err is the error behind a loss or a failed renewal.
+	Err error
 }
 
 // HookCheckpoint is called after every checkpoint write attempt.
@@ -175,13 +262,32 @@ func (h *hooks) onBatch(e BatchProcessedEvent) {
 	}
 }
 
-func (h *hooks) onFetch(e reader.FetchEvent) {
+func (h *hooks) onFetch(re reader.FetchEvent) {
+	e := FetchEvent{ShardID: re.ShardID, Op: re.Op, Records: re.Records, Bytes: re.Bytes, Duration: re.Duration,
+		MillisBehindLatest: re.MillisBehindLatest, Err: re.Err, ErrorKind: re.ErrorKind}
+	if e.Err != nil && e.ErrorKind == "" {
+		e.ErrorKind = awsx.Label(e.Err)
+	}
 	for _, x := range h.fetch {
 		x.OnFetch(e)
 	}
 }
 
-func (h *hooks) onLease(e lease.Event) {
+func (h *hooks) onLease(le lease.Event) {
+	e := LeaseEvent{Kind: LeaseEventKind(le.Kind), ShardID: le.Key, How: le.How, Peer: le.Peer, Err: le.Err}
+	if e.Kind == LeaseAcquired && e.How == "" {
+		e.How = "take"
+	}
+	if e.Kind == LeaseLost {
+		switch {
+		case errors.Is(le.Err, lease.ErrExpired):
+			e.Cause = "expired"
+		case errors.Is(le.Err, lease.ErrConflict):
+			e.Cause = "conflict"
+		default:
+			e.Cause = "other"
+		}
+	}
 	for _, x := range h.lease {
 		x.OnLease(e)
 	}

@@ -126,7 +126,7 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 	config := func(id string, f kcl.ProcessorFactory) worker.Config {
 		cfg := baseConfig(t, stream, app, f)
 		cfg.WorkerID = id
-		cfg.LeaseStore = store
+		cfg = worker.WithStore(cfg, store)
 		cfg.RecordDecoder = decoder
 		return cfg
 	}

@@ -152,12 +152,11 @@ func (k *keyLog) checkKeys(t *testing.T, produced map[string]int) {
 // fakeWorkerConfig is a worker on a fakeStream with an in-memory lease
 // table, timed for a synctest bubble.
 func fakeWorkerConfig(t *testing.T, fs *fakeStream, store lease.Store, id string, k *keyLog) worker.Config {
-	return worker.Config{
+	return worker.WithStore(worker.Config{
 		StreamName:           fs.name,
 		ApplicationName:      "app",
 		WorkerID:             id,
 		Kinesis:              fs,
-		LeaseStore:           store,
 		ProcessorFactory:     k.factory(id),
 		InitialPosition:      kcl.StartAtTrimHorizon(),
 		LeaseDuration:        3 * time.Second,
@@ -167,7 +166,7 @@ func fakeWorkerConfig(t *testing.T, fs *fakeStream, store lease.Store, id string
 		IdleTimeBetweenReads: 100 * time.Millisecond,
 		RetryInitialInterval: 50 * time.Millisecond,
 		Logger:               slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
+	}, store)
 }
 
 // runFake runs a worker inside the bubble and returns a function that stops

@@ -82,7 +82,7 @@ func New(cfg Config) (*Worker, error) {
 		running:    map[string]*shardState{},
 		hooks:      newHooks(cfg.Hooks),
 	}
-	w.store = cfg.LeaseStore
+	w.store = cfg.store
 	if w.store == nil {
 		ds, err := lease.NewDynamoStore(cfg.DynamoDB, cfg.TableName, lease.WithDynamoLogger(cfg.Logger),
 			lease.WithDynamoCallTimeout(cfg.LeaseDuration))
@@ -97,12 +97,12 @@ func New(cfg Config) (*Worker, error) {
 		Stats:                &w.recordStats,
 	}
 	var err error
-	if cfg.FanOut {
+	if cfg.FanOut != nil {
 		w.source, err = reader.NewSubscriber(cfg.Kinesis.(fanout.FanOutAPI), reader.SubscriberOptions{
 			StreamName:      cfg.StreamName,
 			StreamARN:       cfg.StreamARN,
-			ConsumerName:    cfg.ConsumerName,
-			EventTimeout:    cfg.FanOutEventTimeout,
+			ConsumerName:    cfg.FanOut.ConsumerName,
+			EventTimeout:    cfg.FanOut.EventTimeout,
 			MaxBatchRecords: cfg.MaxRecords,
 			PrefetchBatches: cfg.PrefetchBatches,
 			PrefetchBytes:   int64(cfg.PrefetchBytes),
@@ -133,7 +133,12 @@ func New(cfg Config) (*Worker, error) {
 // RecordDecoder met on every shard this worker read: aggregates unpacked,
 // malformed aggregates delivered raw, aggregates dropped as outside a shard's
 // hash key range, decoder failures.
-func (w *Worker) RecordCounts() reader.RecordCounts { return w.recordStats.Counts() }
+func (w *Worker) RecordCounts() RecordCounts {
+	c := w.recordStats.Counts()
+	return RecordCounts{Aggregates: c.Aggregates, AggregatedUserRecords: c.AggregatedUserRecords,
+		MalformedAggregates: c.MalformedAggregates, DroppedAggregates: c.DroppedAggregates,
+		DroppedUserRecords: c.DroppedUserRecords, DecodeFailures: c.DecodeFailures}
+}
 
 // ID returns the worker's ID as written in the lease table.
 func (w *Worker) ID() string { return w.cfg.WorkerID }
@@ -205,7 +210,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		// Register (or find) the fan-out consumer now, so that a stream at
 		// its consumer limit stops Run with a clear error.
 		if _, err := sub.Register(sctx); err != nil {
-			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.ConsumerName, err)
+			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.FanOut.ConsumerName, err)
 		}
 	}
 	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),

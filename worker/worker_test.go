@@ -334,10 +334,10 @@ func firstShard(m map[string][]string) []string {
 func TestInvalidConfigIsRefused(t *testing.T) {
 	f := func(string) (kcl.RecordProcessor, error) { return nil, nil }
 	valid := func() worker.Config {
-		return worker.Config{
+		return worker.WithStore(worker.Config{
 			StreamName: "s", ApplicationName: "app", Kinesis: testenv.NewKinesisClient("http://127.0.0.1:1"),
-			LeaseStore: lease.NewMemoryStore(), ProcessorFactory: f,
-		}
+			ProcessorFactory: f,
+		}, lease.NewMemoryStore())
 	}
 	if _, err := worker.New(valid()); err != nil {
 		t.Fatalf("valid config refused: %v", err)
@@ -348,7 +348,7 @@ func TestInvalidConfigIsRefused(t *testing.T) {
 		"no app":            func(c *worker.Config) { c.ApplicationName = "" },
 		"bad table name":    func(c *worker.Config) { c.TableName = "a b" },
 		"no kinesis":        func(c *worker.Config) { c.Kinesis = nil },
-		"no store":          func(c *worker.Config) { c.LeaseStore = nil },
+		"no store":          func(c *worker.Config) { *c = worker.WithStore(*c, nil) },
 		"no factory":        func(c *worker.Config) { c.ProcessorFactory = nil },
 		"short lease":       func(c *worker.Config) { c.LeaseDuration = 100 * time.Millisecond },
 		"slow renewal":      func(c *worker.Config) { c.LeaseDuration = 4 * time.Second; c.RenewInterval = 3 * time.Second },

@@ -56,6 +56,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/lease"
@@ -227,9 +228,9 @@ func run() int {
 		InitialPosition:      initial,
 		LeaseDuration:        opts.leaseDuration,
 		IdleTimeBetweenReads: opts.idleTime,
-		FanOut:               opts.fanOut,
 		Logger:               log,
 		Hooks:                hooks,
+		FanOut:               fanOutOptions(opts.fanOut),
 		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
 			return &processor{
 				shardID:            shardID,
@@ -633,4 +634,12 @@ func (l *eventLog) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// fanOutOptions selects enhanced fan-out with its defaults when on is set.
+func fanOutOptions(on bool) *fanout.Options {
+	if !on {
+		return nil
+	}
+	return &fanout.Options{}
 }

@@ -1,0 +1,60 @@
+package fanout
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// DefaultEventTimeout is the default [Options.EventTimeout].
+const DefaultEventTimeout = 35 * time.Second
+
+// Options selects enhanced fan-out reading for a worker (worker.Config.FanOut)
+// and tunes it. Each held shard is then read through a SubscribeToShard
+// subscription of a consumer registered on the stream, with the shard's
+// 2 MiB/s to itself and records pushed as they arrive, instead of GetRecords
+// polling, which shares the shard's throughput with every other polling
+// application. Processors see the same batches, in the same order, with the
+// same checkpoint and shard-end semantics, either way.
+//
+// The Kinesis client must implement [FanOutAPI] (a *kinesis.Client does), and
+// the workers need the IAM permissions for the consumer calls and
+// SubscribeToShard.
+type Options struct {
+	// ConsumerName names the consumer. The first worker to start registers
+	// it on the stream, the others (and later runs) reuse it; no worker ever
+	// deregisters it ([DeregisterConsumer] does that). A stream has at most 20
+	// consumers. Default: the application name.
+	ConsumerName string
+	// EventTimeout is the longest wait for the next event of a subscription.
+	// Kinesis sends one every few seconds even for an idle shard, so silence
+	// means a dead (half-open) connection: the subscription is replaced,
+	// resuming where it stopped. Time the processor takes does not count.
+	// Default [DefaultEventTimeout]; at least 1s.
+	EventTimeout time.Duration
+}
+
+// WithDefaults returns o with its zero fields set to their defaults, the
+// consumer name to app.
+func (o Options) WithDefaults(app string) Options {
+	if o.ConsumerName == "" {
+		o.ConsumerName = app
+	}
+	if o.EventTimeout == 0 {
+		o.EventTimeout = DefaultEventTimeout
+	}
+	return o
+}
+
+// Validate reports every field Kinesis or the reader would refuse, in one
+// error matching kcl.ErrInvalidConfig.
+func (o Options) Validate() error {
+	if err := ValidateConsumerName(o.ConsumerName); err != nil {
+		return err
+	}
+	if o.EventTimeout < time.Second {
+		return fmt.Errorf("%w: fan-out EventTimeout %v is below 1s", kcl.ErrInvalidConfig, o.EventTimeout)
+	}
+	return nil
+}
