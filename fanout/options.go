@@ -1,14 +1,6 @@
 package fanout
 
-import (
-	"fmt"
-	"time"
-
-	"github.com/shardline/shardline/kcl"
-)
-
-// DefaultEventTimeout is the default [Options.EventTimeout].
-const DefaultEventTimeout = 35 * time.Second
+import "time"
 
 // Options selects enhanced fan-out reading for a worker (worker.Config.FanOut)
 // and tunes it. Each held shard is then read through a SubscribeToShard
@@ -31,30 +23,6 @@ type Options struct {
 	// Kinesis sends one every few seconds even for an idle shard, so silence
 	// means a dead (half-open) connection: the subscription is replaced,
 	// resuming where it stopped. Time the processor takes does not count.
-	// Default [DefaultEventTimeout]; at least 1s.
+	// Default 35s; at least 1s.
 	EventTimeout time.Duration
-}
-
-// WithDefaults returns o with its zero fields set to their defaults, the
-// consumer name to app.
-func (o Options) WithDefaults(app string) Options {
-	if o.ConsumerName == "" {
-		o.ConsumerName = app
-	}
-	if o.EventTimeout == 0 {
-		o.EventTimeout = DefaultEventTimeout
-	}
-	return o
-}
-
-// Validate reports every field Kinesis or the reader would refuse, in one
-// error matching kcl.ErrInvalidConfig.
-func (o Options) Validate() error {
-	if err := ValidateConsumerName(o.ConsumerName); err != nil {
-		return err
-	}
-	if o.EventTimeout < time.Second {
-		return fmt.Errorf("%w: fan-out EventTimeout %v is below 1s", kcl.ErrInvalidConfig, o.EventTimeout)
-	}
-	return nil
 }

@@ -13,29 +13,29 @@ import (
 
 // Kinesis service limits the producer enforces locally.
 const (
-	// MaxRecordSize is the largest Kinesis record: data and partition key
+	// maxRecordSize is the largest Kinesis record: data and partition key
 	// together, 1 MiB.
-	MaxRecordSize = 1 << 20
-	// MaxPartitionKeyLength is the longest partition key, in Unicode
+	maxRecordSize = 1 << 20
+	// maxPartitionKeyLength is the longest partition key, in Unicode
 	// characters.
-	MaxPartitionKeyLength = 256
-	// MaxBatchRecordsLimit is the most records one PutRecords call takes.
-	MaxBatchRecordsLimit = 500
-	// MaxBatchBytesLimit is the most bytes (data and partition keys) one
+	maxPartitionKeyLength = 256
+	// maxBatchRecordsLimit is the most records one PutRecords call takes.
+	maxBatchRecordsLimit = 500
+	// maxBatchBytesLimit is the most bytes (data and partition keys) one
 	// PutRecords call takes, 5 MiB.
-	MaxBatchBytesLimit = 5 << 20
+	maxBatchBytesLimit = 5 << 20
 )
 
 // Defaults of [Config].
 const (
-	DefaultLinger              = 100 * time.Millisecond
-	DefaultMaxInFlight         = 16
-	DefaultMaxBufferedRecords  = 50_000
-	DefaultMaxBufferedBytes    = 64 << 20
-	DefaultAggregationMaxBytes = 50 << 10
-	DefaultRetryTimeout        = 30 * time.Second
-	DefaultBackoffInitial      = 100 * time.Millisecond
-	DefaultBackoffMax          = 5 * time.Second
+	defaultLinger              = 100 * time.Millisecond
+	defaultMaxInFlight         = 16
+	defaultMaxBufferedRecords  = 50_000
+	defaultMaxBufferedBytes    = 64 << 20
+	defaultAggregationMaxBytes = 50 << 10
+	defaultRetryTimeout        = 30 * time.Second
+	defaultBackoffInitial      = 100 * time.Millisecond
+	defaultBackoffMax          = 5 * time.Second
 )
 
 // KinesisAPI is the part of the Kinesis client the producer uses. A
@@ -135,34 +135,34 @@ var ErrInvalidConfig = errors.New("producer: invalid configuration")
 
 func (c *Config) setDefaults() {
 	if c.MaxBatchRecords == 0 {
-		c.MaxBatchRecords = MaxBatchRecordsLimit
+		c.MaxBatchRecords = maxBatchRecordsLimit
 	}
 	if c.MaxBatchBytes == 0 {
-		c.MaxBatchBytes = MaxBatchBytesLimit
+		c.MaxBatchBytes = maxBatchBytesLimit
 	}
 	if c.Linger == 0 {
-		c.Linger = DefaultLinger
+		c.Linger = defaultLinger
 	}
 	if c.MaxInFlight == 0 {
-		c.MaxInFlight = DefaultMaxInFlight
+		c.MaxInFlight = defaultMaxInFlight
 	}
 	if c.MaxBufferedRecords == 0 {
-		c.MaxBufferedRecords = DefaultMaxBufferedRecords
+		c.MaxBufferedRecords = defaultMaxBufferedRecords
 	}
 	if c.MaxBufferedBytes == 0 {
-		c.MaxBufferedBytes = DefaultMaxBufferedBytes
+		c.MaxBufferedBytes = defaultMaxBufferedBytes
 	}
 	if c.AggregationMaxBytes == 0 {
-		c.AggregationMaxBytes = DefaultAggregationMaxBytes
+		c.AggregationMaxBytes = defaultAggregationMaxBytes
 	}
 	if c.RetryTimeout == 0 {
-		c.RetryTimeout = DefaultRetryTimeout
+		c.RetryTimeout = defaultRetryTimeout
 	}
 	if c.BackoffInitial == 0 {
-		c.BackoffInitial = DefaultBackoffInitial
+		c.BackoffInitial = defaultBackoffInitial
 	}
 	if c.BackoffMax == 0 {
-		c.BackoffMax = DefaultBackoffMax
+		c.BackoffMax = defaultBackoffMax
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -181,11 +181,11 @@ func (c *Config) validate() error {
 	if c.Client == nil {
 		bad("Client is required")
 	}
-	if c.MaxBatchRecords < 1 || c.MaxBatchRecords > MaxBatchRecordsLimit {
-		bad("MaxBatchRecords %d is outside 1..%d", c.MaxBatchRecords, MaxBatchRecordsLimit)
+	if c.MaxBatchRecords < 1 || c.MaxBatchRecords > maxBatchRecordsLimit {
+		bad("MaxBatchRecords %d is outside 1..%d", c.MaxBatchRecords, maxBatchRecordsLimit)
 	}
-	if c.MaxBatchBytes < MaxRecordSize || c.MaxBatchBytes > MaxBatchBytesLimit {
-		bad("MaxBatchBytes %d is outside %d..%d (one record can take 1 MiB)", c.MaxBatchBytes, MaxRecordSize, MaxBatchBytesLimit)
+	if c.MaxBatchBytes < maxRecordSize || c.MaxBatchBytes > maxBatchBytesLimit {
+		bad("MaxBatchBytes %d is outside %d..%d (one record can take 1 MiB)", c.MaxBatchBytes, maxRecordSize, maxBatchBytesLimit)
 	}
 	if c.MaxInFlight < 1 {
 		bad("MaxInFlight %d is below 1", c.MaxInFlight)
@@ -193,11 +193,11 @@ func (c *Config) validate() error {
 	if c.MaxBufferedRecords < 1 {
 		bad("MaxBufferedRecords %d is below 1", c.MaxBufferedRecords)
 	}
-	if c.MaxBufferedBytes < MaxRecordSize {
+	if c.MaxBufferedBytes < maxRecordSize {
 		bad("MaxBufferedBytes %d is below 1 MiB", c.MaxBufferedBytes)
 	}
-	if c.AggregationMaxBytes < 1024 || c.AggregationMaxBytes > MaxRecordSize {
-		bad("AggregationMaxBytes %d is outside 1024..%d", c.AggregationMaxBytes, MaxRecordSize)
+	if c.AggregationMaxBytes < 1024 || c.AggregationMaxBytes > maxRecordSize {
+		bad("AggregationMaxBytes %d is outside 1024..%d", c.AggregationMaxBytes, maxRecordSize)
 	}
 	if c.RetryTimeout < 0 {
 		bad("RetryTimeout %v is negative", c.RetryTimeout)

@@ -121,11 +121,11 @@ func (f *fakeKinesis) PutRecords(ctx context.Context, in *kinesis.PutRecordsInpu
 	for _, e := range in.Records {
 		size := len(e.Data) + len(aws.ToString(e.PartitionKey))
 		total += size
-		if size > MaxRecordSize || utf8.RuneCountInString(aws.ToString(e.PartitionKey)) > MaxPartitionKeyLength {
+		if size > maxRecordSize || utf8.RuneCountInString(aws.ToString(e.PartitionKey)) > maxPartitionKeyLength {
 			f.violations = append(f.violations, fmt.Sprintf("entry of %d bytes", size))
 		}
 	}
-	if len(in.Records) > MaxBatchRecordsLimit || total > MaxBatchBytesLimit || len(in.Records) == 0 {
+	if len(in.Records) > maxBatchRecordsLimit || total > maxBatchBytesLimit || len(in.Records) == 0 {
 		f.violations = append(f.violations, fmt.Sprintf("call with %d records, %d bytes", len(in.Records), total))
 		return nil, &types.InvalidArgumentException{Message: aws.String("limits exceeded")}
 	}

@@ -202,8 +202,8 @@ func (p *Producer) put(ctx context.Context, pk, ehk string, data []byte) (*Resul
 		return nil, fmt.Errorf("%w: empty", ErrInvalidPartitionKey)
 	case !utf8.ValidString(pk):
 		return nil, fmt.Errorf("%w: not UTF-8", ErrInvalidPartitionKey)
-	case utf8.RuneCountInString(pk) > MaxPartitionKeyLength:
-		return nil, fmt.Errorf("%w: %d characters, at most %d", ErrInvalidPartitionKey, utf8.RuneCountInString(pk), MaxPartitionKeyLength)
+	case utf8.RuneCountInString(pk) > maxPartitionKeyLength:
+		return nil, fmt.Errorf("%w: %d characters, at most %d", ErrInvalidPartitionKey, utf8.RuneCountInString(pk), maxPartitionKeyLength)
 	}
 	rec := &record{pk: pk, ehk: ehk}
 	if ehk != "" {
@@ -225,7 +225,7 @@ func (p *Producer) put(ctx context.Context, pk, ehk string, data []byte) (*Resul
 		rec.data = append(make([]byte, 0, len(data)), data...)
 	}
 	rec.size = len(rec.data) + len(pk)
-	if rec.size > MaxRecordSize {
+	if rec.size > maxRecordSize {
 		return nil, fmt.Errorf("%w: %d bytes of data and %d of partition key", ErrRecordTooLarge, len(rec.data), len(pk))
 	}
 	var m *shardMap
@@ -318,7 +318,7 @@ func (p *Producer) enqueue(rec *record, m *shardMap) {
 // fits reports whether an aggregate of aggSize bytes keyed by pk respects
 // both the configured aggregate size and the record limit.
 func (p *Producer) fits(aggSize int, pk string) bool {
-	return aggSize <= p.cfg.AggregationMaxBytes && aggSize+len(pk) <= MaxRecordSize
+	return aggSize <= p.cfg.AggregationMaxBytes && aggSize+len(pk) <= maxRecordSize
 }
 
 func (p *Producer) plainEntry(rec *record, unit string) *entry {

@@ -113,7 +113,7 @@ func TestPutFlushWritesEverythingInBatches(t *testing.T) {
 		t.Errorf("%d PutRecords calls for 1203 records, want 3 (500+500+203)", calls)
 	}
 	for _, r := range reqs {
-		if len(r) > MaxBatchRecordsLimit {
+		if len(r) > maxBatchRecordsLimit {
 			t.Errorf("call with %d records", len(r))
 		}
 	}
@@ -412,7 +412,7 @@ func TestLocalLimits(t *testing.T) {
 		{name: "empty key", pk: "", want: ErrInvalidPartitionKey},
 		{name: "long key", pk: strings.Repeat("k", 257), want: ErrInvalidPartitionKey},
 		{name: "not utf-8", pk: "\xff", want: ErrInvalidPartitionKey},
-		{name: "too large", pk: "kk", data: make([]byte, MaxRecordSize-1), want: ErrRecordTooLarge},
+		{name: "too large", pk: "kk", data: make([]byte, maxRecordSize-1), want: ErrRecordTooLarge},
 		{name: "bad hash key", pk: "k", ehk: "12x", explicit: true, want: ErrInvalidHashKey},
 		{name: "hash key too big", pk: "k", ehk: "340282366920938463463374607431768211456", explicit: true, want: ErrInvalidHashKey},
 		{name: "empty hash key", pk: "k", explicit: true, want: ErrInvalidHashKey},
@@ -429,7 +429,7 @@ func TestLocalLimits(t *testing.T) {
 	}
 	// The limits themselves are accepted: 256 characters (of 4 bytes), 1 MiB.
 	key := strings.Repeat("\U0001F600", 256)
-	if _, err := p.Put(ctx, key, make([]byte, MaxRecordSize-len(key))); err != nil {
+	if _, err := p.Put(ctx, key, make([]byte, maxRecordSize-len(key))); err != nil {
 		t.Errorf("record at the limits refused: %v", err)
 	}
 	if err := p.Flush(ctx); err != nil {
@@ -448,7 +448,7 @@ func TestEncoder(t *testing.T) {
 		case "fail":
 			return nil, errors.New("no key")
 		case "grow":
-			return make([]byte, MaxRecordSize), nil
+			return make([]byte, maxRecordSize), nil
 		}
 		return append([]byte(pk+"|"), data...), nil
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/shardline/shardline/fanout"
 	ilease "github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/lease"
 )
@@ -200,7 +201,13 @@ func (c *Config) setDefaults() {
 		c.PrefetchBytes = 16 << 20
 	}
 	if c.FanOut != nil {
-		o := c.FanOut.WithDefaults(c.ApplicationName)
+		o := *c.FanOut // the caller's value is left alone
+		if o.ConsumerName == "" {
+			o.ConsumerName = c.ApplicationName
+		}
+		if o.EventTimeout == 0 {
+			o.EventTimeout = reader.DefaultEventTimeout
+		}
 		c.FanOut = &o
 	}
 	if c.RetryInitialInterval == 0 {
