@@ -2,7 +2,6 @@ package reader
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -405,14 +404,6 @@ func (r *shardReader) retry(ctx context.Context, op string, err error) error {
 	return sleep(ctx, delay)
 }
 
-// fatal wraps an error that ends the reader.
-func (r *shardReader) fatal(op string, err error) error {
-	if classify(err) == kindNotFound && !errors.Is(err, kcl.ErrStreamNotFound) {
-		err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
-	}
-	return &kcl.ShardError{ShardID: r.shardID, Op: op, Err: err}
-}
-
 // observe passes a read to the Observer, if any, unless the reader is
 // closing. raw are the Kinesis records the read returned.
 func (r *shardReader) observe(ctx context.Context, op string, took time.Duration, raw []types.Record, behind int64, err error) {
@@ -428,19 +419,4 @@ func (r *shardReader) observe(ctx context.Context, op string, took time.Duration
 		ev.ErrorKind = ErrorKind(err)
 	}
 	obs(ev)
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

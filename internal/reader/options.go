@@ -119,34 +119,24 @@ type Options struct {
 
 // withDefaults returns o with every zero field set to its default.
 func (o Options) withDefaults() Options {
-	if o.MaxRecords == 0 {
-		o.MaxRecords = DefaultMaxRecords
-	}
-	if o.IdleTimeBetweenReads == 0 {
-		o.IdleTimeBetweenReads = DefaultIdleTimeBetweenReads
-	}
-	if o.CallTimeout == 0 {
-		o.CallTimeout = DefaultCallTimeout
-	}
-	if o.EventTimeout == 0 {
-		o.EventTimeout = DefaultEventTimeout
-	}
-	if o.PrefetchBatches == 0 {
-		o.PrefetchBatches = DefaultPrefetchBatches
-	}
-	if o.PrefetchBytes == 0 {
-		o.PrefetchBytes = DefaultPrefetchBytes
-	}
-	if o.BackoffInitial == 0 {
-		o.BackoffInitial = DefaultBackoffInitial
-	}
-	if o.BackoffMax == 0 {
-		o.BackoffMax = DefaultBackoffMax
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	orDefault(&o.MaxRecords, DefaultMaxRecords)
+	orDefault(&o.IdleTimeBetweenReads, DefaultIdleTimeBetweenReads)
+	orDefault(&o.CallTimeout, DefaultCallTimeout)
+	orDefault(&o.EventTimeout, DefaultEventTimeout)
+	orDefault(&o.PrefetchBatches, DefaultPrefetchBatches)
+	orDefault(&o.PrefetchBytes, DefaultPrefetchBytes)
+	orDefault(&o.BackoffInitial, DefaultBackoffInitial)
+	orDefault(&o.BackoffMax, DefaultBackoffMax)
+	orDefault(&o.Logger, slog.Default())
 	return o
+}
+
+// orDefault sets *v to def when it is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // invalid returns an error wrapping kcl.ErrInvalidConfig.

@@ -589,6 +589,41 @@ func TestSubscriberObserver(t *testing.T) {
 	})
 }
 
+// TestSubscriberObservesEventWait proves that every event is observed with
+// the time the reader waited for it (metrics issue 20), not zero: on an idle
+// shard the server sends an event every EventInterval.
+func TestSubscriberObservesEventWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 3 * time.Second
+		var mu sync.Mutex
+		var waits []time.Duration
+		env := newEFO(t, efotest.ServerOptions{EventInterval: interval}, Options{Observer: func(ev FetchEvent) {
+			if ev.Op == "SubscribeToShardEvent" {
+				mu.Lock()
+				defer mu.Unlock()
+				waits = append(waits, ev.Duration)
+			}
+		}})
+		defer env.close()
+		r := env.open(t, StartPosition{Initial: kcl.StartAtTrimHorizon()})
+		defer r.Close()
+		time.Sleep(4*interval + interval/2) // virtual time: idle events arrive meanwhile
+		mu.Lock()
+		defer mu.Unlock()
+		if len(waits) < 4 {
+			t.Fatalf("%d events observed in %v, want at least 4: %v", len(waits), 4*interval+interval/2, waits)
+		}
+		if waits[0] < 0 || waits[0] > interval {
+			t.Errorf("first event waited %v, want between 0 and %v (since the subscribe call returned)", waits[0], interval)
+		}
+		for i, d := range waits[1:] {
+			if d < interval/2 || d > 2*interval {
+				t.Errorf("event %d observed with duration %v, want about the event interval %v", i+1, d, interval)
+			}
+		}
+	})
+}
+
 func TestNewSubscriberValidatesOptions(t *testing.T) {
 	srv := efotest.NewServer(efotest.ServerOptions{})
 	defer srv.Close()
@@ -604,6 +639,7 @@ func TestNewSubscriberValidatesOptions(t *testing.T) {
 		{"bad consumer ARN", Options{StreamName: "s", ConsumerARN: "c"}},
 		{"negative timeout", Options{StreamName: "s", ConsumerName: "c", EventTimeout: -time.Second}},
 		{"negative batch cap", Options{StreamName: "s", ConsumerName: "c", MaxRecords: -1}},
+		{"batch cap too big", Options{StreamName: "s", ConsumerName: "c", MaxRecords: 10001}},
 		{"backoff range", Options{StreamName: "s", ConsumerName: "c", BackoffInitial: time.Second, BackoffMax: time.Millisecond}},
 	} {
 		if _, err := NewFanOut(kc, tc.opts); !errors.Is(err, kcl.ErrInvalidConfig) {
