@@ -105,13 +105,21 @@ func sameRecords(t *testing.T, got, want []kcl.Record) {
 	}
 }
 
-func TestIntegrationPollerReadsAllShards(t *testing.T) {
-	kc := testenv.Kinesis(t)
+// twoShards creates a stream of two shards and puts 200 records with keys
+// from prefix, returning the stream and the records of each shard.
+func twoShards(t *testing.T, kc *kinesis.Client, prefix string) (string, map[string][]kcl.Record) {
+	t.Helper()
 	stream := testenv.CreateStream(t, kc, 2)
-	want := put(t, kc, stream, "all", 200)
+	want := put(t, kc, stream, prefix, 200)
 	if len(want) != 2 {
 		t.Fatalf("records landed on %d shards, want 2", len(want))
 	}
+	return stream, want
+}
+
+func TestIntegrationPollerReadsAllShards(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream, want := twoShards(t, kc, "all")
 	p := integrationPoller(t, kc, Options{StreamName: stream, MaxRecords: 30})
 	total := 0
 	for shardID, recs := range want {
@@ -137,12 +145,19 @@ func TestIntegrationPollerResumesAfterCheckpoint(t *testing.T) {
 	sameRecords(t, got, recs[20:])
 
 	// Nothing else comes: only empty batches until the deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	wantNoMoreRecords(t, r, 500*time.Millisecond)
+}
+
+// wantNoMoreRecords reads r for d and fails on any record or error: only
+// empty batches may come.
+func wantNoMoreRecords(t *testing.T, r Reader, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
 	for {
 		b, err := r.Next(ctx)
 		if errors.Is(err, context.DeadlineExceeded) {
-			break
+			return
 		}
 		if err != nil {
 			t.Fatal(err)

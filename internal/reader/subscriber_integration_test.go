@@ -53,11 +53,7 @@ func readSub(t *testing.T, r Reader, n int) []kcl.Record {
 
 func TestIntegrationSubscriberReadsAllShards(t *testing.T) {
 	kc := efotest.EmulatorKinesis(t)
-	stream := testenv.CreateStream(t, kc, 2)
-	want := put(t, kc, stream, "efo", 200)
-	if len(want) != 2 {
-		t.Fatalf("records landed on %d shards, want 2", len(want))
-	}
+	stream, want := twoShards(t, kc, "efo")
 	s := integrationSubscriber(t, Options{StreamName: stream, MaxRecords: 30})
 	readers := map[string]Reader{}
 	for shardID := range want {
@@ -104,20 +100,7 @@ func TestIntegrationSubscriberResumesAfterCheckpoint(t *testing.T) {
 
 	// Nothing else comes: only empty batches (one per event, about one a
 	// second) until the deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
-	defer cancel()
-	for {
-		b, err := r.Next(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(b.Records) != 0 {
-			t.Fatalf("extra records after the last one: %v", b.Records)
-		}
-	}
+	wantNoMoreRecords(t, r, 1500*time.Millisecond)
 }
 
 func TestIntegrationConsumerRegistration(t *testing.T) {
