@@ -731,7 +731,8 @@ func TestNewPollerValidatesOptions(t *testing.T) {
 	if _, err := NewPolling(nil, Options{StreamName: "s"}); !errors.Is(err, kcl.ErrInvalidConfig) {
 		t.Errorf("nil client: NewPolling = %v, want kcl.ErrInvalidConfig", err)
 	}
-	p, err := NewPolling(f, Options{StreamName: "s"})
+	// The fan-out fields are not checked when polling.
+	p, err := NewPolling(f, Options{StreamName: "s", ConsumerName: "not a consumer name", EventTimeout: -time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,9 @@ type FetchEvent struct {
 	Op string
 	// Records and Bytes are what the call returned.
 	Records, Bytes int
-	// Duration is how long the call took.
+	// Duration is how long the call took; for a SubscribeToShardEvent, how
+	// long the reader waited for the event (since the previous one was
+	// handed over, or since the subscribe call returned).
 	Duration time.Duration
 	// MillisBehindLatest is the lag the call reported.
 	MillisBehindLatest int64
