@@ -44,7 +44,7 @@ type Worker struct {
 	cfg    Config
 	log    *slog.Logger
 	store  lease.Store
-	source reader.Source
+	source *reader.Shards
 
 	mu         sync.Mutex
 	started    bool
@@ -96,32 +96,25 @@ func New(cfg Config) (*Worker, error) {
 		Decoder:              cfg.RecordDecoder,
 		Stats:                &w.recordStats,
 	}
+	opts := reader.Options{
+		StreamName:           cfg.StreamName,
+		StreamARN:            cfg.StreamARN,
+		MaxRecords:           cfg.MaxRecords,
+		IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
+		PrefetchBatches:      cfg.PrefetchBatches,
+		PrefetchBytes:        int64(cfg.PrefetchBytes),
+		Logger:               cfg.Logger,
+		Observer:             w.hooks.fetchObserver(),
+		Records:              records,
+	}
+	if cfg.FanOut != nil {
+		opts.ConsumerName, opts.EventTimeout = cfg.FanOut.ConsumerName, cfg.FanOut.EventTimeout
+	}
 	var err error
 	if cfg.FanOut != nil {
-		w.source, err = reader.NewSubscriber(cfg.Kinesis.(fanout.FanOutAPI), reader.SubscriberOptions{
-			StreamName:      cfg.StreamName,
-			StreamARN:       cfg.StreamARN,
-			ConsumerName:    cfg.FanOut.ConsumerName,
-			EventTimeout:    cfg.FanOut.EventTimeout,
-			MaxBatchRecords: cfg.MaxRecords,
-			PrefetchBatches: cfg.PrefetchBatches,
-			PrefetchBytes:   int64(cfg.PrefetchBytes),
-			Logger:          cfg.Logger,
-			Observer:        w.hooks.fetchObserver(),
-			Records:         records,
-		})
+		w.source, err = reader.NewFanOut(cfg.Kinesis.(fanout.FanOutAPI), opts)
 	} else {
-		w.source, err = reader.NewPoller(cfg.Kinesis, reader.PollerOptions{
-			StreamName:           cfg.StreamName,
-			StreamARN:            cfg.StreamARN,
-			MaxRecords:           cfg.MaxRecords,
-			IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
-			PrefetchBatches:      cfg.PrefetchBatches,
-			PrefetchBytes:        int64(cfg.PrefetchBytes),
-			Logger:               cfg.Logger,
-			Observer:             w.hooks.fetchObserver(),
-			Records:              records,
-		})
+		w.source, err = reader.NewPolling(cfg.Kinesis, opts)
 	}
 	if err != nil {
 		return nil, err
@@ -206,10 +199,10 @@ func (w *Worker) start(ctx, base context.Context) error {
 	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncShards(sctx) }); err != nil {
 		return err
 	}
-	if sub, ok := w.source.(*reader.Subscriber); ok {
+	if w.cfg.FanOut != nil {
 		// Register (or find) the fan-out consumer now, so that a stream at
 		// its consumer limit stops Run with a clear error.
-		if _, err := sub.Register(sctx); err != nil {
+		if err := w.source.Prepare(sctx); err != nil {
 			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.FanOut.ConsumerName, err)
 		}
 	}

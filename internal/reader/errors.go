@@ -1,9 +1,13 @@
 package reader
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/shardline/shardline/internal/awsx"
+	"github.com/shardline/shardline/kcl"
 )
 
 // ErrClosed is returned by [Reader.Next] after [Reader.Close].
@@ -24,3 +28,14 @@ func classify(err error) errKind { return awsx.Classify(err) }
 
 // ErrorKind names the class of a Kinesis error as FetchEvent.ErrorKind does.
 func ErrorKind(err error) string { return awsx.Label(err) }
+
+// sleep waits for d or until ctx ends (then returning ctx's error).
+func sleep(ctx context.Context, d time.Duration) error { return awsx.Sleep(ctx, d) }
+
+// fatal wraps an error that ends the reader.
+func (r *shardReader) fatal(op string, err error) error {
+	if classify(err) == kindNotFound && !errors.Is(err, kcl.ErrStreamNotFound) {
+		err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
+	}
+	return &kcl.ShardError{ShardID: r.shardID, Op: op, Err: err}
+}

@@ -54,11 +54,11 @@ func put(t *testing.T, kc *kinesis.Client, stream, prefix string, n int) map[str
 	return byShard
 }
 
-func integrationPoller(t *testing.T, kc *kinesis.Client, opts PollerOptions) *Poller {
+func integrationPoller(t *testing.T, kc *kinesis.Client, opts Options) *Shards {
 	t.Helper()
 	opts.IdleTimeBetweenReads = 50 * time.Millisecond
 	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := NewPoller(kc, opts)
+	p, err := NewPolling(kc, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func integrationPoller(t *testing.T, kc *kinesis.Client, opts PollerOptions) *Po
 }
 
 // readN reads batches from shardID until n records arrived.
-func readN(t *testing.T, p *Poller, shardID string, start StartPosition, n int) ([]kcl.Record, Reader) {
+func readN(t *testing.T, p *Shards, shardID string, start StartPosition, n int) ([]kcl.Record, Reader) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -105,14 +105,22 @@ func sameRecords(t *testing.T, got, want []kcl.Record) {
 	}
 }
 
-func TestIntegrationPollerReadsAllShards(t *testing.T) {
-	kc := testenv.Kinesis(t)
+// twoShards creates a stream of two shards and puts 200 records with keys
+// from prefix, returning the stream and the records of each shard.
+func twoShards(t *testing.T, kc *kinesis.Client, prefix string) (string, map[string][]kcl.Record) {
+	t.Helper()
 	stream := testenv.CreateStream(t, kc, 2)
-	want := put(t, kc, stream, "all", 200)
+	want := put(t, kc, stream, prefix, 200)
 	if len(want) != 2 {
 		t.Fatalf("records landed on %d shards, want 2", len(want))
 	}
-	p := integrationPoller(t, kc, PollerOptions{StreamName: stream, MaxRecords: 30})
+	return stream, want
+}
+
+func TestIntegrationPollerReadsAllShards(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream, want := twoShards(t, kc, "all")
+	p := integrationPoller(t, kc, Options{StreamName: stream, MaxRecords: 30})
 	total := 0
 	for shardID, recs := range want {
 		got, _ := readN(t, p, shardID, StartPosition{Initial: kcl.StartAtTrimHorizon()}, len(recs))
@@ -131,18 +139,25 @@ func TestIntegrationPollerResumesAfterCheckpoint(t *testing.T) {
 	if len(recs) != 50 {
 		t.Fatalf("%d records on shard 0, want 50", len(recs))
 	}
-	p := integrationPoller(t, kc, PollerOptions{StreamName: stream})
+	p := integrationPoller(t, kc, Options{StreamName: stream})
 	start := StartPosition{After: recs[19].Position(), Initial: kcl.StartAtTrimHorizon()}
 	got, r := readN(t, p, "shardId-000000000000", start, 30)
 	sameRecords(t, got, recs[20:])
 
 	// Nothing else comes: only empty batches until the deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	wantNoMoreRecords(t, r, 500*time.Millisecond)
+}
+
+// wantNoMoreRecords reads r for d and fails on any record or error: only
+// empty batches may come.
+func wantNoMoreRecords(t *testing.T, r Reader, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
 	for {
 		b, err := r.Next(ctx)
 		if errors.Is(err, context.DeadlineExceeded) {
-			break
+			return
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -193,7 +208,7 @@ func TestIntegrationPollerParentShardEndsAfterSplit(t *testing.T) {
 	}
 
 	// By ARN this time.
-	p := integrationPoller(t, kc, PollerOptions{StreamARN: aws.ToString(summary.StreamDescriptionSummary.StreamARN), MaxRecords: 7})
+	p := integrationPoller(t, kc, Options{StreamARN: aws.ToString(summary.StreamDescriptionSummary.StreamARN), MaxRecords: 7})
 	r, err := p.Open(ctx, parent, StartPosition{Initial: kcl.StartAtTrimHorizon()})
 	if err != nil {
 		t.Fatal(err)
@@ -222,13 +237,13 @@ func TestIntegrationPollerParentShardEndsAfterSplit(t *testing.T) {
 
 func TestIntegrationPollerStreamNotFound(t *testing.T) {
 	kc := testenv.Kinesis(t)
-	p := integrationPoller(t, kc, PollerOptions{StreamName: testenv.UniqueName("missing")})
+	p := integrationPoller(t, kc, Options{StreamName: testenv.UniqueName("missing")})
 	_, err := p.Open(t.Context(), "shardId-000000000000", StartPosition{Initial: kcl.StartAtTrimHorizon()})
 	if !errors.Is(err, kcl.ErrStreamNotFound) {
 		t.Fatalf("Open = %v, want kcl.ErrStreamNotFound", err)
 	}
 	stream := testenv.CreateStream(t, kc, 1)
-	p = integrationPoller(t, kc, PollerOptions{StreamName: stream})
+	p = integrationPoller(t, kc, Options{StreamName: stream})
 	if _, err := p.Open(t.Context(), "shardId-000000000007", StartPosition{Initial: kcl.StartAtTrimHorizon()}); !errors.Is(err, kcl.ErrStreamNotFound) {
 		t.Fatalf("Open of a missing shard = %v, want kcl.ErrStreamNotFound", err)
 	}

@@ -44,7 +44,7 @@ func (s *syncBuffer) String() string {
 
 // newTestPoller returns a Poller on f with test-friendly defaults: stream
 // "s", 50ms idle time, logs discarded.
-func newTestPoller(t *testing.T, f *fakeShard, opts PollerOptions) *Poller {
+func newTestPoller(t *testing.T, f *fakeShard, opts Options) *Shards {
 	t.Helper()
 	if opts.StreamName == "" && opts.StreamARN == "" {
 		opts.StreamName = f.stream
@@ -55,14 +55,14 @@ func newTestPoller(t *testing.T, f *fakeShard, opts PollerOptions) *Poller {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	p, err := NewPoller(f, opts)
+	p, err := NewPolling(f, opts)
 	if err != nil {
-		t.Fatalf("NewPoller: %v", err)
+		t.Fatalf("NewPolling: %v", err)
 	}
 	return p
 }
 
-func open(t *testing.T, p *Poller, start StartPosition) Reader {
+func open(t *testing.T, p *Shards, start StartPosition) Reader {
 	t.Helper()
 	r, err := p.Open(t.Context(), fakeShardID, start)
 	if err != nil {
@@ -124,7 +124,7 @@ func TestPollerReadsShardInOrderToTheEnd(t *testing.T) {
 		f := newFakeShard(25)
 		f.closed = true
 		f.children = []string{"shardId-000000000001", "shardId-000000000002"}
-		r := open(t, newTestPoller(t, f, PollerOptions{MaxRecords: 10}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{MaxRecords: 10}), trimHorizon())
 
 		recs, batches := collect(t, r, 25)
 		wantRange(t, recs, 0)
@@ -167,7 +167,7 @@ func TestPollerEmptyClosedShard(t *testing.T) {
 		f := newFakeShard(0)
 		f.closed = true
 		f.children = []string{"shardId-000000000003"}
-		r := open(t, newTestPoller(t, f, PollerOptions{}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{}), trimHorizon())
 		b := next(t, r)
 		if !b.ShardEnded || len(b.Records) != 0 || len(b.ChildShardIDs) != 1 {
 			t.Fatalf("batch = %+v, want an empty ShardEnded batch with one child", b)
@@ -181,7 +181,7 @@ func TestPollerEmptyClosedShard(t *testing.T) {
 func TestPollerResumesAfterCheckpoint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(20)
-		r := open(t, newTestPoller(t, f, PollerOptions{}), after(7))
+		r := open(t, newTestPoller(t, f, Options{}), after(7))
 		recs, batches := collect(t, r, 12)
 		wantRange(t, recs, 8)
 		if batches[0].Gap {
@@ -208,7 +208,7 @@ func TestPollerInitialPositions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				f := newFakeShard(6)
-				r := open(t, newTestPoller(t, f, PollerOptions{}), tc.start)
+				r := open(t, newTestPoller(t, f, Options{}), tc.start)
 				recs, _ := collect(t, r, 6-tc.first)
 				wantRange(t, recs, tc.first)
 				if got := f.iteratorRequests()[0].ShardIteratorType; got != tc.typ {
@@ -222,7 +222,7 @@ func TestPollerInitialPositions(t *testing.T) {
 func TestPollerLatestSkipsOldRecords(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(5)
-		r := open(t, newTestPoller(t, f, PollerOptions{}), StartPosition{Initial: kcl.StartAtLatest()})
+		r := open(t, newTestPoller(t, f, Options{}), StartPosition{Initial: kcl.StartAtLatest()})
 		f.add(2)
 		recs, _ := collect(t, r, 2)
 		wantRange(t, recs, 5)
@@ -247,7 +247,7 @@ func aggregate(_ context.Context, in []types.Record) []kcl.Record {
 func TestPollerResumesInsideAggregate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(5)
-		p := newTestPoller(t, f, PollerOptions{})
+		p := newTestPoller(t, f, Options{})
 		p.newTransform = func(string, StartPosition, *slog.Logger) recordTransform { return aggregate }
 		start := StartPosition{After: kcl.ExtendedSequenceNumber{SequenceNumber: seq(2), SubSequenceNumber: 1}}
 		r := open(t, p, start)
@@ -305,7 +305,7 @@ func TestPollerRenewsExpiredIterator(t *testing.T) {
 			}
 			return nil
 		}
-		r := open(t, newTestPoller(t, f, PollerOptions{}), after(3))
+		r := open(t, newTestPoller(t, f, Options{}), after(3))
 		recs, _ := collect(t, r, 26)
 		wantRange(t, recs, 4) // no loss, no duplicate
 		reqs := f.iteratorRequests()
@@ -328,7 +328,7 @@ func TestPollerRenewsExpiredIteratorBeforeFirstRecord(t *testing.T) {
 			}
 			return nil
 		}
-		r := open(t, newTestPoller(t, f, PollerOptions{}), after(4))
+		r := open(t, newTestPoller(t, f, Options{}), after(4))
 		recs, _ := collect(t, r, 5)
 		wantRange(t, recs, 5)
 		reqs := f.iteratorRequests()
@@ -347,7 +347,7 @@ func TestPollerRenewsExpiredLatestIteratorAtTimestamp(t *testing.T) {
 			}
 			return nil
 		}
-		open(t, newTestPoller(t, f, PollerOptions{}), StartPosition{Initial: kcl.StartAtLatest()})
+		open(t, newTestPoller(t, f, Options{}), StartPosition{Initial: kcl.StartAtLatest()})
 		synctest.Wait()
 		reqs := f.iteratorRequests()
 		if len(reqs) != 2 || reqs[1].ShardIteratorType != types.ShardIteratorTypeAtTimestamp || reqs[1].Timestamp == nil {
@@ -371,7 +371,7 @@ func TestPollerBacksOffWhenThrottled(t *testing.T) {
 			}
 			return nil
 		}
-		r := open(t, newTestPoller(t, f, PollerOptions{BackoffInitial: 100 * time.Millisecond, BackoffMax: time.Second}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{BackoffInitial: 100 * time.Millisecond, BackoffMax: time.Second}), trimHorizon())
 		recs, _ := collect(t, r, 10)
 		wantRange(t, recs, 0)
 		times := f.callTimes()
@@ -414,7 +414,7 @@ func TestPollerRetriesTransientErrors(t *testing.T) {
 			}
 			return nil
 		}
-		p := newTestPoller(t, f, PollerOptions{})
+		p := newTestPoller(t, f, Options{})
 		r := open(t, p, trimHorizon()) // a throttled first GetShardIterator is retried, not an error
 		recs, _ := collect(t, r, 3)
 		wantRange(t, recs, 0)
@@ -434,7 +434,7 @@ func TestPollerStopsOnFatalError(t *testing.T) {
 			}
 			return nil
 		}
-		r := open(t, newTestPoller(t, f, PollerOptions{}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{}), trimHorizon())
 		collect(t, r, 8) // batches fetched before the error are delivered
 		for range 2 {
 			_, err := r.Next(t.Context())
@@ -454,7 +454,7 @@ func TestPollerStreamNotFound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(0)
 		f.notFound = true
-		p := newTestPoller(t, f, PollerOptions{})
+		p := newTestPoller(t, f, Options{})
 		_, err := p.Open(t.Context(), fakeShardID, trimHorizon())
 		var se *kcl.ShardError
 		if !errors.Is(err, kcl.ErrStreamNotFound) || !errors.As(err, &se) || se.ShardID != fakeShardID {
@@ -469,7 +469,7 @@ func TestPollerStreamNotFound(t *testing.T) {
 func TestPollerStreamDeletedWhileReading(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(4)
-		r := open(t, newTestPoller(t, f, PollerOptions{}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{}), trimHorizon())
 		collect(t, r, 4)
 		f.mu.Lock()
 		f.notFound = true
@@ -502,7 +502,7 @@ func TestPollerGapWhenCheckpointTrimmed(t *testing.T) {
 				f.trimError = tc.trimError
 				f.perCall = 4
 				logs := &syncBuffer{}
-				p := newTestPoller(t, f, PollerOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+				p := newTestPoller(t, f, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 				r := open(t, p, after(2))
 				recs, batches := collect(t, r, 7)
 				wantRange(t, recs, 5)
@@ -544,14 +544,14 @@ func TestPollerPrefetchBound(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				f := newFakeShard(10) // data "r0".."r9": 2 bytes each
 				f.perCall = 1
-				p := newTestPoller(t, f, PollerOptions{PrefetchBatches: tc.batches, PrefetchBytes: tc.bytes})
+				p := newTestPoller(t, f, Options{PrefetchBatches: tc.batches, PrefetchBytes: tc.bytes})
 				r := open(t, p, trimHorizon())
 				synctest.Wait()
 				// The fetcher queued wantQueued batches and holds one more.
 				if got, _ := f.calls(); got != tc.wantQueued+1 {
 					t.Fatalf("GetRecords calls = %d while nobody reads, want %d", got, tc.wantQueued+1)
 				}
-				if q := r.(*pollReader).queue.len(); q != tc.wantQueued {
+				if q := r.(*shardReader).queue.len(); q != tc.wantQueued {
 					t.Fatalf("queued batches = %d, want %d", q, tc.wantQueued)
 				}
 				recs, _ := collect(t, r, 1)
@@ -568,7 +568,7 @@ func TestPollerPrefetchBound(t *testing.T) {
 func TestPollerIdleReads(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(0)
-		r := open(t, newTestPoller(t, f, PollerOptions{IdleTimeBetweenReads: time.Second}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{IdleTimeBetweenReads: time.Second}), trimHorizon())
 		b := next(t, r) // the first empty read is delivered, for its lag
 		if len(b.Records) != 0 || b.ShardEnded {
 			t.Fatalf("batch = %+v, want empty", b)
@@ -584,7 +584,7 @@ func TestPollerIdleReads(t *testing.T) {
 			}
 		}
 		// Unread empty batches are merged: one is waiting, not five.
-		if q := r.(*pollReader).queue.len(); q != 1 {
+		if q := r.(*shardReader).queue.len(); q != 1 {
 			t.Errorf("queued empty batches = %d, want 1", q)
 		}
 		f.add(1)
@@ -599,7 +599,7 @@ func TestPollerIdleReads(t *testing.T) {
 func TestPollerEmptyReadsRespectShardLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(0)
-		open(t, newTestPoller(t, f, PollerOptions{IdleTimeBetweenReads: -1}), trimHorizon())
+		open(t, newTestPoller(t, f, Options{IdleTimeBetweenReads: -1}), trimHorizon())
 		time.Sleep(time.Second + time.Millisecond)
 		times := f.callTimes()
 		if len(times) != 6 {
@@ -621,7 +621,7 @@ func TestPollerCloseStopsFetcherOnFullQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(50)
 		f.perCall = 1
-		p := newTestPoller(t, f, PollerOptions{PrefetchBatches: 2})
+		p := newTestPoller(t, f, Options{PrefetchBatches: 2})
 		r, err := p.Open(t.Context(), fakeShardID, trimHorizon())
 		if err != nil {
 			t.Fatal(err)
@@ -642,7 +642,7 @@ func TestPollerCloseStopsFetcherOnFullQueue(t *testing.T) {
 func TestPollerCloseWakesBlockedNext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(0)
-		p := newTestPoller(t, f, PollerOptions{IdleTimeBetweenReads: time.Hour})
+		p := newTestPoller(t, f, Options{IdleTimeBetweenReads: time.Hour})
 		r, err := p.Open(t.Context(), fakeShardID, trimHorizon())
 		if err != nil {
 			t.Fatal(err)
@@ -666,7 +666,7 @@ func TestPollerCloseWakesBlockedNext(t *testing.T) {
 func TestPollerNextHonoursContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(0)
-		r := open(t, newTestPoller(t, f, PollerOptions{IdleTimeBetweenReads: time.Hour}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{IdleTimeBetweenReads: time.Hour}), trimHorizon())
 		next(t, r) // the first (empty) read
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
@@ -680,7 +680,7 @@ func TestPollerUsesStreamARN(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeShard(2)
 		arn := "arn:aws:kinesis:us-east-1:000000000000:stream/s"
-		r := open(t, newTestPoller(t, f, PollerOptions{StreamARN: arn}), trimHorizon())
+		r := open(t, newTestPoller(t, f, Options{StreamARN: arn}), trimHorizon())
 		collect(t, r, 2)
 		req := f.iteratorRequests()[0]
 		if aws.ToString(req.StreamARN) != arn || req.StreamName != nil {
@@ -691,7 +691,7 @@ func TestPollerUsesStreamARN(t *testing.T) {
 
 func TestPollerOpenRefusesBadStart(t *testing.T) {
 	f := newFakeShard(0)
-	p := newTestPoller(t, f, PollerOptions{})
+	p := newTestPoller(t, f, Options{})
 	for _, start := range []StartPosition{
 		{After: kcl.ShardEnd},
 		{After: kcl.NewSequence("12ab")},
@@ -713,25 +713,26 @@ func TestNewPollerValidatesOptions(t *testing.T) {
 	f := newFakeShard(0)
 	for _, tc := range []struct {
 		name string
-		opts PollerOptions
+		opts Options
 	}{
-		{"no stream", PollerOptions{}},
-		{"bad ARN", PollerOptions{StreamARN: "stream/s"}},
-		{"MaxRecords too big", PollerOptions{StreamName: "s", MaxRecords: 10001}},
-		{"MaxRecords negative", PollerOptions{StreamName: "s", MaxRecords: -1}},
-		{"PrefetchBatches negative", PollerOptions{StreamName: "s", PrefetchBatches: -1}},
-		{"PrefetchBytes negative", PollerOptions{StreamName: "s", PrefetchBytes: -1}},
-		{"BackoffInitial negative", PollerOptions{StreamName: "s", BackoffInitial: -time.Second}},
-		{"BackoffMax below initial", PollerOptions{StreamName: "s", BackoffInitial: time.Second, BackoffMax: time.Millisecond}},
+		{"no stream", Options{}},
+		{"bad ARN", Options{StreamARN: "stream/s"}},
+		{"MaxRecords too big", Options{StreamName: "s", MaxRecords: 10001}},
+		{"MaxRecords negative", Options{StreamName: "s", MaxRecords: -1}},
+		{"PrefetchBatches negative", Options{StreamName: "s", PrefetchBatches: -1}},
+		{"PrefetchBytes negative", Options{StreamName: "s", PrefetchBytes: -1}},
+		{"BackoffInitial negative", Options{StreamName: "s", BackoffInitial: -time.Second}},
+		{"BackoffMax below initial", Options{StreamName: "s", BackoffInitial: time.Second, BackoffMax: time.Millisecond}},
 	} {
-		if _, err := NewPoller(f, tc.opts); !errors.Is(err, kcl.ErrInvalidConfig) {
-			t.Errorf("%s: NewPoller = %v, want kcl.ErrInvalidConfig", tc.name, err)
+		if _, err := NewPolling(f, tc.opts); !errors.Is(err, kcl.ErrInvalidConfig) {
+			t.Errorf("%s: NewPolling = %v, want kcl.ErrInvalidConfig", tc.name, err)
 		}
 	}
-	if _, err := NewPoller(nil, PollerOptions{StreamName: "s"}); !errors.Is(err, kcl.ErrInvalidConfig) {
-		t.Errorf("nil client: NewPoller = %v, want kcl.ErrInvalidConfig", err)
+	if _, err := NewPolling(nil, Options{StreamName: "s"}); !errors.Is(err, kcl.ErrInvalidConfig) {
+		t.Errorf("nil client: NewPolling = %v, want kcl.ErrInvalidConfig", err)
 	}
-	p, err := NewPoller(f, PollerOptions{StreamName: "s"})
+	// The fan-out fields are not checked when polling.
+	p, err := NewPolling(f, Options{StreamName: "s", ConsumerName: "not a consumer name", EventTimeout: -time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -825,7 +826,7 @@ func (b *blackholeShard) GetRecords(ctx context.Context, in *kinesis.GetRecordsI
 func TestPollerCallTimeout(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		timeout time.Duration // PollerOptions.CallTimeout
+		timeout time.Duration // Options.CallTimeout
 		want    time.Duration // expected bound of each call
 	}{
 		{"default", 0, DefaultCallTimeout},
@@ -840,7 +841,7 @@ func TestPollerCallTimeout(t *testing.T) {
 					holdIterators: func(call int) bool { return call == 1 },
 					holdRecords:   func(call int) bool { return call <= 2 },
 				}
-				p, err := NewPoller(b, PollerOptions{StreamName: f.stream, CallTimeout: tc.timeout,
+				p, err := NewPolling(b, Options{StreamName: f.stream, CallTimeout: tc.timeout,
 					Logger: slog.New(slog.DiscardHandler)})
 				if err != nil {
 					t.Fatal(err)

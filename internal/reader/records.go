@@ -16,8 +16,8 @@ import (
 )
 
 // RecordOptions say how a reader turns Kinesis records into user records.
-// The poller and the enhanced fan-out subscriber share them and the code that
-// applies them ([RecordOptions.transformer]).
+// The core applies them ([RecordOptions.transformer]) whichever way the
+// shard is read.
 type RecordOptions struct {
 	// DisableDeaggregation delivers KPL aggregated records as they are, one
 	// record each, instead of unpacking them (the default, as in the KCL).
@@ -101,7 +101,7 @@ func (o RecordOptions) transformer(shardID string, hashRange HashKeyRange, log *
 	if !hashRange.IsZero() {
 		r, err := hashkey.ParseRange(hashRange.StartingHashKey, hashRange.EndingHashKey)
 		if err != nil {
-			log.Warn("fanout: shard hash key range unreadable; aggregated records are not range-checked",
+			log.Warn("reader: shard hash key range unreadable; aggregated records are not range-checked",
 				slog.String("start", hashRange.StartingHashKey), slog.String("end", hashRange.EndingHashKey), slog.Any("error", err))
 		} else {
 			t.hashRange, t.checkRange = r, true
@@ -141,7 +141,7 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 		users, err := kpl.Unmarshal(kr.Data)
 		if err != nil {
 			stats.add(&stats.malformed, 1)
-			t.log.WarnContext(ctx, "fanout: malformed KPL aggregated record delivered as one raw record",
+			t.log.WarnContext(ctx, "reader: malformed KPL aggregated record delivered as one raw record",
 				slog.String("sequence", base.SequenceNumber), slog.Int("bytes", len(kr.Data)), slog.Any("error", err))
 			base.DecodeErr = fmt.Errorf("%w: %w", kcl.ErrMalformedAggregate, err)
 			out = append(out, base)
@@ -154,7 +154,7 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 				// (the KPL, Shardline's) writes all of it again.
 				stats.add(&stats.droppedAggregates, 1)
 				stats.add(&stats.dropped, int64(len(users)))
-				t.log.WarnContext(ctx, "fanout: KPL aggregate dropped: a user record's hash key is outside the shard's range",
+				t.log.WarnContext(ctx, "reader: KPL aggregate dropped: a user record's hash key is outside the shard's range",
 					slog.String("sequence", base.SequenceNumber), slog.Int("user_records", len(users)),
 					slog.Int("index", i), slog.String("hash_key", k))
 				continue
@@ -198,7 +198,7 @@ func (t *shardTransform) decode(ctx context.Context, r kcl.Record) kcl.Record {
 	data, err := decodeSafely(ctx, t.opts.Decoder, r)
 	if err != nil {
 		t.opts.Stats.add(&t.opts.Stats.decodeFailures, 1)
-		t.log.WarnContext(ctx, "fanout: record decoder failed; record delivered undecoded with DecodeErr set",
+		t.log.WarnContext(ctx, "reader: record decoder failed; record delivered undecoded with DecodeErr set",
 			slog.String("position", r.Position().String()), slog.Any("error", err))
 		r.DecodeErr = fmt.Errorf("%w: %w", kcl.ErrRecordDecode, err)
 		return r

@@ -227,7 +227,7 @@ func TestPollerResumesInsideRealAggregate(t *testing.T) {
 			f.records = append(f.records, aggregated(t, seq(i), users...))
 		}
 		f.mu.Unlock()
-		p := newTestPoller(t, f, PollerOptions{})
+		p := newTestPoller(t, f, Options{})
 		r := open(t, p, StartPosition{After: kcl.ExtendedSequenceNumber{SequenceNumber: seq(1), SubSequenceNumber: 1}})
 		recs, _ := collect(t, r, 1+3+3)
 		var got []string
@@ -259,7 +259,7 @@ func TestPollerAppliesRecordOptions(t *testing.T) {
 		f.mu.Unlock()
 		var stats RecordStats
 		dec := kcl.RecordDecoderFunc(func(_ context.Context, _ string, d []byte) ([]byte, error) { return bytes.ToUpper(d), nil })
-		p := newTestPoller(t, f, PollerOptions{Records: RecordOptions{Decoder: dec, Stats: &stats}})
+		p := newTestPoller(t, f, Options{Records: RecordOptions{Decoder: dec, Stats: &stats}})
 		start := trimHorizon()
 		start.HashKeyRange = HashKeyRange{StartingHashKey: "0", EndingHashKey: "100"}
 		recs, _ := collect(t, open(t, p, start), 2)

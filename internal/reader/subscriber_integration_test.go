@@ -19,13 +19,13 @@ import (
 // Enhanced fan-out against kinesis-mock, through the test-only client
 // wrapper that supplies the initial-response event the emulator omits.
 
-func integrationSubscriber(t *testing.T, opts SubscriberOptions) *Subscriber {
+func integrationSubscriber(t *testing.T, opts Options) *Shards {
 	t.Helper()
 	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if opts.ConsumerName == "" {
 		opts.ConsumerName = testenv.UniqueName("consumer")
 	}
-	s, err := NewSubscriber(efotest.EmulatorKinesis(t), opts)
+	s, err := NewFanOut(efotest.EmulatorKinesis(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +53,8 @@ func readSub(t *testing.T, r Reader, n int) []kcl.Record {
 
 func TestIntegrationSubscriberReadsAllShards(t *testing.T) {
 	kc := efotest.EmulatorKinesis(t)
-	stream := testenv.CreateStream(t, kc, 2)
-	want := put(t, kc, stream, "efo", 200)
-	if len(want) != 2 {
-		t.Fatalf("records landed on %d shards, want 2", len(want))
-	}
-	s := integrationSubscriber(t, SubscriberOptions{StreamName: stream, MaxBatchRecords: 30})
+	stream, want := twoShards(t, kc, "efo")
+	s := integrationSubscriber(t, Options{StreamName: stream, MaxRecords: 30})
 	readers := map[string]Reader{}
 	for shardID := range want {
 		r, err := s.Open(t.Context(), shardID, StartPosition{Initial: kcl.StartAtTrimHorizon()})
@@ -94,7 +90,7 @@ func TestIntegrationSubscriberResumesAfterCheckpoint(t *testing.T) {
 	kc := efotest.EmulatorKinesis(t)
 	stream := testenv.CreateStream(t, kc, 1)
 	recs := put(t, kc, stream, "resume", 50)["shardId-000000000000"]
-	s := integrationSubscriber(t, SubscriberOptions{StreamName: stream})
+	s := integrationSubscriber(t, Options{StreamName: stream})
 	r, err := s.Open(t.Context(), "shardId-000000000000", StartPosition{After: recs[19].Position(), Initial: kcl.StartAtTrimHorizon()})
 	if err != nil {
 		t.Fatal(err)
@@ -104,20 +100,7 @@ func TestIntegrationSubscriberResumesAfterCheckpoint(t *testing.T) {
 
 	// Nothing else comes: only empty batches (one per event, about one a
 	// second) until the deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
-	defer cancel()
-	for {
-		b, err := r.Next(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(b.Records) != 0 {
-			t.Fatalf("extra records after the last one: %v", b.Records)
-		}
-	}
+	wantNoMoreRecords(t, r, 1500*time.Millisecond)
 }
 
 func TestIntegrationConsumerRegistration(t *testing.T) {
@@ -173,7 +156,7 @@ func TestIntegrationConsumerRegistration(t *testing.T) {
 }
 
 func TestIntegrationSubscriberStreamNotFound(t *testing.T) {
-	s := integrationSubscriber(t, SubscriberOptions{StreamName: testenv.UniqueName("missing")})
+	s := integrationSubscriber(t, Options{StreamName: testenv.UniqueName("missing")})
 	_, err := s.Open(t.Context(), "shardId-000000000000", StartPosition{Initial: kcl.StartAtTrimHorizon()})
 	if !errors.Is(err, kcl.ErrStreamNotFound) {
 		t.Fatalf("Open = %v, want kcl.ErrStreamNotFound", err)

@@ -28,14 +28,14 @@ const efoShard = "shardId-000000000000"
 // efoEnv is a fake server with one shard and a Subscriber reading it.
 type efoEnv struct {
 	srv *efotest.Server
-	sub *Subscriber
+	sub *Shards
 	log *syncBuffer
 }
 
 // newEFO starts a fake server with one shard and returns it with a
 // Subscriber (consumer "app", registered on first use). Close the server at
 // the end of the bubble (env.close).
-func newEFO(t *testing.T, sopts efotest.ServerOptions, opts SubscriberOptions) *efoEnv {
+func newEFO(t *testing.T, sopts efotest.ServerOptions, opts Options) *efoEnv {
 	t.Helper()
 	srv := efotest.NewServer(sopts)
 	srv.AddShard(efoShard)
@@ -49,10 +49,10 @@ func newEFO(t *testing.T, sopts efotest.ServerOptions, opts SubscriberOptions) *
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	sub, err := NewSubscriber(srv.Client(), opts)
+	sub, err := NewFanOut(srv.Client(), opts)
 	if err != nil {
 		srv.Close()
-		t.Fatalf("NewSubscriber: %v", err)
+		t.Fatalf("NewFanOut: %v", err)
 	}
 	return &efoEnv{srv: srv, sub: sub, log: buf}
 }
@@ -87,7 +87,7 @@ func atSeq(s string) StartPosition {
 
 func TestSubscriberReadsFromCheckpointInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		seqs := env.srv.Put(efoShard, 10)
 		r := env.open(t, atSeq(seqs[3]))
@@ -125,7 +125,7 @@ func TestSubscriberInitialPositions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+				env := newEFO(t, efotest.ServerOptions{}, Options{})
 				defer env.close()
 				seqs := env.srv.Put(efoShard, 2)
 				time.Sleep(time.Minute)
@@ -147,7 +147,7 @@ func TestSubscriberInitialPositions(t *testing.T) {
 
 func TestSubscriberResumesInsideAggregate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		agg, err := kpl.Marshal([]kpl.Record{
 			{PartitionKey: "a", Data: []byte("u0")}, {PartitionKey: "a", Data: []byte("u1")}, {PartitionKey: "a", Data: []byte("u2")},
@@ -173,7 +173,7 @@ func TestSubscriberShardEnd(t *testing.T) {
 	}{{"records in the last event", false}, {"empty last event", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+				env := newEFO(t, efotest.ServerOptions{}, Options{})
 				defer env.close()
 				seqs := env.srv.Put(efoShard, 5)
 				children := []string{"shardId-000000000001", "shardId-000000000002"}
@@ -211,7 +211,7 @@ func TestSubscriberShardEnd(t *testing.T) {
 
 func TestSubscriberResubscribesWhenHalfOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		env.srv.OnSubscribe(func(c efotest.SubscribeCall) efotest.Fault {
 			if c.N == 1 {
@@ -247,7 +247,7 @@ func TestSubscriberResubscribesWhenHalfOpen(t *testing.T) {
 
 func TestSubscriberBacksOffOnResourceInUseAndThrottling(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{BackoffInitial: 2 * time.Second, BackoffMax: 30 * time.Second})
+		env := newEFO(t, efotest.ServerOptions{}, Options{BackoffInitial: 2 * time.Second, BackoffMax: 30 * time.Second})
 		defer env.close()
 		faults := []string{"ResourceInUseException", "LimitExceededException", "ResourceInUseException", "LimitExceededException"}
 		env.srv.OnSubscribe(func(c efotest.SubscribeCall) efotest.Fault {
@@ -289,7 +289,7 @@ func TestSubscriberBacksOffOnResourceInUseAndThrottling(t *testing.T) {
 
 func TestSubscriberResubscribesAfterStreamError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{EventRecords: 2}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{EventRecords: 2}, Options{})
 		defer env.close()
 		env.srv.OnSubscribe(func(c efotest.SubscribeCall) efotest.Fault {
 			switch c.N {
@@ -318,7 +318,7 @@ func TestSubscriberResubscribesAfterStreamError(t *testing.T) {
 
 func TestSubscriberResubscribesWhenSubscriptionEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		seqs := env.srv.Put(efoShard, 3)
 		r := env.open(t, StartPosition{Initial: kcl.StartAtTrimHorizon()})
@@ -346,7 +346,7 @@ func TestSubscriberResubscribesWhenSubscriptionEnds(t *testing.T) {
 
 func TestSubscriberSubscribesAtMostOncePerSecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		env.srv.OnSubscribe(func(c efotest.SubscribeCall) efotest.Fault {
 			if c.N <= 5 {
@@ -378,7 +378,7 @@ func TestSubscriberSubscribesAtMostOncePerSecond(t *testing.T) {
 
 func TestSubscriberCloseEndsSubscription(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		env.srv.Put(efoShard, 2)
 		r := env.open(t, StartPosition{Initial: kcl.StartAtTrimHorizon()})
@@ -418,7 +418,7 @@ func TestSubscriberCloseEndsSubscription(t *testing.T) {
 func TestSubscriberBackpressure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const total, size = 100, 1024
-		env := newEFO(t, efotest.ServerOptions{EventRecords: 1}, SubscriberOptions{PrefetchBatches: 2, PrefetchBytes: 4 * size})
+		env := newEFO(t, efotest.ServerOptions{EventRecords: 1}, Options{PrefetchBatches: 2, PrefetchBytes: 4 * size})
 		defer env.close()
 		data := make([][]byte, total)
 		for i := range data {
@@ -428,7 +428,7 @@ func TestSubscriberBackpressure(t *testing.T) {
 		r := env.open(t, StartPosition{Initial: kcl.StartAtTrimHorizon()})
 		defer r.Close()
 		synctest.Wait() // the reader is blocked on its full queue
-		sr := r.(*subReader)
+		sr := r.(*shardReader)
 		if n := sr.queue.len(); n != 2 {
 			t.Fatalf("%d batches queued, want the bound 2", n)
 		}
@@ -444,7 +444,7 @@ func TestSubscriberBackpressure(t *testing.T) {
 
 func TestSubscriberCapsBatchSize(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{MaxBatchRecords: 3})
+		env := newEFO(t, efotest.ServerOptions{}, Options{MaxRecords: 3})
 		defer env.close()
 		seqs := env.srv.Put(efoShard, 10)
 		r := env.open(t, StartPosition{Initial: kcl.StartAtTrimHorizon()})
@@ -477,7 +477,7 @@ func TestSubscriberGapWhenCheckpointTrimmed(t *testing.T) {
 	for _, trimError := range []bool{true, false} {
 		t.Run(fmt.Sprintf("trimError=%v", trimError), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				env := newEFO(t, efotest.ServerOptions{TrimError: trimError}, SubscriberOptions{})
+				env := newEFO(t, efotest.ServerOptions{TrimError: trimError}, Options{})
 				defer env.close()
 				seqs := env.srv.Put(efoShard, 10)
 				env.srv.Trim(efoShard, 4)
@@ -506,7 +506,7 @@ func TestSubscriberGapWhenCheckpointTrimmed(t *testing.T) {
 
 func TestSubscriberShardNotFound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		r, err := env.sub.Open(t.Context(), "shardId-000000000099", StartPosition{Initial: kcl.StartAtLatest()})
 		if err != nil {
@@ -526,7 +526,7 @@ func TestSubscriberShardNotFound(t *testing.T) {
 
 func TestSubscriberRegistersDeregisteredConsumerAgain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		env.srv.OnSubscribe(func(c efotest.SubscribeCall) efotest.Fault {
 			if c.N == 1 {
@@ -556,7 +556,7 @@ func TestSubscriberObserver(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
 		var events []FetchEvent
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{Observer: func(ev FetchEvent) {
+		env := newEFO(t, efotest.ServerOptions{}, Options{Observer: func(ev FetchEvent) {
 			mu.Lock()
 			defer mu.Unlock()
 			events = append(events, ev)
@@ -589,38 +589,74 @@ func TestSubscriberObserver(t *testing.T) {
 	})
 }
 
+// TestSubscriberObservesEventWait proves that every event is observed with
+// the time the reader waited for it (metrics issue 20), not zero: on an idle
+// shard the server sends an event every EventInterval.
+func TestSubscriberObservesEventWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 3 * time.Second
+		var mu sync.Mutex
+		var waits []time.Duration
+		env := newEFO(t, efotest.ServerOptions{EventInterval: interval}, Options{Observer: func(ev FetchEvent) {
+			if ev.Op == "SubscribeToShardEvent" {
+				mu.Lock()
+				defer mu.Unlock()
+				waits = append(waits, ev.Duration)
+			}
+		}})
+		defer env.close()
+		r := env.open(t, StartPosition{Initial: kcl.StartAtTrimHorizon()})
+		defer r.Close()
+		time.Sleep(4*interval + interval/2) // virtual time: idle events arrive meanwhile
+		mu.Lock()
+		defer mu.Unlock()
+		if len(waits) < 4 {
+			t.Fatalf("%d events observed in %v, want at least 4: %v", len(waits), 4*interval+interval/2, waits)
+		}
+		if waits[0] < 0 || waits[0] > interval {
+			t.Errorf("first event waited %v, want between 0 and %v (since the subscribe call returned)", waits[0], interval)
+		}
+		for i, d := range waits[1:] {
+			if d < interval/2 || d > 2*interval {
+				t.Errorf("event %d observed with duration %v, want about the event interval %v", i+1, d, interval)
+			}
+		}
+	})
+}
+
 func TestNewSubscriberValidatesOptions(t *testing.T) {
 	srv := efotest.NewServer(efotest.ServerOptions{})
 	defer srv.Close()
 	kc := srv.Client()
 	for _, tc := range []struct {
 		name string
-		opts SubscriberOptions
+		opts Options
 	}{
-		{"no stream", SubscriberOptions{ConsumerName: "c"}},
-		{"bad stream ARN", SubscriberOptions{StreamARN: "s", ConsumerName: "c"}},
-		{"no consumer", SubscriberOptions{StreamName: "s"}},
-		{"bad consumer name", SubscriberOptions{StreamName: "s", ConsumerName: "a b"}},
-		{"bad consumer ARN", SubscriberOptions{StreamName: "s", ConsumerARN: "c"}},
-		{"negative timeout", SubscriberOptions{StreamName: "s", ConsumerName: "c", EventTimeout: -time.Second}},
-		{"negative batch cap", SubscriberOptions{StreamName: "s", ConsumerName: "c", MaxBatchRecords: -1}},
-		{"backoff range", SubscriberOptions{StreamName: "s", ConsumerName: "c", BackoffInitial: time.Second, BackoffMax: time.Millisecond}},
+		{"no stream", Options{ConsumerName: "c"}},
+		{"bad stream ARN", Options{StreamARN: "s", ConsumerName: "c"}},
+		{"no consumer", Options{StreamName: "s"}},
+		{"bad consumer name", Options{StreamName: "s", ConsumerName: "a b"}},
+		{"bad consumer ARN", Options{StreamName: "s", ConsumerARN: "c"}},
+		{"negative timeout", Options{StreamName: "s", ConsumerName: "c", EventTimeout: -time.Second}},
+		{"negative batch cap", Options{StreamName: "s", ConsumerName: "c", MaxRecords: -1}},
+		{"batch cap too big", Options{StreamName: "s", ConsumerName: "c", MaxRecords: 10001}},
+		{"backoff range", Options{StreamName: "s", ConsumerName: "c", BackoffInitial: time.Second, BackoffMax: time.Millisecond}},
 	} {
-		if _, err := NewSubscriber(kc, tc.opts); !errors.Is(err, kcl.ErrInvalidConfig) {
+		if _, err := NewFanOut(kc, tc.opts); !errors.Is(err, kcl.ErrInvalidConfig) {
 			t.Errorf("%s: %v, want ErrInvalidConfig", tc.name, err)
 		}
 	}
-	if _, err := NewSubscriber(nil, SubscriberOptions{StreamName: "s", ConsumerName: "c"}); !errors.Is(err, kcl.ErrInvalidConfig) {
+	if _, err := NewFanOut(nil, Options{StreamName: "s", ConsumerName: "c"}); !errors.Is(err, kcl.ErrInvalidConfig) {
 		t.Errorf("nil client: %v", err)
 	}
-	if _, err := NewSubscriber(kc, SubscriberOptions{StreamName: "s", ConsumerName: "c"}); err != nil {
+	if _, err := NewFanOut(kc, Options{StreamName: "s", ConsumerName: "c"}); err != nil {
 		t.Errorf("valid options refused: %v", err)
 	}
 }
 
 func TestSubscriberOpenRefusesBadStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		if _, err := env.sub.Open(t.Context(), efoShard, StartPosition{After: kcl.ShardEnd}); !errors.Is(err, kcl.ErrInvalidCheckpoint) {
 			t.Fatalf("SHARD_END start: %v, want ErrInvalidCheckpoint", err)
@@ -633,7 +669,7 @@ func TestSubscriberOpenRefusesBadStart(t *testing.T) {
 
 func TestSubscriberReadsShardsConcurrently(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		env := newEFO(t, efotest.ServerOptions{}, SubscriberOptions{})
+		env := newEFO(t, efotest.ServerOptions{}, Options{})
 		defer env.close()
 		const other = "shardId-000000000001"
 		env.srv.AddShard(other)

@@ -1,8 +1,15 @@
-// Package fanout gets records out of Kinesis for one shard at a time, in
+// Package reader gets records out of Kinesis for one shard at a time, in
 // either of the two ways AWS offers: shared throughput (GetRecords polling,
-// [Poller]) and enhanced fan-out (SubscribeToShard through a registered
-// consumer, [Subscriber]). Both yield the same [Batch] type with the same
-// guarantees, so the worker does not care which one is used.
+// [NewPolling]) and enhanced fan-out (SubscribeToShard through a registered
+// consumer, [NewFanOut]).
+//
+// One core (core.go) owns everything a shard reader does whichever way it
+// reads: the queue bounded by batches and bytes, position and gap tracking,
+// the filter after a checkpoint, de-aggregation and decoding, shard end
+// with children, retries and fatal errors, and the observer. Two small
+// fetchers plug into it: polling.go (GetShardIterator/GetRecords) and
+// subscribe.go (SubscribeToShard). Both yield the same [Batch] type with the
+// same guarantees, so the worker does not care which one is used.
 package reader
 
 import (
@@ -81,7 +88,9 @@ type FetchEvent struct {
 	Op string
 	// Records and Bytes are what the call returned.
 	Records, Bytes int
-	// Duration is how long the call took.
+	// Duration is how long the call took; for a SubscribeToShardEvent, how
+	// long the reader waited for the event (since the previous one was
+	// handed over, or since the subscribe call returned).
 	Duration time.Duration
 	// MillisBehindLatest is the lag the call reported.
 	MillisBehindLatest int64
