@@ -317,15 +317,17 @@ func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome
 		if !s.h.Valid() {
 			return backoff.Permanent(fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost))
 		}
-		call := s.m.Redeliver // after a failed (or panicked) ProcessRecords
-		if s.m.State() != shardproc.Retrying {
-			call = func(ctx context.Context) error { return s.m.Deliver(ctx, batch) }
+		call := func() error {
+			if s.m.State() == shardproc.Retrying { // the last attempt failed (or panicked)
+				return s.m.Redeliver(ctx)
+			}
+			return s.m.Deliver(ctx, batch)
 		}
 		if len(s.w.hooks.batch) == 0 {
-			return call(ctx)
+			return call()
 		}
 		began := time.Now()
-		err := call(ctx)
+		err := call()
 		s.w.hooks.onBatch(BatchProcessedEvent{
 			ShardID: s.id, Records: len(b.Records), Bytes: bytesOf(b.Records), Attempt: attempt,
 			Duration: time.Since(began), Err: err, MillisBehindLatest: b.MillisBehindLatest,
