@@ -206,10 +206,11 @@ type Config struct {
 	Writer checkpoint.Writer
 	// Checkpoint is the stored checkpoint (a sentinel when none).
 	Checkpoint kcl.ExtendedSequenceNumber
-	// PendingCheckpoint and PendingState are a prepared, uncommitted
-	// checkpoint found at start; zero when there is none.
+	// PendingCheckpoint is a prepared, uncommitted checkpoint found at
+	// start; zero when there is none.
 	PendingCheckpoint kcl.ExtendedSequenceNumber
-	PendingState      []byte
+	// PendingState is the application state stored with PendingCheckpoint.
+	PendingState []byte
 }
 
 // Machine is the lifecycle of one processor on one shard lease. Its calls
