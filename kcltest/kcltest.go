@@ -2,10 +2,17 @@
 // without servers: a [Shard] hands it batches of records and lifecycle
 // events the way a Shardline worker does, and records what it checkpointed.
 //
-// The checkpointer a processor receives is the worker's own (package
-// checkpoint), so the same rules apply: a checkpoint must lie between the
-// last stored checkpoint and the last delivered record, and after the lease
-// is lost every checkpoint fails with an error matching kcl.ErrLeaseLost.
+// A Shard drives the processor through the worker's own per-shard lifecycle
+// (the same code, not a copy) with the worker's own checkpointer, so the
+// same rules apply: Initialize before the first batch; a failed batch is
+// delivered again before anything else; a checkpoint must lie between the
+// last stored checkpoint and the last delivered record; after the lease is
+// lost every checkpoint fails with an error matching kcl.ErrLeaseLost and
+// LeaseLost follows once the call in flight returned; SHARD_END is
+// checkpointed by the worker for processors that do not handle the shard
+// end; after ShutdownRequested the worker stores the end of the last batch
+// that succeeded if the processor did not. A call the worker would never
+// make in the shard's state is refused with an error.
 //
 // A typical test:
 //
@@ -16,120 +23,119 @@
 //	if got, want := sh.Checkpoint(), sh.Delivered(); got != want {
 //		t.Errorf("checkpoint %v, want %v", got, want)
 //	}
-//
-// What the worker does on its own is reproduced where a processor can
-// observe it: Initialize before the first batch, LeaseLost after a loss
-// (once the batch in flight returned), SHARD_END checkpointed by the worker
-// for processors that do not handle the shard end. The worker's final
-// checkpoint after ShutdownRequested is not: [Shard.Checkpoint] shows only
-// what the processor stored.
 package kcltest
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/shardline/shardline/internal/checkpoint"
+	"github.com/shardline/shardline/internal/shardproc"
 	"github.com/shardline/shardline/kcl"
 )
 
-// Errors returned by [Shard] methods. Test with errors.Is.
+// Errors returned by [Shard] methods. Test with errors.Is. A call the
+// worker would not make in the shard's state (for example a new batch while
+// the last one failed) is refused with an error naming the call and the
+// state.
 var (
 	// ErrShardEndNotCheckpointed reports a processor whose ShardEnded
 	// returned without checkpointing SHARD_END. The worker would call it
 	// again; its children would never start.
-	ErrShardEndNotCheckpointed = errors.New("kcltest: ShardEnded returned without checkpointing SHARD_END (call in.Checkpointer.Checkpoint)")
+	ErrShardEndNotCheckpointed = shardproc.ErrShardEndNotCheckpointed
 	// ErrStopped reports a call on a shard that was ended or shut down: the
 	// worker would not call the processor any more.
-	ErrStopped = errors.New("kcltest: shard stopped")
+	ErrStopped = shardproc.ErrStopped
 	// ErrOutOfOrder reports records passed to Deliver that are not in
 	// increasing order after the records delivered before: a test bug, not
 	// a processor's.
 	ErrOutOfOrder = errors.New("kcltest: records out of order")
 )
 
+// CheckpointWrite is one successful checkpoint write: a plain checkpoint
+// or a commit (Pending zero), or a prepare (Pending set, with PendingState).
+type CheckpointWrite struct {
+	// Checkpoint is the stored checkpoint.
+	Checkpoint kcl.ExtendedSequenceNumber
+	// Pending is the prepared, uncommitted checkpoint; zero when none.
+	Pending kcl.ExtendedSequenceNumber
+	// PendingState is the application state stored with Pending.
+	PendingState []byte
+}
+
 // Shard drives one processor through the life of one shard lease. Create
 // it with [NewShard]. Its methods are safe for concurrent use; in
 // particular [Shard.LoseLease] may be called from another goroutine, or
 // from inside the processor, while a batch is being processed.
 type Shard struct {
-	id   string
-	proc kcl.RecordProcessor
-	cp   *checkpoint.Checkpointer
+	id      string
+	m       *shardproc.Machine
+	initial kcl.ExtendedSequenceNumber
 
-	initial      kcl.ExtendedSequenceNumber
-	pending      kcl.ExtendedSequenceNumber
-	pendingState []byte
-	baseTime     time.Time
-
-	call sync.Mutex // serializes calls into the processor, as the worker does
+	call sync.Mutex // serializes the methods that call the processor
 
 	mu          sync.Mutex // guards the fields below
-	started     bool
-	stopped     error // why the shard stopped: ErrStopped or kcl.ErrLeaseLost
 	lost        bool
 	lostPending bool               // lost during a call: LeaseLost runs after it
 	cancelCall  context.CancelFunc // cancels the call in flight
-	writes      []checkpoint.State
-	stored      checkpoint.State
+	writes      []CheckpointWrite
+	stored      CheckpointWrite
 	failWith    error
 	nextSeq     int64
-	lastBatch   []kcl.Record
-	attempt     int
 }
 
 // Option configures a [Shard].
-type Option func(*Shard)
+type Option func(*shardOptions)
+
+type shardOptions struct {
+	checkpoint   kcl.ExtendedSequenceNumber
+	pending      kcl.ExtendedSequenceNumber
+	pendingState []byte
+}
 
 // WithCheckpoint makes the shard start from a stored checkpoint, as after a
 // restart (default: TRIM_HORIZON, a shard never checkpointed).
 func WithCheckpoint(pos kcl.ExtendedSequenceNumber) Option {
-	return func(s *Shard) { s.initial = pos }
+	return func(o *shardOptions) { o.checkpoint = pos }
 }
 
 // WithPendingCheckpoint makes the shard start with a prepared, uncommitted
 // checkpoint and its application state, as after a crash between Prepare
 // and Commit. The processor sees them in its InitializeInput.
 func WithPendingCheckpoint(pos kcl.ExtendedSequenceNumber, state []byte) Option {
-	return func(s *Shard) { s.pending, s.pendingState = pos, slices.Clone(state) }
-}
-
-// WithArrivalTime sets the ApproximateArrivalTimestamp of the first record
-// made by [Shard.Records]; each next one arrives a millisecond later
-// (default 2026-01-01T00:00:00Z).
-func WithArrivalTime(t time.Time) Option {
-	return func(s *Shard) { s.baseTime = t }
+	return func(o *shardOptions) { o.pending, o.pendingState = pos, slices.Clone(state) }
 }
 
 // NewShard returns a shard whose records go to p.
 func NewShard(shardID string, p kcl.RecordProcessor, opts ...Option) *Shard {
-	s := &Shard{
-		id:       shardID,
-		proc:     p,
-		initial:  kcl.TrimHorizon,
-		baseTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-	}
-	for _, o := range opts {
-		if o != nil {
-			o(s)
+	o := shardOptions{checkpoint: kcl.TrimHorizon}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
 		}
 	}
-	s.stored = checkpoint.State{Checkpoint: s.initial, Pending: s.pending, PendingState: slices.Clone(s.pendingState)}
-	s.cp = checkpoint.New(shardID, checkpoint.WriterFunc(s.write), s.initial)
+	s := &Shard{
+		id:      shardID,
+		initial: o.checkpoint,
+		stored:  CheckpointWrite{Checkpoint: o.checkpoint, Pending: o.pending, PendingState: slices.Clone(o.pendingState)},
+	}
+	s.m = shardproc.NewMachine(shardproc.Config{ShardID: shardID, Processor: p, Writer: checkpoint.WriterFunc(s.write),
+		Checkpoint: o.checkpoint, PendingCheckpoint: o.pending, PendingState: o.pendingState})
 	return s
 }
 
-// ID returns the shard ID.
-func (s *Shard) ID() string { return s.id }
+// arrivalBase is the ApproximateArrivalTimestamp of the first record made
+// by [Shard.Records].
+var arrivalBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Records returns plain (non-aggregated) records carrying the given
 // payloads, with increasing sequence numbers that continue those of the
-// previous call, and arrival times a millisecond apart.
+// previous call, and arrival times a millisecond apart from
+// 2026-01-01T00:00:00Z.
 func (s *Shard) Records(data ...string) []kcl.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -140,7 +146,7 @@ func (s *Shard) Records(data ...string) []kcl.Record {
 			Data:                        []byte(d),
 			PartitionKey:                fmt.Sprintf("pk-%d", s.nextSeq),
 			SequenceNumber:              SequenceNumber(s.nextSeq),
-			ApproximateArrivalTimestamp: s.baseTime.Add(time.Duration(s.nextSeq-1) * time.Millisecond),
+			ApproximateArrivalTimestamp: arrivalBase.Add(time.Duration(s.nextSeq-1) * time.Millisecond),
 		}
 	}
 	return out
@@ -163,33 +169,19 @@ func (s *Shard) Start(ctx context.Context) error {
 }
 
 func (s *Shard) startLocked(ctx context.Context) error {
-	s.mu.Lock()
-	started, stopped := s.started, s.stopped
-	s.mu.Unlock()
-	if stopped != nil {
-		return stopped
-	}
-	if started {
+	if s.m.State() != shardproc.New {
 		return nil
 	}
-	if ini, ok := s.proc.(kcl.Initializer); ok {
-		in := kcl.InitializeInput{ShardID: s.id, Checkpoint: s.initial,
-			PendingCheckpoint: s.pending, PendingState: slices.Clone(s.pendingState)}
-		if err := s.guard(ctx, func(ctx context.Context) error { return ini.Initialize(ctx, in) }); err != nil {
-			return err
-		}
-	}
-	s.mu.Lock()
-	s.started = true
-	s.mu.Unlock()
-	return nil
+	return s.guard(ctx, s.m.Initialize)
 }
 
 // Deliver hands recs to ProcessRecords as one batch (Attempt 1) and returns
 // the processor's error. An empty batch is delivered too (the worker does so
 // when configured to call processors on empty reads). The records must come
 // in order after the records delivered before (and after the starting
-// checkpoint), or Deliver returns ErrOutOfOrder.
+// checkpoint), or Deliver returns ErrOutOfOrder. After a batch failed, the
+// worker delivers it again before anything else: use [Shard.Redeliver];
+// Deliver refuses a new batch.
 //
 // If the lease is lost during the call ([Shard.LoseLease]), the call's
 // context is cancelled, LeaseLost is called once ProcessRecords has
@@ -203,7 +195,10 @@ func (s *Shard) Deliver(ctx context.Context, recs ...kcl.Record) error {
 	if err := s.startLocked(ctx); err != nil {
 		return err
 	}
-	last := s.cp.Delivered()
+	if err := s.m.Check(shardproc.CallDeliver); err != nil {
+		return err
+	}
+	last := s.m.Checkpointer().Delivered()
 	if last.IsZero() && !s.initial.IsSentinel() {
 		last = s.initial // the worker never delivers what is checkpointed
 	}
@@ -217,32 +212,20 @@ func (s *Shard) Deliver(ctx context.Context, recs ...kcl.Record) error {
 		}
 		last = p
 	}
-	s.mu.Lock()
-	s.lastBatch, s.attempt = slices.Clone(recs), 0
-	s.mu.Unlock()
-	return s.deliverLocked(ctx)
+	b := shardproc.Batch{Records: slices.Clone(recs)}
+	return s.guard(ctx, func(ctx context.Context) error { return s.m.Deliver(ctx, b) })
 }
 
-// Redeliver hands the last batch to ProcessRecords again with the next
-// Attempt number, as the worker does after ProcessRecords returned an error.
+// Redeliver hands the batch that failed to ProcessRecords again with the
+// next Attempt number, as the worker does after ProcessRecords returned an
+// error (or panicked). With no failed batch it is refused.
 func (s *Shard) Redeliver(ctx context.Context) error {
 	s.call.Lock()
 	defer s.call.Unlock()
 	if err := s.startLocked(ctx); err != nil {
 		return err
 	}
-	return s.deliverLocked(ctx)
-}
-
-func (s *Shard) deliverLocked(ctx context.Context) error {
-	s.mu.Lock()
-	s.attempt++
-	in := kcl.ProcessRecordsInput{ShardID: s.id, Records: slices.Clone(s.lastBatch), Attempt: s.attempt, Checkpointer: s.cp}
-	s.mu.Unlock()
-	if n := len(in.Records); n > 0 {
-		s.cp.SetDelivered(in.Records[n-1].Position())
-	}
-	return s.guard(ctx, func(ctx context.Context) error { return s.proc.ProcessRecords(ctx, in) })
+	return s.guard(ctx, s.m.Redeliver)
 }
 
 // End reads the shard to its end, as after a split or merge whose last
@@ -257,43 +240,29 @@ func (s *Shard) End(ctx context.Context, childShardIDs ...string) error {
 	if err := s.startLocked(ctx); err != nil {
 		return err
 	}
-	s.cp.SetDelivered(kcl.ShardEnd)
-	err := s.guard(ctx, func(ctx context.Context) error {
-		se, ok := s.proc.(kcl.ShardEndedHandler)
-		if !ok {
-			return s.cp.Checkpoint(ctx)
-		}
-		in := kcl.ShardEndedInput{ShardID: s.id, ChildShardIDs: slices.Clone(childShardIDs), Checkpointer: s.cp}
-		if err := se.ShardEnded(ctx, in); err != nil {
-			return err
-		}
-		if !s.cp.Last().IsShardEnd() {
-			return ErrShardEndNotCheckpointed
-		}
-		return nil
-	})
-	if err == nil {
-		s.stop(ErrStopped)
-	}
-	return err
+	children := slices.Clone(childShardIDs)
+	return s.guard(ctx, func(ctx context.Context) error { return s.m.ShardEnded(ctx, children) })
 }
 
 // Shutdown asks the processor to finish, as the worker does on a graceful
 // stop or a planned hand-over: ShutdownRequested is called with a
-// checkpointer that still works. The shard is stopped afterwards.
+// checkpointer that still works, then the end of the last batch that
+// succeeded is checkpointed unless the processor stored it. The shard is
+// stopped afterwards.
 func (s *Shard) Shutdown(ctx context.Context) error {
 	s.call.Lock()
 	defer s.call.Unlock()
 	if err := s.startLocked(ctx); err != nil {
 		return err
 	}
-	err := s.guard(ctx, func(ctx context.Context) error {
-		if sh, ok := s.proc.(kcl.ShutdownRequestedHandler); ok {
-			return sh.ShutdownRequested(ctx, kcl.ShutdownRequestedInput{ShardID: s.id, Checkpointer: s.cp})
-		}
-		return nil
-	})
-	s.stop(ErrStopped)
+	err := s.guard(ctx, s.m.ShutdownRequested)
+	if s.m.State() != shardproc.ShuttingDown {
+		return err // refused, or the lease was lost during the call
+	}
+	if _, ferr := s.m.FinalCheckpoint(ctx); ferr != nil {
+		err = errors.Join(err, ferr)
+		s.m.Stop() // the worker gives up too, once its retries end
+	}
 	return err
 }
 
@@ -302,10 +271,11 @@ func (s *Shard) Shutdown(ctx context.Context) error {
 // an error matching kcl.ErrLeaseLost. If the processor is inside a call, the
 // call's context is cancelled and LeaseLost follows when the call returns
 // (its error is then returned by the interrupted call); otherwise LeaseLost
-// is called now and its error returned.
+// is called now and its error returned. On a shard that ended or stopped it
+// does nothing.
 func (s *Shard) LoseLease(ctx context.Context) error {
 	s.mu.Lock()
-	if s.lost || s.stopped != nil {
+	if s.lost || s.m.State().Final() {
 		s.mu.Unlock()
 		return nil
 	}
@@ -316,38 +286,29 @@ func (s *Shard) LoseLease(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.stopped = fmt.Errorf("kcltest: shard %s: %w", s.id, kcl.ErrLeaseLost)
 	s.mu.Unlock()
 	s.call.Lock()
 	defer s.call.Unlock()
-	return s.leaseLostLocked(ctx)
+	return s.m.LeaseLost(ctx)
 }
 
-// leaseLostLocked stops the shard and tells the processor. s.call is held.
-func (s *Shard) leaseLostLocked(ctx context.Context) error {
-	s.stop(fmt.Errorf("kcltest: shard %s: %w", s.id, kcl.ErrLeaseLost))
-	lh, ok := s.proc.(kcl.LeaseLostHandler)
-	if !ok {
-		return nil
-	}
-	return callSafely(func() error { return lh.LeaseLost(ctx, kcl.LeaseLostInput{ShardID: s.id}) })
-}
-
-// guard runs one processor call with a context the lease loss cancels,
-// turns a panic into a *kcl.ProcessorPanicError and, when the lease was lost
-// during the call, calls LeaseLost after it. s.call is held.
-func (s *Shard) guard(ctx context.Context, fn func(context.Context) error) error {
+// guard runs one transition of the machine with a context the lease loss
+// cancels and, when the lease was lost during the call, makes the machine
+// call LeaseLost after it. s.call is held.
+func (s *Shard) guard(ctx context.Context, transition func(context.Context) error) error {
 	s.mu.Lock()
-	if s.stopped != nil {
-		err := s.stopped
+	if s.lost {
 		s.mu.Unlock()
-		return err
+		if err := s.m.Check(shardproc.CallLeaseLost); err != nil {
+			return err // the loss was handled: the machine says why it refuses
+		}
+		return fmt.Errorf("kcltest: shard %s: %w", s.id, kcl.ErrLeaseLost) // LeaseLost is on its way
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	s.cancelCall = cancel
 	s.mu.Unlock()
 
-	err := callSafely(func() error { return fn(cctx) })
+	err := transition(cctx)
 
 	s.mu.Lock()
 	cancel()
@@ -356,18 +317,10 @@ func (s *Shard) guard(ctx context.Context, fn func(context.Context) error) error
 	s.lostPending = false
 	s.mu.Unlock()
 	if lostNow {
-		lerr := s.leaseLostLocked(context.WithoutCancel(ctx))
+		lerr := s.m.LeaseLost(context.WithoutCancel(ctx))
 		return errors.Join(fmt.Errorf("kcltest: shard %s: %w during the call", s.id, kcl.ErrLeaseLost), err, lerr)
 	}
 	return err
-}
-
-func (s *Shard) stop(why error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped == nil {
-		s.stopped = why
-	}
 }
 
 // write is the checkpointer's writer: it refuses writes after a lease loss
@@ -381,9 +334,9 @@ func (s *Shard) write(_ context.Context, st checkpoint.State) error {
 	if s.failWith != nil {
 		return s.failWith
 	}
-	st.PendingState = slices.Clone(st.PendingState)
-	s.writes = append(s.writes, st)
-	s.stored = st
+	w := CheckpointWrite{Checkpoint: st.Checkpoint, Pending: st.Pending, PendingState: slices.Clone(st.PendingState)}
+	s.writes = append(s.writes, w)
+	s.stored = w
 	return nil
 }
 
@@ -395,8 +348,8 @@ func (s *Shard) FailCheckpoints(err error) {
 	s.failWith = err
 }
 
-// Checkpoint returns the stored checkpoint: the starting one until the
-// processor stores another.
+// Checkpoint returns the stored checkpoint: the starting one until another
+// is stored.
 func (s *Shard) Checkpoint() kcl.ExtendedSequenceNumber {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -413,10 +366,10 @@ func (s *Shard) Pending() (kcl.ExtendedSequenceNumber, []byte) {
 
 // Writes returns every successful checkpoint write in order: plain
 // checkpoints, prepares (Pending set) and commits.
-func (s *Shard) Writes() []checkpoint.State {
+func (s *Shard) Writes() []CheckpointWrite {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]checkpoint.State, len(s.writes))
+	out := make([]CheckpointWrite, len(s.writes))
 	for i, w := range s.writes {
 		w.PendingState = slices.Clone(w.PendingState)
 		out[i] = w
@@ -426,22 +379,4 @@ func (s *Shard) Writes() []checkpoint.State {
 
 // Delivered returns the position of the last record delivered (SHARD_END
 // after End; zero before any record).
-func (s *Shard) Delivered() kcl.ExtendedSequenceNumber { return s.cp.Delivered() }
-
-// LeaseLost reports whether the lease was lost.
-func (s *Shard) LeaseLost() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lost
-}
-
-// callSafely runs fn, turning a panic into a *kcl.ProcessorPanicError, as
-// the worker does.
-func callSafely(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &kcl.ProcessorPanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return fn()
-}
+func (s *Shard) Delivered() kcl.ExtendedSequenceNumber { return s.m.Checkpointer().Delivered() }

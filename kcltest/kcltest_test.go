@@ -145,7 +145,7 @@ func TestLeaseLostBetweenBatches(t *testing.T) {
 	if err := sh.LoseLease(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if p.lost != 1 || !sh.LeaseLost() {
+	if p.lost != 1 {
 		t.Errorf("LeaseLost called %d times", p.lost)
 	}
 	if err := sh.Deliver(ctx, sh.Records("b")...); !errors.Is(err, kcl.ErrLeaseLost) {
@@ -317,5 +317,103 @@ func TestPanicBecomesError(t *testing.T) {
 	var pe *kcl.ProcessorPanicError
 	if err := sh.Deliver(t.Context(), sh.Records("a")...); !errors.As(err, &pe) || pe.Value != "boom" {
 		t.Errorf("Deliver: %v, want a ProcessorPanicError", err)
+	}
+}
+
+// After ShutdownRequested the worker stores the end of the last batch that
+// succeeded when the processor did not: so does the kit.
+func TestShutdownStoresFinalCheckpoint(t *testing.T) {
+	ctx := t.Context()
+	fail := errors.New("downstream unavailable")
+	p := &proc{shutdown: func(context.Context, kcl.ShutdownRequestedInput) error { return nil }}
+	p.process = func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		if string(in.Records[0].Data) == "c" {
+			return fail
+		}
+		return nil // never checkpoints
+	}
+	sh := kcltest.NewShard("shard-1", p)
+	done := sh.Records("a", "b")
+	if err := sh.Deliver(ctx, done...); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Deliver(ctx, sh.Records("c")...); !errors.Is(err, fail) {
+		t.Fatalf("Deliver: %v, want the processor's error", err)
+	}
+	if err := sh.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh.Checkpoint(); got != done[1].Position() {
+		t.Errorf("checkpoint %v after shutdown, want the end of the last batch that succeeded %v", got, done[1].Position())
+	}
+	if w := sh.Writes(); len(w) != 1 {
+		t.Errorf("writes %+v, want the final checkpoint only", w)
+	}
+}
+
+// The kit refuses what the worker never does: a new batch while the last
+// one failed, a redelivery of a batch that succeeded.
+func TestCallsTheWorkerNeverMakes(t *testing.T) {
+	ctx := t.Context()
+	fail := errors.New("downstream unavailable")
+	var failing bool
+	p := &proc{process: func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		if failing {
+			return fail
+		}
+		return in.Checkpointer.Checkpoint(ctx)
+	}}
+	sh := kcltest.NewShard("shard-1", p)
+	if err := sh.Deliver(ctx, sh.Records("a")...); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Redeliver(ctx); err == nil || errors.Is(err, fail) {
+		t.Errorf("Redeliver after a success: %v, want a refusal", err)
+	}
+	failing = true
+	if err := sh.Deliver(ctx, sh.Records("b")...); !errors.Is(err, fail) {
+		t.Fatal(err)
+	}
+	if err := sh.Deliver(ctx, sh.Records("c")...); err == nil || errors.Is(err, fail) {
+		t.Errorf("Deliver after a failed batch: %v, want a refusal", err)
+	}
+	if err := sh.End(ctx); err == nil || errors.Is(err, kcltest.ErrShardEndNotCheckpointed) {
+		t.Errorf("End after a failed batch: %v, want a refusal", err)
+	}
+	failing = false
+	if err := sh.Redeliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.seen, []string{"a", "b", "b"}) || !slices.Equal(p.attempts, []int{1, 1, 2}) {
+		t.Errorf("seen %q, attempts %v", p.seen, p.attempts)
+	}
+}
+
+// A lease lost while ShutdownRequested runs: its checkpoints fail, and the
+// processor, already asked to finish, gets no LeaseLost (as in the worker).
+func TestLeaseLostDuringShutdown(t *testing.T) {
+	ctx := t.Context()
+	var sh *kcltest.Shard
+	var cpErr error
+	p := &proc{process: func(context.Context, kcl.ProcessRecordsInput) error { return nil }}
+	p.shutdown = func(ctx context.Context, in kcl.ShutdownRequestedInput) error {
+		if err := sh.LoseLease(ctx); err != nil {
+			return err
+		}
+		cpErr = in.Checkpointer.Checkpoint(ctx)
+		return nil
+	}
+	sh = kcltest.NewShard("shard-1", p)
+	if err := sh.Deliver(ctx, sh.Records("a")...); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Shutdown(ctx); !errors.Is(err, kcl.ErrLeaseLost) {
+		t.Errorf("Shutdown: %v, want ErrLeaseLost", err)
+	}
+	if !errors.Is(cpErr, kcl.ErrLeaseLost) || sh.Checkpoint() != kcl.TrimHorizon {
+		t.Errorf("checkpoint during the loss: %v, stored %v", cpErr, sh.Checkpoint())
+	}
+	if p.lost != 0 {
+		t.Errorf("LeaseLost called %d times after ShutdownRequested", p.lost)
 	}
 }

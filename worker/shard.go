@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime/debug"
 	"slices"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
+	"github.com/shardline/shardline/internal/shardproc"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -28,10 +28,8 @@ type shardState struct {
 	done chan struct{} // closed when the consumer goroutine ends
 	prev *shardState   // an earlier consumer of the same shard still winding down
 
-	proc          kcl.RecordProcessor
-	cp            *checkpoint.Checkpointer
-	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch processed successfully
-	started       bool                       // ShardStarted was reported
+	m       *shardproc.Machine // the processor's lifecycle; nil until the factory made one
+	started bool               // ShardStarted was reported
 }
 
 // outcome is why a shard consumer stopped.
@@ -114,8 +112,8 @@ func (s *shardState) run(base context.Context) {
 	switch out {
 	case outLost:
 		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
-		if lh, ok := s.proc.(kcl.LeaseLostHandler); ok {
-			if err := callSafely(func() error { return lh.LeaseLost(dctx, kcl.LeaseLostInput{ShardID: s.id}) }); err != nil {
+		if s.m != nil {
+			if err := s.m.LeaseLost(dctx); err != nil {
 				s.log.Warn("LeaseLost returned an error", "err", err)
 			}
 		}
@@ -132,6 +130,9 @@ func (s *shardState) run(base context.Context) {
 		return
 	case outHard:
 		s.log.Info("shard stopped without a final checkpoint (hard stop)")
+		if s.m != nil {
+			s.m.Stop()
+		}
 	case outShardEnd, outGiveUp:
 	}
 	if err := s.retryStop(dctx, "release", func() error { return s.h.Release(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
@@ -140,26 +141,25 @@ func (s *shardState) run(base context.Context) {
 }
 
 // shutdownRequested gives the processor a last chance to checkpoint and then
-// stores the end of the last successful batch.
+// has the machine store the end of the last successful batch.
 func (s *shardState) shutdownRequested(ctx context.Context) {
-	if s.proc == nil {
+	if s.m == nil {
 		return
 	}
-	if sh, ok := s.proc.(kcl.ShutdownRequestedHandler); ok {
-		err := callSafely(func() error {
-			return sh.ShutdownRequested(ctx, kcl.ShutdownRequestedInput{ShardID: s.id, Checkpointer: s.cp})
-		})
-		if err != nil {
-			s.log.Warn("ShutdownRequested returned an error", "err", err)
-		}
+	if err := s.m.ShutdownRequested(ctx); err != nil {
+		s.log.Warn("ShutdownRequested returned an error", "err", err)
 	}
-	if !s.lastProcessed.IsZero() && s.lastProcessed.Compare(s.cp.Last()) > 0 {
-		err := s.retryStop(ctx, "final checkpoint", func() error { return s.cp.CheckpointAt(ctx, s.lastProcessed) })
-		if err != nil {
-			s.log.Warn("final checkpoint failed", "position", s.lastProcessed, "err", err)
-		} else {
-			s.log.Info("final checkpoint stored", "position", s.lastProcessed)
-		}
+	var pos kcl.ExtendedSequenceNumber
+	err := s.retryStop(ctx, "final checkpoint", func() (err error) {
+		pos, err = s.m.FinalCheckpoint(ctx)
+		return err
+	})
+	switch {
+	case err != nil:
+		s.log.Warn("final checkpoint failed", "position", pos, "err", err)
+		s.m.Stop()
+	case !pos.IsZero():
+		s.log.Info("final checkpoint stored", "position", pos)
 	}
 }
 
@@ -229,15 +229,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		s.log.Error("processor factory failed; releasing the lease for a later retry", "err", err)
 		return outGiveUp
 	}
-	s.proc = proc
-	s.cp = checkpoint.New(s.id, checkpoint.WriterFunc(s.writeCheckpoint), l.Checkpoint)
-
-	if ini, ok := proc.(kcl.Initializer); ok {
-		in := kcl.InitializeInput{ShardID: s.id, Checkpoint: l.Checkpoint,
-			PendingCheckpoint: l.PendingCheckpoint, PendingState: slices.Clone(l.PendingCheckpointState)}
-		if err := s.retry(ctx, gctx, "initialize", func(attempt int) error { return ini.Initialize(ctx, in) }); err != nil {
-			return s.classify(ctx)
-		}
+	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
+		Writer: checkpoint.WriterFunc(s.writeCheckpoint), Checkpoint: l.Checkpoint,
+		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
+	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
+		return s.classify(ctx)
 	}
 
 	var rd reader.Reader
@@ -311,17 +307,7 @@ func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
 // deliver hands one batch to the processor until it succeeds. It returns
 // ok=false with the reason when the shard must stop instead.
 func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome, bool) {
-	var last kcl.ExtendedSequenceNumber
-	if n := len(b.Records); n > 0 {
-		last = b.Records[n-1].Position()
-		s.cp.SetDelivered(last)
-	}
-	in := kcl.ProcessRecordsInput{
-		ShardID:            s.id,
-		Records:            b.Records,
-		MillisBehindLatest: b.MillisBehindLatest,
-		Checkpointer:       s.cp,
-	}
+	batch := shardproc.Batch{Records: b.Records, MillisBehindLatest: b.MillisBehindLatest}
 	// A graceful stop does not interrupt the retries of a failing batch:
 	// the shard's records must not be skipped, and the stop's own deadline
 	// turns into a hard stop if the processor never recovers.
@@ -331,24 +317,26 @@ func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome
 		if !s.h.Valid() {
 			return backoff.Permanent(fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost))
 		}
-		in.Attempt = attempt
+		call := func() error {
+			if s.m.State() == shardproc.Retrying { // the last attempt failed (or panicked)
+				return s.m.Redeliver(ctx)
+			}
+			return s.m.Deliver(ctx, batch)
+		}
 		if len(s.w.hooks.batch) == 0 {
-			return s.proc.ProcessRecords(ctx, in)
+			return call()
 		}
 		began := time.Now()
-		err := callSafely(func() error { return s.proc.ProcessRecords(ctx, in) })
+		err := call()
 		s.w.hooks.onBatch(BatchProcessedEvent{
-			ShardID: s.id, Records: len(in.Records), Bytes: bytesOf(in.Records), Attempt: attempt,
-			Duration: time.Since(began), Err: err, MillisBehindLatest: in.MillisBehindLatest,
-			OldestArrival: oldestArrival(in.Records),
+			ShardID: s.id, Records: len(b.Records), Bytes: bytesOf(b.Records), Attempt: attempt,
+			Duration: time.Since(began), Err: err, MillisBehindLatest: b.MillisBehindLatest,
+			OldestArrival: oldestArrival(b.Records),
 		})
 		return err
 	})
 	if err != nil {
 		return s.classify(ctx), false
-	}
-	if !last.IsZero() {
-		s.lastProcessed = last
 	}
 	s.h.RecordLoad(float64(len(b.Records)))
 	return 0, true
@@ -356,7 +344,7 @@ func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome
 
 // shardEnded finishes a closed shard. The children the read reported are
 // completed from the stream's listing (a reader may report none) and
-// recorded on the lease; the processor (or the worker) stores SHARD_END;
+// recorded on the lease; the processor (or the machine) stores SHARD_END;
 // children waiting in this worker are woken; the children's leases are
 // created at once, starting at TRIM_HORIZON.
 func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) outcome {
@@ -373,19 +361,7 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 			s.log.Warn("recording child shards on the lease failed", "err", err)
 		}
 	}
-	s.cp.SetDelivered(kcl.ShardEnd)
-	err = s.retry(ctx, ctx, "shard end", func(int) error {
-		if se, ok := s.proc.(kcl.ShardEndedHandler); ok {
-			if err := se.ShardEnded(ctx, kcl.ShardEndedInput{ShardID: s.id, ChildShardIDs: children, Checkpointer: s.cp}); err != nil {
-				return err
-			}
-			if !s.cp.Last().IsShardEnd() {
-				return errors.New("ShardEnded returned without checkpointing SHARD_END (call in.Checkpointer.Checkpoint)")
-			}
-			return nil
-		}
-		return s.cp.Checkpoint(ctx)
-	})
+	err = s.retry(ctx, ctx, "shard end", func(int) error { return s.m.ShardEnded(ctx, children) })
 	if err != nil {
 		return s.classify(ctx)
 	}
@@ -485,8 +461,8 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 }
 
 // retry calls fn until it succeeds, backing off exponentially with jitter.
-// It gives up only when wait (or ctx) ends, or fn returns a permanent error.
-// A panic in fn counts as an error.
+// It gives up only when wait (or ctx) ends, or fn returns a permanent error
+// or a call the shard's lifecycle refuses. A panic in fn counts as an error.
 func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attempt int) error) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = s.w.cfg.RetryInitialInterval
@@ -494,13 +470,17 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 	bo.MaxElapsedTime = 0
 	bo.Reset()
 	for attempt := 1; ; attempt++ {
-		err := callSafely(func() error { return fn(attempt) })
+		err := shardproc.Recover(func() error { return fn(attempt) })
 		if err == nil {
 			return nil
 		}
 		var perm *backoff.PermanentError
 		if errors.As(err, &perm) {
 			return perm.Err
+		}
+		var refused *shardproc.CallError
+		if errors.As(err, &refused) {
+			return err
 		}
 		if ctx.Err() != nil || wait.Err() != nil {
 			return fmt.Errorf("%s: %w", what, context.Cause(wait))
@@ -521,16 +501,6 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 		case <-t.C:
 		}
 	}
-}
-
-// callSafely runs fn, turning a panic into a *kcl.ProcessorPanicError.
-func callSafely(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &kcl.ProcessorPanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return fn()
 }
 
 // String names the outcome as ShardEvent.Reason does.

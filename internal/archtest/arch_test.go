@@ -29,6 +29,7 @@ var layers = map[string]int{
 	"checkpoint":          1,
 	"internal/checkpoint": 1,
 	"internal/lease":      2,
+	"internal/shardproc":  2,
 	"fanout":              2,
 	"producer":            2,
 	"internal/reader":     3,
