@@ -13,11 +13,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/fleet"
+	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
 )
+
+// kinesisVia returns a Kinesis client for the emulator whose HTTP calls go
+// through fc. The SDK retries as it does by default.
+func kinesisVia(fc *faults.Client) *kinesis.Client {
+	return kinesis.NewFromConfig(testenv.AWSConfig(), func(o *kinesis.Options) {
+		o.BaseEndpoint = aws.String(testenv.KinesisEndpoint())
+		o.HTTPClient = fc
+	})
+}
+
+// dynamoVia returns a DynamoDB client for the emulator whose HTTP calls go
+// through fc. The SDK retries as it does by default.
+func dynamoVia(fc *faults.Client) *dynamodb.Client {
+	return dynamodb.NewFromConfig(testenv.AWSConfig(), func(o *dynamodb.Options) {
+		o.BaseEndpoint = aws.String(testenv.DynamoDBEndpoint())
+		o.DisableValidateResponseChecksum = true
+		o.HTTPClient = fc
+	})
+}
 
 // sink collects what in-process processors saw, as the events the example
 // consumer writes to its events file, so that fleet.Check can judge it.
@@ -98,6 +122,11 @@ func (p *proc) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedIn
 	p.checkpoint(ctx, in.Checkpointer)
 	return nil
 }
+
+// hotLoop bounds the calls of one operation in one second: a loop retrying
+// without a pause makes thousands against the local emulators, backing off
+// makes tens, and the bound stays far from both.
+const hotLoop = 500
 
 // meter counts calls per operation in one-second buckets.
 type meter struct {

@@ -2,15 +2,13 @@ package faults_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/fleet"
@@ -42,7 +40,7 @@ type outageRig struct {
 	app    string
 	prod   *fleet.Producer
 	sink   *sink
-	dw     *faults.DynamoDB
+	dw     *faults.Client // w1's DynamoDB HTTP calls go through it
 	meter  *meter
 	down   atomic.Bool // set while the outage lasts
 	block  map[string]bool
@@ -53,7 +51,8 @@ type outageRig struct {
 }
 
 func newOutageRig(t *testing.T, shards int) *outageRig {
-	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
+	kc := testenv.Kinesis(t)
+	testenv.Require(t)
 	r := &outageRig{t: t, stream: testenv.CreateStream(t, kc, shards), app: testenv.UniqueName("app"),
 		sink: newSink(), meter: newMeter(), lastWrite: map[string]time.Time{}, block: map[string]bool{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -62,7 +61,7 @@ func newOutageRig(t *testing.T, shards int) *outageRig {
 	if r.prod, err = fleet.NewProducer(ctx, kc, r.stream, 3); err != nil {
 		t.Fatal(err)
 	}
-	r.dw, err = faults.WrapDynamoDB(dc, faults.Config{Observer: r.observe, HangLimit: time.Minute})
+	r.dw, err = faults.NewDynamoDB(faults.Config{Observer: r.observe, HangLimit: time.Minute}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,17 +73,21 @@ func newOutageRig(t *testing.T, shards int) *outageRig {
 // consider it expired, count from there.
 func (r *outageRig) observe(c faults.Call) {
 	r.meter.observe(c)
-	in, ok := c.Input.(*dynamodb.UpdateItemInput)
-	if !ok || c.Err != nil {
+	if c.Op != "UpdateItem" || !c.OK() {
 		return
 	}
-	key, ok := in.Key["leaseKey"].(*dtypes.AttributeValueMemberS)
-	if !ok {
+	var in struct {
+		Key struct {
+			LeaseKey struct{ S string } `json:"leaseKey"`
+		}
+	}
+	if err := json.Unmarshal(c.Body, &in); err != nil || in.Key.LeaseKey.S == "" {
 		return
 	}
+	key := in.Key.LeaseKey.S
 	r.mu.Lock()
-	if c.Start.After(r.lastWrite[key.Value]) {
-		r.lastWrite[key.Value] = c.Start
+	if c.Start.After(r.lastWrite[key]) {
+		r.lastWrite[key] = c.Start
 	}
 	r.mu.Unlock()
 }
@@ -235,10 +238,13 @@ func (r *outageRig) checkDelivery() fleet.Report {
 	if err := rep.Err(); err != nil {
 		t.Error(err)
 	}
+	// A loop retrying without a pause makes thousands of calls a second
+	// against a refusing or local service; the bound is far above what
+	// backing off allows, so that a loaded machine never fails it.
 	peaks := r.meter.peaks()
-	t.Logf("w1's peak DynamoDB calls per second:%s", formatPeaks(peaks))
+	t.Logf("w1's peak DynamoDB HTTP calls per second:%s", formatPeaks(peaks))
 	for op, n := range peaks {
-		if n > 40 {
+		if n > hotLoop {
 			t.Errorf("%s: %d calls in one second: a retry loop without backoff?", op, n)
 		}
 	}
@@ -254,7 +260,7 @@ func TestDynamoDBOutageStopsAndResumes(t *testing.T) {
 	r := newOutageRig(t, shards)
 	r.block["shardId-000000000000"] = true
 	r.block["shardId-000000000001"] = true
-	stop := runWorker(t, r.worker("w1", r.dw))
+	stop := runWorker(t, r.worker("w1", dynamoVia(r.dw)))
 	r.prod.Start(100*time.Millisecond, 8)
 	r.waitDelivering("w1", shards, time.Now(), 30*time.Second)
 
@@ -308,7 +314,7 @@ func TestDynamoDBHangingForOneWorkerFencesIt(t *testing.T) {
 	r := newOutageRig(t, shards)
 	r.block["shardId-000000000000"] = true
 	r.block["shardId-000000000002"] = true
-	stop1 := runWorker(t, r.worker("w1", r.dw))
+	stop1 := runWorker(t, r.worker("w1", dynamoVia(r.dw)))
 	r.prod.Start(100*time.Millisecond, 8)
 	r.waitDelivering("w1", shards, time.Now(), 30*time.Second)
 
