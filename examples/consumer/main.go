@@ -101,14 +101,16 @@ func run() error {
 	}
 
 	w, err := worker.New(worker.Config{
-		StreamName:       *stream,
-		ApplicationName:  *app,
-		Kinesis:          kc,
-		DynamoDB:         dc,
-		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) { return &processor{log: log.With("shard", shardID)}, nil },
-		InitialPosition:  kcl.StartAtTrimHorizon(),
-		Logger:           log,
-		Hooks:            hooks,
+		StreamName:      *stream,
+		ApplicationName: *app,
+		Kinesis:         kc,
+		DynamoDB:        dc,
+		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
+			return &processor{log: log.With("shard", shardID)}, nil
+		},
+		InitialPosition: kcl.StartAtTrimHorizon(),
+		Logger:          log,
+		Hooks:           hooks,
 	})
 	if err != nil {
 		return err

@@ -418,7 +418,9 @@ func TestLostResponseIsAppliedByDynamoDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = dc.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)}) })
+	t.Cleanup(func() {
+		_, _ = dc.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
 	fc, err := NewDynamoDB(Config{Ops: map[string]Rates{"PutItem": {Timeout: 1}}, TimeoutApplied: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
