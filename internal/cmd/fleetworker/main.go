@@ -56,6 +56,7 @@ import (
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/faults"
+	"github.com/shardline/shardline/internal/fleet"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/metrics"
 	"github.com/shardline/shardline/worker"
@@ -91,14 +92,7 @@ func parseFlags() (options, error) {
 		fs.StringVar(p, name, def, help+" (env "+env+")")
 	}
 	dur := func(p *time.Duration, name, env string, def time.Duration, help string) {
-		if v := os.Getenv(env); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				envErrs = append(envErrs, fmt.Errorf("%s: %w", env, err))
-			}
-			def = d
-		}
-		fs.DurationVar(p, name, def, help+" (env "+env+")")
+		fs.DurationVar(p, name, fromEnv(env, def, time.ParseDuration, &envErrs), help+" (env "+env+")")
 	}
 	str(&o.stream, "stream", "SHARDLINE_STREAM", "", "Kinesis stream name or ARN (required)")
 	str(&o.app, "app", "SHARDLINE_APP", "", "application name; also the lease table name (required)")
@@ -110,15 +104,7 @@ func parseFlags() (options, error) {
 	str(&o.faults, "faults", "SHARDLINE_FAULTS", "", "inject AWS failures into the HTTP calls, e.g. seed=1,kinesis=0.05,dynamodb=0.02 (see internal/faults)")
 	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
 	boolean := func(p *bool, name, env, help string) {
-		def := false
-		if v := os.Getenv(env); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				envErrs = append(envErrs, fmt.Errorf("%s: %w", env, err))
-			}
-			def = b
-		}
-		fs.BoolVar(p, name, def, help+" (env "+env+")")
+		fs.BoolVar(p, name, fromEnv(env, false, strconv.ParseBool, &envErrs), help+" (env "+env+")")
 	}
 	boolean(&o.fanOut, "fanout", "SHARDLINE_FANOUT", "read by enhanced fan-out (SubscribeToShard) instead of polling")
 	boolean(&o.emulatorFanOutShim, "emulator-fanout-shim", "SHARDLINE_EMULATOR_FANOUT_SHIM",
@@ -144,6 +130,21 @@ func parseFlags() (options, error) {
 		return o, errors.New("-emulator-fanout-shim is for kinesis-mock only: it needs -kinesis-endpoint")
 	}
 	return o, nil
+}
+
+// fromEnv returns the value of the environment variable env parsed by
+// parse, or def when it is unset; a value parse rejects is added to errs.
+func fromEnv[T any](env string, def T, parse func(string) (T, error), errs *[]error) T {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	t, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s: %w", env, err))
+		return def
+	}
+	return t
 }
 
 func run() int {
@@ -244,7 +245,7 @@ func run() int {
 	}
 	workerID = w.ID()
 	log = log.With("worker", workerID)
-	events.Write(event{Type: "start", Worker: workerID, PID: os.Getpid()})
+	events.Write(fleet.Event{Type: fleet.EventStart, Worker: workerID, PID: os.Getpid()})
 	_ = events.Flush()
 	log.Info("consumer starting", "stream", opts.stream, "app", opts.app, "initial_position", initial.String())
 
@@ -278,9 +279,12 @@ func run() int {
 		}
 	}
 
-	events.Write(event{Type: "stop", Worker: workerID, PID: os.Getpid()})
+	events.Write(fleet.Event{Type: fleet.EventStop, Worker: workerID, PID: os.Getpid()})
 	if err := events.Flush(); err != nil {
 		log.Error("events file", "err", err)
+	}
+	if fk != nil {
+		log.Info("injected faults", "kinesis", faults.Summary(fk.Stats()), "dynamodb", faults.Summary(fd.Stats()))
 	}
 	counts.print(os.Stdout, workerID)
 	log.Info("consumer stopped", "records", counts.total(), "exit_status", status)
@@ -418,7 +422,7 @@ var (
 // shard resumes after.
 func (p *processor) Initialize(ctx context.Context, in kcl.InitializeInput) error {
 	p.log.Info("shard starting", "checkpoint", in.Checkpoint.String())
-	p.events.Write(event{Type: "initialize", Worker: p.worker, Shard: p.shardID, Checkpoint: in.Checkpoint.String()})
+	p.events.Write(fleet.Event{Type: fleet.EventInitialize, Worker: p.worker, Shard: p.shardID, Checkpoint: in.Checkpoint.String()})
 	return p.events.Flush()
 }
 
@@ -431,8 +435,8 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 	}
 	p.batches++
 	for _, r := range in.Records {
-		p.events.Write(event{
-			Type: "record", Worker: p.worker, Shard: p.shardID, Batch: p.batches,
+		p.events.Write(fleet.Event{
+			Type: fleet.EventRecord, Worker: p.worker, Shard: p.shardID, Batch: p.batches,
 			Seq: r.Position().String(), PK: r.PartitionKey, Data: string(r.Data), Attempt: in.Attempt,
 		})
 	}
@@ -456,7 +460,7 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		// delivered again after a failover. When the lease is lost the worker
 		// stops this shard by itself.
 		p.log.Warn("checkpoint failed", "err", err)
-		p.events.Write(event{Type: "checkpoint_failed", Worker: p.worker, Shard: p.shardID})
+		p.events.Write(fleet.Event{Type: fleet.EventCheckpointFailed, Worker: p.worker, Shard: p.shardID})
 		return p.events.Flush()
 	}
 	p.checkpointed(in.Checkpointer)
@@ -468,7 +472,7 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 // not be renewed in time). Checkpointing is no longer possible.
 func (p *processor) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error {
 	p.log.Warn("lease lost")
-	p.events.Write(event{Type: "lease_lost", Worker: p.worker, Shard: p.shardID})
+	p.events.Write(fleet.Event{Type: fleet.EventLeaseLost, Worker: p.worker, Shard: p.shardID})
 	return p.events.Flush()
 }
 
@@ -477,36 +481,34 @@ func (p *processor) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error 
 // next owner of the shard delivers none of these records again.
 func (p *processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.log.Info("shutdown requested")
-	p.events.Write(event{Type: "shutdown_requested", Worker: p.worker, Shard: p.shardID})
-	if err := p.events.Flush(); err != nil {
-		return err
-	}
-	if err := in.Checkpointer.Checkpoint(ctx); err != nil {
-		return err
-	}
-	p.checkpointed(in.Checkpointer)
-	return nil
+	return p.finalCheckpoint(ctx, fleet.Event{Type: fleet.EventShutdownRequested}, in.Checkpointer)
 }
 
 // ShardEnded is called when the shard was read to its end (after a split or
 // merge). Checkpointing now stores SHARD_END and lets its children start.
 func (p *processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) error {
 	p.log.Info("shard ended", "children", in.ChildShardIDs)
-	p.events.Write(event{Type: "shard_ended", Worker: p.worker, Shard: p.shardID, Children: in.ChildShardIDs})
+	return p.finalCheckpoint(ctx, fleet.Event{Type: fleet.EventShardEnded, Children: in.ChildShardIDs}, in.Checkpointer)
+}
+
+// finalCheckpoint writes ev to the events file, then checkpoints with c.
+func (p *processor) finalCheckpoint(ctx context.Context, ev fleet.Event, c kcl.Checkpointer) error {
+	ev.Worker, ev.Shard = p.worker, p.shardID
+	p.events.Write(ev)
 	if err := p.events.Flush(); err != nil {
 		return err
 	}
-	if err := in.Checkpointer.Checkpoint(ctx); err != nil {
+	if err := c.Checkpoint(ctx); err != nil {
 		return err
 	}
-	p.checkpointed(in.Checkpointer)
+	p.checkpointed(c)
 	return nil
 }
 
 // checkpointed records a successful checkpoint in the events file.
 func (p *processor) checkpointed(c kcl.Checkpointer) {
 	p.lastCheckpoint = time.Now()
-	p.events.Write(event{Type: "checkpoint", Worker: p.worker, Shard: p.shardID, Position: c.Last().String()})
+	p.events.Write(fleet.Event{Type: fleet.EventCheckpoint, Worker: p.worker, Shard: p.shardID, Position: c.Last().String()})
 	if err := p.events.Flush(); err != nil {
 		p.log.Warn("events file", "err", err)
 	}
@@ -551,23 +553,6 @@ func (c *shardCounts) print(f *os.File, workerID string) {
 	_ = tw.Flush()
 }
 
-// event is one line of the events file.
-type event struct {
-	Type       string   `json:"type"`
-	Time       string   `json:"ts"`
-	Worker     string   `json:"worker"`
-	PID        int      `json:"pid,omitempty"`
-	Shard      string   `json:"shard,omitempty"`
-	Seq        string   `json:"seq,omitempty"`
-	PK         string   `json:"pk,omitempty"`
-	Data       string   `json:"data,omitempty"`
-	Attempt    int      `json:"attempt,omitempty"`
-	Batch      int      `json:"batch,omitempty"`
-	Checkpoint string   `json:"checkpoint,omitempty"`
-	Position   string   `json:"position,omitempty"`
-	Children   []string `json:"children,omitempty"`
-}
-
 // eventLog appends JSON lines to a file. Write buffers in memory; Flush
 // hands the whole buffer to the operating system in one write, after which a
 // SIGKILL cannot lose it. A nil *eventLog (no -events flag) does nothing.
@@ -598,12 +583,12 @@ func openEventLog(path string) (*eventLog, error) {
 }
 
 // Write buffers one event, stamped with the current time.
-func (l *eventLog) Write(e event) {
+func (l *eventLog) Write(e fleet.Event) {
 	if l == nil {
 		return
 	}
-	e.Time = time.Now().UTC().Format(time.RFC3339Nano)
-	line, _ := json.Marshal(e) // cannot fail: strings, ints and a slice
+	e.Time = time.Now().UTC()
+	line, _ := json.Marshal(e) // cannot fail: strings, ints, a time and a slice
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf.Write(line)
