@@ -72,8 +72,9 @@ func (s *sink) events() fleet.Events {
 }
 
 // factory makes processors for worker id; before, if set, runs at the start
-// of every ProcessRecords call.
-func (s *sink) factory(id string, before func(ctx context.Context, in kcl.ProcessRecordsInput)) kcl.ProcessorFactory {
+// of every ProcessRecords call, and the function it returns, if any, at the
+// end (after the checkpoint).
+func (s *sink) factory(id string, before func(ctx context.Context, in kcl.ProcessRecordsInput) (after func())) kcl.ProcessorFactory {
 	return func(shard string) (kcl.RecordProcessor, error) {
 		return &proc{s: s, worker: id, shard: shard, before: before}, nil
 	}
@@ -84,7 +85,7 @@ func (s *sink) factory(id string, before func(ctx context.Context, in kcl.Proces
 type proc struct {
 	s             *sink
 	worker, shard string
-	before        func(ctx context.Context, in kcl.ProcessRecordsInput)
+	before        func(ctx context.Context, in kcl.ProcessRecordsInput) (after func())
 }
 
 func (p *proc) Initialize(ctx context.Context, in kcl.InitializeInput) error {
@@ -94,7 +95,9 @@ func (p *proc) Initialize(ctx context.Context, in kcl.InitializeInput) error {
 
 func (p *proc) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInput) error {
 	if p.before != nil {
-		p.before(ctx, in)
+		if after := p.before(ctx, in); after != nil {
+			defer after()
+		}
 	}
 	for _, r := range in.Records {
 		p.s.add(fleet.Event{Type: fleet.EventRecord, Worker: p.worker, Shard: p.shard, Seq: r.Position().String(),

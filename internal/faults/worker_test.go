@@ -59,8 +59,9 @@ func TestWorkersBackOffUnderFaults(t *testing.T) {
 		w, err := worker.New(worker.Config{
 			StreamName: stream, ApplicationName: app, WorkerID: id,
 			Kinesis: fkc, DynamoDB: fdc,
-			ProcessorFactory: s.factory(id, func(ctx context.Context, in kcl.ProcessRecordsInput) {
+			ProcessorFactory: s.factory(id, func(ctx context.Context, in kcl.ProcessRecordsInput) func() {
 				m.count("ProcessRecords", time.Now())
+				return nil
 			}),
 			InitialPosition: kcl.StartAtTrimHorizon(),
 			LeaseDuration:   3 * time.Second, RenewInterval: time.Second, TakeInterval: 500 * time.Millisecond,
