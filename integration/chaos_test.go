@@ -21,12 +21,12 @@ const (
 	chaosShortRun     = 40 * time.Second
 	chaosShortWorkers = 3
 	chaosLongWorkers  = 4
-	// chaosFaults are injected into every worker's AWS calls (see
+	// chaosFaults are injected into every worker's AWS HTTP calls (see
 	// internal/faults); %d is a per-process seed.
 	chaosFaults = "seed=%d,kinesis=0.05,dynamodb=0.02,latency=20ms,latency-rate=0.2,timeout-delay=200ms"
 )
 
-// TestChaos runs worker processes of the example consumer on eight shards
+// TestChaos runs worker processes of the harness consumer on eight shards
 // while a producer writes numbered records per partition key, kills
 // (SIGKILL) or stops (SIGTERM) a random worker every few seconds and
 // restarts it shortly after, with throttling, 5xx, timeouts, expired

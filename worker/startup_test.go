@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -13,63 +16,50 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/shardline/shardline/internal/faults"
+	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 )
 
-// nopKinesis and nopDynamo succeed at everything with empty answers.
-type nopKinesis struct{}
-
-func (nopKinesis) DescribeStreamSummary(context.Context, *kinesis.DescribeStreamSummaryInput, ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error) {
-	return &kinesis.DescribeStreamSummaryOutput{}, nil
-}
-func (nopKinesis) ListShards(context.Context, *kinesis.ListShardsInput, ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error) {
-	return &kinesis.ListShardsOutput{}, nil
-}
-func (nopKinesis) GetShardIterator(context.Context, *kinesis.GetShardIteratorInput, ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error) {
-	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String("it")}, nil
-}
-func (nopKinesis) GetRecords(context.Context, *kinesis.GetRecordsInput, ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
-	return &kinesis.GetRecordsOutput{NextShardIterator: aws.String("it")}, nil
-}
-
-type nopDynamo struct{}
-
-func (nopDynamo) CreateTable(context.Context, *dynamodb.CreateTableInput, ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
-	return &dynamodb.CreateTableOutput{}, nil
-}
-func (nopDynamo) DescribeTable(context.Context, *dynamodb.DescribeTableInput, ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	return &dynamodb.DescribeTableOutput{}, nil
-}
-func (nopDynamo) GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	return &dynamodb.GetItemOutput{}, nil
-}
-func (nopDynamo) PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	return &dynamodb.PutItemOutput{}, nil
-}
-func (nopDynamo) UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	return &dynamodb.UpdateItemOutput{}, nil
-}
-func (nopDynamo) DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	return &dynamodb.DeleteItemOutput{}, nil
-}
-func (nopDynamo) Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	return &dynamodb.ScanOutput{}, nil
+// faultyClients returns real SDK clients whose HTTP calls go through the
+// fault injectors of cfg to srv, which answers every call with an empty
+// success. The SDK does not retry: every fault reaches the caller.
+func faultyClients(t *testing.T, srv *httptest.Server, cfg faults.Config) (*faults.Client, *kinesis.Client, *faults.Client, *dynamodb.Client) {
+	t.Helper()
+	fk, err := faults.NewKinesis(cfg, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := faults.NewDynamoDB(cfg, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kinesis.NewFromConfig(testenv.AWSConfig(), func(o *kinesis.Options) {
+		o.BaseEndpoint, o.HTTPClient, o.RetryMaxAttempts = aws.String(srv.URL), fk, 1
+	})
+	d := dynamodb.NewFromConfig(testenv.AWSConfig(), func(o *dynamodb.Options) {
+		o.BaseEndpoint, o.HTTPClient, o.RetryMaxAttempts = aws.String(srv.URL), fd, 1
+	})
+	return fk, k, fd, d
 }
 
 // Every fault the injector produces (as the SDK would surface it) is
 // retried at start-up; errors that retrying cannot fix are not.
 func TestStartupRetriesTransientErrors(t *testing.T) {
 	ctx := context.Background()
-	for _, kind := range []string{"throttle", "5xx", "timeout"} {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		_, _ = io.WriteString(w, "{}")
+	}))
+	defer srv.Close()
+	for _, kind := range []string{"throttle", "5xx", "timeout", "reset"} {
 		cfg, err := faults.Parse("seed=1,kinesis." + kind + "=1,dynamodb." + kind + "=1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, _ := faults.WrapKinesis(nopKinesis{}, cfg)
-		d, _ := faults.WrapDynamoDB(nopDynamo{}, cfg)
+		_, k, _, d := faultyClients(t, srv, cfg)
 		for range 10 { // both variants of throttling and 5xx
-			_, kerr := k.ListShards(ctx, &kinesis.ListShardsInput{})
-			_, derr := d.Scan(ctx, &dynamodb.ScanInput{})
+			_, kerr := k.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String("s")})
+			_, derr := d.Scan(ctx, &dynamodb.ScanInput{TableName: aws.String("t")})
 			for _, err := range []error{kerr, derr, fmt.Errorf("shardline: wrapped: %w", kerr)} {
 				if !transientStartupError(err) {
 					t.Errorf("%s: %v not retried", kind, err)
@@ -77,9 +67,9 @@ func TestStartupRetriesTransientErrors(t *testing.T) {
 			}
 		}
 	}
-	d, _ := faults.WrapDynamoDB(nopDynamo{}, faults.Config{})
-	d.Outage(faults.Refuse)
-	if _, err := d.DescribeTable(ctx, &dynamodb.DescribeTableInput{}); !transientStartupError(err) {
+	_, _, fd, d := faultyClients(t, srv, faults.Config{})
+	fd.Outage(faults.Refuse)
+	if _, err := d.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("t")}); !transientStartupError(err) {
 		t.Errorf("refused connection %v not retried", err)
 	}
 

@@ -1,5 +1,5 @@
 // Command demo shows Shardline at work against the local emulators (run it
-// with `make demo`, which starts them): three replicas of examples/consumer
+// with `make demo`, which starts them): three replicas of internal/cmd/fleetworker
 // share a 4-shard stream; one is killed and its shards move to the others;
 // it is restarted and resumes from the stored checkpoints; then everything
 // stops gracefully and a checker confirms that no record was lost.
@@ -89,7 +89,7 @@ func run(ctx context.Context) error {
 		}
 	}()
 
-	d.step("Building examples/consumer")
+	d.step("Building internal/cmd/fleetworker")
 	bin, err := fleet.Build(ctx, dir, false)
 	if err != nil {
 		return err

@@ -1,19 +1,26 @@
-// Package faults wraps the Kinesis and DynamoDB clients Shardline uses and
-// injects, at chosen rates per operation, the failures real AWS produces:
+// Package faults injects, at chosen rates per operation, the failures real
+// AWS and the network produce into the HTTP calls of an AWS SDK client:
 // throttling (Kinesis ProvisionedThroughputExceeded and LimitExceeded,
 // DynamoDB ProvisionedThroughputExceeded and ThrottlingException), 5xx
 // responses, client timeouts (with the request lost, or applied by the
-// service and only the response lost), expired shard iterators on
-// GetRecords, and added latency; and it can make a service unavailable
-// (connections refused, or calls hanging) until told otherwise.
+// service and only the response lost), connections reset while awaiting the
+// response, expired shard iterators on GetRecords, and added latency; and it
+// can make a service unavailable (connections refused, or calls hanging)
+// until told otherwise.
 //
-// The errors are built like the SDK's own (see errors.go), so the library's
-// classifiers treat them as they would treat real ones. Decisions are drawn
-// from one pseudo-random sequence per operation seeded by [Config.Seed]: the
-// n-th call of an operation meets the same fault in every run.
+// A [Client] is an aws.HTTPClient, set as the SDK client's HTTPClient
+// option. It sees each HTTP request the SDK sends, picks the operation from
+// the X-Amz-Target header, and answers with what the service or the network
+// would: an error response with the real status, headers and JSON body, or
+// the *net.OpError net/http returns for a refused or reset connection, or
+// the error of a real http.Client timeout. The SDK then wraps the fault as it
+// wraps the real thing, so the code under test meets exactly the errors it
+// meets in production. Decisions are drawn from one pseudo-random sequence
+// per operation seeded by [Config.Seed]: the n-th HTTP call of an operation
+// meets the same fault in every run.
 //
-// It is for tests, the chaos test and the demo programs; it is never on the
-// library's default path.
+// It is for tests, the chaos test and the harness programs; it is never on
+// the library's default path.
 package faults
 
 import (
@@ -45,8 +52,12 @@ const (
 	Timeout
 	// ExpiredIterator: GetRecords refused its shard iterator as expired.
 	ExpiredIterator
-	// Unavailable: the call met an outage (see Outage).
+	// Unavailable: the call met an outage (see Client.Outage).
 	Unavailable
+	// Reset: the connection was reset while awaiting the response. With
+	// the rate in Config.TimeoutApplied the request reached the service and
+	// took effect first.
+	Reset
 )
 
 // String names the kind as Parse accepts it.
@@ -64,6 +75,8 @@ func (k Kind) String() string {
 		return "expired"
 	case Unavailable:
 		return "unavailable"
+	case Reset:
+		return "reset"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -77,6 +90,9 @@ type Rates struct {
 	// Throttle, ServerError, Timeout and ExpiredIterator are the
 	// probabilities of each kind.
 	Throttle, ServerError, Timeout, ExpiredIterator float64
+	// Reset is the probability of a reset connection; Any does not spread
+	// over it.
+	Reset float64
 	// Latency bounds a delay added before a call goes through, drawn
 	// uniformly from [0, Latency).
 	Latency time.Duration
@@ -98,6 +114,7 @@ func (r Rates) merged(o Rates) Rates {
 	r.ServerError = pick(r.ServerError, o.ServerError)
 	r.Timeout = pick(r.Timeout, o.Timeout)
 	r.ExpiredIterator = pick(r.ExpiredIterator, o.ExpiredIterator)
+	r.Reset = pick(r.Reset, o.Reset)
 	r.LatencyRate = pick(r.LatencyRate, o.LatencyRate)
 	if o.Latency != 0 {
 		r.Latency = o.Latency
@@ -112,21 +129,23 @@ type Config struct {
 	// Kinesis and DynamoDB are the rates for every operation of the
 	// service.
 	Kinesis, DynamoDB Rates
-	// Ops override the service's rates for single operations, by the SDK's
-	// operation name ("GetRecords", "UpdateItem").
+	// Ops override the service's rates for single operations, by the
+	// operation name of the X-Amz-Target header ("GetRecords",
+	// "UpdateItem").
 	Ops map[string]Rates
 	// TimeoutDelay is how long a call that times out hangs before it fails
 	// (bounded by its context). Default: 0, it fails at once.
 	TimeoutDelay time.Duration
-	// TimeoutApplied is the fraction of timeouts whose request reached the
-	// service and took effect before the response was lost: a conditional
-	// write that the caller believes failed, but which moved the lease.
+	// TimeoutApplied is the fraction of timeouts and resets whose request
+	// reached the service and took effect before the response was lost: a
+	// conditional write that the caller believes failed, but which moved the
+	// lease.
 	TimeoutApplied float64
 	// HangLimit bounds how long a call that met a hanging outage hangs
 	// before it fails with a timeout, like an HTTP client's timeout
 	// (default 10s).
 	HangLimit time.Duration
-	// Observer, if set, is called after every call (from the calling
+	// Observer, if set, is called after every HTTP call (from the calling
 	// goroutine, concurrently).
 	Observer func(Call)
 }
@@ -134,12 +153,12 @@ type Config struct {
 // Validate reports rates outside [0,1] or summing above 1 for an operation.
 func (c Config) Validate() error {
 	check := func(name string, r Rates) error {
-		for _, p := range []float64{r.Any, r.Throttle, r.ServerError, r.Timeout, r.ExpiredIterator, r.LatencyRate} {
+		for _, p := range []float64{r.Any, r.Throttle, r.ServerError, r.Timeout, r.ExpiredIterator, r.Reset, r.LatencyRate} {
 			if p < 0 || p > 1 {
 				return fmt.Errorf("faults: %s: rate %v outside [0,1]", name, p)
 			}
 		}
-		if s := r.Any + r.Throttle + r.ServerError + r.Timeout + r.ExpiredIterator; s > 1 {
+		if s := r.Any + r.Throttle + r.ServerError + r.Timeout + r.ExpiredIterator + r.Reset; s > 1 {
 			return fmt.Errorf("faults: %s: fault rates add up to %v > 1", name, s)
 		}
 		if r.Latency < 0 {
@@ -170,22 +189,29 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Call describes one call through a wrapper, for Config.Observer.
+// Call describes one HTTP call through a Client, for Config.Observer. An
+// SDK operation retried by the SDK's retryer makes several.
 type Call struct {
 	// Service is "Kinesis" or "DynamoDB"; Op the operation name.
 	Service, Op string
-	// Input is the request (e.g. *dynamodb.UpdateItemInput).
-	Input any
-	// Start and End are when the call entered and left the wrapper.
+	// Body is the request's JSON body (e.g. an UpdateItem's key and
+	// condition).
+	Body []byte
+	// Start and End are when the call entered and left the Client.
 	Start, End time.Time
 	// Fault is what was injected (None if nothing); Applied reports
-	// whether the real call was made (always for None, sometimes for
-	// Timeout).
+	// whether the request reached the service (always for None, sometimes
+	// for Timeout and Reset).
 	Fault   Kind
 	Applied bool
-	// Err is what the caller got.
-	Err error
+	// Status is the HTTP status the SDK got (0 if no response); Err the
+	// transport error it got.
+	Status int
+	Err    error
 }
+
+// OK reports whether the call got a 2xx response.
+func (c Call) OK() bool { return c.Err == nil && c.Status >= 200 && c.Status < 300 }
 
 // OutageMode is how an unavailable service behaves.
 type OutageMode int
@@ -207,7 +233,7 @@ type Stats struct {
 	Faults map[Kind]int64
 }
 
-// injector holds what a wrapper shares between its methods.
+// injector draws and counts the faults of one service.
 type injector struct {
 	service string
 	cfg     Config
@@ -270,10 +296,16 @@ func (in *injector) decide(op string) (decision, OutageMode) {
 		kinds = append(kinds, ExpiredIterator)
 		probs = append(probs, r.ExpiredIterator)
 	}
+	spread := r.Any / float64(len(kinds))
+	kinds = append(kinds, Reset)
+	probs = append(probs, r.Reset)
 	d := decision{variant: uVariant}
 	acc := 0.0
 	for i, k := range kinds {
-		acc += probs[i] + r.Any/float64(len(kinds))
+		acc += probs[i]
+		if k != Reset {
+			acc += spread
+		}
 		if uFault < acc {
 			d.fault = k
 			break
@@ -285,55 +317,8 @@ func (in *injector) decide(op string) (decision, OutageMode) {
 	if r.Latency > 0 && (r.LatencyRate == 0 || uLatency < r.LatencyRate) {
 		d.delay = time.Duration(uDelay * float64(r.Latency))
 	}
-	d.applied = d.fault == Timeout && uApplied < in.cfg.TimeoutApplied
+	d.applied = (d.fault == Timeout || d.fault == Reset) && uApplied < in.cfg.TimeoutApplied
 	return d, 0
-}
-
-// call runs one operation through the injector.
-func call[O any](ctx context.Context, in *injector, op string, input any, real func(context.Context) (*O, error)) (out *O, err error) {
-	start := time.Now()
-	d, outage := in.decide(op)
-	if in.cfg.Observer != nil {
-		defer func() {
-			in.cfg.Observer(Call{Service: in.service, Op: op, Input: input, Start: start, End: time.Now(),
-				Fault: d.fault, Applied: d.fault == None || d.applied, Err: err})
-		}()
-	}
-	switch outage {
-	case Refuse:
-		return nil, refusedError(in.service, op)
-	case Hang:
-		t := time.NewTimer(in.cfg.HangLimit)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return nil, canceledError(in.service, op, ctx)
-		case <-t.C:
-		}
-		return nil, timeoutError(in.service, op)
-	}
-	if d.delay > 0 {
-		if !sleep(ctx, d.delay) {
-			return nil, canceledError(in.service, op, ctx)
-		}
-	}
-	switch d.fault {
-	case Throttle:
-		return nil, throttleError(in.service, op, d.variant)
-	case ServerError:
-		return nil, serverError(in.service, op, d.variant)
-	case ExpiredIterator:
-		return nil, expiredIteratorError(op)
-	case Timeout:
-		if d.applied {
-			_, _ = real(ctx)
-		}
-		if !sleep(ctx, in.cfg.TimeoutDelay) {
-			return nil, canceledError(in.service, op, ctx)
-		}
-		return nil, timeoutError(in.service, op)
-	}
-	return real(ctx)
 }
 
 // sleep waits for d; it reports false if ctx ended first.
@@ -383,7 +368,7 @@ func Summary(stats map[string]Stats) string {
 	for _, op := range ops {
 		s := stats[op]
 		fmt.Fprintf(&b, "%s: %d calls", op, s.Calls)
-		for k := Throttle; k <= Unavailable; k++ {
+		for k := Throttle; k <= Reset; k++ {
 			if n := s.Faults[k]; n > 0 {
 				fmt.Fprintf(&b, ", %d %s", n, k)
 			}

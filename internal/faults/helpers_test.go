@@ -13,11 +13,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/fleet"
+	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
 )
+
+// kinesisVia returns a Kinesis client for the emulator whose HTTP calls go
+// through fc. The SDK retries as it does by default.
+func kinesisVia(fc *faults.Client) *kinesis.Client {
+	return kinesis.NewFromConfig(testenv.AWSConfig(), func(o *kinesis.Options) {
+		o.BaseEndpoint = aws.String(testenv.KinesisEndpoint())
+		o.HTTPClient = fc
+	})
+}
+
+// dynamoVia returns a DynamoDB client for the emulator whose HTTP calls go
+// through fc. The SDK retries as it does by default.
+func dynamoVia(fc *faults.Client) *dynamodb.Client {
+	return dynamodb.NewFromConfig(testenv.AWSConfig(), func(o *dynamodb.Options) {
+		o.BaseEndpoint = aws.String(testenv.DynamoDBEndpoint())
+		o.DisableValidateResponseChecksum = true
+		o.HTTPClient = fc
+	})
+}
 
 // sink collects what in-process processors saw, as the events the example
 // consumer writes to its events file, so that fleet.Check can judge it.
@@ -48,8 +72,9 @@ func (s *sink) events() fleet.Events {
 }
 
 // factory makes processors for worker id; before, if set, runs at the start
-// of every ProcessRecords call.
-func (s *sink) factory(id string, before func(ctx context.Context, in kcl.ProcessRecordsInput)) kcl.ProcessorFactory {
+// of every ProcessRecords call, and the function it returns, if any, at the
+// end (after the checkpoint).
+func (s *sink) factory(id string, before func(ctx context.Context, in kcl.ProcessRecordsInput) (after func())) kcl.ProcessorFactory {
 	return func(shard string) (kcl.RecordProcessor, error) {
 		return &proc{s: s, worker: id, shard: shard, before: before}, nil
 	}
@@ -60,7 +85,7 @@ func (s *sink) factory(id string, before func(ctx context.Context, in kcl.Proces
 type proc struct {
 	s             *sink
 	worker, shard string
-	before        func(ctx context.Context, in kcl.ProcessRecordsInput)
+	before        func(ctx context.Context, in kcl.ProcessRecordsInput) (after func())
 }
 
 func (p *proc) Initialize(ctx context.Context, in kcl.InitializeInput) error {
@@ -70,7 +95,9 @@ func (p *proc) Initialize(ctx context.Context, in kcl.InitializeInput) error {
 
 func (p *proc) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInput) error {
 	if p.before != nil {
-		p.before(ctx, in)
+		if after := p.before(ctx, in); after != nil {
+			defer after()
+		}
 	}
 	for _, r := range in.Records {
 		p.s.add(fleet.Event{Type: fleet.EventRecord, Worker: p.worker, Shard: p.shard, Seq: r.Position().String(),
@@ -98,6 +125,11 @@ func (p *proc) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedIn
 	p.checkpoint(ctx, in.Checkpointer)
 	return nil
 }
+
+// hotLoop bounds the calls of one operation in one second: a loop retrying
+// without a pause makes thousands against the local emulators, backing off
+// makes tens, and the bound stays far from both.
+const hotLoop = 500
 
 // meter counts calls per operation in one-second buckets.
 type meter struct {

@@ -15,12 +15,13 @@ import (
 //	dynamodb=P          fault rate of every DynamoDB call, spread over the kinds
 //	OP=P                fault rate of one operation (GetRecords, UpdateItem, ...)
 //	T.KIND=P            rate of one kind for T (kinesis, dynamodb or OP);
-//	                    KIND is throttle, 5xx, timeout or expired
+//	                    KIND is throttle, 5xx, timeout, expired or reset
+//	                    (reset is not part of the spread of kinesis=P ...)
 //	latency=D           added delay, uniform in [0,D), on every call of both
 //	T.latency=D         the same for T only
 //	latency-rate=P      fraction of calls delayed (default: all)
 //	timeout-delay=D     how long a timed-out call hangs before failing
-//	applied=P           fraction of timeouts that took effect at the service
+//	applied=P           fraction of timeouts and resets that took effect at the service
 //	hang=D              bound on calls hanging during an outage
 //
 // For example "seed=1,kinesis=0.05,dynamodb=0.02,latency=20ms". An empty
@@ -120,8 +121,10 @@ func (c *Config) set(key, val string) error {
 		r.Timeout = p
 	case "expired":
 		r.ExpiredIterator = p
+	case "reset":
+		r.Reset = p
 	default:
-		return fmt.Errorf("unknown fault kind %q (want throttle, 5xx, timeout, expired or latency)", kind)
+		return fmt.Errorf("unknown fault kind %q (want throttle, 5xx, timeout, expired, reset or latency)", kind)
 	}
 	return nil
 }

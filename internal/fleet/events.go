@@ -14,7 +14,7 @@ import (
 	"github.com/shardline/shardline/kcl"
 )
 
-// Event types the example consumer writes to its events file.
+// Event types the harness consumer (internal/cmd/fleetworker) writes to its events file.
 const (
 	EventStart             = "start"              // a process started (PID set)
 	EventStop              = "stop"               // a process stopped gracefully

@@ -1,5 +1,5 @@
-// Package fleet runs several replicas of the example consumer
-// (examples/consumer) as child processes against the local emulators, so that
+// Package fleet runs several replicas of the harness consumer
+// (internal/cmd/fleetworker) as child processes against the local emulators, so that
 // integration tests and the demo can kill, stop and restart real worker
 // processes and then check what was delivered.
 //
@@ -32,9 +32,9 @@ import (
 )
 
 // ConsumerPackage is the import path of the program a fleet runs.
-const ConsumerPackage = "github.com/shardline/shardline/examples/consumer"
+const ConsumerPackage = "github.com/shardline/shardline/internal/cmd/fleetworker"
 
-// Build compiles the example consumer into dir and returns the binary's
+// Build compiles the harness consumer into dir and returns the binary's
 // path. With race set the binary is built with the race detector. It must run
 // from inside the module (tests and `go run` from the repository do).
 func Build(ctx context.Context, dir string, race bool) (string, error) {

@@ -24,7 +24,7 @@ const (
 	fleetIdle  = 100 * time.Millisecond
 )
 
-// lib is a consumer program: Shardline's examples/consumer or the peer's
+// lib is a consumer program: Shardline's internal/cmd/fleetworker or the peer's
 // bench/cmd/vmwarekcl. Both take internal/fleet's flags.
 type lib struct {
 	name   string
@@ -401,7 +401,7 @@ func (b *bench) latency(ctx context.Context, l lib) (p50, p99 float64, err error
 // libs builds both consumer programs.
 func (b *bench) libs(ctx context.Context) (ours, peer lib, err error) {
 	ours = lib{name: "shardline", binary: b.tmp + "/consumer"}
-	if err := b.build(ctx, b.root, ours.binary, "./examples/consumer"); err != nil {
+	if err := b.build(ctx, b.root, ours.binary, "./internal/cmd/fleetworker"); err != nil {
 		return ours, peer, err
 	}
 	// The peer's shard sync loop is also its lease-taking loop (one lease per
