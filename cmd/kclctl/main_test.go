@@ -127,7 +127,8 @@ func TestParsePosition(t *testing.T) {
 			t.Errorf("%q: got %v, want %v", tc.in, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "soon", "-x", "12a", "1/2/3", "2026-13-01T00:00:00Z"} {
+	for _, bad := range []string{"", "soon", "-x", "12a", "1/2/3", "2026-13-01T00:00:00Z",
+		"2099-01-01T00:00:00Z", "2026-05-01T12:05:00Z", "--5m", "-+5m", "-0x"} { // the future is refused
 		if got, err := parsePosition(bad, now); err == nil {
 			t.Errorf("%q: got %v, want an error", bad, got)
 		}
