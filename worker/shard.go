@@ -116,7 +116,7 @@ func (s *shardState) run(base context.Context) {
 		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
 		if lh, ok := s.proc.(kcl.LeaseLostHandler); ok {
 			if err := callSafely(func() error { return lh.LeaseLost(dctx, kcl.LeaseLostInput{ShardID: s.id}) }); err != nil {
-				s.log.Warn("LeaseLost returned an error", "err", err)
+				s.log.Warn("LeaseLost returned an error", errAttr(err))
 			}
 		}
 		return
@@ -150,7 +150,7 @@ func (s *shardState) shutdownRequested(ctx context.Context) {
 			return sh.ShutdownRequested(ctx, kcl.ShutdownRequestedInput{ShardID: s.id, Checkpointer: s.cp})
 		})
 		if err != nil {
-			s.log.Warn("ShutdownRequested returned an error", "err", err)
+			s.log.Warn("ShutdownRequested returned an error", errAttr(err))
 		}
 	}
 	if !s.lastProcessed.IsZero() && s.lastProcessed.Compare(s.cp.Last()) > 0 {
@@ -226,7 +226,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	}
 	proc, err := s.w.cfg.ProcessorFactory(s.id)
 	if err != nil || proc == nil {
-		s.log.Error("processor factory failed; releasing the lease for a later retry", "err", err)
+		s.log.Error("processor factory failed; releasing the lease for a later retry", errAttr(err))
 		return outGiveUp
 	}
 	s.proc = proc
@@ -509,7 +509,7 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 			return err
 		}
 		d := bo.NextBackOff()
-		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, "err", err)
+		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, errAttr(err))
 		t := time.NewTimer(d)
 		select {
 		case <-wait.Done():
