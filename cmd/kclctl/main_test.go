@@ -155,8 +155,31 @@ func (f *fixture) args(cmd string, more ...string) []string {
 	return append(args, more...)
 }
 
+// useCredentials gives kclctl, through the standard credential chain, the
+// access key of the test clients (internal/testenv) or another one, and
+// their region. DynamoDB Local keeps one database per access key and region.
+func useCredentials(t *testing.T, accessKey string) {
+	t.Helper()
+	cfg := testenv.AWSConfig()
+	creds, err := cfg.Credentials.Retrieve(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if accessKey == "" {
+		accessKey = creds.AccessKeyID
+	}
+	none := filepath.Join(t.TempDir(), "none") // no shared files: the environment alone
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": creds.SecretAccessKey, "AWS_SESSION_TOKEN": "",
+		"AWS_REGION": cfg.Region, "AWS_PROFILE": "", "AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none,
+	} {
+		t.Setenv(k, v)
+	}
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	useCredentials(t, "")
 	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
 	ctx := t.Context()
 	f := &fixture{stream: testenv.CreateStream(t, kc, 2), app: testenv.UniqueName("kclctl"), kc: kc, seqs: map[string][]string{}}
@@ -376,6 +399,18 @@ func TestConsumers(t *testing.T) {
 			t.Errorf("consumer %s still active", aws.ToString(c.ConsumerName))
 		}
 	}
+}
+
+// kclctl takes its credentials from the standard chain, also with an
+// endpoint: with another access key than the program that created the table,
+// DynamoDB Local shows another database, and the error says so.
+func TestCredentialsComeFromTheChain(t *testing.T) {
+	f := newFixture(t)
+	if rows := decode[[]leaseRow](t, kclctl(t, "", f.args("leases", "-o", "json")...)); len(rows) != 2 {
+		t.Fatalf("with the fixture's credentials: %d leases, want 2", len(rows))
+	}
+	useCredentials(t, "someoneelse") // DynamoDB Local accepts letters and digits only
+	kclctl(t, "", f.args("leases")...).oneErrorLine(t, exitFail, "DynamoDB Local keeps one database per access key and region")
 }
 
 // TestBinary builds kclctl and runs it against the emulators.
