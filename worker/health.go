@@ -81,8 +81,8 @@ func (w *Worker) Health() Health {
 	// A renewal round renews every held lease (each write bounded by its
 	// lease's deadline) and then writes the presence row (bounded by
 	// LeaseDuration): one that has not come round for a renewal interval
-	// plus two lease durations is stuck.
-	renewBound := w.cfg.RenewInterval + 2*w.cfg.LeaseDuration
+	// plus three lease durations (one to spare) is stuck.
+	renewBound := w.cfg.RenewInterval + 3*w.cfg.LeaseDuration
 	syncBound := w.cfg.ShardSyncInterval + w.cfg.StartupTimeout
 	switch {
 	case !h.started:

@@ -12,6 +12,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/worker"
@@ -103,7 +105,7 @@ func TestHealthFollowsTheLeaseTableAndTheLoops(t *testing.T) {
 		// The renewal loop stuck: not live.
 		hang := make(chan struct{})
 		gate.set(false, hang)
-		time.Sleep(cfg.RenewInterval + 2*cfg.LeaseDuration + 2*time.Second)
+		time.Sleep(cfg.RenewInterval + 3*cfg.LeaseDuration + 2*time.Second)
 		synctest.Wait()
 		wantProbes(t, w, 503, 503, "lease renewal loop stuck")
 		close(hang)
@@ -151,4 +153,50 @@ func TestHealthOnTheEmulators(t *testing.T) {
 	if get("/livez") != 503 || get("/readyz") != 503 {
 		t.Fatalf("after Run returned: %+v, want neither live nor ready", w.Health())
 	}
+}
+
+// listGate is a stream whose ListShards calls can be made to hang.
+type listGate struct {
+	*fakeStream
+	mu   sync.Mutex
+	hang chan struct{}
+}
+
+func (g *listGate) ListShards(ctx context.Context, in *kinesis.ListShardsInput, opts ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error) {
+	g.mu.Lock()
+	hang := g.hang
+	g.mu.Unlock()
+	if hang != nil {
+		<-hang
+	}
+	return g.fakeStream.ListShards(ctx, in, opts...)
+}
+
+func TestHealthNotLiveWhileAShardSyncHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := &listGate{fakeStream: newFakeStream("s", 1)}
+		cfg := fakeWorkerConfig(t, gate.fakeStream, lease.NewMemoryStore(), "w1", newKeyLog())
+		cfg.Kinesis = gate
+		cfg.ShardSyncInterval, cfg.StartupTimeout = 10*time.Second, 5*time.Second
+		w, stop := runFake(t, cfg)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		wantProbes(t, w, 200, 200, "")
+
+		hang := make(chan struct{})
+		gate.mu.Lock()
+		gate.hang = hang
+		gate.mu.Unlock()
+		// The next sync starts within ShardSyncInterval and hangs; it is
+		// stuck once it has run for ShardSyncInterval + StartupTimeout.
+		time.Sleep(cfg.ShardSyncInterval + cfg.ShardSyncInterval + cfg.StartupTimeout + time.Second)
+		synctest.Wait()
+		wantProbes(t, w, 503, 503, "shard sync stuck")
+		close(hang)
+		synctest.Wait()
+		wantProbes(t, w, 200, 200, "")
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
