@@ -8,7 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,22 +17,23 @@ import (
 	"github.com/shardline/shardline/worker"
 )
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// runUntil runs a worker with c until done is closed (or fails the test
+// after 30 s, naming what it waited for), then stops it gracefully.
+func runUntil(t *testing.T, c worker.Config, done <-chan struct{}, what string) {
+	t.Helper()
+	w, err := worker.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A processor error and a panic value that carry a record's data are logged
@@ -46,15 +47,11 @@ func TestProcessorErrorsDoNotLogPayloads(t *testing.T) {
 	raw := make([]byte, 2048)
 	_, _ = rand.Read(raw)
 	payload := hex.EncodeToString(raw) // 4096 bytes, no repeats to speak of
-	var mu sync.Mutex
-	calls := 0
+	var calls atomic.Int32
 	done := make(chan struct{})
 	f := func(string) (kcl.RecordProcessor, error) {
 		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			switch calls {
+			switch calls.Add(1) {
 			case 1:
 				return errors.New("cannot bill record " + payload)
 			case 2:
@@ -65,22 +62,12 @@ func TestProcessorErrorsDoNotLogPayloads(t *testing.T) {
 			return in.Checkpointer.Checkpoint(ctx)
 		}), nil
 	}
-	var logs syncBuffer
+	// One TextHandler writes to logs, one record at a time; it is read
+	// after Run has returned.
+	var logs bytes.Buffer
 	c := baseConfig(t, stream, testenv.UniqueName("app"), f)
 	c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	w, err := worker.New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := start(t, w)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the batch was not delivered a third time")
-	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, c, done, "the batch's third delivery")
 	out := logs.String()
 	for _, want := range []string{"err.type=*errors.errorString", "err.type=panic(string)", "bytes cut]"} {
 		if !strings.Contains(out, want) {
