@@ -77,6 +77,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"replay", "--app", "a", "--stream", "s", "--all"}, "--to is required"},
 		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to", "yesterday"}, `--to "yesterday"`},
 		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to", "12345"}, "exactly one with --shard"},
+		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to", "2099-01-01T00:00:00Z"}, "is in the future"},
+		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to=--5m"}, `"-5m" is not a positive duration`},
 		{[]string{"replay", "--app", "a", "--all", "--to", "latest"}, "--stream is required"},
 		{[]string{"replay", "--app", "a", "--stream", "s", "--shard", ",", "--to", "latest"}, "empty shard ID"},
 		{[]string{"workers", "--app", "a", "--probe", "2m"}, "--probe"},
