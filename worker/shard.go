@@ -114,7 +114,7 @@ func (s *shardState) run(base context.Context) {
 		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
 		if s.m != nil {
 			if err := s.m.LeaseLost(dctx); err != nil {
-				s.log.Warn("LeaseLost returned an error", "err", err)
+				s.log.Warn("LeaseLost returned an error", errAttr(err))
 			}
 		}
 		return
@@ -147,7 +147,7 @@ func (s *shardState) shutdownRequested(ctx context.Context) {
 		return
 	}
 	if err := s.m.ShutdownRequested(ctx); err != nil {
-		s.log.Warn("ShutdownRequested returned an error", "err", err)
+		s.log.Warn("ShutdownRequested returned an error", errAttr(err))
 	}
 	var pos kcl.ExtendedSequenceNumber
 	err := s.retryStop(ctx, "final checkpoint", func() (err error) {
@@ -226,7 +226,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	}
 	proc, err := s.w.cfg.ProcessorFactory(s.id)
 	if err != nil || proc == nil {
-		s.log.Error("processor factory failed; releasing the lease for a later retry", "err", err)
+		s.log.Error("processor factory failed; releasing the lease for a later retry", errAttr(err))
 		return outGiveUp
 	}
 	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
@@ -489,7 +489,7 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 			return err
 		}
 		d := bo.NextBackOff()
-		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, "err", err)
+		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, errAttr(err))
 		t := time.NewTimer(d)
 		select {
 		case <-wait.Done():

@@ -63,6 +63,8 @@ type Worker struct {
 	reshard    reshardState           // shard syncs, lineage waits, cleanup
 	// recordStats counts de-aggregation and decoding anomalies.
 	recordStats reader.RecordStats
+	// health times the renewal and sync loops for Health.
+	health healthState
 }
 
 // New validates cfg and returns a worker. It does not contact AWS.
@@ -209,7 +211,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
 		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts})
 	w.manager = lease.NewManager(lease.ManagerConfig{
-		Store:         w.store,
+		Store:         healthStore{Store: w.store, h: &w.health},
 		WorkerID:      w.cfg.WorkerID,
 		LeaseDuration: w.cfg.LeaseDuration,
 		RenewInterval: w.cfg.RenewInterval,
@@ -222,6 +224,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
 	}
+	w.health.set(func(h *healthState) { h.started = true })
 	w.log.Info("worker started", "stream", w.streamID(), "table", w.cfg.TableName)
 	return nil
 }
@@ -245,7 +248,10 @@ func (w *Worker) loop(ctx context.Context) error {
 		case <-t.C:
 		case <-w.syncNow:
 		}
-		if err := w.syncShards(ctx); err != nil {
+		w.health.set(func(h *healthState) { h.syncSince = time.Now() })
+		err := w.syncShards(ctx)
+		w.health.set(func(h *healthState) { h.syncSince = time.Time{} })
+		if err != nil {
 			if errors.Is(err, kcl.ErrStreamNotFound) {
 				return err
 			}
@@ -259,6 +265,7 @@ func (w *Worker) loop(ctx context.Context) error {
 // stop winds the worker down: gracefully (shards finish, checkpoint and
 // release) unless hard, in which case shards stop at once and release.
 func (w *Worker) stop(hard bool) {
+	w.health.set(func(h *healthState) { h.stopping = true })
 	w.manager.StopTaking()
 	w.gracefulMu.Do(func() { close(w.graceful) })
 	if hard {

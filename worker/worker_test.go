@@ -305,19 +305,7 @@ func TestProcessorPanicIsRetried(t *testing.T) {
 			return in.Checkpointer.Checkpoint(ctx)
 		}), nil
 	}
-	w, err := worker.New(baseConfig(t, stream, testenv.UniqueName("app"), f))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := start(t, w)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("records not delivered after a panic")
-	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, baseConfig(t, stream, testenv.UniqueName("app"), f), done, "the records after a panic")
 	mu.Lock()
 	defer mu.Unlock()
 	checkOrder(t, map[string][]kcl.Record{"": got}, map[string][]string{"": firstShard(want)})

@@ -8,7 +8,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
@@ -29,21 +28,14 @@ type kinesisAPI interface {
 
 var _ kinesisAPI = (*kinesis.Client)(nil)
 
-// awsConfig returns the configuration of a client: the default AWS
-// configuration, or, for a client with an endpoint, static dummy
-// credentials (those of the project's tests, since DynamoDB Local keeps
-// tables per access key) in --region or us-east-1.
+// awsConfig returns the configuration of a client: always the standard
+// AWS configuration (credential chain: environment, shared files, SSO,
+// instance or task role), in --region or the configured region. An endpoint
+// only changes where requests go (the caller sets BaseEndpoint): a VPC
+// endpoint needs real credentials, and DynamoDB Local keeps one database per
+// access key and region, so kclctl must use those of the program it
+// inspects. With an endpoint and no region anywhere, us-east-1.
 func (c *common) awsConfig(ctx context.Context, endpoint string) (aws.Config, error) {
-	if endpoint != "" {
-		region := c.region
-		if region == "" {
-			region = "us-east-1"
-		}
-		return aws.Config{
-			Region:      region,
-			Credentials: credentials.NewStaticCredentialsProvider("shardline", "shardline", ""),
-		}, nil
-	}
 	var opts []func(*config.LoadOptions) error
 	if c.region != "" {
 		opts = append(opts, config.WithRegion(c.region))
@@ -51,6 +43,9 @@ func (c *common) awsConfig(ctx context.Context, endpoint string) (aws.Config, er
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if cfg.Region == "" && endpoint != "" {
+		cfg.Region = "us-east-1"
 	}
 	if cfg.Region == "" {
 		return aws.Config{}, errors.New("no AWS region: set --region or AWS_REGION")
@@ -89,6 +84,10 @@ func (c *common) leaseStore(ctx context.Context) (*lease.Table, error) {
 
 // tableError explains a lease table error.
 func (c *common) tableError(err error) error {
+	if errors.Is(err, kcl.ErrTableNotFound) && c.dynamoEndpoint != "" {
+		return fmt.Errorf("lease table %q not found at %s (check --app or --table; DynamoDB Local keeps one database per access key and region: use the AWS_ACCESS_KEY_ID and region of the program that created the table)",
+			c.table, c.dynamoEndpoint)
+	}
 	if errors.Is(err, kcl.ErrTableNotFound) {
 		return fmt.Errorf("lease table %q not found (check --app or --table, and the region)", c.table)
 	}

@@ -18,10 +18,11 @@
 //
 // Every command takes --region, --kinesis-endpoint, --dynamodb-endpoint,
 // --table (default: the application name), -o table|json and --timeout. AWS
-// credentials and region come from the usual places (environment, shared
-// config, instance role) unless an endpoint is given: then the client of that
-// endpoint uses static dummy credentials and us-east-1 (for local
-// emulators). Errors are one line on standard error and a non-zero exit
+// credentials and region always come from the usual places (environment,
+// shared config, SSO, instance or task role); an endpoint flag only changes
+// where requests go (us-east-1 when no region is configured). For the local
+// emulators, export the credentials the consumer uses: DynamoDB Local keeps
+// one database per access key and region. Errors are one line on standard error and a non-zero exit
 // status: 1 for a failure, 2 for a usage error.
 package main
 
@@ -158,7 +159,7 @@ func newFlagSet(e *env, name, synopsis string, c *common) *flag.FlagSet {
 	fs.StringVar(&c.app, "app", "", "application name")
 	fs.StringVar(&c.table, "table", "", "lease table (default: the application name)")
 	fs.StringVar(&c.stream, "stream", "", "stream name or ARN")
-	fs.StringVar(&c.region, "region", "", "AWS region (default: from the AWS configuration; us-east-1 with endpoints)")
+	fs.StringVar(&c.region, "region", "", "AWS region (default: from the AWS configuration; us-east-1 with endpoints if none)")
 	fs.StringVar(&c.kinesisEndpoint, "kinesis-endpoint", "", "Kinesis endpoint URL (for a local emulator)")
 	fs.StringVar(&c.dynamoEndpoint, "dynamodb-endpoint", "", "DynamoDB endpoint URL (for a local emulator)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")

@@ -77,6 +77,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"replay", "--app", "a", "--stream", "s", "--all"}, "--to is required"},
 		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to", "yesterday"}, `--to "yesterday"`},
 		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to", "12345"}, "exactly one with --shard"},
+		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to", "2099-01-01T00:00:00Z"}, "is in the future"},
+		{[]string{"replay", "--app", "a", "--stream", "s", "--all", "--to=--5m"}, `"-5m" is not a positive duration`},
 		{[]string{"replay", "--app", "a", "--all", "--to", "latest"}, "--stream is required"},
 		{[]string{"replay", "--app", "a", "--stream", "s", "--shard", ",", "--to", "latest"}, "empty shard ID"},
 		{[]string{"workers", "--app", "a", "--probe", "2m"}, "--probe"},
@@ -127,7 +129,8 @@ func TestParsePosition(t *testing.T) {
 			t.Errorf("%q: got %v, want %v", tc.in, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "soon", "-x", "12a", "1/2/3", "2026-13-01T00:00:00Z"} {
+	for _, bad := range []string{"", "soon", "-x", "12a", "1/2/3", "2026-13-01T00:00:00Z",
+		"2099-01-01T00:00:00Z", "2026-05-01T12:05:00Z", "--5m", "-+5m", "-0x"} { // the future is refused
 		if got, err := parsePosition(bad, now); err == nil {
 			t.Errorf("%q: got %v, want an error", bad, got)
 		}
@@ -154,8 +157,31 @@ func (f *fixture) args(cmd string, more ...string) []string {
 	return append(args, more...)
 }
 
+// useCredentials gives kclctl, through the standard credential chain, the
+// access key of the test clients (internal/testenv) or another one, and
+// their region. DynamoDB Local keeps one database per access key and region.
+func useCredentials(t *testing.T, accessKey string) {
+	t.Helper()
+	cfg := testenv.AWSConfig()
+	creds, err := cfg.Credentials.Retrieve(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if accessKey == "" {
+		accessKey = creds.AccessKeyID
+	}
+	none := filepath.Join(t.TempDir(), "none") // no shared files: the environment alone
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": creds.SecretAccessKey, "AWS_SESSION_TOKEN": "",
+		"AWS_REGION": cfg.Region, "AWS_PROFILE": "", "AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none,
+	} {
+		t.Setenv(k, v)
+	}
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	useCredentials(t, "")
 	kc, dc := testenv.Kinesis(t), testenv.DynamoDB(t)
 	ctx := t.Context()
 	f := &fixture{stream: testenv.CreateStream(t, kc, 2), app: testenv.UniqueName("kclctl"), kc: kc, seqs: map[string][]string{}}
@@ -375,6 +401,18 @@ func TestConsumers(t *testing.T) {
 			t.Errorf("consumer %s still active", aws.ToString(c.ConsumerName))
 		}
 	}
+}
+
+// kclctl takes its credentials from the standard chain, also with an
+// endpoint: with another access key than the program that created the table,
+// DynamoDB Local shows another database, and the error says so.
+func TestCredentialsComeFromTheChain(t *testing.T) {
+	f := newFixture(t)
+	if rows := decode[[]leaseRow](t, kclctl(t, "", f.args("leases", "-o", "json")...)); len(rows) != 2 {
+		t.Fatalf("with the fixture's credentials: %d leases, want 2", len(rows))
+	}
+	useCredentials(t, "someoneelse") // DynamoDB Local accepts letters and digits only
+	kclctl(t, "", f.args("leases")...).oneErrorLine(t, exitFail, "DynamoDB Local keeps one database per access key and region")
 }
 
 // TestBinary builds kclctl and runs it against the emulators.

@@ -220,16 +220,20 @@ func parsePosition(s string, now time.Time) (lease.ResetPosition, error) {
 		}
 		return lease.ResetToSequence(pos), nil
 	}
-	if strings.HasPrefix(v, "-") {
-		d, err := time.ParseDuration(v[1:])
-		if err != nil {
-			return lease.ResetPosition{}, fmt.Errorf("not a duration before now: %w", err)
+	if ago, ok := strings.CutPrefix(v, "-"); ok {
+		d, err := time.ParseDuration(ago)
+		if err != nil || d < 0 || strings.HasPrefix(ago, "+") {
+			return lease.ResetPosition{}, fmt.Errorf("-DURATION is a time before now, such as -30m; %q is not a positive duration", ago)
 		}
 		return lease.ResetToTimestamp(now.Add(-d)), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
 		return lease.ResetPosition{}, errors.New("want trim_horizon, latest, an RFC 3339 time, -DURATION or a sequence number")
+	}
+	if t.After(now.Add(time.Minute)) {
+		return lease.ResetPosition{}, fmt.Errorf("%s is in the future (now is %s): a replay starts at a past time",
+			t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return lease.ResetToTimestamp(t), nil
 }

@@ -1,0 +1,44 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"unicode/utf8"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+// maxLoggedErrBytes caps the message of an error in the logs. Errors from
+// application code (processors, their factory, a panic value) may carry
+// record data; the README promises that record data is not logged beyond
+// this many bytes of such a message.
+const maxLoggedErrBytes = 200
+
+// errAttr is the "err" attribute of a log line about an error that may come
+// from application code: the error's type (for a panic, the panic value's
+// type) and its message cut to maxLoggedErrBytes, never the whole value.
+func errAttr(err error) slog.Attr {
+	if err == nil {
+		return slog.Group("err", "type", "nil")
+	}
+	typ := fmt.Sprintf("%T", err)
+	var pe *kcl.ProcessorPanicError
+	if errors.As(err, &pe) {
+		typ = fmt.Sprintf("panic(%T)", pe.Value)
+	}
+	return slog.Group("err", "type", typ, "msg", truncate(err.Error(), maxLoggedErrBytes))
+}
+
+// truncate cuts s to at most n bytes on a rune boundary and says how much
+// was cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s...[%d bytes cut]", s[:cut], len(s)-cut)
+}
