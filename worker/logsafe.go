@@ -1,12 +1,11 @@
 package worker
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"unicode/utf8"
 
-	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/internal/shardproc"
 )
 
 // maxLoggedErrBytes caps the message of an error in the logs. Errors from
@@ -22,12 +21,7 @@ func errAttr(err error) slog.Attr {
 	if err == nil {
 		return slog.Group("err", "type", "nil")
 	}
-	typ := fmt.Sprintf("%T", err)
-	var pe *kcl.ProcessorPanicError
-	if errors.As(err, &pe) {
-		typ = fmt.Sprintf("panic(%T)", pe.Value)
-	}
-	return slog.Group("err", "type", typ, "msg", truncate(err.Error(), maxLoggedErrBytes))
+	return slog.Group("err", "type", shardproc.ErrorType(err), "msg", truncate(err.Error(), maxLoggedErrBytes))
 }
 
 // truncate cuts s to at most n bytes on a rune boundary and says how much

@@ -451,3 +451,14 @@ func Recover(fn func() error) (err error) {
 	}()
 	return fn()
 }
+
+// ErrorType names the type of an error from application code for the logs:
+// the error's type, or for a recovered panic "panic(T)" with T the type of
+// the panic value. It never includes the value itself.
+func ErrorType(err error) string {
+	var pe *kcl.ProcessorPanicError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("panic(%T)", pe.Value)
+	}
+	return fmt.Sprintf("%T", err)
+}
