@@ -33,9 +33,10 @@ type child struct {
 	cmd   *exec.Cmd
 	stdin *os.File
 
-	lines  chan lineOrErr // stdout messages; closed at EOF
-	exited chan struct{}  // closed once the process was waited for
-	status error          // exit status, set before exited is closed
+	lines   chan lineOrErr // stdout messages; closed at EOF
+	exited  chan struct{}  // closed once the process was waited for
+	status  error          // exit status, set before exited is closed
+	readers sync.WaitGroup // the stdout and stderr readers
 
 	mu   sync.Mutex
 	tail []string // last stderr lines
@@ -86,13 +87,11 @@ func startChild(shard string, argv []string, dir string, env []string, log *slog
 	}
 	c := &child{shard: shard, log: log.With("pid", cmd.Process.Pid), cmd: cmd, stdin: inW,
 		lines: make(chan lineOrErr, 16), exited: make(chan struct{})}
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() { defer readers.Done(); c.readStdout(outR) }()
-	go func() { defer readers.Done(); c.readStderr(errR) }()
+	c.readers.Add(2)
+	go func() { defer c.readers.Done(); c.readStdout(outR) }()
+	go func() { defer c.readers.Done(); c.readStderr(errR) }()
 	go func() {
 		c.status = cmd.Wait()
-		readers.Wait()
 		close(c.exited)
 	}()
 	c.log.Info("child process started", "command", strings.Join(argv, " "))
@@ -167,6 +166,11 @@ func (c *child) send(v any, timeout time.Duration) error {
 	return nil
 }
 
+// exitGrace is how long the messages a child wrote before it exited may
+// take to be read once it has exited (its stdout may stay open if it left
+// a process behind that inherited it).
+const exitGrace = time.Second
+
 // next waits for the child's next message. A quiet period of timeout (0:
 // none) is an error.
 func (c *child) next(ctx context.Context, timeout time.Duration) (childMsg, error) {
@@ -176,24 +180,37 @@ func (c *child) next(ctx context.Context, timeout time.Duration) (childMsg, erro
 		defer t.Stop()
 		tc = t.C
 	}
-	select {
-	case l, ok := <-c.lines:
-		if !ok {
-			return childMsg{}, c.exitError()
+	exited := c.exited
+	for {
+		select {
+		case l, ok := <-c.lines:
+			if !ok {
+				return childMsg{}, c.exitError()
+			}
+			return l.msg, l.err
+		case <-exited:
+			// Messages written before the exit are still read, for a
+			// while; after that the exit is what counts.
+			exited = nil
+			t := time.NewTimer(exitGrace)
+			defer t.Stop()
+			tc = t.C
+		case <-tc:
+			if exited == nil {
+				return childMsg{}, c.exitError()
+			}
+			return childMsg{}, fmt.Errorf("%w: no message for %v", ErrChildTimeout, timeout)
+		case <-ctx.Done():
+			return childMsg{}, context.Cause(ctx)
 		}
-		return l.msg, l.err
-	case <-tc:
-		return childMsg{}, fmt.Errorf("%w: no message for %v", ErrChildTimeout, timeout)
-	case <-ctx.Done():
-		return childMsg{}, context.Cause(ctx)
 	}
 }
 
-// exitError describes the end of a child whose stdout closed.
+// exitError describes the end of a child.
 func (c *child) exitError() error {
 	select {
 	case <-c.exited:
-	case <-time.After(5 * time.Second):
+	case <-time.After(exitGrace):
 		return fmt.Errorf("%w: its stdout closed", ErrChildExited)
 	}
 	if c.status == nil {
@@ -207,6 +224,20 @@ func (c *child) kill() {
 	killTree(c.cmd.Process)
 	c.stdin.Close()
 	<-c.exited
+	c.waitReaders()
+}
+
+// waitReaders waits for the output readers, which end when every process
+// holding the child's stdout and stderr has closed them; a process the
+// child left behind may hold them longer, and is then not waited for.
+func (c *child) waitReaders() {
+	done := make(chan struct{})
+	go func() { c.readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(exitGrace):
+		c.log.Warn("the child's output stays open after its exit (a process it started holds it?)")
+	}
 }
 
 // close ends the child gracefully: its stdin is closed (the libraries exit
@@ -223,5 +254,6 @@ func (c *child) close(grace time.Duration) error {
 		killTree(c.cmd.Process)
 		<-c.exited
 	}
+	c.waitReaders()
 	return c.status
 }
