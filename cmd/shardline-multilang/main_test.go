@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shardline/shardline/kcl"
+)
+
+func writeProps(t *testing.T, s string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "app.properties")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFlagsOverrideProperties(t *testing.T) {
+	props := writeProps(t, "executableName = python3 app.py\nstreamName = s1\napplicationName = app\n"+
+		"initialPositionInStream = LATEST\nfailoverTimeMillis = 10000\n")
+	o, err := parseFlags([]string{"-stream", "s2", "-initial-position", "TRIM_HORIZON", "-failover-time-millis", "3000", props}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StreamName != "s2" || cfg.InitialPosition.Type != kcl.PositionTrimHorizon || cfg.FailoverTime != 3*time.Second {
+		t.Errorf("config %+v", cfg)
+	}
+	if cfg.ApplicationName != "app" || cfg.Executable != "python3 app.py" {
+		t.Errorf("properties lost: %+v", cfg)
+	}
+}
+
+func TestUnknownPropertiesAreReported(t *testing.T) {
+	props := writeProps(t, "executableName = node app.js\nstreamName = s\napplicationName = a\napplicationNmae = b\n")
+	o, err := parseFlags([]string{"-properties", props}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = loadConfig(o, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "applicationNmae") {
+		t.Fatalf("loadConfig = %v, want an error naming the unknown key", err)
+	}
+
+	var logs bytes.Buffer
+	o.ignoreUnknown = true
+	if _, err := loadConfig(o, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "applicationNmae") {
+		t.Errorf("the ignored unknown key was not logged: %s", logs.String())
+	}
+}
+
+func TestRunRefusesABadConfiguration(t *testing.T) {
+	props := writeProps(t, "streamName = s\n")
+	var stderr bytes.Buffer
+	if code := run([]string{props}, &stderr); code != 2 {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "executableName is required") {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+	if code := run([]string{"a.properties", "b.properties"}, io.Discard); code != 2 {
+		t.Errorf("two files: exit status %d, want 2", code)
+	}
+}
