@@ -147,11 +147,15 @@ func (c *child) stderrTail() string {
 	return strings.Join(c.tail, "\n")
 }
 
-// send writes one message, giving up after timeout.
+// send writes one message, giving up after timeout. A []byte is written
+// as it is (an encoded message); anything else is encoded as JSON.
 func (c *child) send(v any, timeout time.Duration) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+	b, ok := v.([]byte)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
 	}
 	b = append(b, '\n')
 	if timeout > 0 {

@@ -104,6 +104,7 @@ type Processor struct {
 	mu    sync.Mutex // held by every call; Factory.Close takes it too
 	child *child
 	start kcl.ExtendedSequenceNumber // position given to Initialize
+	buf   []byte                     // the processRecords message, reused
 }
 
 var (
@@ -132,7 +133,12 @@ func (p *Processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 	if err := p.ensure(ctx, in.Checkpointer); err != nil {
 		return err
 	}
-	return p.call(ctx, newProcessRecords(in), actProcessRecords, in.Checkpointer)
+	p.buf = appendProcessRecords(p.buf[:0], in)
+	err := p.call(ctx, p.buf, actProcessRecords, in.Checkpointer)
+	if cap(p.buf) > 4<<20 {
+		p.buf = nil // do not keep a huge batch's buffer
+	}
+	return err
 }
 
 // LeaseLost tells the child the shard is gone (it can no longer

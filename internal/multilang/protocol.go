@@ -6,9 +6,12 @@
 package multilang
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/shardline/shardline/kcl"
 )
@@ -40,23 +43,6 @@ type initializeMsg struct {
 	ShardID           string `json:"shardId"`
 	SequenceNumber    string `json:"sequenceNumber"`
 	SubSequenceNumber int64  `json:"subSequenceNumber"`
-}
-
-// recordMsg is one record inside processRecords.
-type recordMsg struct {
-	Action                      string `json:"action"`
-	Data                        []byte `json:"data"` // base64, as Jackson writes byte[]
-	PartitionKey                string `json:"partitionKey"`
-	SequenceNumber              string `json:"sequenceNumber"`
-	SubSequenceNumber           int64  `json:"subSequenceNumber"`
-	ApproximateArrivalTimestamp *int64 `json:"approximateArrivalTimestamp"` // epoch milliseconds
-}
-
-// processRecordsMsg hands a batch to the child.
-type processRecordsMsg struct {
-	Action             string      `json:"action"`
-	Records            []recordMsg `json:"records"`
-	MillisBehindLatest int64       `json:"millisBehindLatest"`
 }
 
 // bareMsg is leaseLost, shardEnded and shutdownRequested.
@@ -107,23 +93,80 @@ func clip(b []byte, n int) string {
 	return string(b)
 }
 
-// newProcessRecords converts a batch to its message.
-func newProcessRecords(in kcl.ProcessRecordsInput) processRecordsMsg {
-	m := processRecordsMsg{Action: actProcessRecords, MillisBehindLatest: in.MillisBehindLatest,
-		Records: make([]recordMsg, len(in.Records))}
+// appendProcessRecords appends the processRecords message of a batch, as
+// the Java daemon writes it: each record with its data in base64, its
+// partition key, sequence and sub-sequence numbers and its arrival time in
+// epoch milliseconds (null when unknown). It is written by hand: batches
+// are large, and this is the daemon's hot path.
+func appendProcessRecords(b []byte, in kcl.ProcessRecordsInput) []byte {
+	b = append(b, `{"action":"processRecords","records":[`...)
 	for i, r := range in.Records {
-		rm := recordMsg{Action: "record", Data: r.Data, PartitionKey: r.PartitionKey,
-			SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
-		if rm.Data == nil {
-			rm.Data = []byte{}
+		if i > 0 {
+			b = append(b, ',')
 		}
-		if !r.ApproximateArrivalTimestamp.IsZero() {
-			ms := r.ApproximateArrivalTimestamp.UnixMilli()
-			rm.ApproximateArrivalTimestamp = &ms
+		b = append(b, `{"action":"record","data":"`...)
+		b = base64.StdEncoding.AppendEncode(b, r.Data)
+		b = append(b, `","partitionKey":`...)
+		b = appendJSONString(b, r.PartitionKey)
+		b = append(b, `,"sequenceNumber":`...)
+		b = appendJSONString(b, r.SequenceNumber)
+		b = append(b, `,"subSequenceNumber":`...)
+		b = strconv.AppendInt(b, r.SubSequenceNumber, 10)
+		b = append(b, `,"approximateArrivalTimestamp":`...)
+		if r.ApproximateArrivalTimestamp.IsZero() {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendInt(b, r.ApproximateArrivalTimestamp.UnixMilli(), 10)
 		}
-		m.Records[i] = rm
+		b = append(b, '}')
 	}
-	return m
+	b = append(b, `],"millisBehindLatest":`...)
+	b = strconv.AppendInt(b, in.MillisBehindLatest, 10)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes
+// U+FFFD, as with encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // exceptionName maps a checkpoint error to the exception name the Java
