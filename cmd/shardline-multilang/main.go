@@ -47,6 +47,9 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// defaultChildTimeout applies when timeoutInSeconds is not set.
+const defaultChildTimeout = 5 * time.Minute
+
 // options are the command line.
 type options struct {
 	properties      string
@@ -204,9 +207,15 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("cannot configure AWS clients", "err", err)
 		return 1
 	}
+	childTimeout := cfg.ChildTimeout
+	if childTimeout == 0 {
+		// The Java daemon waits forever by default; a hung child would then
+		// hold its shard (and keep renewing the lease) for ever.
+		childTimeout = defaultChildTimeout
+	}
 	factory, err := multilang.NewFactory(multilang.Options{
 		Command: cfg.Command(),
-		Timeout: cfg.ChildTimeout,
+		Timeout: childTimeout,
 		Logger:  log,
 	})
 	if err != nil {

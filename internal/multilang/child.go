@@ -210,6 +210,16 @@ func (c *child) next(ctx context.Context, timeout time.Duration) (childMsg, erro
 	}
 }
 
+// ended reports whether the child process has exited.
+func (c *child) ended() bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // exitError describes the end of a child.
 func (c *child) exitError() error {
 	select {

@@ -105,6 +105,8 @@ type Processor struct {
 	child *child
 	start kcl.ExtendedSequenceNumber // position given to Initialize
 	buf   []byte                     // the processRecords message, reused
+	// pending is the action a cancelled call left the child working on.
+	pending string
 }
 
 var (
@@ -146,6 +148,10 @@ func (p *Processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 func (p *Processor) LeaseLost(ctx context.Context, _ kcl.LeaseLostInput) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.settle(ctx); err != nil {
+		p.drop("it did not finish its last action after the lease was lost")
+		return err
+	}
 	if p.child == nil {
 		return nil
 	}
@@ -177,8 +183,8 @@ func (p *Processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) erro
 func (p *Processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.child == nil {
-		return nil
+	if err := p.settle(ctx); err != nil || p.child == nil {
+		return err
 	}
 	if err := p.call(ctx, bareMsg{Action: actShutdownRequested}, actShutdownRequested, in.Checkpointer); err != nil {
 		return err
@@ -190,6 +196,9 @@ func (p *Processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownReques
 // ensure starts a child and initializes it if none runs. A restarted child
 // starts at the shard's stored checkpoint.
 func (p *Processor) ensure(ctx context.Context, cp kcl.Checkpointer) error {
+	if err := p.settle(ctx); err != nil {
+		return err
+	}
 	if p.child != nil {
 		return nil
 	}
@@ -210,33 +219,66 @@ func (p *Processor) ensure(ctx context.Context, cp kcl.Checkpointer) error {
 
 // call sends msg and waits for the child's status for action, serving its
 // checkpoint requests through cp (nil: none possible). On failure the child
-// is killed.
+// is killed. When ctx ends first, the child is left to finish the action
+// (see settle).
 func (p *Processor) call(ctx context.Context, msg any, action string, cp kcl.Checkpointer) error {
+	if err := p.child.send(msg, p.opts.Timeout); err != nil {
+		return p.fail(action, err)
+	}
+	return p.await(ctx, action, cp, excInvalidState)
+}
+
+// await waits for the child's status for action. Checkpoint requests go to
+// cp; without one they are refused with the exception named refuse.
+func (p *Processor) await(ctx context.Context, action string, cp kcl.Checkpointer, refuse string) error {
 	c := p.child
-	err := c.send(msg, p.opts.Timeout)
-	for err == nil {
+	for {
 		var m childMsg
-		m, err = c.next(ctx, p.opts.Timeout)
-		if err != nil {
-			break
+		err := ctx.Err() // once the caller stopped waiting, stop reading
+		if err == nil {
+			m, err = c.next(ctx, p.opts.Timeout)
 		}
-		if m.Action == actCheckpoint {
-			err = c.send(p.checkpoint(ctx, m, cp), p.opts.Timeout)
-			continue
+		switch {
+		case err != nil && ctx.Err() != nil && !c.ended():
+			// The worker stopped waiting (lease lost, hard stop): the
+			// child is not killed in the middle of its work; the next
+			// call waits for it first.
+			p.pending = action
+			p.log.Info("call cancelled while the record processor works; it may finish", "action", action)
+			return err
+		case err != nil:
+			return p.fail(action, err)
+		case m.Action == actCheckpoint:
+			if err := c.send(p.checkpoint(ctx, m, cp, refuse), p.opts.Timeout); err != nil {
+				return p.fail(action, err)
+			}
+		case m.ResponseFor != action:
+			return p.fail(action, fmt.Errorf("%w: status for %q while waiting for %q", ErrProtocol, m.ResponseFor, action))
+		default:
+			return nil
 		}
-		if m.ResponseFor != action {
-			err = fmt.Errorf("%w: status for %q while waiting for %q", ErrProtocol, m.ResponseFor, action)
-			break
-		}
+	}
+}
+
+// settle waits for the end of an action whose call was cancelled. Its
+// checkpoint requests are refused: the shard is being given up.
+func (p *Processor) settle(ctx context.Context) error {
+	if p.pending == "" || p.child == nil {
+		p.pending = ""
 		return nil
 	}
+	action := p.pending
+	p.pending = ""
+	return p.await(ctx, action, nil, excShutdown)
+}
+
+// fail kills the child after a failed action and returns the error, with
+// the child's last stderr lines.
+func (p *Processor) fail(action string, err error) error {
+	c := p.child
 	c.kill()
 	p.child = nil
 	tail := c.stderrTail()
-	if ctx.Err() != nil {
-		p.log.Info("record processor stopped: the call was cancelled", "action", action, "err", err)
-		return err
-	}
 	p.log.Error("record processor failed; it was stopped and the shard will be retried with a new one",
 		"action", action, "err", err, "stderr_tail", tail)
 	if tail != "" {
@@ -246,13 +288,13 @@ func (p *Processor) call(ctx context.Context, msg any, action string, cp kcl.Che
 }
 
 // checkpoint serves one checkpoint request and returns the reply.
-func (p *Processor) checkpoint(ctx context.Context, m childMsg, cp kcl.Checkpointer) checkpointReply {
+func (p *Processor) checkpoint(ctx context.Context, m childMsg, cp kcl.Checkpointer, refuse string) checkpointReply {
 	reply := checkpointReply{Action: actCheckpoint, SequenceNumber: m.SequenceNumber, SubSequenceNumber: m.SubSequenceNumber}
 	var err error
 	var name string
 	switch {
 	case cp == nil:
-		err, name = errors.New("no checkpointer during this action"), excInvalidState
+		err, name = errors.New("no checkpoint possible now"), refuse
 	case m.SequenceNumber == nil:
 		err = cp.Checkpoint(ctx)
 	default:
@@ -287,9 +329,15 @@ func (p *Processor) closeChild() {
 func (p *Processor) kill(why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.drop(why)
+}
+
+// drop kills the child, if any; p.mu is held.
+func (p *Processor) drop(why string) {
 	if p.child != nil {
 		p.log.Info("killing record processor", "reason", why)
 		p.child.kill()
 		p.child = nil
 	}
+	p.pending = ""
 }

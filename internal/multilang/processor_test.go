@@ -20,10 +20,11 @@ import (
 
 // fakeCheckpointer records the checkpoints asked for and fails them with err.
 type fakeCheckpointer struct {
-	mu    sync.Mutex
-	last  kcl.ExtendedSequenceNumber
-	calls []string
-	err   error
+	mu     sync.Mutex
+	last   kcl.ExtendedSequenceNumber
+	calls  []string
+	err    error
+	onCall func()
 }
 
 func (c *fakeCheckpointer) Checkpoint(ctx context.Context) error {
@@ -52,6 +53,9 @@ func (c *fakeCheckpointer) store(call string, pos kcl.ExtendedSequenceNumber) er
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, call)
+	if c.onCall != nil {
+		c.onCall()
+	}
 	if c.err != nil {
 		return c.err
 	}
@@ -346,21 +350,57 @@ func TestProcessorShardEnded(t *testing.T) {
 	}
 }
 
-func TestProcessorCancelledCallKillsTheChild(t *testing.T) {
-	h := newHarness(t, modeHang, 0)
+// TestProcessorCancelledCallLetsTheChildFinish: when the worker stops
+// waiting (the lease was lost), the child is not killed mid-batch; LeaseLost
+// waits for its status (refusing its checkpoints) before sending leaseLost.
+func TestProcessorCancelledCallLetsTheChildFinish(t *testing.T) {
+	h := newHarness(t, modeOK, 0)
 	p := h.processor("shard-1")
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := p.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
+	if err := p.Initialize(context.Background(), kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	// The lease is lost while the child checkpoints.
+	cp := &fakeCheckpointer{onCall: cancel, err: kcl.ErrLeaseLost}
+	if err := p.ProcessRecords(ctx, batch(cp, "100")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ProcessRecords: %v, want the cancellation", err)
+	}
+	if p.child == nil || p.child.ended() {
+		t.Fatal("the child was killed in the middle of its batch")
+	}
+	if err := p.LeaseLost(context.Background(), kcl.LeaseLostInput{ShardID: "shard-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(h.actions(), ","), "initialize,processRecords,checkpoint,leaseLost,checkpoint"; got != want {
+		t.Fatalf("child received %s, want %s", got, want)
+	}
+	if p.child != nil {
+		t.Error("the child still runs after leaseLost")
+	}
+}
+
+func TestProcessorCancelledHangingChildIsKilledAtLeaseLost(t *testing.T) {
+	h := newHarness(t, modeHang, 0)
+	p := h.processor("shard-1")
+	if err := p.Initialize(context.Background(), kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.ProcessRecords(ctx, batch(&fakeCheckpointer{}, "1")) }()
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("ProcessRecords after cancel: %v", err)
 	}
-	if p.child != nil {
-		t.Error("the child still runs")
+	c := p.child
+	// LeaseLost's own context bounds the wait for the hanging child.
+	lctx, lcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer lcancel()
+	if err := p.LeaseLost(lctx, kcl.LeaseLostInput{ShardID: "shard-1"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("LeaseLost: %v, want its deadline", err)
+	}
+	if p.child != nil || !c.ended() {
+		t.Error("the hanging child still runs")
 	}
 }
 
