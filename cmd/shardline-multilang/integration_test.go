@@ -89,7 +89,7 @@ func (d *daemons) start(id string) *daemon {
 	}
 	cmd := exec.Command(d.bin, "-worker-id", id, "-log-level", "info", d.props)
 	cmd.Dir = d.appDir // executableName is relative, as in a Java daemon deployment
-	cmd.Env = append(os.Environ(), "SHARDLINE_EVENTS="+d.eventsPath(id), "SHARDLINE_WORKER_ID="+id,
+	cmd.Env = append(os.Environ(), "SHARDLINE_EVENTS="+d.eventsPath(id), "SHARDLINE_WORKER_ID="+id, "SHARDLINE_WORK_MS=200",
 		"AWS_ACCESS_KEY_ID=shardline", "AWS_SECRET_ACCESS_KEY=shardline")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The "start" line opens a new incarnation for fleet.Check; it is
@@ -278,6 +278,23 @@ shutdownGraceMillis = 30000
 		t.Fatal(err)
 	}
 	killedShards := fleet.Ownership(ls)["a"]
+	// Kill while a batch of a's is between its records and its checkpoint,
+	// so that the takeover repeats records.
+	poll("a batch of a's in flight", func(context.Context) (bool, error) {
+		last := make(map[string]string) // shard -> type of a's newest record or checkpoint event
+		for _, ev := range d.events().Records {
+			if ev.Worker == "a" && slices.Contains(killedShards, ev.Shard) &&
+				(ev.Type == fleet.EventRecord || ev.Type == fleet.EventCheckpoint) {
+				last[ev.Shard] = ev.Type
+			}
+		}
+		for _, typ := range last {
+			if typ == fleet.EventRecord {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 	killAt := a.signal(t, syscall.SIGKILL)
 	_ = a.wait(t, 30*time.Second)
 	poll("b holding every shard", balanced("b"))

@@ -15,6 +15,9 @@ const kcl = require('aws-kcl');
 const eventsPath = process.env.SHARDLINE_EVENTS || '';
 const workerID = process.env.SHARDLINE_WORKER_ID || '';
 const fd = eventsPath ? fs.openSync(eventsPath, 'a') : null;
+// SHARDLINE_WORK_MS: simulated work per batch, between its records and its
+// checkpoint.
+const workMs = parseInt(process.env.SHARDLINE_WORK_MS || '0', 10);
 
 function emit(ev) {
   if (fd === null) {
@@ -59,14 +62,21 @@ function processor() {
         completeCallback();
         return;
       }
-      input.checkpointer.checkpoint(last, function (err) {
-        if (err) {
-          emit({type: 'checkpoint_failed', shard: shardId, position: last, data: String(err)});
-        } else {
-          emit({type: 'checkpoint', shard: shardId, position: last});
-        }
-        completeCallback();
-      });
+      const checkpoint = function () {
+        input.checkpointer.checkpoint(last, function (err) {
+          if (err) {
+            emit({type: 'checkpoint_failed', shard: shardId, position: last, data: String(err)});
+          } else {
+            emit({type: 'checkpoint', shard: shardId, position: last});
+          }
+          completeCallback();
+        });
+      };
+      if (workMs > 0) {
+        setTimeout(checkpoint, workMs);
+      } else {
+        checkpoint();
+      }
     },
 
     leaseLost: function (input, completeCallback) {
