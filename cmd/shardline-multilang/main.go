@@ -232,12 +232,12 @@ func run(args []string, stderr io.Writer) int {
 			log.Error("cannot set up metrics", "err", err)
 			return 1
 		}
-		stop, err := serve(o.metricsAddr, m.Handler(), &healthy, log)
+		ln, err := net.Listen("tcp", o.metricsAddr)
 		if err != nil {
 			log.Error("cannot serve metrics", "err", err)
 			return 1
 		}
-		defer stop()
+		defer serve(ln, m.Handler(), &healthy, log).Close()
 		hooks = append(hooks, m)
 	}
 
@@ -365,12 +365,8 @@ func awsConfig(ctx context.Context, cr multilang.Credentials, region string) (aw
 }
 
 // serve serves the metrics at /metrics and the daemon's health at /healthz
-// until the returned function is called.
-func serve(addr string, metricsHandler http.Handler, healthy *atomic.Bool, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
+// on ln until the returned server is closed.
+func serve(ln net.Listener, metricsHandler http.Handler, healthy *atomic.Bool, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -381,18 +377,12 @@ func serve(addr string, metricsHandler http.Handler, healthy *atomic.Bool, log *
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
+	log.Info("serving metrics and health", "metrics", "http://"+ln.Addr().String()+"/metrics",
+		"health", "http://"+ln.Addr().String()+"/healthz")
 	go func() {
-		defer close(done)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
+	return srv
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,5 +76,36 @@ func TestRunRefusesABadConfiguration(t *testing.T) {
 	}
 	if code := run([]string{"a.properties", "b.properties"}, io.Discard); code != 2 {
 		t.Errorf("two files: exit status %d, want 2", code)
+	}
+}
+
+func TestServeMetricsAndHealth(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var healthy atomic.Bool
+	metricsHandler := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "shardline_x 1\n") })
+	srv := serve(ln, metricsHandler, &healthy, slog.New(slog.DiscardHandler))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + ln.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "shardline_x 1") {
+		t.Errorf("/metrics: %d %q", code, body)
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz before start: %d, want 503", code)
+	}
+	healthy.Store(true)
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz while running: %d, want 200", code)
 	}
 }

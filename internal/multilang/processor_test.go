@@ -119,6 +119,17 @@ func (h *harness) processor(shard string) *Processor {
 	return p.(*Processor)
 }
 
+// started returns a processor of shard-1 whose child was initialized at
+// TRIM_HORIZON.
+func (h *harness) started() *Processor {
+	h.t.Helper()
+	p := h.processor("shard-1")
+	if err := p.Initialize(context.Background(), kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
+
 // received returns the messages the children received, in order.
 func (h *harness) received() []map[string]any {
 	h.t.Helper()
@@ -159,11 +170,8 @@ func batch(cp kcl.Checkpointer, seqs ...string) kcl.ProcessRecordsInput {
 func TestProcessorSpeaksTheProtocol(t *testing.T) {
 	h := newHarness(t, modeOK, 0)
 	ctx := context.Background()
-	p := h.processor("shard-1")
 	cp := &fakeCheckpointer{}
-	if err := p.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
+	p := h.started()
 	if err := p.ProcessRecords(ctx, batch(cp, "100", "200")); err != nil {
 		t.Fatal(err)
 	}
@@ -227,11 +235,8 @@ func TestProcessorCheckpointErrorsKeepJavaNames(t *testing.T) {
 	// batch still succeeds (the child decides what to do).
 	h := newHarness(t, modeOK, 0)
 	ctx := context.Background()
-	p := h.processor("shard-1")
 	cp := &fakeCheckpointer{err: fmt.Errorf("conditional write: %w", kcl.ErrLeaseLost)}
-	if err := p.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
+	p := h.started()
 	if err := p.ProcessRecords(ctx, batch(cp, "100")); err != nil {
 		t.Fatal(err)
 	}
@@ -272,11 +277,8 @@ func TestProcessorGivesUpOnABrokenChild(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, tc.mode, time.Second)
 			ctx := context.Background()
-			p := h.processor("shard-1")
 			cp := &fakeCheckpointer{}
-			if err := p.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-				t.Fatal(err)
-			}
+			p := h.started()
 			err := p.ProcessRecords(ctx, batch(cp, "100"))
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("ProcessRecords error %v, want %v", err, tc.wantErr)
@@ -334,11 +336,8 @@ func TestProcessorInitializeFailure(t *testing.T) {
 func TestProcessorShardEnded(t *testing.T) {
 	h := newHarness(t, modeOK, 0)
 	ctx := context.Background()
-	p := h.processor("shard-1")
 	cp := &fakeCheckpointer{}
-	if err := p.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
+	p := h.started()
 	if err := p.ShardEnded(ctx, kcl.ShardEndedInput{ShardID: "shard-1", Checkpointer: cp}); err != nil {
 		t.Fatal(err)
 	}
@@ -355,10 +354,7 @@ func TestProcessorShardEnded(t *testing.T) {
 // waits for its status (refusing its checkpoints) before sending leaseLost.
 func TestProcessorCancelledCallLetsTheChildFinish(t *testing.T) {
 	h := newHarness(t, modeOK, 0)
-	p := h.processor("shard-1")
-	if err := p.Initialize(context.Background(), kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
+	p := h.started()
 	ctx, cancel := context.WithCancel(context.Background())
 	// The lease is lost while the child checkpoints.
 	cp := &fakeCheckpointer{onCall: cancel, err: kcl.ErrLeaseLost}
@@ -381,10 +377,7 @@ func TestProcessorCancelledCallLetsTheChildFinish(t *testing.T) {
 
 func TestProcessorCancelledHangingChildIsKilledAtLeaseLost(t *testing.T) {
 	h := newHarness(t, modeHang, 0)
-	p := h.processor("shard-1")
-	if err := p.Initialize(context.Background(), kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
+	p := h.started()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.ProcessRecords(ctx, batch(&fakeCheckpointer{}, "1")) }()
@@ -406,27 +399,16 @@ func TestProcessorCancelledHangingChildIsKilledAtLeaseLost(t *testing.T) {
 
 func TestFactoryCloseKillsChildren(t *testing.T) {
 	h := newHarness(t, modeOK, 0)
-	ctx := context.Background()
-	p := h.processor("shard-1")
-	if err := p.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
+	p := h.started()
 	c := p.child
 	// A new processor of the same shard (after a hard stop) replaces it.
-	p2 := h.processor("shard-1")
-	select {
-	case <-c.exited:
-	default:
+	p2 := h.started()
+	if !c.ended() {
 		t.Fatal("the replaced processor's child still runs")
-	}
-	if err := p2.Initialize(ctx, kcl.InitializeInput{ShardID: "shard-1", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
 	}
 	c2 := p2.child
 	h.factory.Close()
-	select {
-	case <-c2.exited:
-	default:
+	if !c2.ended() {
 		t.Fatal("Close left a child running")
 	}
 	if _, err := h.factory.New("shard-2"); !errors.Is(err, kcl.ErrShutdown) {
