@@ -179,7 +179,8 @@ func (p *Processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) erro
 }
 
 // ShutdownRequested gives the child a last chance to checkpoint before the
-// lease is released or handed over, then lets it exit.
+// lease is released or handed over, tells it the lease is gone (leaseLost),
+// then lets it exit.
 func (p *Processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -187,6 +188,11 @@ func (p *Processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownReques
 		return err
 	}
 	if err := p.call(ctx, bareMsg{Action: actShutdownRequested}, actShutdownRequested, in.Checkpointer); err != nil {
+		return err
+	}
+	// As the Java daemon does, the shard's end for this child is then a
+	// leaseLost (any stop other than a shard end is).
+	if err := p.call(ctx, bareMsg{Action: actLeaseLost}, actLeaseLost, nil); err != nil {
 		return err
 	}
 	p.closeChild()

@@ -185,7 +185,7 @@ func TestProcessorSpeaksTheProtocol(t *testing.T) {
 		t.Errorf("checkpoints %s, want %s", got, want)
 	}
 	msgs := h.received()
-	if got, want := strings.Join(h.actions(), ","), "initialize,processRecords,checkpoint,shutdownRequested,checkpoint"; got != want {
+	if got, want := strings.Join(h.actions(), ","), "initialize,processRecords,checkpoint,shutdownRequested,checkpoint,leaseLost,checkpoint"; got != want {
 		t.Fatalf("child received %s, want %s", got, want)
 	}
 	if init := msgs[0]; init["shardId"] != "shard-1" || init["sequenceNumber"] != "TRIM_HORIZON" || init["subSequenceNumber"] != 0.0 {
