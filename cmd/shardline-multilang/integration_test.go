@@ -49,7 +49,11 @@ func buildDaemon(t testing.TB, dir string) string {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(dir, "shardline-multilang")
-	out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -349,6 +353,16 @@ shutdownGraceMillis = 30000
 	a.signal(t, syscall.SIGTERM)
 	if err := a.wait(t, 60*time.Second); err != nil {
 		t.Fatalf("a after SIGTERM: %v", err)
+	}
+
+	for _, id := range d.ids {
+		b, err := os.ReadFile(filepath.Join(dir, id+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "WARNING: DATA RACE") {
+			t.Errorf("data race in daemon %s", id)
+		}
 	}
 
 	evs := d.events()
