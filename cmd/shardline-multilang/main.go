@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"sync/atomic"
@@ -150,6 +151,10 @@ func loadConfig(o options, log *slog.Logger) (*multilang.Config, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	// A missing program would otherwise fail every shard, over and over.
+	if _, err := exec.LookPath(cfg.Command()[0]); err != nil {
+		return nil, fmt.Errorf("executableName %q: %w", cfg.Executable, err)
 	}
 	return cfg, nil
 }

@@ -26,7 +26,7 @@ func writeProps(t *testing.T, s string) string {
 }
 
 func TestFlagsOverrideProperties(t *testing.T) {
-	props := writeProps(t, "executableName = python3 app.py\nstreamName = s1\napplicationName = app\n"+
+	props := writeProps(t, "executableName = go run app.go\nstreamName = s1\napplicationName = app\n"+
 		"initialPositionInStream = LATEST\nfailoverTimeMillis = 10000\n")
 	o, err := parseFlags([]string{"-stream", "s2", "-initial-position", "TRIM_HORIZON", "-failover-time-millis", "3000", props}, io.Discard)
 	if err != nil {
@@ -39,13 +39,13 @@ func TestFlagsOverrideProperties(t *testing.T) {
 	if cfg.StreamName != "s2" || cfg.InitialPosition.Type != kcl.PositionTrimHorizon || cfg.FailoverTime != 3*time.Second {
 		t.Errorf("config %+v", cfg)
 	}
-	if cfg.ApplicationName != "app" || cfg.Executable != "python3 app.py" {
+	if cfg.ApplicationName != "app" || cfg.Executable != "go run app.go" {
 		t.Errorf("properties lost: %+v", cfg)
 	}
 }
 
 func TestUnknownPropertiesAreReported(t *testing.T) {
-	props := writeProps(t, "executableName = node app.js\nstreamName = s\napplicationName = a\napplicationNmae = b\n")
+	props := writeProps(t, "executableName = go version\nstreamName = s\napplicationName = a\napplicationNmae = b\n")
 	o, err := parseFlags([]string{"-properties", props}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +76,11 @@ func TestRunRefusesABadConfiguration(t *testing.T) {
 	}
 	if code := run([]string{"a.properties", "b.properties"}, io.Discard); code != 2 {
 		t.Errorf("two files: exit status %d, want 2", code)
+	}
+	props = writeProps(t, "executableName = ./no-such-processor.py\nstreamName = s\napplicationName = a\n")
+	stderr.Reset()
+	if code := run([]string{props}, &stderr); code != 2 || !strings.Contains(stderr.String(), "no-such-processor.py") {
+		t.Errorf("missing executable: exit status %d, stderr %s", code, stderr.String())
 	}
 }
 
