@@ -148,12 +148,9 @@ func (p *Processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 func (p *Processor) LeaseLost(ctx context.Context, _ kcl.LeaseLostInput) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.settle(ctx); err != nil {
-		p.drop("it did not finish its last action after the lease was lost")
+	defer p.dropPending()
+	if err := p.settle(ctx); err != nil || p.child == nil {
 		return err
-	}
-	if p.child == nil {
-		return nil
 	}
 	if err := p.call(ctx, bareMsg{Action: actLeaseLost}, actLeaseLost, nil); err != nil {
 		return err
@@ -184,6 +181,7 @@ func (p *Processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) erro
 func (p *Processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.dropPending()
 	if err := p.settle(ctx); err != nil || p.child == nil {
 		return err
 	}
@@ -336,6 +334,15 @@ func (p *Processor) kill(why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.drop(why)
+}
+
+// dropPending kills a child still working on a cancelled action at the
+// end of a call after which no other comes (leaseLost, shutdownRequested);
+// p.mu is held.
+func (p *Processor) dropPending() {
+	if p.pending != "" {
+		p.drop("it did not finish its last action before the shard was given up")
+	}
 }
 
 // drop kills the child, if any; p.mu is held.
