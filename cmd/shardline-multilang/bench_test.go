@@ -82,7 +82,7 @@ func benchProcessor(b *testing.B, p kcl.RecordProcessor, size int) {
 		for i := range in.Records {
 			seq++
 			in.Records[i] = kcl.Record{Data: data, PartitionKey: "pk-" + strconv.Itoa(i%64),
-				SequenceNumber: fmt.Sprintf("4960000000000000000%037d", seq),
+				SequenceNumber:              fmt.Sprintf("4960000000000000000%037d", seq),
 				ApproximateArrivalTimestamp: arrival}
 		}
 		cp.SetDelivered(in.Records[size-1].Position())

@@ -33,10 +33,12 @@ type child struct {
 	cmd   *exec.Cmd
 	stdin *os.File
 
-	lines   chan lineOrErr // stdout messages; closed at EOF
-	exited  chan struct{}  // closed once the process was waited for
-	status  error          // exit status, set before exited is closed
-	readers sync.WaitGroup // the stdout and stderr readers
+	lines    chan lineOrErr // stdout messages; closed at EOF
+	exited   chan struct{}  // closed once the process was waited for
+	status   error          // exit status, set before exited is closed
+	readers  sync.WaitGroup // the stdout and stderr readers
+	stop     chan struct{}  // closed when the daemon is done with the child
+	stopOnce sync.Once
 
 	mu   sync.Mutex
 	tail []string // last stderr lines
@@ -86,7 +88,7 @@ func startChild(shard string, argv []string, dir string, env []string, log *slog
 		return nil, fmt.Errorf("multilang: start %q: %w", strings.Join(argv, " "), err)
 	}
 	c := &child{shard: shard, log: log.With("pid", cmd.Process.Pid), cmd: cmd, stdin: inW,
-		lines: make(chan lineOrErr, 16), exited: make(chan struct{})}
+		lines: make(chan lineOrErr, 16), exited: make(chan struct{}), stop: make(chan struct{})}
 	c.readers.Add(2)
 	go func() { defer c.readers.Done(); c.readStdout(outR) }()
 	go func() { defer c.readers.Done(); c.readStderr(errR) }()
@@ -114,7 +116,11 @@ func (c *child) readStdout(r *os.File) {
 			if perr != nil {
 				broken = true
 			}
-			c.lines <- lineOrErr{msg: m, err: perr}
+			select {
+			case c.lines <- lineOrErr{msg: m, err: perr}:
+			case <-c.stop: // nobody reads any more: drain to the end
+				broken = true
+			}
 		}
 		if err != nil {
 			return
@@ -235,6 +241,7 @@ func (c *child) exitError() error {
 
 // kill ends the child at once and waits for it.
 func (c *child) kill() {
+	c.stopOnce.Do(func() { close(c.stop) })
 	killTree(c.cmd.Process)
 	c.stdin.Close()
 	<-c.exited
@@ -258,6 +265,7 @@ func (c *child) waitReaders() {
 // at end of input), then it gets grace to exit before being killed. It
 // returns the exit status.
 func (c *child) close(grace time.Duration) error {
+	c.stopOnce.Do(func() { close(c.stop) })
 	c.stdin.Close()
 	t := time.NewTimer(grace)
 	defer t.Stop()
