@@ -270,7 +270,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("invalid configuration", "err", err)
 		return 2
 	}
-	log.Info("shardline-multilang starting", "worker", w.ID(), "stream", cfg.StreamName+cfg.StreamARN,
+	log.Info("shardline-multilang starting", "worker", w.ID(), "stream", wc.StreamName+wc.StreamARN,
 		"application", cfg.ApplicationName, "executable", cfg.Executable, "language", cfg.ProcessingLanguage,
 		"initial_position", cfg.InitialPosition.String())
 
