@@ -47,6 +47,13 @@ function processor() {
     },
 
     processRecords: function (input, completeCallback) {
+      // SHARDLINE_CRASH_ONCE: a file; the first processor to see it missing
+      // creates it and crashes (an uncaught exception, exit status 1).
+      const crashOnce = process.env.SHARDLINE_CRASH_ONCE;
+      if (crashOnce && !fs.existsSync(crashOnce)) {
+        fs.writeFileSync(crashOnce, '');
+        throw new Error('simulated crash in processRecords');
+      }
       batch++;
       const records = input.records || [];
       let last = null;
