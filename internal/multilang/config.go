@@ -183,6 +183,10 @@ var ignoredKeys = map[string]string{
 	"logWarningForTaskAfterMillis":                     "not applicable",
 	"validateSequenceNumberBeforeCheckpointing":        "checkpoints are always validated against the delivered records",
 	"userAgent":                                        "not applicable",
+	"clientVersionConfig":                              "the lease protocol is Shardline's; KCL 3.x coordinator tables are not used",
+	"enablePriorityLeaseAssignment":                    "leases are balanced evenly across workers",
+	"leaseTableDeletionProtectionEnabled":              "set it on the table directly",
+	"leaseTablePitrEnabled":                            "set it on the table directly",
 }
 
 // ignoredPrefixes are nested keys of the Java daemon's client and
