@@ -175,6 +175,11 @@ func (p *Processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) erro
 	return nil
 }
 
+// OwnCheckpoints tells the worker not to checkpoint on the child's behalf
+// after shutdownRequested: only the checkpoints the child asks for are
+// stored, as with the Java daemon.
+func (p *Processor) OwnCheckpoints() bool { return true }
+
 // ShutdownRequested gives the child a last chance to checkpoint before the
 // lease is released or handed over, tells it the lease is gone (leaseLost),
 // then lets it exit.

@@ -401,6 +401,9 @@ func (m *Machine) FinalCheckpoint(ctx context.Context) (kcl.ExtendedSequenceNumb
 	}
 	defer m.call.Unlock()
 	pos := m.lastProcessed
+	if own, ok := m.proc.(OwnCheckpoints); ok && own.OwnCheckpoints() {
+		pos = kcl.ExtendedSequenceNumber{}
+	}
 	if pos.IsZero() || pos.Compare(m.cp.Last()) <= 0 {
 		m.set(Stopped)
 		return kcl.ExtendedSequenceNumber{}, nil
@@ -410,6 +413,14 @@ func (m *Machine) FinalCheckpoint(ctx context.Context) (kcl.ExtendedSequenceNumb
 	}
 	m.set(Stopped)
 	return pos, nil
+}
+
+// OwnCheckpoints is implemented by processors that store every checkpoint
+// themselves and must not get the worker's final checkpoint after
+// ShutdownRequested (the MultiLang daemon's: a child's checkpoints are only
+// those it asks for, as with the Java daemon).
+type OwnCheckpoints interface {
+	OwnCheckpoints() bool
 }
 
 // LeaseLost tells the processor (if it implements kcl.LeaseLostHandler)

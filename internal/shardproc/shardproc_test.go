@@ -566,3 +566,31 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 	}
 }
+
+// ownCheckpoints is a processor that stores every checkpoint itself.
+type ownCheckpoints struct{ *fakeProc }
+
+func (ownCheckpoints) OwnCheckpoints() bool { return true }
+
+func TestNoFinalCheckpointForProcessorsThatOwnTheirs(t *testing.T) {
+	ctx := t.Context()
+	p := &fakeProc{}
+	p.set(func(p *fakeProc) { p.noCP = true })
+	m, st := newMachine(ownCheckpoints{p})
+	if err := m.Initialize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Deliver(ctx, Batch{Records: []kcl.Record{rec(1), rec(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ShutdownRequested(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pos, err := m.FinalCheckpoint(ctx)
+	if err != nil || !pos.IsZero() || m.State() != Stopped {
+		t.Fatalf("FinalCheckpoint: %v %v, state %s; want nothing stored", pos, err, m.State())
+	}
+	if w := st.list(); len(w) != 0 {
+		t.Errorf("writes %+v, want none", w)
+	}
+}
