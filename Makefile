@@ -74,7 +74,7 @@ bench: deps
 
 demo: deps
 	scripts/emulators.sh restart
-	status=0; $(GO) run ./examples/demo || status=$$?; scripts/emulators.sh stop; exit $$status
+	status=0; $(GO) run ./internal/cmd/demo || status=$$?; scripts/emulators.sh stop; exit $$status
 
 clean:
 	scripts/emulators.sh stop || true

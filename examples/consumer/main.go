@@ -13,7 +13,7 @@
 //	    -kinesis-endpoint http://127.0.0.1:4568 -dynamodb-endpoint http://127.0.0.1:8000
 //
 // With -metrics-addr 127.0.0.1:9090 it serves Prometheus metrics on
-// http://127.0.0.1:9090/metrics.
+// http://127.0.0.1:9090/metrics and health probes on /livez and /readyz.
 package main
 
 import (
@@ -51,7 +51,7 @@ func run() error {
 	app := flag.String("app", "", "application name, also the lease table's name (required)")
 	kinesisEndpoint := flag.String("kinesis-endpoint", "", "Kinesis endpoint URL (default: AWS)")
 	dynamoEndpoint := flag.String("dynamodb-endpoint", "", "DynamoDB endpoint URL (default: AWS)")
-	metricsAddr := flag.String("metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (default: off)")
+	metricsAddr := flag.String("metrics-addr", "", "serve /metrics, /livez and /readyz on ADDR (default: off)")
 	flag.Parse()
 	if *stream == "" || *app == "" {
 		return errors.New("-stream and -app are required")
@@ -67,7 +67,7 @@ func run() error {
 	if *kinesisEndpoint != "" || *dynamoEndpoint != "" {
 		// The emulators accept any credentials and region.
 		cfg.Region = "us-east-1"
-		cfg.Credentials = credentials.NewStaticCredentialsProvider("local", "local", "")
+		cfg.Credentials = credentials.NewStaticCredentialsProvider("shardline", "shardline", "")
 	}
 	kc := kinesis.NewFromConfig(cfg, func(o *kinesis.Options) {
 		if *kinesisEndpoint != "" {
@@ -83,20 +83,11 @@ func run() error {
 	})
 
 	var hooks []worker.Hook
+	m, err := metrics.New()
+	if err != nil {
+		return err
+	}
 	if *metricsAddr != "" {
-		m, err := metrics.New()
-		if err != nil {
-			return err
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server stopped", "err", err)
-			}
-		}()
-		defer srv.Close()
 		hooks = append(hooks, m)
 	}
 
@@ -114,6 +105,21 @@ func run() error {
 	})
 	if err != nil {
 		return err
+	}
+	if *metricsAddr != "" {
+		// Prometheus metrics, and the probes of an orchestrator: /livez
+		// (restart me) and /readyz (send me work).
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		mux.Handle("/livez", w.HealthHandler())
+		mux.Handle("/readyz", w.HealthHandler())
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
 	}
 
 	// Run until a signal arrives, then shut down gracefully: every shard

@@ -1,5 +1,5 @@
 // Command fleetworker is the consumer the test harness runs: the fleet
-// integration tests, the chaos test, `make demo` (examples/demo) and the fleet
+// integration tests, the chaos test, `make demo` (internal/cmd/demo) and the fleet
 // benchmark (bench/cmd/bench) start replicas of it through internal/fleet. It
 // reads a Kinesis stream together with any number of replicas of itself,
 // counts the records of each shard, checkpoints after every batch (or every
