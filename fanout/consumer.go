@@ -111,17 +111,11 @@ func ValidateConsumerName(name string) error {
 // StreamARN returns the ARN of the stream named streamName. An error matches
 // kcl.ErrStreamNotFound if the stream does not exist.
 func StreamARN(ctx context.Context, client StreamDescriber, streamName string) (string, error) {
-	out, err := client.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(streamName)})
+	arn, err := awsx.Stream{Name: streamName}.ResolveARN(ctx, client)
 	if err != nil {
-		if awsx.Classify(err) == awsx.NotFound {
-			err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
-		}
-		return "", fmt.Errorf("fanout: describe stream %s: %w", streamName, err)
+		return "", fmt.Errorf("fanout: %w", err)
 	}
-	if out.StreamDescriptionSummary == nil || aws.ToString(out.StreamDescriptionSummary.StreamARN) == "" {
-		return "", fmt.Errorf("fanout: describe stream %s: no ARN in the response", streamName)
-	}
-	return aws.ToString(out.StreamDescriptionSummary.StreamARN), nil
+	return arn, nil
 }
 
 // RegisterConsumer makes sure that a consumer named name is registered on

@@ -4,95 +4,94 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-	"github.com/aws/smithy-go"
 
-	"github.com/shardline/shardline/internal/faults"
+	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 )
 
-// nopKinesis and nopDynamo succeed at everything with empty answers.
-type nopKinesis struct{}
-
-func (nopKinesis) DescribeStreamSummary(context.Context, *kinesis.DescribeStreamSummaryInput, ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error) {
-	return &kinesis.DescribeStreamSummaryOutput{}, nil
-}
-func (nopKinesis) ListShards(context.Context, *kinesis.ListShardsInput, ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error) {
-	return &kinesis.ListShardsOutput{}, nil
-}
-func (nopKinesis) GetShardIterator(context.Context, *kinesis.GetShardIteratorInput, ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error) {
-	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String("it")}, nil
-}
-func (nopKinesis) GetRecords(context.Context, *kinesis.GetRecordsInput, ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
-	return &kinesis.GetRecordsOutput{NextShardIterator: aws.String("it")}, nil
-}
-
-type nopDynamo struct{}
-
-func (nopDynamo) CreateTable(context.Context, *dynamodb.CreateTableInput, ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
-	return &dynamodb.CreateTableOutput{}, nil
-}
-func (nopDynamo) DescribeTable(context.Context, *dynamodb.DescribeTableInput, ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	return &dynamodb.DescribeTableOutput{}, nil
-}
-func (nopDynamo) GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	return &dynamodb.GetItemOutput{}, nil
-}
-func (nopDynamo) PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	return &dynamodb.PutItemOutput{}, nil
-}
-func (nopDynamo) UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	return &dynamodb.UpdateItemOutput{}, nil
-}
-func (nopDynamo) DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	return &dynamodb.DeleteItemOutput{}, nil
-}
-func (nopDynamo) Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	return &dynamodb.ScanOutput{}, nil
-}
-
-// Every fault the injector produces (as the SDK would surface it) is
-// retried at start-up; errors that retrying cannot fix are not.
-func TestStartupRetriesTransientErrors(t *testing.T) {
-	ctx := context.Background()
-	for _, kind := range []string{"throttle", "5xx", "timeout"} {
-		cfg, err := faults.Parse("seed=1,kinesis." + kind + "=1,dynamodb." + kind + "=1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, _ := faults.WrapKinesis(nopKinesis{}, cfg)
-		d, _ := faults.WrapDynamoDB(nopDynamo{}, cfg)
-		for range 10 { // both variants of throttling and 5xx
-			_, kerr := k.ListShards(ctx, &kinesis.ListShardsInput{})
-			_, derr := d.Scan(ctx, &dynamodb.ScanInput{})
-			for _, err := range []error{kerr, derr, fmt.Errorf("shardline: wrapped: %w", kerr)} {
-				if !transientStartupError(err) {
-					t.Errorf("%s: %v not retried", kind, err)
-				}
-			}
-		}
+// closedAddr returns a loopback address nothing listens on: a connection to
+// it is refused.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	d, _ := faults.WrapDynamoDB(nopDynamo{}, faults.Config{})
-	d.Outage(faults.Refuse)
-	if _, err := d.DescribeTable(ctx, &dynamodb.DescribeTableInput{}); !transientStartupError(err) {
-		t.Errorf("refused connection %v not retried", err)
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
 	}
+	return addr
+}
 
-	for _, err := range []error{
-		fmt.Errorf("%w: stream s", kcl.ErrStreamNotFound),
-		fmt.Errorf("%w: bad table", kcl.ErrInvalidConfig),
-		&smithy.OperationError{ServiceID: "Kinesis", OperationName: "ListShards", Err: &ktypes.InvalidArgumentException{Message: aws.String("bad")}},
-		&smithy.OperationError{ServiceID: "Kinesis", OperationName: "ListShards", Err: &smithy.GenericAPIError{Code: "AccessDeniedException", Fault: smithy.FaultClient}},
-		context.Canceled,
-		errors.New("something else"),
+// A worker whose Kinesis endpoint refuses connections keeps retrying its
+// start-up until StartupTimeout, then fails with an error that names the
+// endpoint: through the real SDK client, which wraps the refused connection
+// in a response error with status code 0.
+func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
+	addr := closedAddr(t)
+	const timeout = 2 * time.Second
+	w, err := New(Config{
+		StreamName:       "s",
+		ApplicationName:  "app-refused",
+		Kinesis:          testenv.NewKinesisClient("http://" + addr),
+		DynamoDB:         testenv.NewDynamoDBClient("http://" + addr),
+		ProcessorFactory: func(string) (kcl.RecordProcessor, error) { return nil, errors.New("unused") },
+		StartupTimeout:   timeout,
+		Logger:           slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	err = w.Run(t.Context())
+	took := time.Since(begin)
+	if err == nil {
+		t.Fatal("Run against a refused endpoint returned nil")
+	}
+	t.Logf("after %v: %v", took, err)
+	// Wide bounds: the lower one is what the fix is about (it failed after
+	// 0.1 s before), the upper one only catches a hang.
+	if took < timeout-200*time.Millisecond || took > timeout+20*time.Second {
+		t.Errorf("Run gave up after %v, want about StartupTimeout %v", took, timeout)
+	}
+	if !strings.Contains(err.Error(), addr) {
+		t.Errorf("error %q does not name the endpoint %s", err, addr)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v does not match context.DeadlineExceeded", err)
+	}
+}
+
+// What start-up retries, decided on errors the real SDK returns (a refused
+// connection) and on the worker's own errors.
+func TestRetryableAtStartup(t *testing.T) {
+	kc := testenv.NewKinesisClient("http://" + closedAddr(t))
+	_, refused := kc.ListShards(t.Context(), &kinesis.ListShardsInput{StreamName: new("s")},
+		func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
+	if refused == nil {
+		t.Fatal("ListShards against a closed port succeeded")
+	}
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{refused, true},
+		{fmt.Errorf("shardline: list shards: %w", refused), true},
+		{fmt.Errorf("lease: scan: %w: %w", kcl.ErrThrottled, errors.New("busy")), true},
+		{fmt.Errorf("%w: stream s", kcl.ErrStreamNotFound), false},
+		{fmt.Errorf("%w: bad table", kcl.ErrInvalidConfig), false},
+		{errors.New("something else"), false},
 	} {
-		if transientStartupError(err) {
-			t.Errorf("%v retried at start-up", err)
+		if got := retryableAtStartup(tc.err); got != tc.want {
+			t.Errorf("retryableAtStartup(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
