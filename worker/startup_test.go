@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 )
@@ -68,6 +71,64 @@ func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not match context.DeadlineExceeded", err)
 	}
+}
+
+// refusedKinesis answers DescribeStreamSummary, the first start-up call,
+// with err; it must not be asked anything else.
+type refusedKinesis struct {
+	reader.KinesisAPI
+	err   error
+	calls atomic.Int32
+}
+
+func (k *refusedKinesis) DescribeStreamSummary(context.Context, *kinesis.DescribeStreamSummaryInput, ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error) {
+	k.calls.Add(1)
+	return nil, k.err
+}
+
+// The same in virtual time, with the default-sized StartupTimeout of the
+// issue (4 s): the error is the one the real SDK returned for a refused
+// connection, replayed by a fake client so that the clock can be virtual.
+func TestStartupRetriesRefusedEndpointVirtualTime(t *testing.T) {
+	addr := closedAddr(t)
+	_, refused := testenv.NewKinesisClient("http://"+addr).DescribeStreamSummary(t.Context(),
+		&kinesis.DescribeStreamSummaryInput{StreamName: new("s")}, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
+	if refused == nil {
+		t.Fatal("DescribeStreamSummary against a closed port succeeded")
+	}
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 4 * time.Second
+		kc := &refusedKinesis{err: refused}
+		w, err := New(Config{
+			StreamName:       "s",
+			ApplicationName:  "app-refused",
+			Kinesis:          kc,
+			DynamoDB:         testenv.NewDynamoDBClient("http://" + addr),
+			ProcessorFactory: func(string) (kcl.RecordProcessor, error) { return nil, errors.New("unused") },
+			StartupTimeout:   timeout,
+			Logger:           slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		begin := time.Now()
+		err = w.Run(t.Context())
+		took := time.Since(begin)
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Run: %v, want the refused connection and context.DeadlineExceeded", err)
+		}
+		if took != timeout {
+			t.Errorf("Run gave up after %v, want StartupTimeout %v", took, timeout)
+		}
+		// Backoff from 100 ms doubling to 2 s, with jitter: at least 4
+		// attempts in 4 s.
+		if n := kc.calls.Load(); n < 4 {
+			t.Errorf("%d attempts in %v", n, timeout)
+		}
+		if !strings.Contains(err.Error(), addr) {
+			t.Errorf("error %q does not name the endpoint %s", err, addr)
+		}
+	})
 }
 
 // What start-up retries, decided on errors the real SDK returns (a refused
