@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -17,14 +16,7 @@ import (
 // connection in a response error with status code 0), and then fails with
 // ErrRetryTimeout naming the endpoint.
 func TestRefusedConnectionRetriedUntilRetryTimeout(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	addr := testenv.RefusedAddr(t)
 	const retryTimeout = 2 * time.Second
 	p, err := New(Config{
 		StreamName:     "s",

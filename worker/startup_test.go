@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,32 +18,14 @@ import (
 	"github.com/shardline/shardline/kcl"
 )
 
-// closedAddr returns a loopback address nothing listens on: a connection to
-// it is refused.
-func closedAddr(t *testing.T) string {
+// refusedWorker returns a worker reading through kc whose DynamoDB endpoint
+// is addr (never reached: start-up fails at the stream).
+func refusedWorker(t *testing.T, kc reader.KinesisAPI, addr string, timeout time.Duration) *Worker {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-// A worker whose Kinesis endpoint refuses connections keeps retrying its
-// start-up until StartupTimeout, then fails with an error that names the
-// endpoint: through the real SDK client, which wraps the refused connection
-// in a response error with status code 0.
-func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
-	addr := closedAddr(t)
-	const timeout = 2 * time.Second
 	w, err := New(Config{
 		StreamName:       "s",
 		ApplicationName:  "app-refused",
-		Kinesis:          testenv.NewKinesisClient("http://" + addr),
+		Kinesis:          kc,
 		DynamoDB:         testenv.NewDynamoDBClient("http://" + addr),
 		ProcessorFactory: func(string) (kcl.RecordProcessor, error) { return nil, errors.New("unused") },
 		StartupTimeout:   timeout,
@@ -53,8 +34,19 @@ func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+// A worker whose Kinesis endpoint refuses connections keeps retrying its
+// start-up until StartupTimeout, then fails with an error that names the
+// endpoint: through the real SDK client, which wraps the refused connection
+// in a response error with status code 0.
+func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
+	addr := testenv.RefusedAddr(t)
+	const timeout = 2 * time.Second
+	w := refusedWorker(t, testenv.NewKinesisClient("http://"+addr), addr, timeout)
 	begin := time.Now()
-	err = w.Run(t.Context())
+	err := w.Run(t.Context())
 	took := time.Since(begin)
 	if err == nil {
 		t.Fatal("Run against a refused endpoint returned nil")
@@ -90,7 +82,7 @@ func (k *refusedKinesis) DescribeStreamSummary(context.Context, *kinesis.Describ
 // issue (4 s): the error is the one the real SDK returned for a refused
 // connection, replayed by a fake client so that the clock can be virtual.
 func TestStartupRetriesRefusedEndpointVirtualTime(t *testing.T) {
-	addr := closedAddr(t)
+	addr := testenv.RefusedAddr(t)
 	_, refused := testenv.NewKinesisClient("http://"+addr).DescribeStreamSummary(t.Context(),
 		&kinesis.DescribeStreamSummaryInput{StreamName: new("s")}, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
 	if refused == nil {
@@ -99,20 +91,9 @@ func TestStartupRetriesRefusedEndpointVirtualTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 4 * time.Second
 		kc := &refusedKinesis{err: refused}
-		w, err := New(Config{
-			StreamName:       "s",
-			ApplicationName:  "app-refused",
-			Kinesis:          kc,
-			DynamoDB:         testenv.NewDynamoDBClient("http://" + addr),
-			ProcessorFactory: func(string) (kcl.RecordProcessor, error) { return nil, errors.New("unused") },
-			StartupTimeout:   timeout,
-			Logger:           slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		w := refusedWorker(t, kc, addr, timeout)
 		begin := time.Now()
-		err = w.Run(t.Context())
+		err := w.Run(t.Context())
 		took := time.Since(begin)
 		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Run: %v, want the refused connection and context.DeadlineExceeded", err)
@@ -134,7 +115,7 @@ func TestStartupRetriesRefusedEndpointVirtualTime(t *testing.T) {
 // What start-up retries, decided on errors the real SDK returns (a refused
 // connection) and on the worker's own errors.
 func TestRetryableAtStartup(t *testing.T) {
-	kc := testenv.NewKinesisClient("http://" + closedAddr(t))
+	kc := testenv.NewKinesisClient("http://" + testenv.RefusedAddr(t))
 	_, refused := kc.ListShards(t.Context(), &kinesis.ListShardsInput{StreamName: new("s")},
 		func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
 	if refused == nil {

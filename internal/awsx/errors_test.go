@@ -21,20 +21,6 @@ import (
 	"github.com/shardline/shardline/internal/testenv"
 )
 
-// closedEndpoint returns the URL of a loopback port nothing listens on.
-func closedEndpoint(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return "http://" + addr
-}
-
 // answer is what a fake service endpoint answers every request with.
 type answer struct {
 	status int
@@ -92,17 +78,19 @@ func dynamoAt(endpoint string) *dynamodb.Client {
 func kinesisErr(t *testing.T, endpoint string) error {
 	t.Helper()
 	_, err := kinesisAt(endpoint).ListShards(t.Context(), &kinesis.ListShardsInput{StreamName: aws.String("s")})
-	if err == nil {
-		t.Fatalf("ListShards against %s succeeded", endpoint)
-	}
-	return err
+	return mustFail(t, endpoint, err)
 }
 
 func dynamoErr(t *testing.T, endpoint string) error {
 	t.Helper()
 	_, err := dynamoAt(endpoint).DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String("t")})
+	return mustFail(t, endpoint, err)
+}
+
+func mustFail(t *testing.T, endpoint string, err error) error {
+	t.Helper()
 	if err == nil {
-		t.Fatalf("DescribeTable against %s succeeded", endpoint)
+		t.Fatalf("a call to %s succeeded", endpoint)
 	}
 	return err
 }
@@ -110,7 +98,7 @@ func dynamoErr(t *testing.T, endpoint string) error {
 // Every class of error, as the real SDK clients return it from a real
 // (loopback) connection.
 func TestClassifyThroughTheSDK(t *testing.T) {
-	closed := closedEndpoint(t)
+	closed := "http://" + testenv.RefusedAddr(t)
 	cases := []struct {
 		name  string
 		a     answer

@@ -140,6 +140,21 @@ func UniqueName(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
+// RefusedAddr returns a loopback address ("127.0.0.1:port") that nothing
+// listens on: a connection to it is refused, as to a stopped endpoint.
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
 // CreateStream creates a stream with the given number of shards, waits until
 // it is ACTIVE and deletes it when the test ends. It returns the name.
 func CreateStream(t testing.TB, kc *kinesis.Client, shards int) string {
