@@ -152,12 +152,11 @@ func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 			// CREATING: wait for it; DELETING: wait until it is gone.
 		case errors.Is(err, errConsumerNotFound):
 			c, err := register(ctx, client, streamARN, name)
-			var inUse *types.ResourceInUseException
 			var limit *types.LimitExceededException
 			switch {
 			case err == nil && c.Status == ConsumerActive:
 				return c, nil
-			case err == nil, errors.As(err, &inUse):
+			case err == nil, awsx.Classify(err) == awsx.InUse:
 				// Registered (by us or by another worker at the same time):
 				// wait until it is ACTIVE.
 				limitHits = 0
@@ -293,14 +292,12 @@ func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name
 			_, err = client.DeregisterStreamConsumer(ctx, &kinesis.DeregisterStreamConsumerInput{
 				StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
 			})
-			var inUse *types.ResourceInUseException
-			switch {
+			switch kind := awsx.Classify(err); {
 			case err == nil:
 				deregistered = true
-			case awsx.Classify(err) == awsx.NotFound:
+			case kind == awsx.NotFound:
 				return nil
-			case errors.As(err, &inUse): // still CREATING: try again
-			case ctx.Err() != nil || !awsx.Classify(err).Retryable():
+			case ctx.Err() != nil || !kind.Retryable(): // InUse (still CREATING) is retried
 				return fmt.Errorf("fanout: deregister consumer %s from %s: %w", name, streamARN, err)
 			}
 		case err != nil && (ctx.Err() != nil || !awsx.Classify(err).Retryable()):
