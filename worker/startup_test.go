@@ -18,8 +18,8 @@ import (
 	"github.com/shardline/shardline/kcl"
 )
 
-// refusedWorker returns a worker reading through kc whose DynamoDB endpoint
-// is addr (never reached: start-up fails at the stream).
+// refusedWorker returns a worker reading stream "s" through kc, with its
+// lease table at the DynamoDB endpoint addr.
 func refusedWorker(t *testing.T, kc reader.KinesisAPI, addr string, timeout time.Duration) *Worker {
 	t.Helper()
 	w, err := New(Config{
@@ -62,6 +62,27 @@ func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not match context.DeadlineExceeded", err)
+	}
+}
+
+// The same for a lease table endpoint that refuses connections, the
+// stream being reachable: the table step is retried until StartupTimeout.
+func TestStartupRetriesRefusedDynamoDBUntilTimeout(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 1)
+	addr := testenv.RefusedAddr(t)
+	const timeout = 2 * time.Second
+	w := refusedWorker(t, kc, addr, timeout)
+	w.cfg.StreamName = stream
+	begin := time.Now()
+	err := w.Run(t.Context())
+	took := time.Since(begin)
+	t.Logf("after %v: %v", took, err)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Run: %v; want the refused connection to %s and context.DeadlineExceeded", err, addr)
+	}
+	if took < timeout-200*time.Millisecond {
+		t.Errorf("Run gave up after %v, before StartupTimeout %v", took, timeout)
 	}
 }
 
