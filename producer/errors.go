@@ -66,9 +66,7 @@ func (e *entryError) Error() string { return e.code + ": " + e.message }
 // is worth retrying. Only codes known to be permanent are not: anything
 // else (throttling, InternalFailure, codes added later) is retried until
 // RetryTimeout.
-func retryableEntryCode(code, message string) bool {
-	return awsx.ClassifyCode(code, message).Retryable()
-}
+func retryableEntryCode(code string) bool { return awsx.ClassifyCode(code, "").Retryable() }
 
 // retryableCall reports whether a failed PutRecords or ListShards call is
 // worth retrying: throttling, server errors, timeouts and connection errors

@@ -591,7 +591,7 @@ func (p *Producer) send(entries []*entry) {
 				if res.ErrorCode != nil {
 					e.code, e.message = aws.ToString(res.ErrorCode), aws.ToString(res.ErrorMessage)
 					e.lastErr = &entryError{code: e.code, message: e.message}
-					if !retryableEntryCode(e.code, e.message) {
+					if !retryableEntryCode(e.code) {
 						results = append(results, outcome{e: e, err: p.putError(e, fmt.Errorf("%w: %w", ErrRejected, e.lastErr))})
 						continue
 					}

@@ -74,66 +74,44 @@ func (k Kind) String() string {
 // Retryable reports whether errors of kind k are retried with backoff.
 func (k Kind) Retryable() bool { return k == Transient || k == Throttled || k == InUse }
 
-// Error codes by kind, as the services name them (typed SDK errors report
-// the same codes). Codes of DynamoDB transaction cancellation reasons are
-// included.
-var codeKinds = map[string]Kind{
-	// Kinesis.
-	"ProvisionedThroughputExceededException": Throttled, // also DynamoDB
-	"KMSThrottlingException":                 Throttled,
-	"LimitExceededException":                 Throttled, // also DynamoDB (control plane)
-	"ExpiredIteratorException":               Expired,
-	"ExpiredNextTokenException":              Expired,
-	"KMSDisabledException":                   Fatal,
-	"KMSInvalidStateException":               Fatal,
-	"KMSAccessDeniedException":               Fatal,
-	"KMSNotFoundException":                   Fatal,
-	"KMSOptInRequired":                       Fatal,
-	"InternalFailure":                        Transient, // PutRecords entries
-	"InternalFailureException":               Transient,
-	// DynamoDB.
-	"ThrottlingException":             Throttled,
-	"RequestLimitExceeded":            Throttled,
-	"ConditionalCheckFailedException": Conflict,
-	"TransactionCanceledException":    Conflict, // refined by its reasons
-	"TransactionConflictException":    Transient,
-	"TransactionInProgressException":  Transient,
-	"InternalServerError":             Transient,
-	"TableNotFoundException":          NotFound,
-	// Both, and generic AWS codes.
-	"ResourceNotFoundException":   NotFound,
-	"ResourceInUseException":      InUse,
-	"AccessDeniedException":       Fatal,
-	"ValidationException":         Fatal,
-	"UnrecognizedClientException": Fatal,
-	"InvalidSignatureException":   Fatal,
-	"Throttling":                  Throttled,
-	"ThrottledException":          Throttled,
-	"RequestThrottledException":   Throttled,
-	"TooManyRequestsException":    Throttled,
-	"SlowDown":                    Throttled,
-	"ServiceUnavailable":          Transient,
-	"ServiceUnavailableException": Transient,
-	"RequestTimeout":              Transient,
-	"RequestTimeoutException":     Transient,
-	// Cancellation reasons of a DynamoDB transaction.
-	"ConditionalCheckFailed":        Conflict,
-	"ThrottlingError":               Throttled,
-	"ProvisionedThroughputExceeded": Throttled,
-	"TransactionConflict":           Transient,
-}
-
-// codeKind classifies a service error code; ok is false for a code it does
-// not know.
+// codeKind classifies a service error code (typed SDK errors report the
+// same codes as the services send), including the cancellation reasons of a
+// DynamoDB transaction; ok is false for a code it does not know.
 func codeKind(code, message string) (k Kind, ok bool) {
-	if code == "InvalidArgumentException" {
+	switch code {
+	case "ProvisionedThroughputExceededException", // Kinesis and DynamoDB
+		"KMSThrottlingException",
+		"LimitExceededException",                      // Kinesis; DynamoDB's control plane
+		"ThrottlingException", "RequestLimitExceeded", // DynamoDB
+		"Throttling", "ThrottledException", "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+		"ThrottlingError", "ProvisionedThroughputExceeded": // transaction cancellation reasons
+		return Throttled, true
+	case "InternalFailure", // PutRecords entries
+		"InternalFailureException", "InternalServerError",
+		"ServiceUnavailable", "ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException",
+		"TransactionConflictException", "TransactionInProgressException",
+		"TransactionConflict": // a cancellation reason
+		return Transient, true
+	case "ResourceInUseException":
+		return InUse, true
+	case "ExpiredIteratorException", "ExpiredNextTokenException":
+		return Expired, true
+	case "ResourceNotFoundException", "TableNotFoundException":
+		return NotFound, true
+	case "ConditionalCheckFailedException", "TransactionCanceledException",
+		"ConditionalCheckFailed": // a cancellation reason
+		return Conflict, true
+	case "InvalidArgumentException":
 		if isTrimmedMessage(message) {
 			return Trimmed, true
 		}
 		return Fatal, true
+	case "AccessDeniedException", "ValidationException", "UnrecognizedClientException", "InvalidSignatureException",
+		"KMSDisabledException", "KMSInvalidStateException", "KMSAccessDeniedException", "KMSNotFoundException",
+		"KMSOptInRequired":
+		return Fatal, true
 	}
-	k, ok = codeKinds[code]
-	return k, ok
+	return Transient, false
 }
 
 // ClassifyCode classifies an error code that comes without an error, such as
@@ -232,18 +210,6 @@ func isTrimmedMessage(msg string) bool {
 	return false
 }
 
-// labels are the names of the kinds in metrics.
-var labels = [...]string{
-	Transient: "transient",
-	Throttled: "throttled",
-	InUse:     "in_use",
-	Expired:   "expired_iterator",
-	Trimmed:   "trimmed",
-	NotFound:  "not_found",
-	Conflict:  "conflict",
-	Fatal:     "fatal",
-}
-
 // Label names the class of an error for metrics and logs: "throttled",
 // "in_use", "expired_iterator", "transient", "trimmed", "not_found",
 // "conflict" or "fatal"; empty for nil.
@@ -251,7 +217,23 @@ func Label(err error) string {
 	if err == nil {
 		return ""
 	}
-	return labels[Classify(err)]
+	switch Classify(err) {
+	case Throttled:
+		return "throttled"
+	case InUse:
+		return "in_use"
+	case Expired:
+		return "expired_iterator"
+	case Trimmed:
+		return "trimmed"
+	case NotFound:
+		return "not_found"
+	case Conflict:
+		return "conflict"
+	case Fatal:
+		return "fatal"
+	}
+	return "transient"
 }
 
 // Sleep waits for d or until ctx ends, whichever comes first, and returns

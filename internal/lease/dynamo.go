@@ -563,10 +563,10 @@ func (s *DynamoStore) fail(op, key string, err error) error {
 		}
 		return e
 	}
-	if awsx.Classify(err) == awsx.NotFound {
+	switch awsx.Classify(err) {
+	case awsx.NotFound:
 		return fmt.Errorf("lease: %s %s: %w (table %s): %w", op, subject, kcl.ErrTableNotFound, s.table, err)
-	}
-	if awsx.Classify(err) == awsx.Throttled {
+	case awsx.Throttled:
 		return fmt.Errorf("lease: %s %s: %w: %w", op, subject, kcl.ErrThrottled, err)
 	}
 	return fmt.Errorf("lease: %s %s: %w", op, subject, err)
