@@ -111,17 +111,11 @@ func ValidateConsumerName(name string) error {
 // StreamARN returns the ARN of the stream named streamName. An error matches
 // kcl.ErrStreamNotFound if the stream does not exist.
 func StreamARN(ctx context.Context, client StreamDescriber, streamName string) (string, error) {
-	out, err := client.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(streamName)})
+	arn, err := awsx.Stream{Name: streamName}.ResolveARN(ctx, client)
 	if err != nil {
-		if awsx.Classify(err) == awsx.NotFound {
-			err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
-		}
-		return "", fmt.Errorf("fanout: describe stream %s: %w", streamName, err)
+		return "", fmt.Errorf("fanout: %w", err)
 	}
-	if out.StreamDescriptionSummary == nil || aws.ToString(out.StreamDescriptionSummary.StreamARN) == "" {
-		return "", fmt.Errorf("fanout: describe stream %s: no ARN in the response", streamName)
-	}
-	return aws.ToString(out.StreamDescriptionSummary.StreamARN), nil
+	return arn, nil
 }
 
 // RegisterConsumer makes sure that a consumer named name is registered on
@@ -158,12 +152,11 @@ func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 			// CREATING: wait for it; DELETING: wait until it is gone.
 		case errors.Is(err, errConsumerNotFound):
 			c, err := register(ctx, client, streamARN, name)
-			var inUse *types.ResourceInUseException
 			var limit *types.LimitExceededException
 			switch {
 			case err == nil && c.Status == ConsumerActive:
 				return c, nil
-			case err == nil, errors.As(err, &inUse):
+			case err == nil, awsx.Classify(err) == awsx.InUse:
 				// Registered (by us or by another worker at the same time):
 				// wait until it is ACTIVE.
 				limitHits = 0
@@ -299,14 +292,12 @@ func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name
 			_, err = client.DeregisterStreamConsumer(ctx, &kinesis.DeregisterStreamConsumerInput{
 				StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
 			})
-			var inUse *types.ResourceInUseException
-			switch {
+			switch kind := awsx.Classify(err); {
 			case err == nil:
 				deregistered = true
-			case awsx.Classify(err) == awsx.NotFound:
+			case kind == awsx.NotFound:
 				return nil
-			case errors.As(err, &inUse): // still CREATING: try again
-			case ctx.Err() != nil || !awsx.Classify(err).Retryable():
+			case ctx.Err() != nil || !kind.Retryable(): // InUse (still CREATING) is retried
 				return fmt.Errorf("fanout: deregister consumer %s from %s: %w", name, streamARN, err)
 			}
 		case err != nil && (ctx.Err() != nil || !awsx.Classify(err).Retryable()):

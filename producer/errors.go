@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/shardline/shardline/internal/awsx"
 )
 
 // Errors of Put (the record is not accepted) and of results. Test with
@@ -68,50 +66,10 @@ func (e *entryError) Error() string { return e.code + ": " + e.message }
 // is worth retrying. Only codes known to be permanent are not: anything
 // else (throttling, InternalFailure, codes added later) is retried until
 // RetryTimeout.
-func retryableEntryCode(code string) bool {
-	switch code {
-	case "KMSDisabledException", "KMSInvalidStateException", "KMSAccessDeniedException",
-		"KMSNotFoundException", "KMSOptInRequired", "AccessDeniedException",
-		"ValidationException", "InvalidArgumentException", "ResourceNotFoundException":
-		return false
-	}
-	return true
-}
+func retryableEntryCode(code string) bool { return awsx.ClassifyCode(code, "").Retryable() }
 
 // retryableCall reports whether a failed PutRecords or ListShards call is
 // worth retrying: throttling, server errors, timeouts and connection errors
-// are; client errors (bad request, access denied, no such stream) are not.
-func retryableCall(err error) bool {
-	var (
-		throughput  *types.ProvisionedThroughputExceededException
-		kmsThrottle *types.KMSThrottlingException
-		limit       *types.LimitExceededException
-		notFound    *types.ResourceNotFoundException
-		invalid     *types.InvalidArgumentException
-	)
-	switch {
-	case errors.As(err, &throughput), errors.As(err, &kmsThrottle), errors.As(err, &limit):
-		return true
-	case errors.As(err, &notFound), errors.As(err, &invalid):
-		return false
-	}
-	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode() {
-		case "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-			"TooManyRequestsException", "RequestLimitExceeded", "SlowDown",
-			"InternalFailure", "InternalFailureException", "ServiceUnavailable", "ServiceUnavailableException",
-			"RequestTimeout", "RequestTimeoutException":
-			return true
-		}
-	}
-	var respErr *smithyhttp.ResponseError
-	if errors.As(err, &respErr) {
-		status := respErr.HTTPStatusCode()
-		return status == 429 || status >= 500
-	}
-	if apiErr != nil && apiErr.ErrorFault() == smithy.FaultClient {
-		return false
-	}
-	return true
-}
+// (a refused connection included) are; client errors (bad request, access
+// denied, no such stream) are not.
+func retryableCall(err error) bool { return awsx.Classify(err).Retryable() }

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/hashkey"
 )
 
@@ -117,38 +117,26 @@ func (s *shardMapper) refresh(ctx context.Context, stale *shardMap) (*shardMap, 
 	}
 }
 
-// list walks ListShards.
+// list lists the stream's shards.
 func (s *shardMapper) list(ctx context.Context) (*shardMap, error) {
 	m := &shardMap{all: make(map[string]hashkey.Range), at: time.Now()}
-	in := &kinesis.ListShardsInput{}
-	if s.cfg.StreamARN != "" {
-		in.StreamARN = aws.String(s.cfg.StreamARN)
-	} else {
-		in.StreamName = aws.String(s.cfg.StreamName)
+	shards, err := awsx.ListShards(ctx, s.client, awsx.Stream{Name: s.cfg.StreamName, ARN: s.cfg.StreamARN}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
 	}
-	for {
-		out, err := s.client.ListShards(ctx, in)
+	for _, sh := range shards {
+		if sh.HashKeyRange == nil {
+			continue
+		}
+		r, err := hashkey.ParseRange(aws.ToString(sh.HashKeyRange.StartingHashKey), aws.ToString(sh.HashKeyRange.EndingHashKey))
 		if err != nil {
-			return nil, fmt.Errorf("producer: list shards of %s: %w", s.cfg.stream(), err)
+			return nil, fmt.Errorf("producer: shard %s: bad hash key range: %w", aws.ToString(sh.ShardId), err)
 		}
-		for _, sh := range out.Shards {
-			if sh.HashKeyRange == nil {
-				continue
-			}
-			r, err := hashkey.ParseRange(aws.ToString(sh.HashKeyRange.StartingHashKey), aws.ToString(sh.HashKeyRange.EndingHashKey))
-			if err != nil {
-				return nil, fmt.Errorf("producer: shard %s: bad hash key range: %w", aws.ToString(sh.ShardId), err)
-			}
-			id := aws.ToString(sh.ShardId)
-			m.all[id] = r
-			if sh.SequenceNumberRange == nil || sh.SequenceNumberRange.EndingSequenceNumber == nil {
-				m.open = append(m.open, shardRange{id: id, r: r})
-			}
+		id := aws.ToString(sh.ShardId)
+		m.all[id] = r
+		if sh.SequenceNumberRange == nil || sh.SequenceNumberRange.EndingSequenceNumber == nil {
+			m.open = append(m.open, shardRange{id: id, r: r})
 		}
-		if out.NextToken == nil {
-			break
-		}
-		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
 	}
 	if len(m.open) == 0 {
 		return nil, fmt.Errorf("producer: stream %s has no open shard", s.cfg.stream())

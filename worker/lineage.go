@@ -3,10 +3,10 @@ package worker
 import (
 	"cmp"
 	"errors"
-	"math/big"
 	"slices"
 	"sync"
 
+	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 )
@@ -44,9 +44,6 @@ import (
 //     merge child whose other parent is gone is the earliest unfinished
 //     shard for that parent's keys).
 
-// maxHashKey is the largest hash key, 2^128-1.
-var maxHashKey = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
-
 // shardNode is one shard as the stream lists it.
 type shardNode struct {
 	ID string
@@ -60,23 +57,10 @@ type shardNode struct {
 	StartingHashKey, EndingHashKey string
 }
 
-// hashRange is an inclusive range of hash keys.
-type hashRange struct{ Start, End *big.Int }
-
-// String formats the range for logs.
-func (r hashRange) String() string { return r.Start.String() + ".." + r.End.String() }
-
-func parseRange(start, end string) (hashRange, bool) {
-	s, ok1 := new(big.Int).SetString(start, 10)
-	e, ok2 := new(big.Int).SetString(end, 10)
-	if !ok1 || !ok2 || s.Sign() < 0 || e.Cmp(maxHashKey) > 0 || s.Cmp(e) > 0 {
-		return hashRange{}, false
-	}
-	return hashRange{s, e}, true
-}
-
-func (r hashRange) overlaps(o hashRange) bool {
-	return r.Start.Cmp(o.End) <= 0 && o.Start.Cmp(r.End) <= 0
+// parseRange reads a hash key range; ok is false for a malformed one.
+func parseRange(start, end string) (r hashkey.Range, ok bool) {
+	r, err := hashkey.ParseRange(start, end)
+	return r, err == nil
 }
 
 // lineage is the shard graph known from one listing of the stream and one
@@ -221,7 +205,7 @@ func (g *lineage) search(id string, memo map[string]bool, next func(string) []st
 
 // rangeOf returns a shard's hash key range, from the listing or else its
 // lease.
-func (g *lineage) rangeOf(id string) (hashRange, bool) {
+func (g *lineage) rangeOf(id string) (hashkey.Range, bool) {
 	if s, ok := g.shards[id]; ok {
 		if r, ok := parseRange(s.StartingHashKey, s.EndingHashKey); ok {
 			return r, true
@@ -230,7 +214,7 @@ func (g *lineage) rangeOf(id string) (hashRange, bool) {
 	if l, ok := g.leases[id]; ok {
 		return parseRange(l.StartingHashKey, l.EndingHashKey)
 	}
-	return hashRange{}, false
+	return hashkey.Range{}, false
 }
 
 // childStart is where a child lease starts: TRIM_HORIZON, or AT_TIMESTAMP
@@ -297,7 +281,7 @@ func (g *lineage) add(l lease.Lease) {
 // gets one. Second pass, the repair: while some hash-key range is covered by
 // no unfinished lease, the listed shards overlapping it get leases under the
 // same rules, counting the leases of this plan as existing.
-func (g *lineage) plan(initial kcl.InitialPosition) (create []lease.Lease, gaps []hashRange) {
+func (g *lineage) plan(initial kcl.InitialPosition) (create []lease.Lease, gaps []hashkey.Range) {
 	for _, id := range g.order {
 		if l, ok := g.candidate(id, initial, false); ok {
 			g.add(l)
@@ -312,7 +296,7 @@ func (g *lineage) plan(initial kcl.InitialPosition) (create []lease.Lease, gaps 
 		added := false
 		for _, id := range g.order {
 			r, ok := g.rangeOf(id)
-			if !ok || !slices.ContainsFunc(gaps, r.overlaps) {
+			if !ok || !slices.ContainsFunc(gaps, r.Overlaps) {
 				continue
 			}
 			if l, ok := g.candidate(id, initial, true); ok {
@@ -331,8 +315,8 @@ func (g *lineage) plan(initial kcl.InitialPosition) (create []lease.Lease, gaps 
 // order. Leases without a known range are ignored. With no unfinished lease
 // at all (nothing to cover yet, or a stream that has none), the whole space
 // is one gap.
-func (g *lineage) gaps() []hashRange {
-	var rs []hashRange
+func (g *lineage) gaps() []hashkey.Range {
+	var rs []hashkey.Range
 	for key, l := range g.leases {
 		if l.Finished() {
 			continue
@@ -341,27 +325,7 @@ func (g *lineage) gaps() []hashRange {
 			rs = append(rs, r)
 		}
 	}
-	return uncovered(rs)
-}
-
-// uncovered returns the parts of [0, maxHashKey] outside every range of rs.
-func uncovered(rs []hashRange) []hashRange {
-	slices.SortFunc(rs, func(a, b hashRange) int { return a.Start.Cmp(b.Start) })
-	var gaps []hashRange
-	next := new(big.Int) // first key not yet covered
-	one := big.NewInt(1)
-	for _, r := range rs {
-		if r.Start.Cmp(next) > 0 {
-			gaps = append(gaps, hashRange{new(big.Int).Set(next), new(big.Int).Sub(r.Start, one)})
-		}
-		if r.End.Cmp(next) >= 0 {
-			next = new(big.Int).Add(r.End, one)
-		}
-	}
-	if next.Cmp(maxHashKey) <= 0 {
-		gaps = append(gaps, hashRange{next, new(big.Int).Set(maxHashKey)})
-	}
-	return gaps
+	return hashkey.Uncovered(rs)
 }
 
 // cleanupCandidate is a finished lease whose children have all progressed

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 )
@@ -19,19 +20,14 @@ import (
 
 func hk(parts, i int) string {
 	if i >= parts {
-		return maxHashKey.String()
+		return hashkey.Max().String()
 	}
-	span := new(big.Int).Div(new(big.Int).Add(maxHashKey, big.NewInt(1)), big.NewInt(int64(parts)))
-	return new(big.Int).Mul(span, big.NewInt(int64(i))).String()
+	return hashkey.Split(parts)[i].Start.String()
 }
 
 // node makes a shard covering parts [from, to) of a space cut in parts.
 func node(id string, parts, from, to int, closed bool, parents ...string) shardNode {
-	end := hk(parts, to)
-	if to < parts {
-		e, _ := new(big.Int).SetString(end, 10)
-		end = e.Sub(e, big.NewInt(1)).String()
-	}
+	end := hashkey.Split(parts)[to-1].End.String()
 	return shardNode{ID: id, Parents: parents, Closed: closed, StartingHashKey: hk(parts, from), EndingHashKey: end}
 }
 
@@ -185,7 +181,7 @@ func TestGaps(t *testing.T) {
 	if len(gaps) != 1 {
 		t.Fatalf("gaps %v, want one from s1's start to the end", gaps)
 	}
-	if gaps[0].Start.String() != hk(4, 1) || gaps[0].End.Cmp(maxHashKey) != 0 {
+	if gaps[0].Start.String() != hk(4, 1) || gaps[0].End != hashkey.Max() {
 		t.Errorf("gap %v, want %s..max", gaps[0], hk(4, 1))
 	}
 	// An unlisted shard without a lease leaves its range uncovered, and
@@ -194,8 +190,8 @@ func TestGaps(t *testing.T) {
 	if len(create) != 0 || len(left) != 1 || left[0].Start.String() != hk(4, 2) {
 		t.Errorf("plan created %q, left gaps %v; want nothing and the gap of the missing s2", planned(create), left)
 	}
-	if got := uncovered(nil); len(got) != 1 || got[0].Start.Sign() != 0 || got[0].End.Cmp(maxHashKey) != 0 {
-		t.Errorf("uncovered(nil) = %v, want the whole space", got)
+	if got := hashkey.Uncovered(nil); len(got) != 1 || got[0].Start != (hashkey.Key{}) || got[0].End != hashkey.Max() {
+		t.Errorf("Uncovered(nil) = %v, want the whole space", got)
 	}
 }
 
@@ -303,24 +299,16 @@ type simStream struct {
 
 func newSimStream(rng *rand.Rand, n int) *simStream {
 	s := &simStream{shards: map[string]*simShard{}}
-	cuts := []*big.Int{big.NewInt(0)}
-	for i := 1; i < n; i++ {
-		cuts = append(cuts, new(big.Int).Div(new(big.Int).Mul(maxHashKey, big.NewInt(int64(i))), big.NewInt(int64(n))))
-	}
-	for i := range n {
-		end := new(big.Int).Set(maxHashKey)
-		if i+1 < n {
-			end = new(big.Int).Sub(cuts[i+1], big.NewInt(1))
-		}
-		s.add(0, cuts[i], end)
+	for _, r := range hashkey.Split(n) {
+		s.add(0, r.Start.String(), r.End.String())
 	}
 	return s
 }
 
-func (s *simStream) add(step int, start, end *big.Int, parents ...string) string {
+func (s *simStream) add(step int, start, end string, parents ...string) string {
 	id := fmt.Sprintf("shardId-%012d", s.next)
 	s.next++
-	s.shards[id] = &simShard{node: shardNode{ID: id, Parents: parents, StartingHashKey: start.String(), EndingHashKey: end.String()}, born: step}
+	s.shards[id] = &simShard{node: shardNode{ID: id, Parents: parents, StartingHashKey: start, EndingHashKey: end}, born: step}
 	s.order = append(s.order, id)
 	return id
 }
@@ -333,9 +321,9 @@ func (s *simStream) open() []*simShard {
 		}
 	}
 	slices.SortFunc(out, func(a, b *simShard) int {
-		x, _ := new(big.Int).SetString(a.node.StartingHashKey, 10)
-		y, _ := new(big.Int).SetString(b.node.StartingHashKey, 10)
-		return x.Cmp(y)
+		x, _ := hashkey.Parse(a.node.StartingHashKey)
+		y, _ := hashkey.Parse(b.node.StartingHashKey)
+		return x.Compare(y)
 	})
 	return out
 }
@@ -347,9 +335,7 @@ func (s *simStream) reshard(rng *rand.Rand, step int) {
 		i := rng.IntN(len(open) - 1)
 		a, b := open[i], open[i+1]
 		a.node.Closed, b.node.Closed = true, true
-		start, _ := new(big.Int).SetString(a.node.StartingHashKey, 10)
-		end, _ := new(big.Int).SetString(b.node.EndingHashKey, 10)
-		s.add(step, start, end, a.node.ID, b.node.ID)
+		s.add(step, a.node.StartingHashKey, b.node.EndingHashKey, a.node.ID, b.node.ID)
 		return
 	}
 	a := open[rng.IntN(len(open))]
@@ -364,8 +350,8 @@ func (s *simStream) reshard(rng *rand.Rand, step int) {
 		mid.Add(mid, big.NewInt(1))
 	}
 	a.node.Closed = true
-	s.add(step, start, new(big.Int).Sub(mid, big.NewInt(1)), a.node.ID)
-	s.add(step, mid, end, a.node.ID)
+	s.add(step, start.String(), new(big.Int).Sub(mid, big.NewInt(1)).String(), a.node.ID)
+	s.add(step, mid.String(), end.String(), a.node.ID)
 }
 
 // trim drops a random closed shard whose parents are all trimmed already

@@ -10,9 +10,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/shardline/shardline/internal/awsx"
+	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 )
@@ -35,20 +36,20 @@ type reshardState struct {
 	gaps string
 }
 
+// stream is the stream the worker reads.
+func (w *Worker) stream() awsx.Stream {
+	return awsx.Stream{Name: w.cfg.StreamName, ARN: w.cfg.StreamARN}
+}
+
 // describeStream checks that the stream exists and can be read, and notes
-// its retention period.
+// its retention period. An error matches kcl.ErrStreamNotFound if the stream
+// does not exist.
 func (w *Worker) describeStream(ctx context.Context) error {
-	in := &kinesis.DescribeStreamSummaryInput{}
-	if w.cfg.StreamARN != "" {
-		in.StreamARN = aws.String(w.cfg.StreamARN)
-	} else {
-		in.StreamName = aws.String(w.cfg.StreamName)
-	}
-	out, err := w.cfg.Kinesis.DescribeStreamSummary(ctx, in)
+	d, err := w.stream().Describe(ctx, w.cfg.Kinesis)
 	if err != nil {
-		return w.streamError("describe stream", err)
+		return fmt.Errorf("shardline: %w", err)
 	}
-	if d := out.StreamDescriptionSummary; d != nil && d.RetentionPeriodHours != nil {
+	if d.RetentionPeriodHours != nil {
 		w.reshard.mu.Lock()
 		w.reshard.retention = time.Duration(*d.RetentionPeriodHours) * time.Hour
 		w.reshard.mu.Unlock()
@@ -56,38 +57,18 @@ func (w *Worker) describeStream(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) streamError(op string, err error) error {
-	var nf *ktypes.ResourceNotFoundException
-	if errors.As(err, &nf) {
-		return fmt.Errorf("%w: %s: %s", kcl.ErrStreamNotFound, w.streamID(), aws.ToString(nf.Message))
-	}
-	return fmt.Errorf("shardline: %s %s: %w", op, w.streamID(), err)
-}
-
 // listShards returns every shard of the stream (open and closed, as far as
-// the stream still retains them), following pagination.
+// the stream still retains them).
 func (w *Worker) listShards(ctx context.Context) ([]shardNode, error) {
-	var shards []shardNode
-	in := &kinesis.ListShardsInput{}
-	if w.cfg.StreamARN != "" {
-		in.StreamARN = aws.String(w.cfg.StreamARN)
-	} else {
-		in.StreamName = aws.String(w.cfg.StreamName)
+	shards, err := awsx.ListShards(ctx, w.cfg.Kinesis, w.stream(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("shardline: %w", err)
 	}
-	for {
-		out, err := w.cfg.Kinesis.ListShards(ctx, in)
-		if err != nil {
-			return nil, w.streamError("list shards", err)
-		}
-		for _, s := range out.Shards {
-			shards = append(shards, toShardNode(s))
-		}
-		if out.NextToken == nil || *out.NextToken == "" {
-			return shards, nil
-		}
-		// With a NextToken, the stream must not be named again.
-		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+	nodes := make([]shardNode, len(shards))
+	for i, s := range shards {
+		nodes[i] = toShardNode(s)
 	}
+	return nodes, nil
 }
 
 func toShardNode(s ktypes.Shard) shardNode {
@@ -157,7 +138,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.
 
 // reportGaps logs hash-key ranges that no unfinished lease covers and that
 // the shard listing could not fill, once each time they change.
-func (w *Worker) reportGaps(gaps []hashRange) {
+func (w *Worker) reportGaps(gaps []hashkey.Range) {
 	parts := make([]string, len(gaps))
 	for i, g := range gaps {
 		parts[i] = g.String()

@@ -4,75 +4,62 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/kcl"
 )
 
 // retryStartup runs one start-up step until it succeeds, fails with an
 // error that retrying cannot fix, or ctx (bounded by StartupTimeout) ends.
-// Throttling, 5xx answers, timeouts and connection errors are retried with
-// exponential backoff and jitter: a fleet starting at once is throttled by
-// the control-plane limits, and that must not make Run fail.
+// Throttling, 5xx answers, timeouts and connection errors (a refused
+// connection included) are retried with exponential backoff and jitter: a
+// fleet starting at once is throttled by the control-plane limits, and that
+// must not make Run fail. When ctx ends, the error is the last failure of
+// the step (which names the endpoint for a connection error), not the
+// cancellation of the attempt in flight.
 func (w *Worker) retryStartup(ctx context.Context, what string, step func() error) error {
 	bo := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(100*time.Millisecond),
 		backoff.WithMaxInterval(2*time.Second),
 		backoff.WithMaxElapsedTime(0),
 	)
+	var last error
 	for attempt := 1; ; attempt++ {
 		err := step()
-		if err == nil || !transientStartupError(err) {
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			if last == nil {
+				last = err
+			}
+			return fmt.Errorf("%w (gave up at start-up after %d attempts: %w)", last, attempt, ctx.Err())
+		}
+		if !retryableAtStartup(err) {
 			return err
 		}
+		last = err
 		d := bo.NextBackOff()
 		w.log.Warn("start-up step failed; retrying", "step", what, "attempt", attempt, "backoff", d, "err", err)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (gave up at start-up: %w)", err, ctx.Err())
-		case <-t.C:
+		if awsx.Sleep(ctx, d) != nil {
+			return fmt.Errorf("%w (gave up at start-up after %d attempts: %w)", last, attempt, ctx.Err())
 		}
 	}
 }
 
-// transientStartupError reports whether a failed start-up step may succeed
-// when tried again.
-func transientStartupError(err error) bool {
-	if errors.Is(err, kcl.ErrStreamNotFound) || errors.Is(err, kcl.ErrInvalidConfig) ||
-		errors.Is(err, context.Canceled) && !isTimeout(err) {
+// retryableAtStartup reports whether a failed start-up step may succeed
+// when tried again: the AWS layer says so of an error from the SDK or the
+// network, and the lease store's throttling says so. A missing stream, an
+// invalid configuration and errors of other origins are final.
+func retryableAtStartup(err error) bool {
+	switch {
+	case errors.Is(err, kcl.ErrStreamNotFound), errors.Is(err, kcl.ErrInvalidConfig):
 		return false
-	}
-	if errors.Is(err, kcl.ErrThrottled) {
+	case errors.Is(err, kcl.ErrThrottled):
 		return true
 	}
-	var api smithy.APIError
-	isAPI := errors.As(err, &api)
-	if isAPI {
-		switch api.ErrorCode() {
-		case "ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException",
-			"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException":
-			return true
-		}
-	}
-	var resp *smithyhttp.ResponseError
-	if errors.As(err, &resp) {
-		return resp.HTTPStatusCode() == 429 || resp.HTTPStatusCode() >= 500
-	}
-	if isAPI {
-		return api.ErrorFault() == smithy.FaultServer
-	}
-	var send *smithyhttp.RequestSendError
-	return errors.As(err, &send) || isTimeout(err)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return awsx.Recognized(err) && awsx.Classify(err).Retryable()
 }

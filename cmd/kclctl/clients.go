@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/lease"
 )
@@ -94,51 +95,35 @@ func (c *common) tableError(err error) error {
 	return err
 }
 
-// streamInput fills the stream of a request: by ARN when --stream is one.
-func (c *common) streamRef() (name, arn *string) {
-	if strings.HasPrefix(c.stream, "arn:") {
-		return nil, aws.String(c.stream)
-	}
-	return aws.String(c.stream), nil
-}
+// kinesisStream is the stream --stream names (by ARN when it is one).
+func (c *common) kinesisStream() awsx.Stream { return awsx.StreamOf(c.stream) }
+
+// streamRef returns what to set as a request's StreamName and StreamARN.
+func (c *common) streamRef() (name, arn *string) { return c.kinesisStream().Fields() }
 
 // streamError explains a Kinesis error about the stream.
 func (c *common) streamError(op string, err error) error {
-	var nf *ktypes.ResourceNotFoundException
-	if errors.As(err, &nf) {
-		return fmt.Errorf("stream %q not found: %s", c.stream, aws.ToString(nf.Message))
+	var apiErr smithy.APIError
+	if awsx.Classify(err) == awsx.NotFound && errors.As(err, &apiErr) {
+		return fmt.Errorf("stream %q not found: %s", c.stream, apiErr.ErrorMessage())
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
 
 // listShards returns every shard of the stream, open and closed.
 func (c *common) listShards(ctx context.Context, kc kinesisAPI) ([]ktypes.Shard, error) {
-	name, arn := c.streamRef()
-	in := &kinesis.ListShardsInput{StreamName: name, StreamARN: arn}
-	var out []ktypes.Shard
-	for {
-		res, err := kc.ListShards(ctx, in)
-		if err != nil {
-			return nil, c.streamError("list shards", err)
-		}
-		out = append(out, res.Shards...)
-		if aws.ToString(res.NextToken) == "" {
-			return out, nil
-		}
-		// With a NextToken, the stream must not be named again.
-		in = &kinesis.ListShardsInput{NextToken: res.NextToken}
+	shards, err := awsx.ListShards(ctx, kc, c.kinesisStream(), nil)
+	if err != nil {
+		return nil, c.streamError("list shards", err)
 	}
+	return shards, nil
 }
 
 // streamARN returns the stream's ARN (needed by the fan-out consumer APIs).
 func (c *common) streamARN(ctx context.Context, kc kinesisAPI) (string, error) {
-	name, arn := c.streamRef()
-	if arn != nil {
-		return *arn, nil
-	}
-	out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
+	arn, err := c.kinesisStream().ResolveARN(ctx, kc)
 	if err != nil {
 		return "", c.streamError("describe stream", err)
 	}
-	return aws.ToString(out.StreamDescriptionSummary.StreamARN), nil
+	return arn, nil
 }

@@ -2,10 +2,8 @@ package fleet
 
 import (
 	"context"
-	"crypto/md5"
 	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
 	"sync"
 	"time"
@@ -13,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/internal/awsx"
+	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/producer"
 )
 
@@ -82,29 +82,27 @@ func NewProducer(ctx context.Context, kc KinesisProducerAPI, stream string, keys
 	return &Producer{kc: kc, stream: stream, keys: keys, next: make(map[string]int)}, nil
 }
 
-type hashRange struct {
-	id         string
-	start, end *big.Int
+type shardRange struct {
+	id string
+	r  hashkey.Range
 }
 
-func openShards(ctx context.Context, kc KinesisProducerAPI, stream string) ([]hashRange, error) {
-	var out []hashRange
-	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
-	for {
-		page, err := kc.ListShards(ctx, in)
+// openShards lists the stream's open shards.
+func openShards(ctx context.Context, kc KinesisProducerAPI, stream string) ([]shardRange, error) {
+	shards, err := awsx.ListShards(ctx, kc, awsx.Stream{Name: stream}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	var out []shardRange
+	for _, s := range shards {
+		if s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil || s.HashKeyRange == nil {
+			continue // closed
+		}
+		r, err := hashkey.ParseRange(aws.ToString(s.HashKeyRange.StartingHashKey), aws.ToString(s.HashKeyRange.EndingHashKey))
 		if err != nil {
-			return nil, fmt.Errorf("fleet: list shards of %s: %w", stream, err)
+			return nil, fmt.Errorf("fleet: shard %s: %w", aws.ToString(s.ShardId), err)
 		}
-		for _, s := range page.Shards {
-			if s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil {
-				continue // closed
-			}
-			out = append(out, hashRange{id: aws.ToString(s.ShardId), start: decimal(s.HashKeyRange.StartingHashKey), end: decimal(s.HashKeyRange.EndingHashKey)})
-		}
-		if page.NextToken == nil {
-			break
-		}
-		in = &kinesis.ListShardsInput{NextToken: page.NextToken}
+		out = append(out, shardRange{id: aws.ToString(s.ShardId), r: r})
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("fleet: stream %s has no open shard", stream)
@@ -112,20 +110,11 @@ func openShards(ctx context.Context, kc KinesisProducerAPI, stream string) ([]ha
 	return out, nil
 }
 
-func decimal(s *string) *big.Int {
-	n, _ := new(big.Int).SetString(aws.ToString(s), 10)
-	if n == nil {
-		n = new(big.Int)
-	}
-	return n
-}
-
 // shardFor returns the shard whose hash key range holds MD5(pk).
-func shardFor(shards []hashRange, pk string) string {
-	sum := md5.Sum([]byte(pk))
-	h := new(big.Int).SetBytes(sum[:])
+func shardFor(shards []shardRange, pk string) string {
+	h := hashkey.FromPartitionKey(pk)
 	for _, s := range shards {
-		if h.Cmp(s.start) >= 0 && h.Cmp(s.end) <= 0 {
+		if s.r.Contains(h) {
 			return s.id
 		}
 	}

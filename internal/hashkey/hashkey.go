@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/bits"
+	"slices"
 	"strconv"
 )
 
@@ -141,4 +142,79 @@ func ParseRange(start, end string) (Range, error) {
 // Contains reports whether k lies in r.
 func (r Range) Contains(k Key) bool {
 	return k.Compare(r.Start) >= 0 && k.Compare(r.End) <= 0
+}
+
+// Max returns the largest hash key, 2^128-1.
+func Max() Key { return Key{Hi: ^uint64(0), Lo: ^uint64(0)} }
+
+// Next returns k+1; ok is false when k is Max.
+func (k Key) Next() (next Key, ok bool) {
+	lo, carry := bits.Add64(k.Lo, 1, 0)
+	hi, carry := bits.Add64(k.Hi, 0, carry)
+	return Key{Hi: hi, Lo: lo}, carry == 0
+}
+
+// Prev returns k-1; ok is false when k is 0.
+func (k Key) Prev() (prev Key, ok bool) {
+	lo, borrow := bits.Sub64(k.Lo, 1, 0)
+	hi, borrow := bits.Sub64(k.Hi, 0, borrow)
+	return Key{Hi: hi, Lo: lo}, borrow == 0
+}
+
+// Overlaps reports whether r and o share a key.
+func (r Range) Overlaps(o Range) bool {
+	return r.Start.Compare(o.End) <= 0 && o.Start.Compare(r.End) <= 0
+}
+
+// String formats r as "start..end" for logs.
+func (r Range) String() string { return r.Start.String() + ".." + r.End.String() }
+
+// Uncovered returns the parts of the whole space [0, Max] outside every
+// range of rs, in order. It sorts rs.
+func Uncovered(rs []Range) []Range {
+	slices.SortFunc(rs, func(a, b Range) int { return a.Start.Compare(b.Start) })
+	var gaps []Range
+	next, more := Key{}, true // first key not yet covered; more is false past Max
+	for _, r := range rs {
+		if !more {
+			break
+		}
+		if r.Start.Compare(next) > 0 {
+			end, _ := r.Start.Prev()
+			gaps = append(gaps, Range{Start: next, End: end})
+		}
+		if r.End.Compare(next) >= 0 {
+			next, more = r.End.Next()
+		}
+	}
+	if more {
+		gaps = append(gaps, Range{Start: next, End: Max()})
+	}
+	return gaps
+}
+
+// Split cuts the whole space into n ranges (n ≥ 1) of equal size, give or
+// take one key, as Kinesis does for a new stream of n shards.
+func Split(n int) []Range {
+	out := make([]Range, n)
+	// The i-th range starts at floor(i * 2^128 / n).
+	start := func(i int) Key {
+		if i == 0 {
+			return Key{}
+		}
+		// Long division of i·2^128 by n in base 2^64; i < n, so the
+		// quotient fits in 128 bits.
+		hi, r := bits.Div64(uint64(i), 0, uint64(n))
+		lo, _ := bits.Div64(r, 0, uint64(n))
+		return Key{Hi: hi, Lo: lo}
+	}
+	for i := range n {
+		out[i].Start = start(i)
+		if i+1 < n {
+			out[i].End, _ = start(i + 1).Prev()
+		} else {
+			out[i].End = Max()
+		}
+	}
+	return out
 }

@@ -94,3 +94,63 @@ func toBig(k Key) *big.Int {
 	hi := new(big.Int).SetUint64(k.Hi)
 	return hi.Lsh(hi, 64).Or(hi, new(big.Int).SetUint64(k.Lo))
 }
+
+func TestNextPrev(t *testing.T) {
+	for _, k := range []Key{{}, {Lo: 1}, {Lo: ^uint64(0)}, {Hi: 1}, {Hi: 7, Lo: 9}, Max()} {
+		n, ok := k.Next()
+		if want := new(big.Int).Add(toBig(k), big.NewInt(1)); ok != (k != Max()) || ok && toBig(n).Cmp(want) != 0 {
+			t.Errorf("%v.Next() = %v, %v", k, n, ok)
+		}
+		p, ok := k.Prev()
+		if want := new(big.Int).Sub(toBig(k), big.NewInt(1)); ok != (k != Key{}) || ok && toBig(p).Cmp(want) != 0 {
+			t.Errorf("%v.Prev() = %v, %v", k, p, ok)
+		}
+	}
+	if Max().String() != "340282366920938463463374607431768211455" {
+		t.Errorf("Max = %v", Max())
+	}
+}
+
+func TestSplit(t *testing.T) {
+	space := new(big.Int).Lsh(big.NewInt(1), 128)
+	for _, n := range []int{1, 2, 3, 4, 7, 10, 1000} {
+		rs := Split(n)
+		if len(rs) != n || rs[0].Start != (Key{}) || rs[n-1].End != Max() {
+			t.Fatalf("Split(%d) = %v", n, rs)
+		}
+		for i, r := range rs {
+			// Start is floor(i * 2^128 / n); each range ends where the next
+			// begins.
+			want := new(big.Int).Div(new(big.Int).Mul(space, big.NewInt(int64(i))), big.NewInt(int64(n)))
+			if toBig(r.Start).Cmp(want) != 0 {
+				t.Fatalf("Split(%d)[%d].Start = %v, want %v", n, i, r.Start, want)
+			}
+			if i+1 < n {
+				if next, _ := r.End.Next(); next != rs[i+1].Start {
+					t.Fatalf("Split(%d)[%d] ends at %v, next starts at %v", n, i, r.End, rs[i+1].Start)
+				}
+			}
+		}
+		if got := Uncovered(rs); len(got) != 0 {
+			t.Errorf("Split(%d) leaves %v uncovered", n, got)
+		}
+	}
+}
+
+func TestUncoveredAndOverlaps(t *testing.T) {
+	r := func(a, b uint64) Range { return Range{Start: Key{Lo: a}, End: Key{Lo: b}} }
+	got := Uncovered([]Range{r(10, 20), r(0, 4), r(15, 30), {Start: Key{Lo: 40}, End: Max()}})
+	want := []Range{r(5, 9), r(31, 39)}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("Uncovered = %v, want %v", got, want)
+	}
+	if got := Uncovered(nil); len(got) != 1 || got[0] != (Range{End: Max()}) {
+		t.Errorf("Uncovered(nil) = %v, want the whole space", got)
+	}
+	if !r(1, 5).Overlaps(r(5, 9)) || r(1, 4).Overlaps(r(5, 9)) || !r(0, 100).Overlaps(r(5, 9)) {
+		t.Error("Overlaps is wrong at the edges")
+	}
+	if s := r(1, 5).String(); s != "1..5" {
+		t.Errorf("String = %q", s)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -136,7 +137,7 @@ func (s *DynamoStore) EnsureTable(ctx context.Context) error {
 		if ready, err := s.tableReady(out.Table); ready || err != nil {
 			return err
 		}
-	case isTableMissing(err):
+	case awsx.Classify(err) == awsx.NotFound:
 		s.log.InfoContext(ctx, "lease: creating lease table", "table", s.table)
 		_, err := s.client.CreateTable(ctx, &dynamodb.CreateTableInput{
 			TableName:            aws.String(s.table),
@@ -144,8 +145,7 @@ func (s *DynamoStore) EnsureTable(ctx context.Context) error {
 			AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrLeaseKey), AttributeType: types.ScalarAttributeTypeS}},
 			KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(attrLeaseKey), KeyType: types.KeyTypeHash}},
 		})
-		var inUse *types.ResourceInUseException
-		if err != nil && !errors.As(err, &inUse) {
+		if err != nil && awsx.Classify(err) != awsx.InUse { // InUse: another worker created it
 			return s.fail("create table", "", err)
 		}
 	default:
@@ -170,7 +170,7 @@ func (s *DynamoStore) waitActive(ctx context.Context) error {
 				return err
 			}
 			last = string(out.Table.TableStatus)
-		case isTableMissing(err):
+		case awsx.Classify(err) == awsx.NotFound:
 			last = "not found"
 		default:
 			return s.fail("describe table", "", err)
@@ -540,8 +540,8 @@ func (s *DynamoStore) DeleteWorker(ctx context.Context, w Worker) error {
 	return s.deleteFenced(ctx, "deleteworker", workerRowKey(w.ID), w.Heartbeat)
 }
 
-// fail turns an error from the DynamoDB client into the store's error. It is
-// the one place that classifies DynamoDB errors: a refused condition becomes
+// fail turns an error from the DynamoDB client into the store's error, as
+// classified by the AWS layer (awsx): a refused condition becomes
 // a *ConflictError carrying the item as stored, a missing table matches
 // kcl.ErrTableNotFound, throttling matches kcl.ErrThrottled. Other errors
 // (including context cancellation) are wrapped with the operation and key.
@@ -563,40 +563,13 @@ func (s *DynamoStore) fail(op, key string, err error) error {
 		}
 		return e
 	}
-	if isTableMissing(err) {
+	switch awsx.Classify(err) {
+	case awsx.NotFound:
 		return fmt.Errorf("lease: %s %s: %w (table %s): %w", op, subject, kcl.ErrTableNotFound, s.table, err)
-	}
-	if isThrottled(err) {
+	case awsx.Throttled:
 		return fmt.Errorf("lease: %s %s: %w: %w", op, subject, kcl.ErrThrottled, err)
 	}
 	return fmt.Errorf("lease: %s %s: %w", op, subject, err)
-}
-
-// isTableMissing reports whether err says the table does not exist.
-func isTableMissing(err error) bool {
-	var rnf *types.ResourceNotFoundException
-	var tnf *types.TableNotFoundException
-	return errors.As(err, &rnf) || errors.As(err, &tnf)
-}
-
-// isThrottled reports whether err is a throttling error from DynamoDB.
-func isThrottled(err error) bool {
-	var (
-		pte *types.ProvisionedThroughputExceededException
-		rle *types.RequestLimitExceeded
-		thr *types.ThrottlingException
-	)
-	if errors.As(err, &pte) || errors.As(err, &rle) || errors.As(err, &thr) {
-		return true
-	}
-	var coded interface{ ErrorCode() string }
-	if errors.As(err, &coded) {
-		switch coded.ErrorCode() {
-		case "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException", "RequestLimitExceeded":
-			return true
-		}
-	}
-	return false
 }
 
 // update builds an UpdateItem request: SET and REMOVE clauses with

@@ -18,6 +18,7 @@ type errKind = awsx.Kind
 const (
 	kindTransient = awsx.Transient
 	kindThrottled = awsx.Throttled
+	kindInUse     = awsx.InUse // SubscribeToShard during a hand-over: routine, not throttling
 	kindExpired   = awsx.Expired
 	kindTrimmed   = awsx.Trimmed
 	kindNotFound  = awsx.NotFound

@@ -28,6 +28,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/shardline/shardline/internal/awsx"
 )
 
 // KinesisEndpoint returns the Kinesis emulator's URL.
@@ -138,6 +140,21 @@ func UniqueName(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
+// RefusedAddr returns a loopback address ("127.0.0.1:port") that nothing
+// listens on: a connection to it is refused, as to a stopped endpoint.
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
 // CreateStream creates a stream with the given number of shards, waits until
 // it is ACTIVE and deletes it when the test ends. It returns the name.
 func CreateStream(t testing.TB, kc *kinesis.Client, shards int) string {
@@ -172,17 +189,14 @@ func CreateStreamNamed(ctx context.Context, kc *kinesis.Client, name string, sha
 
 // WaitStreamActive polls until the stream is ACTIVE or ctx ends.
 func WaitStreamActive(ctx context.Context, kc *kinesis.Client, name string) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
+	s := awsx.Stream{Name: name}
 	for {
-		out, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err == nil && out.StreamDescriptionSummary.StreamStatus == ktypes.StreamStatusActive {
+		d, err := s.Describe(ctx, kc)
+		if err == nil && d.StreamStatus == ktypes.StreamStatusActive {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if awsx.Sleep(ctx, 20*time.Millisecond) != nil {
 			return fmt.Errorf("stream %s not active: %w (last error %v)", name, ctx.Err(), err)
-		case <-t.C:
 		}
 	}
 }
