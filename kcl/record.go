@@ -88,11 +88,11 @@ const (
 func (t InitialPositionType) String() string {
 	switch t {
 	case PositionLatest:
-		return SentinelLatest
+		return sentinelLatest
 	case PositionTrimHorizon:
-		return SentinelTrimHorizon
+		return sentinelTrimHorizon
 	case PositionAtTimestamp:
-		return SentinelAtTimestamp
+		return sentinelAtTimestamp
 	}
 	return fmt.Sprintf("InitialPositionType(%d)", int(t))
 }
@@ -143,7 +143,7 @@ func (p InitialPosition) Sequence() ExtendedSequenceNumber {
 // String describes the position.
 func (p InitialPosition) String() string {
 	if p.Type == PositionAtTimestamp {
-		return SentinelAtTimestamp + "(" + p.Timestamp.UTC().Format(time.RFC3339Nano) + ")"
+		return sentinelAtTimestamp + "(" + p.Timestamp.UTC().Format(time.RFC3339Nano) + ")"
 	}
 	return p.Type.String()
 }

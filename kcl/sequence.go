@@ -10,15 +10,15 @@ import (
 // strings the Java KCL stores in its lease table, so a table written by it
 // reads the same here.
 const (
-	// SentinelTrimHorizon means "start at the oldest record still retained".
-	SentinelTrimHorizon = "TRIM_HORIZON"
-	// SentinelLatest means "start just after the newest record".
-	SentinelLatest = "LATEST"
-	// SentinelAtTimestamp means "start at the first record at or after a time".
-	SentinelAtTimestamp = "AT_TIMESTAMP"
-	// SentinelShardEnd means the shard was read to its end and every record in
+	// sentinelTrimHorizon means "start at the oldest record still retained".
+	sentinelTrimHorizon = "TRIM_HORIZON"
+	// sentinelLatest means "start just after the newest record".
+	sentinelLatest = "LATEST"
+	// sentinelAtTimestamp means "start at the first record at or after a time".
+	sentinelAtTimestamp = "AT_TIMESTAMP"
+	// sentinelShardEnd means the shard was read to its end and every record in
 	// it was processed. Children of the shard may then start.
-	SentinelShardEnd = "SHARD_END"
+	sentinelShardEnd = "SHARD_END"
 )
 
 // ExtendedSequenceNumber is a position inside a shard: a Kinesis sequence
@@ -38,27 +38,27 @@ type ExtendedSequenceNumber struct {
 }
 
 // TrimHorizon is the position before the oldest retained record.
-var TrimHorizon = ExtendedSequenceNumber{SequenceNumber: SentinelTrimHorizon}
+var TrimHorizon = ExtendedSequenceNumber{SequenceNumber: sentinelTrimHorizon}
 
 // Latest is the position after the newest record.
-var Latest = ExtendedSequenceNumber{SequenceNumber: SentinelLatest}
+var Latest = ExtendedSequenceNumber{SequenceNumber: sentinelLatest}
 
 // AtTimestamp is the position of the initial timestamp configured for a lease.
-var AtTimestamp = ExtendedSequenceNumber{SequenceNumber: SentinelAtTimestamp}
+var AtTimestamp = ExtendedSequenceNumber{SequenceNumber: sentinelAtTimestamp}
 
 // ShardEnd marks a shard whose records were all processed.
-var ShardEnd = ExtendedSequenceNumber{SequenceNumber: SentinelShardEnd}
+var ShardEnd = ExtendedSequenceNumber{SequenceNumber: sentinelShardEnd}
 
-// SubSequenceBeforeRecord is the sub-sequence number of the position just
+// subSequenceBeforeRecord is the sub-sequence number of the position just
 // before the first user record of a Kinesis record. A checkpoint (S, -1)
 // means "everything before S is processed": reading resumes with S itself.
 // Only a replay (an operator's checkpoint reset) stores it; a processor
 // cannot checkpoint it, since it is the position of no record.
-const SubSequenceBeforeRecord = -1
+const subSequenceBeforeRecord = -1
 
 // Before returns the checkpoint just before e, a record's position: storing
 // it makes the next delivery start with e itself. For a plain record (S, 0)
-// it is (S, [SubSequenceBeforeRecord]); inside a KPL aggregate it is the
+// it is (S, -1); inside a KPL aggregate it is the
 // previous user record. Sentinels and the zero value are returned unchanged.
 func (e ExtendedSequenceNumber) Before() ExtendedSequenceNumber {
 	if e.rank() != 2 || e.SubSequenceNumber < 0 {
@@ -82,20 +82,20 @@ func (e ExtendedSequenceNumber) IsZero() bool {
 // SHARD_END rather than the position of a record.
 func (e ExtendedSequenceNumber) IsSentinel() bool {
 	switch e.SequenceNumber {
-	case SentinelTrimHorizon, SentinelLatest, SentinelAtTimestamp, SentinelShardEnd:
+	case sentinelTrimHorizon, sentinelLatest, sentinelAtTimestamp, sentinelShardEnd:
 		return true
 	}
 	return false
 }
 
 // IsShardEnd reports whether e is SHARD_END.
-func (e ExtendedSequenceNumber) IsShardEnd() bool { return e.SequenceNumber == SentinelShardEnd }
+func (e ExtendedSequenceNumber) IsShardEnd() bool { return e.SequenceNumber == sentinelShardEnd }
 
 // Validate reports whether e is a sentinel or a well-formed decimal sequence
 // number with a sub-sequence number of at least -1 (-1, see
-// [SubSequenceBeforeRecord], only with a sequence number).
+// [subSequenceBeforeRecord], only with a sequence number).
 func (e ExtendedSequenceNumber) Validate() error {
-	if e.SubSequenceNumber < SubSequenceBeforeRecord ||
+	if e.SubSequenceNumber < subSequenceBeforeRecord ||
 		(e.SubSequenceNumber < 0 && e.IsSentinel()) {
 		return fmt.Errorf("kcl: negative sub-sequence number %d", e.SubSequenceNumber)
 	}
@@ -123,9 +123,9 @@ func (e ExtendedSequenceNumber) rank() int {
 	switch e.SequenceNumber {
 	case "":
 		return 0
-	case SentinelTrimHorizon, SentinelAtTimestamp, SentinelLatest:
+	case sentinelTrimHorizon, sentinelAtTimestamp, sentinelLatest:
 		return 1
-	case SentinelShardEnd:
+	case sentinelShardEnd:
 		return 3
 	}
 	return 2
@@ -141,15 +141,15 @@ func (e ExtendedSequenceNumber) Compare(o ExtendedSequenceNumber) int {
 	} else if r != 2 {
 		return 0
 	}
-	if c := CompareSequenceNumbers(e.SequenceNumber, o.SequenceNumber); c != 0 {
+	if c := compareSequenceNumbers(e.SequenceNumber, o.SequenceNumber); c != 0 {
 		return c
 	}
 	return cmpInt(e.SubSequenceNumber, o.SubSequenceNumber)
 }
 
-// CompareSequenceNumbers compares two decimal sequence numbers numerically
+// compareSequenceNumbers compares two decimal sequence numbers numerically
 // without parsing them into integers (they can exceed 64 bits).
-func CompareSequenceNumbers(a, b string) int {
+func compareSequenceNumbers(a, b string) int {
 	a = strings.TrimLeft(a, "0")
 	b = strings.TrimLeft(b, "0")
 	if len(a) != len(b) {

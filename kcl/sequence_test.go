@@ -50,7 +50,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%v: unexpected error %v", ok, err)
 		}
 	}
-	for _, bad := range []kcl.ExtendedSequenceNumber{seq("", 0), seq("12a", 0), seq("1", -2), seq("-1", 0), seq(kcl.SentinelTrimHorizon, -1)} {
+	for _, bad := range []kcl.ExtendedSequenceNumber{seq("", 0), seq("12a", 0), seq("1", -2), seq("-1", 0), seq(kcl.TrimHorizon.SequenceNumber, -1)} {
 		if err := bad.Validate(); err == nil {
 			t.Errorf("%q/%d: no error", bad.SequenceNumber, bad.SubSequenceNumber)
 		}
@@ -123,7 +123,7 @@ func FuzzCompare(f *testing.F) {
 
 func TestBefore(t *testing.T) {
 	cases := []struct{ in, want kcl.ExtendedSequenceNumber }{
-		{seq("42", 0), seq("42", kcl.SubSequenceBeforeRecord)},
+		{seq("42", 0), seq("42", -1)},
 		{seq("42", 3), seq("42", 2)},
 		{seq("42", -1), seq("42", -1)},
 		{kcl.TrimHorizon, kcl.TrimHorizon},

@@ -2,13 +2,13 @@ package producer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/shardline/shardline/kcl"
 )
 
 // Kinesis service limits the producer enforces locally.
@@ -66,7 +66,7 @@ func (f EncoderFunc) EncodeRecord(ctx context.Context, partitionKey string, data
 
 // Config configures a [Producer]. Zero fields take the defaults documented
 // on each; [New] validates the whole and refuses anything unusable with an
-// error matching [ErrInvalidConfig].
+// error matching kcl.ErrInvalidConfig.
 type Config struct {
 	// StreamName is the stream to write to. StreamName or StreamARN is
 	// required.
@@ -129,9 +129,6 @@ type Config struct {
 	// slog.Default()).
 	Logger *slog.Logger
 }
-
-// ErrInvalidConfig is matched by the errors of [New].
-var ErrInvalidConfig = errors.New("producer: invalid configuration")
 
 func (c *Config) setDefaults() {
 	if c.MaxBatchRecords == 0 {
@@ -206,7 +203,7 @@ func (c *Config) validate() error {
 		bad("backoff %v..%v is not a positive range", c.BackoffInitial, c.BackoffMax)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(errs, "; "))
+		return fmt.Errorf("producer: %w: %s", kcl.ErrInvalidConfig, strings.Join(errs, "; "))
 	}
 	return nil
 }

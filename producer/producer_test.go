@@ -19,6 +19,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/shardline/shardline/internal/hashkey"
+	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/kpl"
 )
 
@@ -78,8 +79,8 @@ func TestNewValidates(t *testing.T) {
 		{StreamName: "s", Client: f, AggregationMaxBytes: 2 << 20},
 		{StreamName: "s", Client: f, BackoffInitial: time.Second, BackoffMax: time.Millisecond},
 	} {
-		if p, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("New(%+v) = %v, want ErrInvalidConfig", cfg, err)
+		if p, err := New(cfg); !errors.Is(err, kcl.ErrInvalidConfig) {
+			t.Errorf("New(%+v) = %v, want kcl.ErrInvalidConfig", cfg, err)
 			if p != nil {
 				_ = p.Close(t.Context())
 			}

@@ -114,7 +114,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.
 	create, gaps := newLineage(shards, leases).plan(w.cfg.InitialPosition)
 	created := 0
 	for _, l := range create { // parents before children
-		if l.Checkpoint.SequenceNumber == kcl.SentinelAtTimestamp {
+		if l.Checkpoint.SequenceNumber == kcl.AtTimestamp.SequenceNumber {
 			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp
 		}
 		if err := w.store.Create(ctx, l); err != nil {

@@ -156,12 +156,12 @@ func measureLag(ctx context.Context, c *common, kc kinesisAPI, l lease.Lease) la
 	in := &kinesis.GetShardIteratorInput{StreamName: name, StreamARN: arn, ShardId: aws.String(l.Key)}
 	cp := l.Checkpoint
 	switch {
-	case cp.SequenceNumber == kcl.SentinelLatest:
+	case cp.SequenceNumber == kcl.Latest.SequenceNumber:
 		zero := int64(0)
 		return lagInfo{MillisBehindLatest: &zero}
-	case cp.SequenceNumber == kcl.SentinelTrimHorizon:
+	case cp.SequenceNumber == kcl.TrimHorizon.SequenceNumber:
 		in.ShardIteratorType = ktypes.ShardIteratorTypeTrimHorizon
-	case cp.SequenceNumber == kcl.SentinelAtTimestamp:
+	case cp.SequenceNumber == kcl.AtTimestamp.SequenceNumber:
 		if l.CheckpointTimestamp.IsZero() {
 			return lagInfo{Error: "AT_TIMESTAMP from the workers' configuration: time unknown here"}
 		}

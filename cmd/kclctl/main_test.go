@@ -277,7 +277,7 @@ func TestLeasesAndWorkers(t *testing.T) {
 	} else if age := time.Since(*r0.Lag.CheckpointArrival); age < 0 || age > time.Minute {
 		t.Errorf("checkpointed record arrived %v ago", age)
 	}
-	if r1.Owner != "" || r1.Checkpoint != kcl.SentinelTrimHorizon || r1.Lag == nil || r1.Lag.MillisBehindLatest == nil {
+	if r1.Owner != "" || r1.Checkpoint != kcl.TrimHorizon.SequenceNumber || r1.Lag == nil || r1.Lag.MillisBehindLatest == nil {
 		t.Errorf("shard 1: %+v lag %+v", r1, r1.Lag)
 	}
 

@@ -44,9 +44,9 @@ func describeCheckpoint(cp kcl.ExtendedSequenceNumber, ts time.Time) string {
 	switch {
 	case cp.IsZero():
 		return ""
-	case cp.SequenceNumber == kcl.SentinelAtTimestamp && !ts.IsZero():
-		return kcl.SentinelAtTimestamp + " " + ts.UTC().Format(time.RFC3339Nano)
-	case cp.SubSequenceNumber == kcl.SubSequenceBeforeRecord && !cp.IsSentinel():
+	case cp.SequenceNumber == kcl.AtTimestamp.SequenceNumber && !ts.IsZero():
+		return kcl.AtTimestamp.SequenceNumber + " " + ts.UTC().Format(time.RFC3339Nano)
+	case cp.SubSequenceNumber < 0 && !cp.IsSentinel(): // the position before a record, stored by a replay
 		return "before " + cp.SequenceNumber
 	}
 	return cp.String()

@@ -333,7 +333,7 @@ shutdownGraceMillis = 30000
 	// Let a checkpoint the last batches, then stop it gracefully too.
 	lastByShard := make(map[string]string)
 	for _, p := range produced {
-		if cur, ok := lastByShard[p.Shard]; !ok || kcl.CompareSequenceNumbers(p.Seq, cur) > 0 {
+		if cur, ok := lastByShard[p.Shard]; !ok || kcl.NewSequence(p.Seq).Compare(kcl.NewSequence(cur)) > 0 {
 			lastByShard[p.Shard] = p.Seq
 		}
 	}

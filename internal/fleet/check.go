@@ -283,7 +283,7 @@ func Check(produced []Produced, events Events) Report {
 		if c := strings.Compare(a.Shard, b.Shard); c != 0 {
 			return c
 		}
-		return kcl.CompareSequenceNumbers(a.Seq, b.Seq)
+		return kcl.NewSequence(a.Seq).Compare(kcl.NewSequence(b.Seq))
 	})
 	for shard, n := range r.OrderViolations {
 		if n == 0 {

@@ -97,11 +97,11 @@ func (l Lease) Finished() bool { return l.Checkpoint.IsShardEnd() }
 // nothing; it also applies to checkpoints of records, which do not use it.
 func (l Lease) InitialPosition(configured kcl.InitialPosition) kcl.InitialPosition {
 	switch l.Checkpoint.SequenceNumber {
-	case kcl.SentinelTrimHorizon:
+	case kcl.TrimHorizon.SequenceNumber:
 		return kcl.StartAtTrimHorizon()
-	case kcl.SentinelLatest:
+	case kcl.Latest.SequenceNumber:
 		return kcl.StartAtLatest()
-	case kcl.SentinelAtTimestamp:
+	case kcl.AtTimestamp.SequenceNumber:
 		if !l.CheckpointTimestamp.IsZero() {
 			return kcl.StartAtTimestamp(l.CheckpointTimestamp)
 		}

@@ -54,7 +54,7 @@ func normalizeLease(l Lease) Lease {
 	l = l.Clone()
 	l.ParentShardIDs = normalizeShardSet(l.ParentShardIDs)
 	l.ChildShardIDs = normalizeShardSet(l.ChildShardIDs)
-	if l.Checkpoint.SequenceNumber == kcl.SentinelAtTimestamp && !l.CheckpointTimestamp.IsZero() {
+	if l.Checkpoint.SequenceNumber == kcl.AtTimestamp.SequenceNumber && !l.CheckpointTimestamp.IsZero() {
 		l.CheckpointTimestamp = l.CheckpointTimestamp.UTC().Round(0)
 	} else {
 		l.CheckpointTimestamp = time.Time{}

@@ -91,11 +91,11 @@ var knownKeys = map[string]setter{
 	"processingLanguage": func(c *Config, v string) error { c.ProcessingLanguage = v; return nil },
 	"initialPositionInStream": func(c *Config, v string) error {
 		switch strings.ToUpper(v) {
-		case kcl.SentinelTrimHorizon:
+		case kcl.TrimHorizon.SequenceNumber:
 			c.InitialPosition.Type = kcl.PositionTrimHorizon
-		case kcl.SentinelLatest:
+		case kcl.Latest.SequenceNumber:
 			c.InitialPosition.Type = kcl.PositionLatest
-		case kcl.SentinelAtTimestamp:
+		case kcl.AtTimestamp.SequenceNumber:
 			c.InitialPosition.Type = kcl.PositionAtTimestamp
 		default:
 			return fmt.Errorf("want TRIM_HORIZON, LATEST or AT_TIMESTAMP, not %q", v)

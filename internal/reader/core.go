@@ -338,7 +338,7 @@ func (r *shardReader) deliver(ctx context.Context, f fetched) (bool, error) {
 	raw := f.records
 	if len(raw) > 0 && r.expectSeq != "" {
 		first := aws.ToString(raw[0].SequenceNumber)
-		if kcl.CompareSequenceNumbers(first, r.expectSeq) > 0 {
+		if kcl.NewSequence(first).Compare(kcl.NewSequence(r.expectSeq)) > 0 {
 			r.gap = true
 			r.log.WarnContext(ctx, "reader: start position no longer retained by the stream: records after it may be lost",
 				slog.String("expected", r.expectSeq), slog.String("first", first))

@@ -320,7 +320,7 @@ func nextProduced(produced []fleet.Produced, shard string, pos kcl.ExtendedSeque
 		if p.Shard != shard || (!pos.IsSentinel() && seq.Compare(pos) <= 0) {
 			continue
 		}
-		if !found || kcl.CompareSequenceNumbers(p.Seq, best.Seq) < 0 {
+		if !found || kcl.NewSequence(p.Seq).Compare(kcl.NewSequence(best.Seq)) < 0 {
 			best, found = p, true
 		}
 	}
