@@ -80,30 +80,11 @@ const (
 	consumerLimitTries  = 3
 )
 
-// maxConsumerNameLen is the longest consumer name Kinesis accepts.
-const maxConsumerNameLen = 128
-
-// validConsumerName reports whether Kinesis accepts name (1 to 128 of
-// a-z A-Z 0-9 _ . -).
-func validConsumerName(name string) bool {
-	if name == "" || len(name) > maxConsumerNameLen {
-		return false
-	}
-	for _, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// ValidateConsumerName reports a consumer name Kinesis would refuse; the
-// error wraps kcl.ErrInvalidConfig.
-func ValidateConsumerName(name string) error {
-	if !validConsumerName(name) {
-		return fmt.Errorf("%w: consumer name %q must be 1-%d of a-z A-Z 0-9 _ . -", kcl.ErrInvalidConfig, name, maxConsumerNameLen)
+// validateConsumerName refuses a consumer name Kinesis would refuse, with an
+// error matching kcl.ErrInvalidConfig.
+func validateConsumerName(name string) error {
+	if !awsx.ValidConsumerName(name) {
+		return fmt.Errorf("%w: consumer name %q must be 1-128 of a-z A-Z 0-9 _ . -", kcl.ErrInvalidConfig, name)
 	}
 	return nil
 }
@@ -132,7 +113,7 @@ func StreamARN(ctx context.Context, client StreamDescriber, streamName string) (
 // matches ErrConsumerLimit and names the registered consumers. If the stream
 // does not exist, it matches kcl.ErrStreamNotFound.
 func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
-	if err := ValidateConsumerName(name); err != nil {
+	if err := validateConsumerName(name); err != nil {
 		return Consumer{}, err
 	}
 	if !strings.HasPrefix(streamARN, "arn:") {
@@ -277,7 +258,7 @@ func ListConsumers(ctx context.Context, client ConsumerAPI, streamARN string) ([
 // does not exist is not an error. Throttling and transient errors are
 // retried until ctx ends.
 func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) error {
-	if err := ValidateConsumerName(name); err != nil {
+	if err := validateConsumerName(name); err != nil {
 		return err
 	}
 	bo := newConsumerBackoff()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
@@ -311,7 +312,7 @@ func (c *Config) validate() error {
 		if _, ok := c.Kinesis.(fanout.FanOutAPI); c.Kinesis != nil && !ok {
 			bad("FanOut needs a Kinesis client with the enhanced fan-out calls (fanout.FanOutAPI, as *kinesis.Client has); %T lacks them", c.Kinesis)
 		}
-		if fanout.ValidateConsumerName(c.FanOut.ConsumerName) != nil {
+		if !awsx.ValidConsumerName(c.FanOut.ConsumerName) {
 			bad("FanOut.ConsumerName %q (default: ApplicationName) must be 1-128 of a-z A-Z 0-9 _ . -", c.FanOut.ConsumerName)
 		}
 		if c.FanOut.EventTimeout < time.Second {

@@ -132,3 +132,19 @@ func ListShards(ctx context.Context, client ShardLister, s Stream, filter *types
 		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
 	}
 }
+
+// ValidConsumerName reports whether Kinesis accepts name as an enhanced
+// fan-out consumer's name: 1 to 128 of a-z A-Z 0-9 _ . -.
+func ValidConsumerName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

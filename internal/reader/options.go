@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -166,7 +166,7 @@ func (o Options) validate(fanOut bool) error {
 		return nil
 	case o.ConsumerARN != "" && !strings.HasPrefix(o.ConsumerARN, "arn:"):
 		return invalid("ConsumerARN %q is not an ARN", o.ConsumerARN)
-	case o.ConsumerARN == "" && fanout.ValidateConsumerName(o.ConsumerName) != nil:
+	case o.ConsumerARN == "" && !awsx.ValidConsumerName(o.ConsumerName):
 		return invalid("ConsumerName %q must be 1-128 of a-z A-Z 0-9 _ . - (or set ConsumerARN)", o.ConsumerName)
 	case o.EventTimeout < 0:
 		return invalid("EventTimeout %v is negative", o.EventTimeout)
