@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export SHARDLINE_REQUIRE_EMULATORS ?= 1
 
-.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos clean
+.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos clean dashtest
 
 all: test
 
@@ -32,11 +32,13 @@ test-unit:
 	$(GO) test -short -race ./...
 
 # The full suite: unit and integration tests against the emulators, with the
-# race detector. The emulators are stopped whatever the outcome.
+# race detector, then the dashboard test (dashtest/). The emulators are
+# stopped whatever the outcome.
 test: deps vet
 	scripts/emulators.sh restart
 	set -o pipefail; status=0; \
 	$(GO) test -race -count=1 -timeout 12m ./... 2>&1 | tee .run/test.log || status=$$?; \
+	(cd dashtest && $(GO) test -count=1 -timeout 5m ./...) 2>&1 | tee -a .run/test.log || status=$$?; \
 	scripts/emulators.sh stop; \
 	exit $$status
 
@@ -71,6 +73,16 @@ bench: deps
 	(cd bench && $(GO) run ./cmd/bench -md $(CURDIR)/.run/bench.md $(BENCH_FLAGS)) | tee .run/bench.txt || status=$$?; \
 	if [[ $$running == 0 ]]; then scripts/emulators.sh stop; fi; \
 	exit $$status
+
+# The dashboard test alone (dashtest/ is its own Go module): consumer
+# processes on the emulators (started if needed, left running), scraped into
+# an in-memory Prometheus; every query of dashboards/shardline.json is
+# evaluated and checked, and the metrics docs against what is emitted.
+# Without the race detector: the code under test runs in the consumer
+# processes, and instrumenting Prometheus' packages costs minutes to build.
+dashtest: deps
+	scripts/emulators.sh start
+	cd dashtest && $(GO) test -count=1 -timeout 5m ./...
 
 demo: deps
 	scripts/emulators.sh restart

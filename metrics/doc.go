@@ -18,8 +18,9 @@
 // worker.Config.WorkerID to a stable name (a pod name, say): the default ID
 // has a random suffix, so every restart would start new series. Per-shard
 // metrics add shard; a worker only has series for the shards it processes
-// now (they are removed when its consumer of a shard stops), so their number
-// is bounded by the stream's shard count: the open shards, and closed ones
+// now (they are removed when its consumer of a shard stops; the records and
+// bytes counters after one more scrape, see below), so their number is
+// bounded by the stream's shard count: the open shards, and closed ones
 // whose records are still being processed. The other labels take the few
 // values listed below.
 //
@@ -44,18 +45,37 @@
 //   - shardline_processor_retries_total (counter; -): deliveries of a batch
 //     that failed before (attempt 2 and later).
 //   - shardline_arrival_to_processed_seconds (histogram; -): time from the
-//     arrival in Kinesis (ApproximateArrivalTimestamp) of a batch's first
-//     record to the end of its successful processing: the end-to-end delay
-//     ([DefaultDelayBuckets]).
+//     arrival in Kinesis (ApproximateArrivalTimestamp) of each user record
+//     to the end of the successful processing of its batch: the end-to-end
+//     delay, one observation per record, so that its quantiles are those of
+//     the records (a stall shows in the p99 as soon as the records that
+//     waited are processed) ([DefaultDelayBuckets]). User records unpacked
+//     from one KPL aggregate share its arrival time.
 //
-// Lag (from every successful GetRecords call or enhanced fan-out event):
+// Lag, as the service reports it (from every successful GetRecords call or
+// enhanced fan-out event):
 //
 //   - shardline_behind_latest_seconds (gauge; shard): how far the shard's
 //     last read was behind the tip of the shard: MillisBehindLatest / 1000.
 //     Up to PrefetchBatches batches read may still wait for the processor;
 //     shardline_arrival_to_processed_seconds measures what the application
-//     sees.
+//     sees. Emulators may always report 0 (kinesis-mock does).
 //   - shardline_behind_latest_max_seconds (gauge; -): the largest of those
+//     over the shards the worker processes; 0 with none.
+//
+// Lag, as derived from the records' arrival times (from every batch the
+// processor accepted; it does not depend on the service reporting
+// MillisBehindLatest):
+//
+//   - shardline_behind_arrival_seconds (gauge; shard): for each batch
+//     processed, the time from the arrival in Kinesis of its oldest record
+//     to the end of its processing (0 for an empty batch); the gauge shows
+//     the largest over the shard's batches of the last [LagWindow] (30 s), or
+//     its last batch's if none was processed since, so that a scrape sees the
+//     lag of a catch-up batch however briefly it lasts. A shard left unowned
+//     shows the gap here once its new owner processes its first batch: the
+//     records that waited are as old as the gap.
+//   - shardline_behind_arrival_max_seconds (gauge; -): the largest of those
 //     over the shards the worker processes; 0 with none.
 //
 // Reads from Kinesis (every GetRecords and GetShardIterator call; with
@@ -138,7 +158,12 @@
 //     "shard_end", "stopped" (hard stop) or "error".
 //
 // Counters and gauges without a shard or op label exist at zero from the
-// worker's start, so rate() and alerts see them before the first event. The
+// worker's start, so rate() and alerts see them before the first event. A
+// shard's records and bytes counters show 0 to the first scrape after its
+// consumer starts and count from the next one on (what was processed
+// meanwhile is held back until then), and show their final values to one
+// more scrape after it stops: rate() and increase() count every batch,
+// the first after a lease move included, whatever the scrape interval. The
 // dashboards/shardline.json Grafana dashboard in the repository uses these
 // metrics.
 package metrics

@@ -37,21 +37,28 @@ func Example() {
 	mux.Handle("/metrics", m.Handler())
 	// The application serves mux where it likes: http.ListenAndServe(addr, mux).
 
-	// What a running worker would report, simulated here.
+	scrape := func() {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		sc := bufio.NewScanner(rec.Body)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "shardline_leases_held") || strings.HasPrefix(line, "shardline_records_processed_total") {
+				fmt.Println(line)
+			}
+		}
+	}
+
+	// What a running worker would report, simulated here. A shard's
+	// counters are scraped at 0 once before they count.
 	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "worker-1", Stream: "orders", ApplicationName: "orders-counter"})
 	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "shardId-000000000000", How: "take"})
 	m.OnShard(worker.ShardEvent{ShardID: "shardId-000000000000", Kind: worker.ShardStarted})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "shardId-000000000000", Records: 25, Bytes: 2500, Attempt: 1})
-
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	sc := bufio.NewScanner(rec.Body)
-	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, "shardline_leases_held") || strings.HasPrefix(line, "shardline_records_processed_total") {
-			fmt.Println(line)
-		}
-	}
+	scrape()
+	scrape()
 	// Output:
+	// shardline_leases_held{stream="orders",worker="worker-1"} 1
+	// shardline_records_processed_total{shard="shardId-000000000000",stream="orders",worker="worker-1"} 0
 	// shardline_leases_held{stream="orders",worker="worker-1"} 1
 	// shardline_records_processed_total{shard="shardId-000000000000",stream="orders",worker="worker-1"} 25
 }

@@ -221,7 +221,7 @@ func TestWorkerMetrics(t *testing.T) {
 	eq := func(x float64) func(float64) bool { return func(v float64) bool { return v == x } }
 	atLeast := func(x float64) func(float64) bool { return func(v float64) bool { return v >= x } }
 	checkSeries("shardline_processing_duration_seconds", w1, eq(batches), "one sample per batch (no failures)")
-	checkSeries("shardline_arrival_to_processed_seconds", w1, eq(batches), "one sample per batch")
+	checkSeries("shardline_arrival_to_processed_seconds", w1, eq(n), "one sample per record")
 	checkSeries("shardline_processor_errors_total", w1, eq(0), "0")
 	checkSeries("shardline_checkpoint_writes_total", w1, atLeast(batches), ">= batches (each batch checkpoints)")
 	checkSeries("shardline_checkpoint_failures_total", w1, eq(0), "0")
@@ -272,6 +272,10 @@ func TestWorkerMetrics(t *testing.T) {
 	rw2.stop(t)
 	rw1.stop(t)
 	got = metrics.Gather(t, reg)
+	if v := metrics.Sum(got, "shardline_records_processed_total", w1); v == 0 {
+		t.Errorf("records processed by worker 1 seen by the scrape after shutdown: 0, want its shards' final counts")
+	}
+	got = metrics.Gather(t, reg) // the stopped shards' counters went after the previous scrape
 	for _, w := range []map[string]string{w1, w2} {
 		checkSeries("shardline_leases_held", w, eq(0), "0 after shutdown")
 		checkSeries("shardline_behind_latest_max_seconds", w, eq(0), "0 after shutdown")

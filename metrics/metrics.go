@@ -56,13 +56,13 @@ type Metrics struct {
 
 	id atomic.Pointer[identity] // set by OnWorkerStart
 
-	lagMu sync.Mutex
-	lag   map[string]int64 // shard -> last MillisBehindLatest; guarded by lagMu
+	lagMu      sync.Mutex
+	lag        map[string]int64      // shard -> last MillisBehindLatest; guarded by lagMu
+	arrivalLag map[string]*windowMax // shard -> ages of its batches' oldest records; guarded by lagMu
 
 	// Per shard (stream, worker, shard).
-	recordsProcessed *prometheus.CounterVec
-	bytesProcessed   *prometheus.CounterVec
-	behindLatest     *prometheus.GaugeVec
+	perShard     *shardCounters // records and bytes processed
+	behindLatest *prometheus.GaugeVec
 
 	// Per worker (stream, worker[, ...]).
 	batchesProcessed   *prometheus.CounterVec
@@ -100,6 +100,8 @@ type Metrics struct {
 
 	// Read from WorkerStartEvent.RecordCounts when scraped.
 	kplAggregates, kplUserRecords, kplMalformed, kplDroppedAggregates, kplDroppedRecords, decodeFailures *prometheus.Desc
+	// Computed from arrivalLag when scraped.
+	behindArrival, behindArrivalMax *prometheus.Desc
 }
 
 // identity is the worker a Metrics observes.
@@ -182,7 +184,7 @@ func New(opts ...Option) (*Metrics, error) {
 			return nil, err
 		}
 	}
-	m := &Metrics{now: time.Now, lag: map[string]int64{}}
+	m := &Metrics{now: time.Now, lag: map[string]int64{}, arrivalLag: map[string]*windowMax{}}
 	if o.reg == nil {
 		r := prometheus.NewRegistry()
 		m.reg, m.gatherer = r, r
@@ -235,10 +237,11 @@ func (m *Metrics) build(o options) {
 		return h
 	}
 
-	m.recordsProcessed = counter("shardline_records_processed_total",
-		"User records in batches the processor accepted (ProcessRecords returned nil).", perShard)
-	m.bytesProcessed = counter("shardline_bytes_processed_total",
-		"Data bytes of the user records counted by shardline_records_processed_total.", perShard)
+	m.perShard = newShardCounters(
+		prometheus.NewDesc("shardline_records_processed_total",
+			"User records in batches the processor accepted (ProcessRecords returned nil).", perShard, nil),
+		prometheus.NewDesc("shardline_bytes_processed_total",
+			"Data bytes of the user records counted by shardline_records_processed_total.", perShard, nil))
 	m.behindLatest = gauge("shardline_behind_latest_seconds",
 		"How far the shard's last read was behind the tip of the shard (MillisBehindLatest / 1000).", perShard)
 
@@ -251,7 +254,7 @@ func (m *Metrics) build(o options) {
 	m.processorRetries = counter("shardline_processor_retries_total",
 		"Deliveries of a batch that had failed before (attempt 2 and later).", perWorker)
 	m.arrivalDelay = histogram("shardline_arrival_to_processed_seconds",
-		"Time from the arrival in Kinesis of a batch's first record to the end of its successful processing.", o.delay, perWorker)
+		"Time from the arrival in Kinesis of each user record to the end of the successful processing of its batch (one observation per record).", o.delay, perWorker)
 	m.behindLatestMax = gauge("shardline_behind_latest_max_seconds",
 		"The largest shardline_behind_latest_seconds of the shards the worker processes (0 with none).", perWorker)
 
@@ -312,6 +315,11 @@ func (m *Metrics) build(o options) {
 		"User records inside the dropped KPL aggregated records.")
 	m.decodeFailures = desc("shardline_record_decode_failures_total",
 		"User records the RecordDecoder failed on (delivered with DecodeErr).")
+	m.behindArrival = prometheus.NewDesc("shardline_behind_arrival_seconds",
+		"The largest time from the arrival in Kinesis of a batch's oldest record to the end of its processing, over the shard's batches of the last 30 s (or its last batch).",
+		perShard, nil)
+	m.behindArrivalMax = desc("shardline_behind_arrival_max_seconds",
+		"The largest shardline_behind_arrival_seconds of the shards the worker processes (0 with none).")
 }
 
 // collector exposes a Metrics to a registry. It is unchecked (Describe
@@ -328,7 +336,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		x.Collect(ch)
 	}
 	id := c.m.id.Load()
-	if id == nil || id.counts == nil {
+	if id == nil {
+		return
+	}
+	c.m.perShard.collect(ch, id.stream, id.worker)
+	c.m.collectArrivalLag(ch, id)
+	if id.counts == nil {
 		return
 	}
 	rc := id.counts()
@@ -345,6 +358,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.n), id.stream, id.worker)
 	}
+}
+
+// collectArrivalLag sends shardline_behind_arrival_seconds per shard and
+// shardline_behind_arrival_max_seconds.
+func (m *Metrics) collectArrivalLag(ch chan<- prometheus.Metric, id *identity) {
+	now := m.now()
+	var most time.Duration
+	m.lagMu.Lock()
+	defer m.lagMu.Unlock()
+	for shard, wm := range m.arrivalLag {
+		lag := wm.max(now)
+		most = max(most, lag)
+		ch <- prometheus.MustNewConstMetric(m.behindArrival, prometheus.GaugeValue, lag.Seconds(), id.stream, id.worker, shard)
+	}
+	ch <- prometheus.MustNewConstMetric(m.behindArrivalMax, prometheus.GaugeValue, most.Seconds(), id.stream, id.worker)
 }
 
 // ident returns the observed worker's identity (empty before it started).
@@ -411,12 +439,27 @@ func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
 		return
 	}
 	m.batchesProcessed.WithLabelValues(s, w).Inc()
-	m.recordsProcessed.WithLabelValues(s, w, e.ShardID).Add(float64(e.Records))
-	m.bytesProcessed.WithLabelValues(s, w, e.ShardID).Add(float64(e.Bytes))
-	if !e.OldestArrival.IsZero() {
-		// Clamped at 0: the arrival time comes from AWS's clock.
-		m.arrivalDelay.WithLabelValues(s, w).Observe(max(0, m.now().Sub(e.OldestArrival).Seconds()))
+	m.perShard.add(e.ShardID, float64(e.Records), float64(e.Bytes))
+	// Delays are clamped at 0: arrival times come from AWS's clock.
+	now := m.now()
+	delay := m.arrivalDelay.WithLabelValues(s, w)
+	for _, at := range e.Arrivals {
+		if !at.IsZero() {
+			delay.Observe(max(0, now.Sub(at).Seconds()))
+		}
 	}
+	var oldest time.Duration
+	if !e.OldestArrival.IsZero() {
+		oldest = max(0, now.Sub(e.OldestArrival))
+	}
+	m.lagMu.Lock()
+	wm := m.arrivalLag[e.ShardID]
+	if wm == nil {
+		wm = new(windowMax)
+		m.arrivalLag[e.ShardID] = wm
+	}
+	wm.add(now, oldest)
+	m.lagMu.Unlock()
 }
 
 // OnFetch implements worker.HookFetch.
@@ -464,20 +507,22 @@ func (m *Metrics) setMaxLocked(id *identity) {
 // OnShard implements worker.HookShard. When a shard consumer stops, the
 // shard's series are removed: the worker no longer reports on it, and the
 // series of the shards a worker does not own would otherwise accumulate and
-// keep reporting a stale lag.
+// keep reporting a stale lag. The lag gauges go at once; the records and
+// bytes counters after the next scrape (see shardCounters).
 func (m *Metrics) OnShard(e worker.ShardEvent) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	switch e.Kind {
 	case worker.ShardStarted:
 		m.shardsStarted.WithLabelValues(s, w).Inc()
+		m.perShard.start(e.ShardID)
 	case worker.ShardStopped:
 		m.shardsStopped.WithLabelValues(s, w, e.Reason).Inc()
 		m.lagMu.Lock()
 		delete(m.lag, e.ShardID)
+		delete(m.arrivalLag, e.ShardID)
 		m.behindLatest.DeleteLabelValues(s, w, e.ShardID)
-		m.recordsProcessed.DeleteLabelValues(s, w, e.ShardID)
-		m.bytesProcessed.DeleteLabelValues(s, w, e.ShardID)
+		m.perShard.stop(e.ShardID)
 		m.setMaxLocked(id)
 		m.lagMu.Unlock()
 	}

@@ -72,16 +72,30 @@ func TestBatchProcessed(t *testing.T) {
 	m.now = func() time.Time { return now }
 
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 3, Bytes: 30, Attempt: 1,
-		Duration: 20 * time.Millisecond, OldestArrival: now.Add(-2 * time.Second)})
+		Duration: 20 * time.Millisecond, OldestArrival: now.Add(-2 * time.Second),
+		Arrivals: []time.Time{now.Add(-2 * time.Second), now.Add(-time.Second), now.Add(-time.Second)}})
+	got := Gather(t, g)
+	want(t, got, "shardline_behind_arrival_seconds", with("shard", "a"), 2)
+	want(t, got, "shardline_behind_arrival_max_seconds", sw, 2)
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 2, Bytes: 5, Attempt: 1,
 		Duration: time.Second, Err: errors.New("boom"), OldestArrival: now.Add(-time.Second)})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 2, Bytes: 5, Attempt: 2,
 		Duration: time.Second, Err: fmt.Errorf("wrapped: %w", &kcl.ProcessorPanicError{Value: "x"})})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 2, Bytes: 5, Attempt: 3,
-		Duration: 10 * time.Millisecond, OldestArrival: now.Add(time.Second)}) // arrival "after" now: clock skew
+		Duration: 10 * time.Millisecond, OldestArrival: now.Add(time.Second),
+		Arrivals: []time.Time{now.Add(time.Second), now.Add(time.Second)}}) // arrival "after" now: clock skew
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "b", Attempt: 1}) // empty batch
 
-	got := Gather(t, g)
+	got = Gather(t, g)
+	// The first batch's lag holds for LagWindow; the empty batch's is 0.
+	want(t, got, "shardline_behind_arrival_seconds", with("shard", "a"), 2)
+	want(t, got, "shardline_behind_arrival_seconds", with("shard", "b"), 0)
+	want(t, got, "shardline_behind_arrival_max_seconds", sw, 2)
+	now = now.Add(LagWindow + time.Second)
+	lag := Gather(t, g)
+	// Then the last batch's: the skewed one, clamped to 0.
+	want(t, lag, "shardline_behind_arrival_seconds", with("shard", "a"), 0)
+	want(t, lag, "shardline_behind_arrival_max_seconds", sw, 0)
 	want(t, got, "shardline_records_processed_total", with("shard", "a"), 5)
 	want(t, got, "shardline_bytes_processed_total", with("shard", "a"), 35)
 	want(t, got, "shardline_records_processed_total", with("shard", "b"), 0)
@@ -93,10 +107,11 @@ func TestBatchProcessed(t *testing.T) {
 	if d.Value != 5 || math.Abs(d.Sum-2.03) > 1e-9 {
 		t.Errorf("processing duration: count %v sum %v, want 5 and 2.03", d.Value, d.Sum)
 	}
-	// Two successful batches with an arrival time: 2s and a skewed -1s, clamped to 0.
+	// One observation per record of the successful batches: 2s, 1s, 1s and
+	// two skewed -1s, clamped to 0.
 	a := got[SeriesKey("shardline_arrival_to_processed_seconds", sw)]
-	if a.Value != 2 || a.Sum != 2 {
-		t.Errorf("arrival delay: count %v sum %v, want 2 and 2", a.Value, a.Sum)
+	if a.Value != 5 || a.Sum != 4 {
+		t.Errorf("arrival delay: count %v sum %v, want 5 and 4", a.Value, a.Sum)
 	}
 }
 
@@ -144,29 +159,91 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 2)
 }
 
+func TestWindowMax(t *testing.T) {
+	var w windowMax
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := w.max(t0); got != 0 {
+		t.Errorf("empty window: %v, want 0", got)
+	}
+	w.add(t0, 5*time.Second)
+	w.add(t0.Add(10*time.Second), 2*time.Second)
+	w.add(t0.Add(20*time.Second), 3*time.Second)
+	w.add(t0.Add(25*time.Second), time.Second)
+	for _, c := range []struct {
+		at   time.Duration
+		want time.Duration
+	}{{25 * time.Second, 5 * time.Second}, {LagWindow + time.Second, 3 * time.Second},
+		{20*time.Second + LagWindow + time.Second, time.Second}, {time.Hour, time.Second}} {
+		if got := w.max(t0.Add(c.at)); got != c.want {
+			t.Errorf("at +%v: %v, want %v", c.at, got, c.want)
+		}
+	}
+	if len(w) != 1 {
+		t.Errorf("%d samples kept, want only the newest", len(w))
+	}
+}
+
+// The per-shard counters are scraped at 0 once before they count, so that
+// rate() and increase() count the first batch.
+func TestShardStartCreatesCountersAtZero(t *testing.T) {
+	m, g := started(t)
+	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStarted})
+	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 3, Bytes: 30, Attempt: 1})
+	// The first scrape sees 0 even if the first batch came before it...
+	got := Gather(t, g)
+	want(t, got, "shardline_records_processed_total", with("shard", "a"), 0)
+	want(t, got, "shardline_bytes_processed_total", with("shard", "a"), 0)
+	// ... and the next one counts it.
+	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 1, Bytes: 10, Attempt: 1})
+	got = Gather(t, g)
+	want(t, got, "shardline_records_processed_total", with("shard", "a"), 4)
+	want(t, got, "shardline_bytes_processed_total", with("shard", "a"), 40)
+}
+
 func TestShardStopRemovesShardSeries(t *testing.T) {
 	m, g := started(t)
 	for _, id := range []string{"a", "b"} {
 		m.OnShard(worker.ShardEvent{ShardID: id, Kind: worker.ShardStarted})
 		m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: id, Records: 1, Bytes: 1, Attempt: 1})
 	}
+	Gather(t, g) // the shards' counters are scraped at 0 once
 	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
 	m.OnFetch(worker.FetchEvent{ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
 	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStopped, Reason: "lease_lost"})
 
+	// The lag series go at once; the counters show their final values to
+	// one more scrape, then go.
 	got := Gather(t, g)
-	for _, name := range []string{"shardline_behind_latest_seconds", "shardline_records_processed_total", "shardline_bytes_processed_total"} {
+	for _, name := range []string{"shardline_behind_latest_seconds", "shardline_behind_arrival_seconds"} {
 		absent(t, got, name, with("shard", "a"))
 		if n := Count(got, name, nil); n != 1 {
 			t.Errorf("%s: %d series, want 1 (shard b)", name, n)
 		}
 	}
+	want(t, got, "shardline_records_processed_total", with("shard", "a"), 1)
+	want(t, got, "shardline_bytes_processed_total", with("shard", "a"), 1)
+	next := Gather(t, g)
+	for _, name := range []string{"shardline_records_processed_total", "shardline_bytes_processed_total"} {
+		absent(t, next, name, with("shard", "a"))
+		if n := Count(next, name, nil); n != 1 {
+			t.Errorf("%s after the next scrape: %d series, want 1 (shard b)", name, n)
+		}
+	}
+	// A shard started again before the scrape keeps its counters.
+	m.OnShard(worker.ShardEvent{ShardID: "b", Kind: worker.ShardStopped, Reason: "handoff"})
+	m.OnShard(worker.ShardEvent{ShardID: "b", Kind: worker.ShardStarted})
+	Gather(t, g)
+	want(t, Gather(t, g), "shardline_records_processed_total", with("shard", "b"), 1)
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 3) // no longer a's 9s
 	want(t, got, "shardline_shards_started_total", sw, 2)
 	want(t, got, "shardline_shards_stopped_total", with("reason", "lease_lost"), 1)
 
 	m.OnShard(worker.ShardEvent{ShardID: "b", Kind: worker.ShardStopped, Reason: "shutdown"})
 	got = Gather(t, g)
+	Gather(t, g)
+	if n := Count(Gather(t, g), "shardline_records_processed_total", nil); n != 0 {
+		t.Errorf("%d records series after every shard stopped and two scrapes, want 0", n)
+	}
 	if n := Count(got, "shardline_behind_latest_seconds", nil); n != 0 {
 		t.Errorf("%d lag series after every shard stopped, want 0", n)
 	}

@@ -64,6 +64,9 @@ type BatchProcessedEvent struct {
 	// OldestArrival is the approximate arrival time of the batch's first
 	// record (zero for an empty batch).
 	OldestArrival time.Time
+	// Arrivals are the approximate arrival times of the batch's records, in
+	// order (nil for an empty batch). The slice is the hook's own.
+	Arrivals []time.Time
 }
 
 // HookFetch is called after every read call to Kinesis.

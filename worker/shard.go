@@ -331,7 +331,7 @@ func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome
 		s.w.hooks.onBatch(BatchProcessedEvent{
 			ShardID: s.id, Records: len(b.Records), Bytes: bytesOf(b.Records), Attempt: attempt,
 			Duration: time.Since(began), Err: err, MillisBehindLatest: b.MillisBehindLatest,
-			OldestArrival: oldestArrival(b.Records),
+			OldestArrival: oldestArrival(b.Records), Arrivals: arrivals(b.Records),
 		})
 		return err
 	})
@@ -528,6 +528,18 @@ func bytesOf(recs []kcl.Record) int {
 		n += len(r.Data)
 	}
 	return n
+}
+
+// arrivals returns the records' arrival times (nil for none).
+func arrivals(recs []kcl.Record) []time.Time {
+	if len(recs) == 0 {
+		return nil
+	}
+	at := make([]time.Time, len(recs))
+	for i, r := range recs {
+		at[i] = r.ApproximateArrivalTimestamp
+	}
+	return at
 }
 
 func oldestArrival(recs []kcl.Record) time.Time {

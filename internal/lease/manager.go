@@ -474,7 +474,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		}
 	}
 	for _, l := range plan.Take {
-		m.take(ctx, l, "take")
+		m.take(ctx, l, takeHow(l))
 	}
 	for _, l := range plan.Steal {
 		m.requestHandoff(ctx, l)
@@ -562,6 +562,16 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 			return
 		}
 	}
+}
+
+// takeHow labels the acquisition of a lease with no live owner: one without
+// an owner that was written since its creation (Counter > 0) was released by
+// its owner; the others are new or expired.
+func takeHow(l Lease) string {
+	if l.Owner == "" && l.Counter > 0 {
+		return "take-released"
+	}
+	return "take"
 }
 
 func (m *Manager) take(ctx context.Context, l Lease, why string) {
