@@ -27,6 +27,11 @@ const (
 	// rateInterval stands for Grafana's $__rate_interval: four scrape
 	// intervals.
 	rateInterval = "4s"
+	// minStall (seconds) bounds from below how long the killed worker's
+	// records wait: its leases expire a lease duration after their last
+	// renewal, at most a third of it before the kill (so at least 2 s
+	// after), and the producer writes to every shard every 100 ms.
+	minStall = 1.5
 )
 
 // dashboard is the part of dashboards/shardline.json the test reads.
@@ -428,9 +433,9 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	stall := maxOf(values(e.rangeQuery(e.expand(query(t, panels, "Arrival to processed", "B"), rateInterval),
 		ph.kill, ph.failedOver.Add(10*time.Second)), ph.kill, ph.failedOver.Add(10*time.Second)))
 	t.Logf("arrival to processed p99: at most %.2fs before the kill, %.2fs after", steady, stall)
-	if stall < 2 || stall <= steady {
-		t.Errorf("arrival to processed p99 peaks at %.2fs after the kill (%.2fs before), want a stall of at least 2s (lease duration %v)",
-			stall, steady, leaseDuration)
+	if stall < minStall || stall <= steady {
+		t.Errorf("arrival to processed p99 peaks at %.2fs after the kill (%.2fs before), want a stall of at least %vs (lease duration %v)",
+			stall, steady, minStall, leaseDuration)
 	}
 
 	// Lag is never negative; the arrival-derived lag of the killed
@@ -454,9 +459,9 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	lagAfter := maxOf(values(e.rangeQuery(e.expand(lag, rateInterval), ph.kill, ph.failedOver.Add(10*time.Second)),
 		ph.kill, ph.failedOver.Add(10*time.Second)))
 	t.Logf("max lag (arrival): at most %.2fs before the kill, %.2fs after", lagBefore, lagAfter)
-	if lagAfter < 2 || lagAfter <= lagBefore {
-		t.Errorf("max lag (arrival) peaks at %.2fs after the kill (%.2fs before), want at least 2s: the shards were unowned for at least %v",
-			lagAfter, lagBefore, leaseDuration)
+	if lagAfter < minStall || lagAfter <= lagBefore {
+		t.Errorf("max lag (arrival) peaks at %.2fs after the kill (%.2fs before), want at least %vs: the shards were unowned that long",
+			lagAfter, lagBefore, minStall)
 	}
 
 	// The planned hand-over and the graceful stop are clean: no throttle,
