@@ -418,12 +418,21 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	// not checkpoint are processed again).
 	window := ph.end.Sub(ph.produce) + scrapeEvery
 	rate := over("Records processed /s", "A", seconds(window), ph.end)
-	want := float64(ph.produced) / float64(int(window.Seconds()))
+	secs := float64(int(window.Seconds())) // as seconds(window) gives it
+	want := float64(ph.produced) / secs
 	if rel := math.Abs(rate-want) / want; rel > 0.05 {
 		t.Errorf("Records processed /s over the run: %.2f, produced %.2f/s (%d records in %v): off by %.1f%%",
 			rate, want, ph.produced, window, 100*rel)
 	} else {
 		t.Logf("Records processed /s over the run: %.2f, produced %.2f/s", rate, want)
+	}
+
+	// The arrival histogram has one observation per record processed.
+	observed := e.instant(fmt.Sprintf(`sum(increase(shardline_arrival_to_processed_seconds_count{stream=~"%s"}[%s]))`,
+		regexp.QuoteMeta(e.stream), seconds(window)), ph.end)
+	if len(observed) != 1 || math.Abs(observed[0]-rate*secs) > 0.05*rate*secs {
+		t.Errorf("arrival to processed: %v observations over the run, want one per record processed (%.0f)",
+			observed, rate*secs)
 	}
 
 	// The stall of the killed worker's shards shows in the arrival p99: its
@@ -433,7 +442,7 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	stall := maxOf(values(e.rangeQuery(e.expand(query(t, panels, "Arrival to processed", "B"), rateInterval),
 		ph.kill, ph.failedOver.Add(10*time.Second)), ph.kill, ph.failedOver.Add(10*time.Second)))
 	t.Logf("arrival to processed p99: at most %.2fs before the kill, %.2fs after", steady, stall)
-	if stall < minStall || stall <= steady {
+	if stall < minStall { // not compared with before: a loaded machine has stalls of its own
 		t.Errorf("arrival to processed p99 peaks at %.2fs after the kill (%.2fs before), want a stall of at least %vs (lease duration %v)",
 			stall, steady, minStall, leaseDuration)
 	}
@@ -459,7 +468,7 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	lagAfter := maxOf(values(e.rangeQuery(e.expand(lag, rateInterval), ph.kill, ph.failedOver.Add(10*time.Second)),
 		ph.kill, ph.failedOver.Add(10*time.Second)))
 	t.Logf("max lag (arrival): at most %.2fs before the kill, %.2fs after", lagBefore, lagAfter)
-	if lagAfter < minStall || lagAfter <= lagBefore {
+	if lagAfter < minStall {
 		t.Errorf("max lag (arrival) peaks at %.2fs after the kill (%.2fs before), want at least %vs: the shards were unowned that long",
 			lagAfter, lagBefore, minStall)
 	}
