@@ -283,50 +283,53 @@ func (e *evaluator) expand(expr, rng string) string {
 // rangeQuery evaluates expr every second from from to to.
 func (e *evaluator) rangeQuery(expr string, from, to time.Time) promql.Matrix {
 	e.t.Helper()
-	q, err := e.engine.NewRangeQuery(context.Background(), e.db, nil, expr, from, to, time.Second)
-	if err != nil {
-		e.t.Fatalf("%s: %v", expr, err)
-	}
-	defer q.Close()
-	m, err := e.exec(q).Matrix()
-	if err != nil {
-		e.t.Fatalf("%s: %v", expr, err)
-	}
-	// Copied: Close recycles the result's points.
-	out := make(promql.Matrix, len(m))
-	for i, s := range m {
-		out[i] = promql.Series{Metric: s.Metric, Floats: slices.Clone(s.Floats)}
-	}
+	var out promql.Matrix
+	e.run(expr, func() (promql.Query, error) {
+		return e.engine.NewRangeQuery(context.Background(), e.db, nil, expr, from, to, time.Second)
+	}, func(r *promql.Result) error {
+		m, err := r.Matrix()
+		for _, s := range m { // copied: Close recycles the result's points
+			out = append(out, promql.Series{Metric: s.Metric, Floats: slices.Clone(s.Floats)})
+		}
+		return err
+	})
 	return out
 }
 
 // instant evaluates expr at ts and returns the values of its series.
 func (e *evaluator) instant(expr string, ts time.Time) []float64 {
 	e.t.Helper()
-	q, err := e.engine.NewInstantQuery(context.Background(), e.db, nil, expr, ts)
+	var out []float64
+	e.run(expr, func() (promql.Query, error) {
+		return e.engine.NewInstantQuery(context.Background(), e.db, nil, expr, ts)
+	}, func(r *promql.Result) error {
+		v, err := r.Vector()
+		for _, s := range v {
+			out = append(out, s.F)
+		}
+		return err
+	})
+	return out
+}
+
+// run makes a query of expr with mk, runs it and hands its result to read
+// before closing it, failing the test on any error.
+func (e *evaluator) run(expr string, mk func() (promql.Query, error), read func(*promql.Result) error) {
+	e.t.Helper()
+	q, err := mk()
 	if err != nil {
 		e.t.Fatalf("%s: %v", expr, err)
 	}
 	defer q.Close()
-	v, err := e.exec(q).Vector()
+	res := q.Exec(context.Background())
+	if res.Err == nil {
+		err = read(res)
+	} else {
+		err = res.Err
+	}
 	if err != nil {
 		e.t.Fatalf("%s: %v", expr, err)
 	}
-	var out []float64
-	for _, s := range v {
-		out = append(out, s.F)
-	}
-	return out
-}
-
-// exec runs q, failing the test on an error.
-func (e *evaluator) exec(q promql.Query) *promql.Result {
-	e.t.Helper()
-	res := q.Exec(context.Background())
-	if res.Err != nil {
-		e.t.Fatalf("%s: %v", q.String(), res.Err)
-	}
-	return res
 }
 
 // checkEveryQuery evaluates every panel query over the whole run: each must
