@@ -2,12 +2,12 @@ package metrics
 
 import "time"
 
-// LagWindow is how long a batch's arrival lag counts in
+// lagWindow is how long a batch's arrival lag counts in
 // shardline_behind_arrival_seconds: the gauge shows the largest lag of the
-// shard's batches processed in the last LagWindow, so that a scrape every
+// shard's batches processed in the last lagWindow, so that a scrape every
 // 15 or 30 seconds sees the lag of a catch-up batch that is over in
 // milliseconds.
-const LagWindow = 30 * time.Second
+const lagWindow = 30 * time.Second
 
 // lagSample is the arrival lag of one batch processed at at.
 type lagSample struct {
@@ -16,7 +16,7 @@ type lagSample struct {
 }
 
 // windowMax is the largest lag of the batches processed in the last
-// LagWindow, or the last batch's lag if none was. It keeps the samples that
+// lagWindow, or the last batch's lag if none was. It keeps the samples that
 // may still become the maximum: their lags decrease from the front, which
 // is the maximum, to the back, which is the newest batch.
 type windowMax []lagSample
@@ -34,7 +34,7 @@ func (w *windowMax) add(at time.Time, lag time.Duration) {
 // the window (the newest one is always kept).
 func (w *windowMax) max(now time.Time) time.Duration {
 	q := *w
-	for len(q) > 1 && now.Sub(q[0].at) > LagWindow {
+	for len(q) > 1 && now.Sub(q[0].at) > lagWindow {
 		q = q[1:]
 	}
 	*w = q

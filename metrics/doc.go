@@ -70,9 +70,9 @@
 //   - shardline_behind_arrival_seconds (gauge; shard): for each batch
 //     processed, the time from the arrival in Kinesis of its oldest record
 //     to the end of its processing (0 for an empty batch); the gauge shows
-//     the largest over the shard's batches of the last [LagWindow] (30 s), or
-//     its last batch's if none was processed since, so that a scrape sees the
-//     lag of a catch-up batch however briefly it lasts. A shard left unowned
+//     the largest over the shard's batches of the last 30 s, or its last
+//     batch's if none was processed since, so that a scrape sees the lag of
+//     a catch-up batch however briefly it lasts. A shard left unowned
 //     shows the gap here once its new owner processes its first batch: the
 //     records that waited are as old as the gap.
 //   - shardline_behind_arrival_max_seconds (gauge; -): the largest of those

@@ -87,11 +87,11 @@ func TestBatchProcessed(t *testing.T) {
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "b", Attempt: 1}) // empty batch
 
 	got = Gather(t, g)
-	// The first batch's lag holds for LagWindow; the empty batch's is 0.
+	// The first batch's lag holds for lagWindow; the empty batch's is 0.
 	want(t, got, "shardline_behind_arrival_seconds", with("shard", "a"), 2)
 	want(t, got, "shardline_behind_arrival_seconds", with("shard", "b"), 0)
 	want(t, got, "shardline_behind_arrival_max_seconds", sw, 2)
-	now = now.Add(LagWindow + time.Second)
+	now = now.Add(lagWindow + time.Second)
 	lag := Gather(t, g)
 	// Then the last batch's: the skewed one, clamped to 0.
 	want(t, lag, "shardline_behind_arrival_seconds", with("shard", "a"), 0)
@@ -172,8 +172,8 @@ func TestWindowMax(t *testing.T) {
 	for _, c := range []struct {
 		at   time.Duration
 		want time.Duration
-	}{{25 * time.Second, 5 * time.Second}, {LagWindow + time.Second, 3 * time.Second},
-		{20*time.Second + LagWindow + time.Second, time.Second}, {time.Hour, time.Second}} {
+	}{{25 * time.Second, 5 * time.Second}, {lagWindow + time.Second, 3 * time.Second},
+		{20*time.Second + lagWindow + time.Second, time.Second}, {time.Hour, time.Second}} {
 		if got := w.max(t0.Add(c.at)); got != c.want {
 			t.Errorf("at +%v: %v, want %v", c.at, got, c.want)
 		}
