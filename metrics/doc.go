@@ -90,6 +90,8 @@
 //   - shardline_read_bytes_total (counter; -): their data bytes.
 //   - shardline_read_errors_total (counter; kind): failed read calls other
 //     than throttles and expired iterators; kind is "transient" (retried),
+//     "in_use" (SubscribeToShard refused while another subscription of the
+//     consumer to the shard ends, as after every fan-out hand-over; retried),
 //     "trimmed" (position past the retention; reading resumes at the oldest
 //     record), "not_found" (stream or shard gone) or "fatal".
 //   - shardline_read_throttles_total (counter; -): read calls refused by

@@ -267,7 +267,7 @@ func (m *Metrics) build(o options) {
 	m.readBytes = counter("shardline_read_bytes_total",
 		"Data bytes of the Kinesis records received.", perWorker)
 	m.readErrors = counter("shardline_read_errors_total",
-		"Failed read calls by kind (transient, trimmed, not_found, fatal); throttles and iterator expirations are counted apart.", with("kind"))
+		"Failed read calls by kind (transient, in_use, trimmed, not_found, fatal); throttles and iterator expirations are counted apart.", with("kind"))
 	m.readThrottles = counter("shardline_read_throttles_total",
 		"Read calls refused by Kinesis throttling (retried after a backoff).", perWorker)
 	m.iteratorExpirations = counter("shardline_iterator_expirations_total",
@@ -387,7 +387,7 @@ func (m *Metrics) ident() *identity {
 // when the worker starts so that rate() and dashboards see them at once.
 var (
 	processorErrorTypes = []string{"error", "panic"}
-	readErrorKinds      = []string{"transient", "trimmed", "not_found", "fatal"}
+	readErrorKinds      = []string{"transient", "in_use", "trimmed", "not_found", "fatal"}
 	takeHows            = []string{"take", "take-released"}
 	stealHows           = []string{"handoff", "handoff-timeout"}
 	lostCauses          = []string{"expired", "conflict", "other"}

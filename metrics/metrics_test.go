@@ -127,13 +127,14 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("reset"), ErrorKind: "transient"},
 		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("unclassified")}, // unclassified: transient
 		{ShardID: "a", Op: "GetRecords", Err: errors.New("gone"), ErrorKind: "not_found"},
+		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("another subscription"), ErrorKind: "in_use"},
 	} {
 		m.OnFetch(e)
 	}
 	got := Gather(t, g)
 	want(t, got, "shardline_read_calls_total", with("op", "GetRecords"), 6)
 	want(t, got, "shardline_read_calls_total", with("op", "SubscribeToShardEvent"), 1)
-	want(t, got, "shardline_read_calls_total", with("op", "SubscribeToShard"), 1)
+	want(t, got, "shardline_read_calls_total", with("op", "SubscribeToShard"), 2)
 	want(t, got, "shardline_read_calls_total", with("op", "GetShardIterator"), 1)
 	want(t, got, "shardline_read_duration_seconds", with("op", "GetRecords"), 6)
 	want(t, got, "shardline_read_records_total", sw, 7)
@@ -142,6 +143,7 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	want(t, got, "shardline_iterator_expirations_total", sw, 1)
 	want(t, got, "shardline_read_errors_total", with("kind", "transient"), 2)
 	want(t, got, "shardline_read_errors_total", with("kind", "not_found"), 1)
+	want(t, got, "shardline_read_errors_total", with("kind", "in_use"), 1)
 	want(t, got, "shardline_read_errors_total", with("kind", "fatal"), 0)
 	if n := Count(got, "shardline_read_errors_total", nil); n != len(readErrorKinds) {
 		t.Errorf("%d read error series, want %d (throttles and expirations are apart)", n, len(readErrorKinds))

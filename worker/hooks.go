@@ -127,10 +127,10 @@ type LeaseEventKind string
 
 // Lease changes reported to [HookLease].
 const (
-	// LeaseAcquired: the worker took a lease; How says how: "take" (an
-	// expired lease), "take-released" (a free lease), "handoff" (handed over
-	// by its owner) or "handoff-timeout" (taken after a hand-over request
-	// timed out).
+	// LeaseAcquired: the worker took a lease; How says how: "take" (a new
+	// or expired lease), "take-released" (released by its owner), "handoff"
+	// (handed over by its owner) or "handoff-timeout" (taken after a
+	// hand-over request timed out).
 	LeaseAcquired LeaseEventKind = "acquired"
 	// LeaseLost: the worker lost a lease (taken by another worker, or not
 	// renewed in time); Cause says why.
