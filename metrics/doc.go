@@ -39,7 +39,7 @@
 //   - shardline_batches_processed_total (counter; -): batches the processor
 //     accepted (empty ones too, with CallProcessorOnEmptyBatches).
 //   - shardline_processing_duration_seconds (histogram; -): duration of every
-//     ProcessRecords call, failed or not ([DefaultProcessingBuckets]).
+//     ProcessRecords call, failed or not (buckets 1 ms to 60 s).
 //   - shardline_processor_errors_total (counter; type): failed ProcessRecords
 //     calls; type is "error" or "panic". The batch is delivered again.
 //   - shardline_processor_retries_total (counter; -): deliveries of a batch
@@ -49,7 +49,7 @@
 //     to the end of the successful processing of its batch: the end-to-end
 //     delay, one observation per record, so that its quantiles are those of
 //     the records (a stall shows in the p99 as soon as the records that
-//     waited are processed) ([DefaultDelayBuckets]). User records unpacked
+//     waited are processed) (buckets 50 ms to 1 h). User records unpacked
 //     from one KPL aggregate share its arrival time.
 //
 // Lag, as the service reports it (from every successful GetRecords call or

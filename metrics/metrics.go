@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,12 +29,12 @@ var (
 
 // Default histogram buckets, in seconds.
 var (
-	// DefaultProcessingBuckets are the buckets of
+	// defaultProcessingBuckets are the buckets of
 	// shardline_processing_duration_seconds: 1ms to 1 minute.
-	DefaultProcessingBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
-	// DefaultDelayBuckets are the buckets of
+	defaultProcessingBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	// defaultDelayBuckets are the buckets of
 	// shardline_arrival_to_processed_seconds: 50ms to 1 hour.
-	DefaultDelayBuckets = []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+	defaultDelayBuckets = []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 	// callBuckets serve the durations of AWS calls (reads, checkpoints).
 	callBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 )
@@ -135,7 +136,7 @@ func WithRegistry(reg prometheus.Registerer) Option {
 	}
 }
 
-// WithProcessingBuckets replaces [DefaultProcessingBuckets] (seconds,
+// WithProcessingBuckets replaces the default processing buckets (seconds,
 // strictly increasing, at least one).
 func WithProcessingBuckets(buckets ...float64) Option {
 	return func(o *options) error {
@@ -147,7 +148,7 @@ func WithProcessingBuckets(buckets ...float64) Option {
 	}
 }
 
-// WithDelayBuckets replaces [DefaultDelayBuckets] (seconds, strictly
+// WithDelayBuckets replaces the default delay buckets (seconds, strictly
 // increasing, at least one).
 func WithDelayBuckets(buckets ...float64) Option {
 	return func(o *options) error {
@@ -178,7 +179,7 @@ func checkBuckets(b []float64) error {
 // with [WithRegistry]. It never starts a server: serve [Metrics.Handler]
 // where the application wants it.
 func New(opts ...Option) (*Metrics, error) {
-	o := options{processing: DefaultProcessingBuckets, delay: DefaultDelayBuckets}
+	o := options{processing: slices.Clone(defaultProcessingBuckets), delay: slices.Clone(defaultDelayBuckets)}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
