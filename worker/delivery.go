@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/shardline/shardline/internal/delivery"
+	"github.com/shardline/shardline/kcl"
+)
+
+// DeliveryPolicy holds the controls over how a shard's records reach its
+// processor, in the manner of AWS Lambda's Kinesis event source mapping.
+// Every control is off in the zero value: one batch per read, delivered
+// again whole after a failure until it succeeds. A processor can always
+// return a *kcl.PartialFailureError to have only the records from the
+// failed one on delivered again.
+type DeliveryPolicy struct {
+	// MaxBatchSize, when positive, gathers records across reads until a
+	// batch holds this many (or MaxBatchingWindow ends, or the shard
+	// ends). It is bounded by what may be read ahead: PrefetchBatches
+	// reads and PrefetchBytes. Batches larger than it are not split.
+	MaxBatchSize int
+	// MaxBatchingWindow, when positive, is how long records are gathered
+	// after the first one before the batch is delivered.
+	MaxBatchingWindow time.Duration
+
+	// Filter, when set, is applied to every record after de-aggregation
+	// and decoding; records for which it returns false are never passed to
+	// the processor, are counted (HookDelivery, "filtered") and count as
+	// processed for checkpoints. It must be quick and safe for concurrent
+	// use (shards run in parallel).
+	Filter func(kcl.Record) bool
+
+	// BisectOnError splits a failing batch in halves, delivered one after
+	// the other (each split again while it fails), to isolate the failing
+	// records.
+	BisectOnError bool
+
+	// MaxAttempts, when positive, gives a record (or the failing part
+	// isolated by BisectOnError, or a whole failing batch without it) this
+	// many failed deliveries; then it goes to DeadLetters.
+	MaxAttempts int
+	// MaxRecordAge, when positive, sends a failing record older than this
+	// (by its arrival time) to DeadLetters without further attempts.
+	MaxRecordAge time.Duration
+	// DeadLetters takes the records given up on. Required with MaxAttempts
+	// or MaxRecordAge (records are never dropped silently); the checkpoint
+	// moves past a record only once the handler accepted it. A
+	// *producer.Producer writing to another stream is one.
+	DeadLetters kcl.DeadLetterHandler
+}
+
+func (p DeliveryPolicy) validate() error {
+	var errs []string
+	if p.MaxBatchSize < 0 || p.MaxBatchingWindow < 0 {
+		errs = append(errs, "MaxBatchSize and MaxBatchingWindow must not be negative")
+	}
+	if err := p.internal().Validate(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("Delivery: %v", errs)
+	}
+	return nil
+}
+
+func (p DeliveryPolicy) internal() delivery.Policy {
+	return delivery.Policy{MaxAttempts: p.MaxAttempts, MaxRecordAge: p.MaxRecordAge, DeadLetters: p.DeadLetters,
+		Bisect: p.BisectOnError, Filter: p.Filter}
+}
+
+// gathers reports whether batches are gathered across reads.
+func (p DeliveryPolicy) gathers() bool { return p.MaxBatchSize > 0 || p.MaxBatchingWindow > 0 }
+
+// HookDelivery is called for every action of a delivery policy.
+type HookDelivery interface {
+	OnDelivery(DeliveryEvent)
+}
+
+// DeliveryEvent is one action of a [DeliveryPolicy].
+type DeliveryEvent struct {
+	// ShardID is the shard.
+	ShardID string
+	// Kind is the action: "filtered" (Records filtered out),
+	// "partial_failure" (the processor reported a partial failure; Records
+	// records before the failed one counted as processed), "bisect" (a
+	// failing batch of Records records was split), "dead_letter" (Records
+	// records went to the dead-letter handler).
+	Kind string
+	// Records counts the records concerned.
+	Records int
+	// Err is the processor's error behind the action, if any.
+	Err error
+}
+
+// newDriver returns the delivery driver of the shard's machine.
+func (s *shardState) newDriver() *delivery.Driver {
+	return delivery.New(s.w.cfg.Delivery.internal(), delivery.Env{
+		ShardID: s.id,
+		Machine: s.m,
+		Before: func() error {
+			// Checked synchronously: after a pause (GC, SIGSTOP) past the
+			// lease, the expiry timer may not have run yet, but no batch
+			// may start.
+			if !s.h.Valid() {
+				return fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost)
+			}
+			return nil
+		},
+		Wait:    s.backoffWait,
+		Observe: s.observeCall,
+		Event: func(e delivery.Event) {
+			s.w.hooks.onDelivery(DeliveryEvent{ShardID: s.id, Kind: string(e.Kind), Records: e.Records, Err: e.Err})
+		},
+		Log: s.log,
+	})
+}
+
+// backoffWait waits before the next attempt after failures failures:
+// exponential from RetryInitialInterval to RetryMaxInterval, with jitter.
+func (s *shardState) backoffWait(ctx context.Context, failures int) error {
+	if err := s.h.Err(); err != nil {
+		return err
+	}
+	d := s.w.cfg.RetryInitialInterval
+	for i := 1; i < failures && d < s.w.cfg.RetryMaxInterval; i++ {
+		d = d * 3 / 2
+	}
+	d = min(d, s.w.cfg.RetryMaxInterval)
+	d = d/2 + rand.N(d/2+1)
+	s.log.Warn("retrying", "op", "process records", "attempt", failures, "backoff", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("process records: %w", context.Cause(ctx))
+	case <-s.h.Lost():
+		return fmt.Errorf("process records: %w", kcl.ErrLeaseLost)
+	case <-t.C:
+		return nil
+	}
+}
+
+func (s *shardState) observeCall(c delivery.Call) {
+	if len(s.w.hooks.batch) == 0 {
+		return
+	}
+	s.w.hooks.onBatch(BatchProcessedEvent{
+		ShardID: s.id, Records: len(c.Records), Bytes: bytesOf(c.Records), Attempt: c.Attempt,
+		Duration: c.Duration, Err: c.Err, MillisBehindLatest: c.Behind, OldestArrival: oldestArrival(c.Records),
+	})
+}
