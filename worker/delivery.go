@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/internal/delivery"
+	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -17,13 +18,15 @@ import (
 // return a *kcl.PartialFailureError to have only the records from the
 // failed one on delivered again.
 type DeliveryPolicy struct {
-	// MaxBatchSize, when positive, gathers records across reads until a
-	// batch holds this many (or MaxBatchingWindow ends, or the shard
-	// ends). It is bounded by what may be read ahead: PrefetchBatches
-	// reads and PrefetchBytes. Batches larger than it are not split.
+	// MaxBatchSize, when positive, caps the records of one batch: a read
+	// (or a gathered batch) holding more is delivered as several batches,
+	// in order. With MaxBatchingWindow it also ends the gathering early.
 	MaxBatchSize int
-	// MaxBatchingWindow, when positive, is how long records are gathered
-	// after the first one before the batch is delivered.
+	// MaxBatchingWindow, when positive, gathers records across reads
+	// before calling the processor: from the first record read, for at
+	// most this long, until MaxBatchSize records or PrefetchBytes bytes are
+	// gathered, or the shard ends. The reads ahead stay bounded by
+	// PrefetchBatches and PrefetchBytes.
 	MaxBatchingWindow time.Duration
 
 	// Filter, when set, is applied to every record after de-aggregation
@@ -70,9 +73,6 @@ func (p DeliveryPolicy) internal() delivery.Policy {
 	return delivery.Policy{MaxAttempts: p.MaxAttempts, MaxRecordAge: p.MaxRecordAge, DeadLetters: p.DeadLetters,
 		Bisect: p.BisectOnError, Filter: p.Filter}
 }
-
-// gathers reports whether batches are gathered across reads.
-func (p DeliveryPolicy) gathers() bool { return p.MaxBatchSize > 0 || p.MaxBatchingWindow > 0 }
 
 // HookDelivery is called for every action of a delivery policy.
 type HookDelivery interface {
@@ -151,4 +151,64 @@ func (s *shardState) observeCall(c delivery.Call) {
 		ShardID: s.id, Records: len(c.Records), Bytes: bytesOf(c.Records), Attempt: c.Attempt,
 		Duration: c.Duration, Err: c.Err, MillisBehindLatest: c.Behind, OldestArrival: oldestArrival(c.Records),
 	})
+}
+
+// gatherer reads a shard's batches, gathering several reads into one batch
+// for MaxBatchingWindow after the first record (bounded by MaxBatchSize and
+// PrefetchBytes); without a window it passes reads through.
+type gatherer struct {
+	rd       reader.Reader
+	window   time.Duration
+	size     int // MaxBatchSize; 0: no bound
+	maxBytes int // PrefetchBytes
+	err      error
+}
+
+// next returns the next batch. An error met while gathering is returned by
+// the call after the one returning the records gathered before it.
+func (g *gatherer) next(ctx context.Context) (reader.Batch, error) {
+	if g.err != nil {
+		err := g.err
+		g.err = nil
+		return reader.Batch{}, err
+	}
+	b, err := g.rd.Next(ctx)
+	if err != nil || g.window <= 0 || b.ShardEnded || len(b.Records) == 0 {
+		return b, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, g.window)
+	defer cancel()
+	bytes := bytesOf(b.Records)
+	for (g.size == 0 || len(b.Records) < g.size) && bytes < g.maxBytes {
+		more, err := g.rd.Next(wctx)
+		if err != nil {
+			if wctx.Err() == nil || ctx.Err() != nil {
+				g.err = err // delivered next time, after what was gathered
+			}
+			break
+		}
+		b.Records = append(b.Records, more.Records...)
+		b.MillisBehindLatest = more.MillisBehindLatest
+		b.Gap = b.Gap || more.Gap
+		bytes += bytesOf(more.Records)
+		if more.ShardEnded {
+			b.ShardEnded, b.ChildShardIDs = true, more.ChildShardIDs
+			break
+		}
+	}
+	return b, nil
+}
+
+// chunks cuts recs into batches of at most size records (size 0: one).
+func chunks(recs []kcl.Record, size int) [][]kcl.Record {
+	if size <= 0 || len(recs) <= size {
+		return [][]kcl.Record{recs}
+	}
+	var out [][]kcl.Record
+	for len(recs) > 0 {
+		n := min(size, len(recs))
+		out = append(out, recs[:n:n])
+		recs = recs[n:]
+	}
+	return out
 }

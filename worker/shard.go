@@ -264,11 +264,13 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	s.started = true
 	s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStarted})
 
+	pol := s.w.cfg.Delivery
+	g := &gatherer{rd: rd, window: pol.MaxBatchingWindow, size: pol.MaxBatchSize, maxBytes: s.w.cfg.PrefetchBytes}
 	for {
 		if s.stopping() {
 			return s.classify(ctx)
 		}
-		b, err := rd.Next(gctx)
+		b, err := g.next(gctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return s.shardEnded(ctx, gctx, nil)
@@ -291,8 +293,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				"checkpoint", l.Checkpoint.String())
 		}
 		if len(b.Records) > 0 || s.w.cfg.CallProcessorOnEmptyBatches {
-			if out, ok := s.deliver(ctx, gctx, b); !ok {
-				return out
+			for _, recs := range chunks(b.Records, pol.MaxBatchSize) {
+				b.Records = recs
+				if out, ok := s.deliver(ctx, gctx, b); !ok {
+					return out
+				}
 			}
 		}
 		if b.ShardEnded {
