@@ -83,7 +83,8 @@ type HookDelivery interface {
 type DeliveryEvent struct {
 	// ShardID is the shard.
 	ShardID string
-	// Kind is the action: "filtered" (Records filtered out),
+	// Kind is the action: "lanes" (LanesBusy changed), "filtered"
+	// (Records filtered out),
 	// "partial_failure" (the processor reported a partial failure; Records
 	// records before the failed one counted as processed), "bisect" (a
 	// failing batch of Records records was split), "dead_letter" (Records
@@ -91,6 +92,8 @@ type DeliveryEvent struct {
 	Kind string
 	// Records counts the records concerned.
 	Records int
+	// LanesBusy counts the shard's lanes running a batch (Kind "lanes").
+	LanesBusy int
 	// Err is the processor's error behind the action, if any.
 	Err error
 }
