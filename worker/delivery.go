@@ -53,12 +53,24 @@ type DeliveryPolicy struct {
 	// moves past a record only once the handler accepted it. A
 	// *producer.Producer writing to another stream is one.
 	DeadLetters kcl.DeadLetterHandler
+
+	// Parallelism, when above 1, runs up to this many batches of one
+	// shard at once: each record goes to a lane chosen by a hash of its
+	// partition key, so the records of one key stay in order and are never
+	// processed concurrently. The processor must then be safe for
+	// concurrent use. Checkpoints advance only to the low-water mark (the
+	// position below which every record read was processed), whatever the
+	// processor asks: a checkpoint beyond it is stored once the mark reaches
+	// it, and Prepare beyond it is refused. A graceful stop, a hand-over and
+	// the shard's end wait for every lane to finish first. Empty batches
+	// (CallProcessorOnEmptyBatches) are not delivered in this mode.
+	Parallelism int
 }
 
 func (p DeliveryPolicy) validate() error {
 	var errs []string
-	if p.MaxBatchSize < 0 || p.MaxBatchingWindow < 0 {
-		errs = append(errs, "MaxBatchSize and MaxBatchingWindow must not be negative")
+	if p.MaxBatchSize < 0 || p.MaxBatchingWindow < 0 || p.Parallelism < 0 {
+		errs = append(errs, "MaxBatchSize, MaxBatchingWindow and Parallelism must not be negative")
 	}
 	if err := p.internal().Validate(); err != nil {
 		errs = append(errs, err.Error())
@@ -214,4 +226,28 @@ func chunks(recs []kcl.Record, size int) [][]kcl.Record {
 		recs = recs[n:]
 	}
 	return out
+}
+
+// startLanes starts the shard's per-key lanes.
+func (s *shardState) startLanes(ctx context.Context) *delivery.Lanes {
+	n := s.w.cfg.Delivery.Parallelism
+	s.log.Info("delivering with per-key lanes", "parallelism", n)
+	return delivery.NewLanes(ctx, s.d, n, func(busy int) {
+		s.w.hooks.onDelivery(DeliveryEvent{ShardID: s.id, Kind: "lanes", LanesBusy: busy})
+	})
+}
+
+// drain waits for every lane to finish what was dispatched (no-op without
+// lanes). It returns false when a lane had to stop or ctx ended.
+func (s *shardState) drain(ctx context.Context) bool {
+	if s.lanes == nil {
+		return true
+	}
+	began := time.Now()
+	if err := s.lanes.Drain(ctx); err != nil {
+		s.log.Warn("draining the lanes failed", "err", err)
+		return false
+	}
+	s.log.Info("lanes drained", "took", time.Since(began).Round(time.Millisecond))
+	return true
 }

@@ -31,6 +31,7 @@ type shardState struct {
 
 	m       *shardproc.Machine // the processor's lifecycle; nil until the factory made one
 	d       *delivery.Driver   // delivers batches to m under the delivery policy
+	lanes   *delivery.Lanes    // with Parallelism: runs d's batches per key lane
 	started bool               // ShardStarted was reported
 }
 
@@ -266,13 +267,21 @@ func (s *shardState) consume(ctx context.Context) outcome {
 
 	pol := s.w.cfg.Delivery
 	g := &gatherer{rd: rd, window: pol.MaxBatchingWindow, size: pol.MaxBatchSize, maxBytes: s.w.cfg.PrefetchBytes}
+	if pol.Parallelism > 1 {
+		s.lanes = s.startLanes(ctx)
+		defer s.lanes.Close()
+	}
 	for {
 		if s.stopping() {
+			s.drain(ctx)
 			return s.classify(ctx)
 		}
 		b, err := g.next(gctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				if !s.drain(ctx) {
+					return s.classify(ctx)
+				}
 				return s.shardEnded(ctx, gctx, nil)
 			}
 			if ctx.Err() != nil || gctx.Err() != nil {
@@ -301,6 +310,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			}
 		}
 		if b.ShardEnded {
+			if !s.drain(ctx) {
+				return s.classify(ctx)
+			}
 			return s.shardEnded(ctx, gctx, b.ChildShardIDs)
 		}
 	}
@@ -320,7 +332,11 @@ func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
 // deadline turns into a hard stop if the processor never recovers.
 func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome, bool) {
 	batch := shardproc.Batch{Records: b.Records, MillisBehindLatest: b.MillisBehindLatest}
-	if err := s.d.Deliver(ctx, batch); err != nil {
+	deliver := s.d.Deliver
+	if s.lanes != nil {
+		deliver = s.lanes.Dispatch
+	}
+	if err := deliver(ctx, batch); err != nil {
 		if ctx.Err() == nil && s.h.Err() == nil {
 			s.log.Warn("delivery stopped", "err", err)
 		}

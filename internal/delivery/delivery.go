@@ -166,21 +166,61 @@ func (d *Driver) Filter(recs []kcl.Record) []kcl.Record {
 	return kept
 }
 
+// target is what a driver delivers to: the shard's machine, or one lane.
+type target interface {
+	// first delivers a new batch.
+	first(ctx context.Context, b shardproc.Batch) error
+	// pending returns the records of the failed batch not yet processed.
+	pending() []kcl.Record
+	// part delivers the first n pending records again; on success they
+	// are processed.
+	part(ctx context.Context, n int) error
+	// settle counts the first n pending records as processed without the
+	// processor, and lets the checkpoint move past them.
+	settle(ctx context.Context, n int) error
+	// whole delivers the (empty) failed batch again.
+	whole(ctx context.Context) error
+}
+
+// machineTarget delivers to the machine itself, one batch at a time.
+type machineTarget struct{ d *Driver }
+
+func (t machineTarget) first(ctx context.Context, b shardproc.Batch) error {
+	return t.d.env.Machine.Deliver(ctx, b)
+}
+func (t machineTarget) pending() []kcl.Record { return t.d.env.Machine.Pending() }
+func (t machineTarget) part(ctx context.Context, n int) error {
+	return t.d.env.Machine.RedeliverPart(ctx, n)
+}
+func (t machineTarget) whole(ctx context.Context) error { return t.d.env.Machine.Redeliver(ctx) }
+func (t machineTarget) settle(ctx context.Context, n int) error {
+	m := t.d.env.Machine
+	pend := m.Pending()
+	if err := m.Settle(n); err != nil || n == 0 {
+		return err
+	}
+	return t.d.checkpoint(ctx, pend[n-1].Position())
+}
+
 // Deliver hands one batch to the processor and applies the policy until
 // every record of it is processed, filtered out or dead-lettered. It
 // returns an error only when the shard must stop (ctx ended, Before or Wait
 // gave up, or the machine refused a call); the machine then stays as the
 // last call left it.
 func (d *Driver) Deliver(ctx context.Context, b shardproc.Batch) error {
-	m := d.env.Machine
 	all := b.Records
 	if n := len(all); n > 0 && b.Through.IsZero() {
 		b.Through = all[n-1].Position()
 	}
 	b.Records = d.Filter(all)
 	if len(all) > 0 && len(b.Records) == 0 {
-		return m.Pass(b.Through)
+		return d.env.Machine.Pass(b.Through)
 	}
+	return d.run(ctx, machineTarget{d}, b)
+}
+
+// run delivers b (already filtered) to t under the policy.
+func (d *Driver) run(ctx context.Context, t target, b shardproc.Batch) error {
 	attempt := 0
 	call := func(recs []kcl.Record, fn func() error) error {
 		if d.env.Before != nil {
@@ -196,7 +236,7 @@ func (d *Driver) Deliver(ctx context.Context, b shardproc.Batch) error {
 		}
 		return err
 	}
-	err := call(b.Records, func() error { return m.Deliver(ctx, b) })
+	err := call(b.Records, func() error { return t.first(ctx, b) })
 	if err == nil {
 		return nil
 	}
@@ -211,17 +251,17 @@ func (d *Driver) Deliver(ctx context.Context, b shardproc.Batch) error {
 			if werr := d.wait(ctx, failures); werr != nil {
 				return werr
 			}
-			err = call(nil, func() error { return m.Redeliver(ctx) })
+			err = call(nil, func() error { return t.whole(ctx) })
 		}
 		return nil
 	}
 	parts := []int{len(b.Records)} // consecutive parts of the pending records, front first
-	failures := 1                  // failed deliveries of the front part
+	failures := 1                   // failed deliveries of the front part
 	for len(parts) > 0 {
 		if err != nil {
 			var next []int
 			var dropped bool
-			next, failures, dropped, err = d.recover(ctx, err, parts, failures)
+			next, failures, dropped, err = d.recover(ctx, t, err, parts, failures)
 			if err != nil {
 				return err
 			}
@@ -230,12 +270,12 @@ func (d *Driver) Deliver(ctx context.Context, b shardproc.Batch) error {
 				continue
 			}
 		}
-		recs := m.Pending()
+		recs := t.pending()
 		if len(recs) < parts[0] {
 			return fmt.Errorf("delivery: %d records pending, fewer than the part of %d", len(recs), parts[0])
 		}
 		n := parts[0]
-		err = call(recs[:n], func() error { return m.RedeliverPart(ctx, n) })
+		err = call(recs[:n], func() error { return t.part(ctx, n) })
 		if isStop(err) {
 			return err
 		}
@@ -251,9 +291,8 @@ func (d *Driver) Deliver(ctx context.Context, b shardproc.Batch) error {
 // recover applies the policy after the front part failed with perr. It
 // returns the parts left, the failures of the new front part, and whether
 // the front part was disposed of without a delivery (dead-lettered).
-func (d *Driver) recover(ctx context.Context, perr error, parts []int, failures int) ([]int, int, bool, error) {
-	m := d.env.Machine
-	pend := m.Pending()
+func (d *Driver) recover(ctx context.Context, t target, perr error, parts []int, failures int) ([]int, int, bool, error) {
+	pend := t.pending()
 	if len(pend) < parts[0] {
 		return nil, 0, false, fmt.Errorf("delivery: %d records pending, fewer than the part of %d", len(pend), parts[0])
 	}
@@ -261,20 +300,20 @@ func (d *Driver) recover(ctx context.Context, perr error, parts []int, failures 
 		return nil, 0, false, &stop{context.Cause(ctx)}
 	}
 	n := parts[0]
-	partial := false
+	partial := false // records before the failed one were settled
+	isolated := false // the processor named the front record as the one failing
 	var pf *kcl.PartialFailureError
 	if errors.As(perr, &pf) {
-		if i := indexOf(pend[:n], pf.Position); i > 0 {
+		i := indexOf(pend[:n], pf.Position)
+		isolated = i >= 0
+		if i > 0 {
 			partial = true
-			if err := m.Settle(i); err != nil {
-				return nil, 0, false, err
-			}
 			d.env.Log.Info("partial batch failure: records before the failed one count as processed",
 				"processed", i, "failed_at", pf.Position.String(), "err", pf.Err)
-			d.event(Event{Kind: PartialFailure, Records: i, Err: perr})
-			if err := d.checkpoint(ctx, pend[i-1].Position()); err != nil {
+			if err := t.settle(ctx, i); err != nil {
 				return nil, 0, false, err
 			}
+			d.event(Event{Kind: PartialFailure, Records: i, Err: perr})
 			parts = append([]int{n - i}, parts[1:]...)
 			pend, n, failures = pend[i:], n-i, 1
 		}
@@ -286,13 +325,19 @@ func (d *Driver) recover(ctx context.Context, perr error, parts []int, failures 
 		return append([]int{h, n - h}, parts[1:]...), 0, false, nil
 	}
 	if reason := d.exhausted(failures, pend[0]); reason != "" {
+		if isolated && n > 1 { // only the record named goes; the rest is delivered again
+			if err := d.deadLetter(ctx, pend[:1], failures, perr, reason); err != nil {
+				return nil, 0, false, err
+			}
+			if err := t.settle(ctx, 1); err != nil {
+				return nil, 0, false, err
+			}
+			return append([]int{n - 1}, parts[1:]...), 0, false, nil
+		}
 		if err := d.deadLetter(ctx, pend[:n], failures, perr, reason); err != nil {
 			return nil, 0, false, err
 		}
-		if err := m.Settle(n); err != nil {
-			return nil, 0, false, err
-		}
-		if err := d.checkpoint(ctx, pend[n-1].Position()); err != nil {
+		if err := t.settle(ctx, n); err != nil {
 			return nil, 0, false, err
 		}
 		return parts[1:], 0, true, nil

@@ -229,9 +229,10 @@ type Machine struct {
 
 	state atomic.Int32 // a State; written only with call held
 
-	call          sync.Mutex // held for a whole transition, processor call included
+	call          sync.RWMutex // held for a whole transition, processor call included; read-held by DeliverShared
 	batch         kcl.ProcessRecordsInput
-	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch that succeeded
+	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch that succeeded; under shared calls, also lpMu
+	lpMu          sync.Mutex
 	through       kcl.ExtendedSequenceNumber // end of the current batch, filtered records included
 }
 
@@ -318,6 +319,42 @@ func (m *Machine) Deliver(ctx context.Context, b Batch) error {
 	}
 	m.batch = kcl.ProcessRecordsInput{ShardID: m.id, Records: b.Records, MillisBehindLatest: b.MillisBehindLatest, Checkpointer: m.cp}
 	return m.process(ctx, len(b.Records))
+}
+
+// DeliverShared hands a batch to ProcessRecords alongside other shared
+// deliveries: per-key parallelism runs several batches of one shard at once,
+// each record in exactly one of them. It is valid where Deliver is, and
+// holds the call lock shared: the other calls (LeaseLost, ShutdownRequested,
+// ShardEnded...) wait for every shared delivery in flight. The state does
+// not change on failure: the caller retries its batch itself, and must have
+// called SetDelivered on the checkpointer for its records. cp is the
+// checkpointer the processor receives (it must clamp what the processor
+// asks to the records every lane has processed).
+func (m *Machine) DeliverShared(ctx context.Context, b Batch, attempt int, cp kcl.Checkpointer) error {
+	m.call.RLock()
+	defer m.call.RUnlock()
+	if err := m.refuse(CallDeliver, m.State()); err != nil {
+		return err
+	}
+	in := kcl.ProcessRecordsInput{ShardID: m.id, Records: b.Records, MillisBehindLatest: b.MillisBehindLatest,
+		Attempt: attempt, Checkpointer: cp}
+	if err := Recover(func() error { return m.proc.ProcessRecords(ctx, in) }); err != nil {
+		return err
+	}
+	m.state.CompareAndSwap(int32(Initialized), int32(Processing))
+	return nil
+}
+
+// Processed records that every record up to pos was processed (by shared
+// deliveries): the final checkpoint stores it. It only grows.
+func (m *Machine) Processed(pos kcl.ExtendedSequenceNumber) {
+	m.call.RLock()
+	defer m.call.RUnlock()
+	m.lpMu.Lock()
+	defer m.lpMu.Unlock()
+	if m.lastProcessed.IsZero() || pos.Compare(m.lastProcessed) > 0 {
+		m.lastProcessed = pos
+	}
 }
 
 // Pass counts records up to through as delivered and processed without
