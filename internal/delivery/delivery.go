@@ -256,7 +256,7 @@ func (d *Driver) run(ctx context.Context, t target, b shardproc.Batch) error {
 		return nil
 	}
 	parts := []int{len(b.Records)} // consecutive parts of the pending records, front first
-	failures := 1                   // failed deliveries of the front part
+	failures := 1                  // failed deliveries of the front part
 	for len(parts) > 0 {
 		if err != nil {
 			var next []int
@@ -300,7 +300,7 @@ func (d *Driver) recover(ctx context.Context, t target, perr error, parts []int,
 		return nil, 0, false, &stop{context.Cause(ctx)}
 	}
 	n := parts[0]
-	partial := false // records before the failed one were settled
+	partial := false  // records before the failed one were settled
 	isolated := false // the processor named the front record as the one failing
 	var pf *kcl.PartialFailureError
 	if errors.As(perr, &pf) {

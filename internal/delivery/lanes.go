@@ -29,16 +29,16 @@ type Lanes struct {
 	wg     sync.WaitGroup
 	onBusy func(busy int)
 
-	mu       sync.Mutex
-	base     int64 // dispatch index of track[0]
-	track    []tracked
-	next     int64 // dispatch index of the next record
-	low      kcl.ExtendedSequenceNumber
-	request  kcl.ExtendedSequenceNumber // the furthest checkpoint asked for
-	busy     int
-	err      error         // the first lane that had to stop
-	changed  chan struct{} // closed and replaced when track or err changes
-	cpMu     sync.Mutex    // serializes the checkpoint writes of the lanes
+	mu      sync.Mutex
+	base    int64 // dispatch index of track[0]
+	track   []tracked
+	next    int64 // dispatch index of the next record
+	low     kcl.ExtendedSequenceNumber
+	request kcl.ExtendedSequenceNumber // the furthest checkpoint asked for
+	busy    int
+	err     error         // the first lane that had to stop
+	changed chan struct{} // closed and replaced when track or err changes
+	cpMu    sync.Mutex    // serializes the checkpoint writes of the lanes
 }
 
 type tracked struct {
@@ -301,9 +301,11 @@ type laneTarget struct {
 	attempts int
 }
 
-func (t *laneTarget) first(ctx context.Context, b shardproc.Batch) error { return t.part(ctx, len(t.recs)) }
-func (t *laneTarget) pending() []kcl.Record                             { return t.recs }
-func (t *laneTarget) whole(context.Context) error                       { return nil }
+func (t *laneTarget) first(ctx context.Context, b shardproc.Batch) error {
+	return t.part(ctx, len(t.recs))
+}
+func (t *laneTarget) pending() []kcl.Record       { return t.recs }
+func (t *laneTarget) whole(context.Context) error { return nil }
 
 func (t *laneTarget) part(ctx context.Context, n int) error {
 	t.attempts++
