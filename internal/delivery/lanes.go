@@ -12,10 +12,13 @@ import (
 )
 
 // Lanes runs up to N batches of one shard at once. Every record goes to the
-// lane of its partition key (a hash of it, modulo N), so the records of one
-// key keep their order and are never processed concurrently. Each lane
-// delivers its batches one after the other under the driver's policy,
-// through [shardproc.Machine.DeliverShared].
+// slot of its partition key (a hash of it, modulo 16N slots); a slot's
+// records keep their order and one slot is never delivered by two lanes at
+// once, so the records of one key keep their order and are never processed
+// concurrently. N lanes take the slots with records waiting, each delivering
+// the slot's waiting records as one batch under the driver's policy, through
+// [shardproc.Machine.DeliverShared]. Many slots per lane keep the lanes
+// evenly busy whatever the spread of the keys.
 //
 // The checkpoint advances only to the low-water mark: the highest position
 // below which every record dispatched has been processed (or filtered out,
@@ -24,7 +27,7 @@ import (
 type Lanes struct {
 	d      *Driver
 	m      *shardproc.Machine
-	lanes  []chan laneBatch
+	nslots int
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	onBusy func(busy int)
@@ -36,6 +39,8 @@ type Lanes struct {
 	low     kcl.ExtendedSequenceNumber
 	request kcl.ExtendedSequenceNumber // the furthest checkpoint asked for
 	busy    int
+	slots   map[int]*slot
+	ready   []int         // slots with records waiting and no lane on them, oldest first
 	err     error         // the first lane that had to stop
 	changed chan struct{} // closed and replaced when track or err changes
 	cpMu    sync.Mutex    // serializes the checkpoint writes of the lanes
@@ -46,26 +51,34 @@ type tracked struct {
 	done bool
 }
 
+type slot struct {
+	waiting []laneBatch
+	running bool
+}
+
 type laneBatch struct {
 	recs   []kcl.Record
 	idx    []int64
 	behind int64
 }
 
-// laneQueue is how many batches may wait for each lane.
-const laneQueue = 4
+// maxOutstanding bounds the records dispatched and not yet processed:
+// Dispatch waits below it.
+const maxOutstanding = 20000
 
 // NewLanes starts n lanes delivering through d's machine. onBusy, if set,
 // is told the number of lanes running a batch whenever it changes. Close
 // must be called to stop them.
 func NewLanes(ctx context.Context, d *Driver, n int, onBusy func(busy int)) *Lanes {
 	ctx, cancel := context.WithCancel(ctx)
-	l := &Lanes{d: d, m: d.env.Machine, cancel: cancel, onBusy: onBusy, changed: make(chan struct{})}
-	l.lanes = make([]chan laneBatch, n)
-	for i := range l.lanes {
-		l.lanes[i] = make(chan laneBatch, laneQueue)
+	l := &Lanes{d: d, m: d.env.Machine, nslots: 16 * n, cancel: cancel, onBusy: onBusy, changed: make(chan struct{}),
+		slots: map[int]*slot{}}
+	if n == 1 {
+		l.nslots = 1
+	}
+	for range n {
 		l.wg.Add(1)
-		go l.run(ctx, l.lanes[i])
+		go l.run(ctx)
 	}
 	return l
 }
@@ -77,22 +90,34 @@ func laneOf(key string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-// Dispatch filters b and queues its records on their lanes; it blocks while
-// a lane's queue is full. It returns an error when a lane had to stop (the
-// shard must stop too) or ctx ended.
+// Dispatch filters b and queues its records on their slots; it waits while
+// maxOutstanding records are not processed yet. It returns an error when a
+// lane had to stop (the shard must stop too) or ctx ended.
 func (l *Lanes) Dispatch(ctx context.Context, b shardproc.Batch) error {
 	if len(b.Records) == 0 {
 		return l.Err()
 	}
+	for {
+		l.mu.Lock()
+		err, full, ch := l.err, len(l.track) >= maxOutstanding, l.changed
+		l.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if !full {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 	all := b.Records
 	kept := l.d.Filter(all)
 	k := 0
-	split := make([]laneBatch, len(l.lanes))
+	split := map[int]*laneBatch{}
 	l.mu.Lock()
-	if l.err != nil {
-		l.mu.Unlock()
-		return l.err
-	}
 	for _, r := range all {
 		i := l.next
 		l.next++
@@ -102,32 +127,31 @@ func (l *Lanes) Dispatch(ctx context.Context, b shardproc.Batch) error {
 			continue
 		}
 		k++
-		lb := &split[laneOf(r.PartitionKey, len(l.lanes))]
+		sl := laneOf(r.PartitionKey, l.nslots)
+		lb := split[sl]
+		if lb == nil {
+			lb = &laneBatch{behind: b.MillisBehindLatest}
+			split[sl] = lb
+		}
 		lb.recs = append(lb.recs, r)
 		lb.idx = append(lb.idx, i)
-		lb.behind = b.MillisBehindLatest
 	}
-	l.mu.Unlock()
 	l.m.Checkpointer().SetDelivered(all[len(all)-1].Position())
+	for id, lb := range split {
+		st := l.slots[id]
+		if st == nil {
+			st = &slot{}
+			l.slots[id] = st
+		}
+		if len(st.waiting) == 0 && !st.running {
+			l.ready = append(l.ready, id)
+		}
+		st.waiting = append(st.waiting, *lb)
+	}
+	l.broadcastLocked()
+	l.mu.Unlock()
 	if err := l.advance(ctx); err != nil { // records filtered out at the front
 		l.d.env.Log.Warn("checkpoint at the low-water mark failed; a later one covers it", "err", err)
-	}
-	for i, lb := range split {
-		if len(lb.recs) == 0 {
-			continue
-		}
-		for queued := false; !queued; {
-			select {
-			case l.lanes[i] <- lb:
-				queued = true
-			case <-l.stopped(): // progress, or a lane stopped
-				if err := l.Err(); err != nil {
-					return err
-				}
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		}
 	}
 	return l.Err()
 }
@@ -167,54 +191,69 @@ func (l *Lanes) Close() {
 	l.wg.Wait()
 }
 
-// stopped returns a channel closed once a lane failed.
-func (l *Lanes) stopped() <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err != nil {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return l.changed
-}
-
 func (l *Lanes) broadcastLocked() {
 	close(l.changed)
 	l.changed = make(chan struct{})
 }
 
-func (l *Lanes) setBusy(delta int) {
-	l.mu.Lock()
-	l.busy += delta
-	busy := l.busy
-	l.mu.Unlock()
-	if l.onBusy != nil {
-		l.onBusy(busy)
-	}
-}
-
-// run is one lane.
-func (l *Lanes) run(ctx context.Context, q chan laneBatch) {
+// run is one lane: it takes the oldest ready slot and delivers what waits
+// there as one batch.
+func (l *Lanes) run(ctx context.Context) {
 	defer l.wg.Done()
 	for {
-		var lb laneBatch
-		select {
-		case lb = <-q:
-		case <-ctx.Done():
+		l.mu.Lock()
+		for len(l.ready) == 0 && l.err == nil {
+			ch := l.changed
+			l.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+			l.mu.Lock()
+		}
+		if l.err != nil {
+			l.mu.Unlock()
 			return
 		}
-		l.setBusy(1)
+		id := l.ready[0]
+		l.ready = l.ready[1:]
+		st := l.slots[id]
+		lb := st.waiting[0]
+		for _, more := range st.waiting[1:] {
+			lb.recs = append(lb.recs[:len(lb.recs):len(lb.recs)], more.recs...)
+			lb.idx = append(lb.idx[:len(lb.idx):len(lb.idx)], more.idx...)
+			lb.behind = more.behind
+		}
+		st.waiting, st.running = nil, true
+		l.busy++
+		busy := l.busy
+		l.mu.Unlock()
+		if l.onBusy != nil {
+			l.onBusy(busy)
+		}
+
 		t := &laneTarget{l: l, recs: lb.recs, idx: lb.idx, behind: lb.behind}
 		err := l.d.run(ctx, t, shardproc.Batch{Records: lb.recs, MillisBehindLatest: lb.behind})
-		l.setBusy(-1)
+
+		l.mu.Lock()
+		l.busy--
+		busy = l.busy
+		st.running = false
+		if len(st.waiting) > 0 {
+			l.ready = append(l.ready, id)
+		} else {
+			delete(l.slots, id)
+		}
+		if err != nil && l.err == nil {
+			l.err = err
+		}
+		l.broadcastLocked()
+		l.mu.Unlock()
+		if l.onBusy != nil {
+			l.onBusy(busy)
+		}
 		if err != nil {
-			l.mu.Lock()
-			if l.err == nil {
-				l.err = err
-			}
-			l.broadcastLocked()
-			l.mu.Unlock()
 			return
 		}
 	}

@@ -154,10 +154,10 @@ func TestLanesKeepKeyOrderAndRunInParallel(t *testing.T) {
 		if r.maxRun < 2 || r.maxRun > 10 {
 			t.Errorf("at most %d calls at once, want 2..10", r.maxRun)
 		}
-		// 10 lanes over 100 keys: the hash spreads keys unevenly, so allow
-		// the busiest lane twice its share.
-		if took*5 > single {
-			t.Errorf("10 lanes took %v, single lane %v: less than a 5x speed-up", took, single)
+		// Virtual time: the speed-up is the scheduling's alone.
+		t.Logf("1000 records of 10ms over 100 keys: 1 lane %v, 10 lanes %v", single, took)
+		if float64(single)/float64(took) < 9 {
+			t.Errorf("10 lanes took %v, single lane %v: less than a 9x speed-up", took, single)
 		}
 		if got, want := r.last(), recs[len(recs)-1].Position(); got != want {
 			t.Errorf("last checkpoint %v, want the last record %v", got, want)
