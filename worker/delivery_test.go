@@ -10,12 +10,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/shardline/shardline/internal/efotest"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/producer"
@@ -295,4 +298,76 @@ func readAll(t *testing.T, kc *kinesis.Client, stream string) [][]byte {
 		}
 	}
 	return out
+}
+
+// Per-key lanes with enhanced fan-out, in virtual time: every record of a
+// parent shard is processed (the lanes drain) before SHARD_END and before any
+// record of its children, each key keeps its order, and filtered records are
+// counted and never delivered.
+func TestLanesWithFanOutDrainBeforeShardEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const parent, childA, childB = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
+		srv := efotest.NewServer(efotest.ServerOptions{})
+		defer srv.Close()
+		srv.AddShard(parent)
+		srv.AddShard(childA, parent)
+		srv.AddShard(childB, parent)
+		srv.Put(parent, 60)
+		srv.Put(childA, 10)
+		srv.Put(childB, 10)
+		srv.CloseShard(parent, childA, childB)
+
+		log := &efoLog{ended: map[string][]string{}}
+		slow := func(string) (kcl.RecordProcessor, error) {
+			return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+				time.Sleep(time.Duration(len(in.Records)) * 10 * time.Millisecond)
+				p := &efoProc{l: log}
+				return p.ProcessRecords(ctx, in)
+			}), nil
+		}
+		store := lease.NewMemoryStore()
+		hook := &deliveryHook{}
+		cfg := fakeFanOutConfig(t, srv, store, slow)
+		cfg.Hooks = []worker.Hook{hook}
+		cfg.Delivery = worker.DeliveryPolicy{Parallelism: 4, Filter: func(r kcl.Record) bool { return r.PartitionKey != "pk6" }}
+		_, stop := runFake(t, cfg)
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		lastParent, firstChild := -1, len(log.order)
+		byKey := map[string][]string{}
+		for i, r := range log.order {
+			if r.PartitionKey == "pk6" {
+				t.Errorf("filtered record %s delivered", r.SequenceNumber)
+			}
+			k := log.shard[i] + "/" + r.PartitionKey
+			if prev := byKey[k]; len(prev) > 0 && prev[len(prev)-1] >= r.SequenceNumber {
+				t.Errorf("key %s out of order: %s after %s", k, r.SequenceNumber, prev[len(prev)-1])
+			}
+			byKey[k] = append(byKey[k], r.SequenceNumber)
+			if log.shard[i] == parent {
+				lastParent = i
+			} else {
+				firstChild = min(firstChild, i)
+			}
+		}
+		// pk6 is every 7th record of each shard: 8 of the parent's 60, 1
+		// of each child's 10.
+		if got, want := len(log.order), 80-10; got != want {
+			t.Errorf("%d records processed, want %d", got, want)
+		}
+		if hook.count("filtered") != 10 {
+			t.Errorf("filtered %d, want 10", hook.count("filtered"))
+		}
+		if lastParent > firstChild {
+			t.Errorf("a child's record (delivery %d) came before the parent's last one (%d)", firstChild, lastParent)
+		}
+		if l, _ := leaseOf(t, store, parent); !l.Finished() {
+			t.Errorf("parent lease %+v: want SHARD_END", l)
+		}
+	})
 }
