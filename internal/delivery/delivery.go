@@ -433,3 +433,25 @@ func isStop(err error) bool {
 	var refused *shardproc.CallError
 	return errors.As(err, &s) || errors.As(err, &refused)
 }
+
+// SettlePartial applies a partial failure to a machine whose batch just
+// failed with err, as a [Driver] does: when err is (or wraps) a
+// *kcl.PartialFailureError naming a pending record other than the first,
+// the records before it count as processed and the checkpoint is stored
+// just before it; the machine then delivers again from it. It returns how
+// many records were settled (0 when err is no such partial failure).
+func SettlePartial(ctx context.Context, m *shardproc.Machine, err error) (int, error) {
+	var pf *kcl.PartialFailureError
+	if !errors.As(err, &pf) {
+		return 0, nil
+	}
+	pend := m.Pending()
+	i := indexOf(pend, pf.Position)
+	if i <= 0 {
+		return 0, nil
+	}
+	if err := m.Settle(i); err != nil {
+		return 0, err
+	}
+	return i, m.Checkpointer().CheckpointAt(ctx, pend[i-1].Position())
+}
