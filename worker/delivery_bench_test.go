@@ -143,4 +143,6 @@ func BenchmarkPoisonRecord(b *testing.B) {
 
 type deadLetterFunc func(context.Context, kcl.DeadLetter) error
 
-func (f deadLetterFunc) HandleDeadLetter(ctx context.Context, d kcl.DeadLetter) error { return f(ctx, d) }
+func (f deadLetterFunc) HandleDeadLetter(ctx context.Context, d kcl.DeadLetter) error {
+	return f(ctx, d)
+}
