@@ -45,17 +45,24 @@ func newRig(t *testing.T) *rig {
 		r.done = append(r.done, seqs(in.Records)...)
 		return nil
 	})
-	r.m = shardproc.NewMachine(shardproc.Config{ShardID: "shard-0", Processor: proc, Checkpoint: kcl.TrimHorizon,
+	r.m = recordingMachine(t, proc, &r.mu, &r.stored)
+	return r
+}
+
+// recordingMachine returns an initialized machine over proc whose
+// checkpoint writes are appended to *stored, under mu.
+func recordingMachine(t *testing.T, proc kcl.RecordProcessor, mu *sync.Mutex, stored *[]kcl.ExtendedSequenceNumber) *shardproc.Machine {
+	m := shardproc.NewMachine(shardproc.Config{ShardID: "shard-0", Processor: proc, Checkpoint: kcl.TrimHorizon,
 		Writer: checkpoint.WriterFunc(func(_ context.Context, s checkpoint.State) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.stored = append(r.stored, s.Checkpoint)
+			mu.Lock()
+			defer mu.Unlock()
+			*stored = append(*stored, s.Checkpoint)
 			return nil
 		})})
-	if err := r.m.Initialize(t.Context()); err != nil {
+	if err := m.Initialize(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return m
 }
 
 func (r *rig) HandleDeadLetter(_ context.Context, d kcl.DeadLetter) error {

@@ -9,7 +9,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/internal/shardproc"
 	"github.com/shardline/shardline/kcl"
 )
@@ -75,16 +74,7 @@ func newLaneRig(t *testing.T, perRec time.Duration) *laneRig {
 		}
 		return in.Checkpointer.Checkpoint(ctx)
 	})
-	r.m = shardproc.NewMachine(shardproc.Config{ShardID: "shard-0", Processor: proc, Checkpoint: kcl.TrimHorizon,
-		Writer: checkpoint.WriterFunc(func(_ context.Context, s checkpoint.State) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.stored = append(r.stored, s.Checkpoint)
-			return nil
-		})})
-	if err := r.m.Initialize(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	r.m = recordingMachine(t, proc, &r.mu, &r.stored)
 	return r
 }
 

@@ -400,15 +400,25 @@ func (m *Machine) Pending() []kcl.Record {
 // stays Retrying otherwise, for the rest. Valid in state Retrying, with
 // 1 <= n <= len(Pending()).
 func (m *Machine) RedeliverPart(ctx context.Context, n int) error {
-	if _, err := m.begin(CallRedeliver); err != nil {
+	if err := m.beginPart(n, 1); err != nil {
 		return err
 	}
 	defer m.call.Unlock()
-	if n < 1 || n > len(m.batch.Records) {
-		return &CallError{ShardID: m.id, Call: CallRedeliver, State: Retrying,
-			Reason: fmt.Sprintf("part of %d records out of %d pending", n, len(m.batch.Records)), Err: ErrInvalidCall}
-	}
 	return m.process(ctx, n)
+}
+
+// beginPart is begin(CallRedeliver) for the first n pending records, at
+// least least of them.
+func (m *Machine) beginPart(n, least int) error {
+	if _, err := m.begin(CallRedeliver); err != nil {
+		return err
+	}
+	if n < least || n > len(m.batch.Records) {
+		m.call.Unlock()
+		return &CallError{ShardID: m.id, Call: CallRedeliver, State: Retrying,
+			Reason: fmt.Sprintf("%d records out of %d pending", n, len(m.batch.Records)), Err: ErrInvalidCall}
+	}
+	return nil
 }
 
 // Settle counts the first n pending records as processed without calling
@@ -417,14 +427,10 @@ func (m *Machine) RedeliverPart(ctx context.Context, n int) error {
 // becomes Processing when no record is left pending. Valid in state
 // Retrying, with 0 <= n <= len(Pending()).
 func (m *Machine) Settle(n int) error {
-	if _, err := m.begin(CallRedeliver); err != nil {
+	if err := m.beginPart(n, 0); err != nil {
 		return err
 	}
 	defer m.call.Unlock()
-	if n < 0 || n > len(m.batch.Records) {
-		return &CallError{ShardID: m.id, Call: CallRedeliver, State: Retrying,
-			Reason: fmt.Sprintf("settling %d records out of %d pending", n, len(m.batch.Records)), Err: ErrInvalidCall}
-	}
 	m.done(n)
 	return nil
 }
