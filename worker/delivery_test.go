@@ -306,16 +306,8 @@ func readAll(t *testing.T, kc *kinesis.Client, stream string) [][]byte {
 // counted and never delivered.
 func TestLanesWithFanOutDrainBeforeShardEnd(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const parent, childA, childB = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
-		srv := efotest.NewServer(efotest.ServerOptions{})
-		defer srv.Close()
-		srv.AddShard(parent)
-		srv.AddShard(childA, parent)
-		srv.AddShard(childB, parent)
-		srv.Put(parent, 60)
-		srv.Put(childA, 10)
-		srv.Put(childB, 10)
-		srv.CloseShard(parent, childA, childB)
+		const parent = "shardId-000000000000"
+		srv, _ := splitFake(t, 60, 10, 10)
 
 		log := &efoLog{ended: map[string][]string{}}
 		slow := func(string) (kcl.RecordProcessor, error) {
@@ -338,7 +330,6 @@ func TestLanesWithFanOutDrainBeforeShardEnd(t *testing.T) {
 		}
 		log.mu.Lock()
 		defer log.mu.Unlock()
-		lastParent, firstChild := -1, len(log.order)
 		byKey := map[string][]string{}
 		for i, r := range log.order {
 			if r.PartitionKey == "pk6" {
@@ -349,12 +340,8 @@ func TestLanesWithFanOutDrainBeforeShardEnd(t *testing.T) {
 				t.Errorf("key %s out of order: %s after %s", k, r.SequenceNumber, prev[len(prev)-1])
 			}
 			byKey[k] = append(byKey[k], r.SequenceNumber)
-			if log.shard[i] == parent {
-				lastParent = i
-			} else {
-				firstChild = min(firstChild, i)
-			}
 		}
+		_, lastParent, firstChild := log.split(parent)
 		// pk6 is every 7th record of each shard: 8 of the parent's 60, 1
 		// of each child's 10.
 		if got, want := len(log.order), 80-10; got != want {
@@ -370,4 +357,38 @@ func TestLanesWithFanOutDrainBeforeShardEnd(t *testing.T) {
 			t.Errorf("parent lease %+v: want SHARD_END", l)
 		}
 	})
+}
+
+// splitFake returns a fan-out fake whose shard 0 split into shards 1 and 2,
+// with n[i] records on shard i, and the sequence numbers per shard.
+func splitFake(t *testing.T, n ...int) (*efotest.Server, map[string][]string) {
+	t.Helper()
+	ids := []string{"shardId-000000000000", "shardId-000000000001", "shardId-000000000002"}
+	srv := efotest.NewServer(efotest.ServerOptions{})
+	t.Cleanup(srv.Close)
+	srv.AddShard(ids[0])
+	srv.AddShard(ids[1], ids[0])
+	srv.AddShard(ids[2], ids[0])
+	seqs := map[string][]string{}
+	for i, id := range ids {
+		seqs[id] = srv.Put(id, n[i])
+	}
+	srv.CloseShard(ids[0], ids[1], ids[2])
+	return srv, seqs
+}
+
+// split returns the records delivered per shard, the index of the parent's
+// last delivery and that of the children's first one.
+func (l *efoLog) split(parent string) (got map[string][]kcl.Record, lastParent, firstChild int) {
+	got = map[string][]kcl.Record{}
+	lastParent, firstChild = -1, len(l.order)
+	for i, r := range l.order {
+		got[l.shard[i]] = append(got[l.shard[i]], r)
+		if l.shard[i] == parent {
+			lastParent = i
+		} else {
+			firstChild = min(firstChild, i)
+		}
+	}
+	return got, lastParent, firstChild
 }
