@@ -61,7 +61,8 @@ type DeliveryPolicy struct {
 	// concurrent use. Checkpoints advance only to the low-water mark (the
 	// position below which every record read was processed), whatever the
 	// processor asks: a checkpoint beyond it is stored once the mark reaches
-	// it, and Prepare beyond it is refused. A graceful stop, a hand-over and
+	// it, and Prepare beyond it is refused. Up to MaxRecords ×
+	// PrefetchBatches records wait in the lanes. A graceful stop, a hand-over and
 	// the shard's end wait for every lane to finish first. Empty batches
 	// (CallProcessorOnEmptyBatches) are not delivered in this mode.
 	Parallelism int
@@ -232,7 +233,9 @@ func chunks(recs []kcl.Record, size int) [][]kcl.Record {
 func (s *shardState) startLanes(ctx context.Context) *delivery.Lanes {
 	n := s.w.cfg.Delivery.Parallelism
 	s.log.Info("delivering with per-key lanes", "parallelism", n)
-	return delivery.NewLanes(ctx, s.d, n, func(busy int) {
+	// Records wait in the lanes as they would in the read-ahead queue.
+	limit := s.w.cfg.MaxRecords * s.w.cfg.PrefetchBatches
+	return delivery.NewLanes(ctx, s.d, n, limit, func(busy int) {
 		s.w.hooks.onDelivery(DeliveryEvent{ShardID: s.id, Kind: "lanes", LanesBusy: busy})
 	})
 }

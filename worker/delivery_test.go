@@ -392,3 +392,70 @@ func (l *efoLog) split(parent string) (got map[string][]kcl.Record, lastParent, 
 	}
 	return got, lastParent, firstChild
 }
+
+// A graceful stop with per-key lanes waits for every lane: the final
+// checkpoint is the low-water mark, every record up to it was processed, and
+// a new worker resumes right after it without losing a record.
+func TestLanesDrainOnGracefulStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := efotest.NewServer(efotest.ServerOptions{})
+		defer srv.Close()
+		srv.AddShard(shard0)
+		seqs := srv.Put(shard0, 300)
+		log := &efoLog{ended: map[string][]string{}}
+		slow := func(string) (kcl.RecordProcessor, error) {
+			return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+				time.Sleep(time.Duration(len(in.Records)) * 50 * time.Millisecond)
+				return (&efoProc{l: log}).ProcessRecords(ctx, in)
+			}), nil
+		}
+		store := lease.NewMemoryStore()
+		cfg := fakeFanOutConfig(t, srv, store, slow)
+		cfg.Delivery = worker.DeliveryPolicy{Parallelism: 4}
+		cfg.MaxRecords, cfg.PrefetchBatches = 20, 1 // few records dispatched ahead
+		_, stop := runFake(t, cfg)
+		time.Sleep(2 * time.Second) // well before the 300 records are done
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := leaseOf(t, store, shard0)
+		log.mu.Lock()
+		done := map[string]bool{}
+		for _, r := range log.order {
+			done[r.SequenceNumber] = true
+		}
+		n := len(log.order)
+		log.mu.Unlock()
+		at := slices.Index(seqs, l.Checkpoint.SequenceNumber)
+		if at < 0 || n == 0 || n == len(seqs) {
+			t.Fatalf("checkpoint %v after %d records processed: want a record's position, mid-stream", l.Checkpoint, n)
+		}
+		for i, s := range seqs[:at+1] {
+			if !done[s] {
+				t.Fatalf("record %d (%s) at or before the checkpoint was never processed", i, s)
+			}
+		}
+		if at+1 != n {
+			t.Errorf("checkpoint at record %d, but %d records were processed: the lanes were not drained to it", at, n)
+		}
+
+		// A new worker resumes after the checkpoint: nothing lost.
+		cfg.WorkerID = "w2"
+		_, stop2 := runFake(t, cfg)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if err := stop2(); err != nil {
+			t.Fatal(err)
+		}
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for _, r := range log.order {
+			done[r.SequenceNumber] = true
+		}
+		for i, s := range seqs {
+			if !done[s] {
+				t.Fatalf("record %d (%s) lost across the restart", i, s)
+			}
+		}
+	})
+}

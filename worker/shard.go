@@ -285,6 +285,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				return s.shardEnded(ctx, gctx, nil)
 			}
 			if ctx.Err() != nil || gctx.Err() != nil {
+				s.drain(ctx) // a graceful stop waits for the lanes
 				return s.classify(ctx)
 			}
 			if errors.Is(err, kcl.ErrStreamNotFound) {

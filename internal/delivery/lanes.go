@@ -28,6 +28,7 @@ type Lanes struct {
 	d      *Driver
 	m      *shardproc.Machine
 	nslots int
+	limit  int // Dispatch waits while this many records are not processed
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	onBusy func(busy int)
@@ -62,16 +63,13 @@ type laneBatch struct {
 	behind int64
 }
 
-// maxOutstanding bounds the records dispatched and not yet processed:
-// Dispatch waits below it.
-const maxOutstanding = 20000
-
-// NewLanes starts n lanes delivering through d's machine. onBusy, if set,
-// is told the number of lanes running a batch whenever it changes. Close
-// must be called to stop them.
-func NewLanes(ctx context.Context, d *Driver, n int, onBusy func(busy int)) *Lanes {
+// NewLanes starts n lanes delivering through d's machine. Dispatch waits
+// while limit records dispatched are not processed yet. onBusy, if set, is
+// told the number of lanes running a batch whenever it changes. Close must
+// be called to stop them.
+func NewLanes(ctx context.Context, d *Driver, n, limit int, onBusy func(busy int)) *Lanes {
 	ctx, cancel := context.WithCancel(ctx)
-	l := &Lanes{d: d, m: d.env.Machine, nslots: 16 * n, cancel: cancel, onBusy: onBusy, changed: make(chan struct{}),
+	l := &Lanes{d: d, m: d.env.Machine, nslots: 16 * n, limit: max(limit, 1), cancel: cancel, onBusy: onBusy, changed: make(chan struct{}),
 		slots: map[int]*slot{}}
 	if n == 1 {
 		l.nslots = 1
@@ -91,7 +89,7 @@ func laneOf(key string, n int) int {
 }
 
 // Dispatch filters b and queues its records on their slots; it waits while
-// maxOutstanding records are not processed yet. It returns an error when a
+// the limit of records not processed yet is reached. It returns an error when a
 // lane had to stop (the shard must stop too) or ctx ended.
 func (l *Lanes) Dispatch(ctx context.Context, b shardproc.Batch) error {
 	if len(b.Records) == 0 {
@@ -99,7 +97,7 @@ func (l *Lanes) Dispatch(ctx context.Context, b shardproc.Batch) error {
 	}
 	for {
 		l.mu.Lock()
-		err, full, ch := l.err, len(l.track) >= maxOutstanding, l.changed
+		err, full, ch := l.err, len(l.track) >= l.limit, l.changed
 		l.mu.Unlock()
 		if err != nil {
 			return err

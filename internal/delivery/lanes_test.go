@@ -108,7 +108,7 @@ func keyed(from, n, keys int) []kcl.Record {
 func runLanes(t *testing.T, r *laneRig, n int, recs []kcl.Record, p Policy) time.Duration {
 	t.Helper()
 	d := New(p, Env{ShardID: "shard-0", Machine: r.m})
-	l := NewLanes(t.Context(), d, n, nil)
+	l := NewLanes(t.Context(), d, n, 1000, nil)
 	defer l.Close()
 	began := time.Now()
 	for i := 0; i < len(recs); i += 100 {
@@ -162,7 +162,7 @@ func TestLanesCheckpointOnlyToTheLowWaterMark(t *testing.T) {
 		release := make(chan struct{})
 		r.block[recs[0].SequenceNumber] = release // the first record's lane stalls
 		d := New(Policy{}, Env{ShardID: "shard-0", Machine: r.m})
-		l := NewLanes(t.Context(), d, 4, nil)
+		l := NewLanes(t.Context(), d, 4, 1000, nil)
 		defer l.Close()
 		if err := l.Dispatch(t.Context(), shardproc.Batch{Records: recs}); err != nil {
 			t.Fatal(err)
