@@ -459,3 +459,85 @@ func TestLanesDrainOnGracefulStop(t *testing.T) {
 		}
 	})
 }
+
+// memDLQ is an in-memory dead-letter handler.
+type memDLQ struct {
+	mu   sync.Mutex
+	seqs map[string]bool
+}
+
+func (m *memDLQ) HandleDeadLetter(_ context.Context, d kcl.DeadLetter) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seqs[d.Record.SequenceNumber] = true
+	return nil
+}
+
+// Per-key lanes on the emulators with polling, and a processor that fails
+// some records for good: nothing is lost (each record processed or
+// dead-lettered), each partition key keeps its order, and the checkpoint
+// reaches the shard's last record.
+func TestLanesWithPoisonRecordsOnEmulators(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 1)
+	want := put(t, kc, stream, 400, "lane")
+	var seqs []string
+	for _, s := range want {
+		seqs = s
+	}
+	poison := map[string]bool{seqs[17]: true, seqs[200]: true, seqs[333]: true}
+	var mu sync.Mutex
+	rec := newRecorder()
+	byKey := map[string][]string{}
+	processed := map[string]bool{}
+	factory := func(string) (kcl.RecordProcessor, error) {
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			for _, r := range in.Records {
+				if poison[r.SequenceNumber] {
+					return &kcl.PartialFailureError{Position: r.Position(), Err: errors.New("poison")}
+				}
+				time.Sleep(time.Millisecond)
+				mu.Lock()
+				byKey[r.PartitionKey] = append(byKey[r.PartitionKey], r.SequenceNumber)
+				processed[r.SequenceNumber] = true
+				mu.Unlock()
+				rec.take(in.ShardID, []kcl.Record{r})
+			}
+			return in.Checkpointer.Checkpoint(ctx)
+		}), nil
+	}
+	dlq := &memDLQ{seqs: map[string]bool{}}
+	hook := &deliveryHook{}
+	cfg := baseConfig(t, stream, testenv.UniqueName("app"), factory)
+	cfg.Hooks = []worker.Hook{hook}
+	cfg.Delivery = worker.DeliveryPolicy{Parallelism: 8, MaxAttempts: 2, DeadLetters: dlq}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	rec.waitFor(t, 60*time.Second, "every healthy record", func() bool { return rec.count() >= len(seqs)-len(poison) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seqs {
+		if processed[s] == dlq.seqs[s] {
+			t.Errorf("record %s: processed %v, dead-lettered %v; want exactly one", s, processed[s], dlq.seqs[s])
+		}
+	}
+	if len(dlq.seqs) != len(poison) {
+		t.Errorf("%d dead letters, want %d", len(dlq.seqs), len(poison))
+	}
+	for k, got := range byKey {
+		if !slices.IsSortedFunc(got, func(a, b string) int {
+			return kcl.ExtendedSequenceNumber{SequenceNumber: a}.Compare(kcl.ExtendedSequenceNumber{SequenceNumber: b})
+		}) {
+			t.Errorf("key %s out of order: %v", k, got)
+		}
+	}
+	if hook.last.SequenceNumber != seqs[len(seqs)-1] {
+		t.Errorf("last checkpoint %v, want the last record %s", hook.last, seqs[len(seqs)-1])
+	}
+}
