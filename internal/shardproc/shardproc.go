@@ -20,6 +20,12 @@
 //	ShuttingDown   -          -       -         -          -                 yes             yes (silent)
 //	Ended, Lost, Stopped: final; every call is refused.
 //
+// Deliver's variants count as Deliver (Pass: records filtered out;
+// DeliverShared: one of several batches of per-key lanes, run at once), and
+// Redeliver's as Redeliver (RedeliverPart: the first records of the failed
+// batch; Settle: records a delivery policy disposed of without the
+// processor).
+//
 // A refused call returns a *[CallError] and changes nothing. Stop is valid
 // in every state (a hard stop, or giving up a shutdown; no processor call).
 package shardproc
