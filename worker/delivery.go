@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/shardline/shardline/internal/delivery"
@@ -77,7 +78,7 @@ func (p DeliveryPolicy) validate() error {
 		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("Delivery: %v", errs)
+		return fmt.Errorf("Delivery: %s", strings.Join(errs, "; "))
 	}
 	return nil
 }
