@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/internal/checkpoint"
+	"github.com/shardline/shardline/internal/delivery"
 	"github.com/shardline/shardline/internal/shardproc"
 	"github.com/shardline/shardline/kcl"
 )
@@ -213,19 +214,35 @@ func (s *Shard) Deliver(ctx context.Context, recs ...kcl.Record) error {
 		last = p
 	}
 	b := shardproc.Batch{Records: slices.Clone(recs)}
-	return s.guard(ctx, func(ctx context.Context) error { return s.m.Deliver(ctx, b) })
+	return s.guard(ctx, func(ctx context.Context) error { return s.partial(ctx, s.m.Deliver(ctx, b)) })
+}
+
+// partial applies a partial failure as the worker does: the records
+// before the failed one count as processed and are checkpointed.
+func (s *Shard) partial(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, serr := delivery.SettlePartial(ctx, s.m, err); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
 }
 
 // Redeliver hands the batch that failed to ProcessRecords again with the
 // next Attempt number, as the worker does after ProcessRecords returned an
-// error (or panicked). With no failed batch it is refused.
+// error (or panicked). With no failed batch it is refused. After a
+// *kcl.PartialFailureError naming a record of the batch, the worker (and
+// so Redeliver) delivers only the records from that one on: those before it
+// count as processed, and the checkpoint was stored just before it when the
+// failing call returned.
 func (s *Shard) Redeliver(ctx context.Context) error {
 	s.call.Lock()
 	defer s.call.Unlock()
 	if err := s.startLocked(ctx); err != nil {
 		return err
 	}
-	return s.guard(ctx, s.m.Redeliver)
+	return s.guard(ctx, func(ctx context.Context) error { return s.partial(ctx, s.m.Redeliver(ctx)) })
 }
 
 // End reads the shard to its end, as after a split or merge whose last

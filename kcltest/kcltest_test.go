@@ -417,3 +417,36 @@ func TestLeaseLostDuringShutdown(t *testing.T) {
 		t.Errorf("LeaseLost called %d times after ShutdownRequested", p.lost)
 	}
 }
+
+// A partial failure is applied as the worker applies it: the records before
+// the failed one are checkpointed and never delivered again.
+func TestPartialFailureRedeliversFromTheFailedRecord(t *testing.T) {
+	var calls [][]kcl.Record
+	var attempts []int
+	p := kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+		calls = append(calls, in.Records)
+		attempts = append(attempts, in.Attempt)
+		if len(calls) == 1 {
+			return &kcl.PartialFailureError{Position: in.Records[3].Position(), Err: errors.New("downstream")}
+		}
+		return in.Checkpointer.Checkpoint(ctx)
+	})
+	sh := kcltest.NewShard("shardId-000000000000", p)
+	recs := sh.Records("a", "b", "c", "d", "e")
+	var pf *kcl.PartialFailureError
+	if err := sh.Deliver(t.Context(), recs...); !errors.As(err, &pf) {
+		t.Fatalf("Deliver: %v, want the partial failure", err)
+	}
+	if got := sh.Checkpoint(); got != recs[2].Position() {
+		t.Errorf("checkpoint %v after the partial failure, want just before the failed record %v", got, recs[2].Position())
+	}
+	if err := sh.Redeliver(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || len(calls[1]) != 2 || calls[1][0].SequenceNumber != recs[3].SequenceNumber || attempts[1] != 2 {
+		t.Errorf("second call %v (attempt %v), want records d and e, attempt 2", calls[1:], attempts)
+	}
+	if got := sh.Checkpoint(); got != recs[4].Position() {
+		t.Errorf("checkpoint %v, want %v", got, recs[4].Position())
+	}
+}

@@ -159,6 +159,20 @@
 //     stopped; reason is "lease_lost", "shutdown" (graceful stop), "handoff",
 //     "shard_end", "stopped" (hard stop) or "error".
 //
+// Delivery policies (from worker.HookDelivery; see worker.DeliveryPolicy):
+//
+//   - shardline_delivery_filtered_records_total (counter; -): user records
+//     the Filter kept from the processor; they count as processed.
+//   - shardline_delivery_dead_letters_total (counter; -): user records given
+//     up on (MaxAttempts, MaxRecordAge) and accepted by the dead-letter
+//     handler.
+//   - shardline_delivery_bisects_total (counter; -): failing batches split
+//     in halves (BisectOnError).
+//   - shardline_delivery_partial_failures_total (counter; -): partial batch
+//     failures (kcl.PartialFailureError) that moved past processed records.
+//   - shardline_delivery_lanes_busy (gauge; -): batches running at once in
+//     the lanes of the worker's shards (Parallelism).
+//
 // Counters and gauges without a shard or op label exist at zero from the
 // worker's start, so rate() and alerts see them before the first event. A
 // shard's records and bytes counters show 0 to the first scrape after its

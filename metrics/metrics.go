@@ -25,6 +25,7 @@ var (
 	_ worker.HookLease          = new(Metrics)
 	_ worker.HookCheckpoint     = new(Metrics)
 	_ worker.HookShard          = new(Metrics)
+	_ worker.HookDelivery       = new(Metrics)
 )
 
 // Default histogram buckets, in seconds.
@@ -96,6 +97,15 @@ type Metrics struct {
 
 	shardsStarted *prometheus.CounterVec
 	shardsStopped *prometheus.CounterVec // reason
+
+	// Delivery policies (worker.DeliveryPolicy).
+	filteredRecords *prometheus.CounterVec
+	deadLetters     *prometheus.CounterVec
+	bisects         *prometheus.CounterVec
+	partialFailures *prometheus.CounterVec
+	lanesBusy       *prometheus.GaugeVec
+	lanesMu         sync.Mutex
+	lanes           map[string]int // shard -> lanes busy; guarded by lanesMu
 
 	all []prometheus.Collector
 
@@ -303,6 +313,17 @@ func (m *Metrics) build(o options) {
 	m.shardsStopped = counter("shardline_shards_stopped_total",
 		"Shard consumers stopped, by reason (lease_lost, shutdown, handoff, shard_end, stopped, error).", with("reason"))
 
+	m.filteredRecords = counter("shardline_delivery_filtered_records_total",
+		"User records the delivery filter kept from the processor (they count as processed).", perWorker)
+	m.deadLetters = counter("shardline_delivery_dead_letters_total",
+		"User records given up on (MaxAttempts, MaxRecordAge) and accepted by the dead-letter handler.", perWorker)
+	m.bisects = counter("shardline_delivery_bisects_total",
+		"Failing batches split in halves (BisectOnError).", perWorker)
+	m.partialFailures = counter("shardline_delivery_partial_failures_total",
+		"Partial batch failures the processor reported (kcl.PartialFailureError) that moved past processed records.", perWorker)
+	m.lanesBusy = gauge("shardline_delivery_lanes_busy",
+		"Batches running at once in the lanes of the worker's shards (Parallelism).", perWorker)
+
 	desc := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, perWorker, nil)
 	}
@@ -404,7 +425,8 @@ func (m *Metrics) OnWorkerStart(e worker.WorkerStartEvent) {
 	s, w := id.stream, id.worker
 	for _, c := range []*prometheus.CounterVec{m.batchesProcessed, m.processorRetries, m.readRecords, m.readBytes,
 		m.readThrottles, m.iteratorExpirations, m.leasesReleased, m.leasesHanded, m.handoffRequests,
-		m.renewFailures, m.checkpointWrites, m.shardsStarted} {
+		m.renewFailures, m.checkpointWrites, m.shardsStarted,
+		m.filteredRecords, m.deadLetters, m.bisects, m.partialFailures} {
 		c.WithLabelValues(s, w)
 	}
 	for c, values := range map[*prometheus.CounterVec][]string{
@@ -417,6 +439,7 @@ func (m *Metrics) OnWorkerStart(e worker.WorkerStartEvent) {
 		}
 	}
 	m.leasesHeld.WithLabelValues(s, w).Set(0)
+	m.lanesBusy.WithLabelValues(s, w).Set(0)
 	m.lagMu.Lock()
 	m.setMaxLocked(id)
 	m.lagMu.Unlock()
@@ -526,6 +549,7 @@ func (m *Metrics) OnShard(e worker.ShardEvent) {
 		m.perShard.stop(e.ShardID)
 		m.setMaxLocked(id)
 		m.lagMu.Unlock()
+		m.setLanes(id, e.ShardID, 0)
 	}
 }
 
@@ -573,4 +597,43 @@ func (m *Metrics) OnCheckpoint(e worker.CheckpointEvent) {
 		}
 		m.checkpointFailures.WithLabelValues(s, w, cause).Inc()
 	}
+}
+
+// OnDelivery implements worker.HookDelivery: the actions of the delivery
+// policies.
+func (m *Metrics) OnDelivery(e worker.DeliveryEvent) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	switch e.Kind {
+	case "filtered":
+		m.filteredRecords.WithLabelValues(s, w).Add(float64(e.Records))
+	case "dead_letter":
+		m.deadLetters.WithLabelValues(s, w).Add(float64(e.Records))
+	case "bisect":
+		m.bisects.WithLabelValues(s, w).Inc()
+	case "partial_failure":
+		m.partialFailures.WithLabelValues(s, w).Inc()
+	case "lanes":
+		m.setLanes(id, e.ShardID, e.LanesBusy)
+	}
+}
+
+// setLanes records the busy lanes of one shard and publishes the worker's
+// total.
+func (m *Metrics) setLanes(id *identity, shard string, busy int) {
+	m.lanesMu.Lock()
+	defer m.lanesMu.Unlock()
+	if m.lanes == nil {
+		m.lanes = map[string]int{}
+	}
+	if busy == 0 {
+		delete(m.lanes, shard)
+	} else {
+		m.lanes[shard] = busy
+	}
+	total := 0
+	for _, n := range m.lanes {
+		total += n
+	}
+	m.lanesBusy.WithLabelValues(id.stream, id.worker).Set(float64(total))
 }

@@ -143,11 +143,16 @@ type Config struct {
 	// the same setting.
 	BalanceByLoad bool
 
+	// Delivery holds the delivery controls (batching window, filter,
+	// bisect on error, poison records and their dead-letter handler); all
+	// off by default. See [DeliveryPolicy].
+	Delivery DeliveryPolicy
+
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
 
 	// Hooks observe the worker: values implementing any of HookWorkerStart,
-	// HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard (the
+	// HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard, HookDelivery (the
 	// metrics package provides one). A value implementing none is refused.
 	Hooks []Hook
 
@@ -324,6 +329,9 @@ func (c *Config) validate() error {
 	}
 	if c.StartupTimeout < 0 || c.ShutdownTimeout < 0 {
 		bad("StartupTimeout and ShutdownTimeout must not be negative")
+	}
+	if err := c.Delivery.validate(); err != nil {
+		bad("%v", err)
 	}
 	for i, h := range c.Hooks {
 		if !knownHook(h) {

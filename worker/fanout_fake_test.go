@@ -71,13 +71,7 @@ func fakeFanOutConfig(t *testing.T, srv *efotest.Server, store lease.Store, f kc
 func TestFanOutShardEndStartsChildren(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const parent, childA, childB = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
-		srv := efotest.NewServer(efotest.ServerOptions{})
-		defer srv.Close()
-		srv.AddShard(parent)
-		srv.AddShard(childA, parent)
-		srv.AddShard(childB, parent)
-		want := map[string][]string{parent: srv.Put(parent, 4), childA: srv.Put(childA, 2), childB: srv.Put(childB, 3)}
-		srv.CloseShard(parent, childA, childB)
+		srv, want := splitFake(t, 4, 2, 3)
 
 		log := &efoLog{ended: map[string][]string{}}
 		store := lease.NewMemoryStore()
@@ -90,16 +84,7 @@ func TestFanOutShardEndStartsChildren(t *testing.T) {
 
 		log.mu.Lock()
 		defer log.mu.Unlock()
-		got := map[string][]kcl.Record{}
-		lastParent, firstChild := -1, len(log.order)
-		for i, r := range log.order {
-			got[log.shard[i]] = append(got[log.shard[i]], r)
-			if log.shard[i] == parent {
-				lastParent = i
-			} else {
-				firstChild = min(firstChild, i)
-			}
-		}
+		got, lastParent, firstChild := log.split(parent)
 		checkOrder(t, got, want)
 		if lastParent > firstChild {
 			t.Errorf("a child's record (delivery %d) came before the parent's last one (%d)", firstChild, lastParent)

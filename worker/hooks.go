@@ -217,6 +217,7 @@ type hooks struct {
 	lease      []HookLease
 	checkpoint []HookCheckpoint
 	shard      []HookShard
+	delivery   []HookDelivery
 }
 
 func newHooks(hs []Hook) *hooks {
@@ -240,6 +241,9 @@ func newHooks(hs []Hook) *hooks {
 		if v, ok := x.(HookShard); ok {
 			h.shard = append(h.shard, v)
 		}
+		if v, ok := x.(HookDelivery); ok {
+			h.delivery = append(h.delivery, v)
+		}
 	}
 	return h
 }
@@ -247,7 +251,7 @@ func newHooks(hs []Hook) *hooks {
 // known reports whether x implements at least one hook interface.
 func knownHook(x Hook) bool {
 	switch x.(type) {
-	case HookWorkerStart, HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard:
+	case HookWorkerStart, HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard, HookDelivery:
 		return true
 	}
 	return false
@@ -299,6 +303,12 @@ func (h *hooks) onLease(le lease.Event) {
 func (h *hooks) onCheckpoint(e CheckpointEvent) {
 	for _, x := range h.checkpoint {
 		x.OnCheckpoint(e)
+	}
+}
+
+func (h *hooks) onDelivery(e DeliveryEvent) {
+	for _, x := range h.delivery {
+		x.OnDelivery(e)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/shardline/shardline/internal/checkpoint"
+	"github.com/shardline/shardline/internal/delivery"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/internal/shardproc"
@@ -29,6 +30,8 @@ type shardState struct {
 	prev *shardState   // an earlier consumer of the same shard still winding down
 
 	m       *shardproc.Machine // the processor's lifecycle; nil until the factory made one
+	d       *delivery.Driver   // delivers batches to m under the delivery policy
+	lanes   *delivery.Lanes    // with Parallelism: runs d's batches per key lane
 	started bool               // ShardStarted was reported
 }
 
@@ -232,6 +235,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
 		Writer: checkpoint.WriterFunc(s.writeCheckpoint), Checkpoint: l.Checkpoint,
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
+	s.d = s.newDriver()
 	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
 		return s.classify(ctx)
 	}
@@ -261,16 +265,27 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	s.started = true
 	s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStarted})
 
+	pol := s.w.cfg.Delivery
+	g := &gatherer{rd: rd, window: pol.MaxBatchingWindow, size: pol.MaxBatchSize, maxBytes: s.w.cfg.PrefetchBytes}
+	if pol.Parallelism > 1 {
+		s.lanes = s.startLanes(ctx)
+		defer s.lanes.Close()
+	}
 	for {
 		if s.stopping() {
+			s.drain(ctx)
 			return s.classify(ctx)
 		}
-		b, err := rd.Next(gctx)
+		b, err := g.next(gctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				if !s.drain(ctx) {
+					return s.classify(ctx)
+				}
 				return s.shardEnded(ctx, gctx, nil)
 			}
 			if ctx.Err() != nil || gctx.Err() != nil {
+				s.drain(ctx) // a graceful stop waits for the lanes
 				return s.classify(ctx)
 			}
 			if errors.Is(err, kcl.ErrStreamNotFound) {
@@ -288,11 +303,17 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				"checkpoint", l.Checkpoint.String())
 		}
 		if len(b.Records) > 0 || s.w.cfg.CallProcessorOnEmptyBatches {
-			if out, ok := s.deliver(ctx, gctx, b); !ok {
-				return out
+			for _, recs := range chunks(b.Records, pol.MaxBatchSize) {
+				b.Records = recs
+				if out, ok := s.deliver(ctx, gctx, b); !ok {
+					return out
+				}
 			}
 		}
 		if b.ShardEnded {
+			if !s.drain(ctx) {
+				return s.classify(ctx)
+			}
 			return s.shardEnded(ctx, gctx, b.ChildShardIDs)
 		}
 	}
@@ -304,38 +325,22 @@ func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
 	return l.InitialPosition(s.w.cfg.InitialPosition)
 }
 
-// deliver hands one batch to the processor until it succeeds. It returns
-// ok=false with the reason when the shard must stop instead.
+// deliver hands one batch to the processor, under the delivery policy,
+// until every record of it is processed (or filtered out, or
+// dead-lettered). It returns ok=false with the reason when the shard must
+// stop instead. A graceful stop does not interrupt the retries of a failing
+// batch: the shard's records must not be skipped, and the stop's own
+// deadline turns into a hard stop if the processor never recovers.
 func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome, bool) {
 	batch := shardproc.Batch{Records: b.Records, MillisBehindLatest: b.MillisBehindLatest}
-	// A graceful stop does not interrupt the retries of a failing batch:
-	// the shard's records must not be skipped, and the stop's own deadline
-	// turns into a hard stop if the processor never recovers.
-	err := s.retry(ctx, ctx, "process records", func(attempt int) error {
-		// Checked synchronously: after a pause (GC, SIGSTOP) past the lease,
-		// the expiry timer may not have run yet, but no batch may start.
-		if !s.h.Valid() {
-			return backoff.Permanent(fmt.Errorf("%w: lease not valid before delivery", kcl.ErrLeaseLost))
+	deliver := s.d.Deliver
+	if s.lanes != nil {
+		deliver = s.lanes.Dispatch
+	}
+	if err := deliver(ctx, batch); err != nil {
+		if ctx.Err() == nil && s.h.Err() == nil {
+			s.log.Warn("delivery stopped", "err", err)
 		}
-		call := func() error {
-			if s.m.State() == shardproc.Retrying { // the last attempt failed (or panicked)
-				return s.m.Redeliver(ctx)
-			}
-			return s.m.Deliver(ctx, batch)
-		}
-		if len(s.w.hooks.batch) == 0 {
-			return call()
-		}
-		began := time.Now()
-		err := call()
-		s.w.hooks.onBatch(BatchProcessedEvent{
-			ShardID: s.id, Records: len(b.Records), Bytes: bytesOf(b.Records), Attempt: attempt,
-			Duration: time.Since(began), Err: err, MillisBehindLatest: b.MillisBehindLatest,
-			OldestArrival: oldestArrival(b.Records), Arrivals: arrivals(b.Records),
-		})
-		return err
-	})
-	if err != nil {
 		return s.classify(ctx), false
 	}
 	s.h.RecordLoad(float64(len(b.Records)))

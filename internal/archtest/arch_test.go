@@ -33,6 +33,7 @@ var layers = map[string]int{
 	"fanout":              2,
 	"producer":            2,
 	"internal/reader":     3,
+	"internal/delivery":   3,
 	"lease":               3,
 	"worker":              4,
 	"kcltest":             4,

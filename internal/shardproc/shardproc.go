@@ -20,6 +20,12 @@
 //	ShuttingDown   -          -       -         -          -                 yes             yes (silent)
 //	Ended, Lost, Stopped: final; every call is refused.
 //
+// Deliver's variants count as Deliver (Pass: records filtered out;
+// DeliverShared: one of several batches of per-key lanes, run at once), and
+// Redeliver's as Redeliver (RedeliverPart: the first records of the failed
+// batch; Settle: records a delivery policy disposed of without the
+// processor).
+//
 // A refused call returns a *[CallError] and changes nothing. Stop is valid
 // in every state (a hard stop, or giving up a shutdown; no processor call).
 package shardproc
@@ -193,6 +199,10 @@ func refusal(c Call, s State) (reason string, err error) {
 type Batch struct {
 	Records            []kcl.Record
 	MillisBehindLatest int64
+	// Through, when set, is the position the batch covers: records
+	// after the last of Records up to Through were filtered out and count
+	// as delivered (and, once the batch succeeded, processed) too.
+	Through kcl.ExtendedSequenceNumber
 }
 
 // Config describes the shard a [Machine] runs.
@@ -225,9 +235,11 @@ type Machine struct {
 
 	state atomic.Int32 // a State; written only with call held
 
-	call          sync.Mutex // held for a whole transition, processor call included
+	call          sync.RWMutex // held for a whole transition, processor call included; read-held by DeliverShared
 	batch         kcl.ProcessRecordsInput
-	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch that succeeded
+	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch that succeeded; under shared calls, also lpMu
+	lpMu          sync.Mutex
+	through       kcl.ExtendedSequenceNumber // end of the current batch, filtered records included
 }
 
 // NewMachine returns the machine of one shard, in state New. It calls nothing.
@@ -304,11 +316,67 @@ func (m *Machine) Deliver(ctx context.Context, b Batch) error {
 		return err
 	}
 	defer m.call.Unlock()
-	if n := len(b.Records); n > 0 {
-		m.cp.SetDelivered(b.Records[n-1].Position())
+	m.through = b.Through
+	if n := len(b.Records); n > 0 && (m.through.IsZero() || m.through.Compare(b.Records[n-1].Position()) < 0) {
+		m.through = b.Records[n-1].Position()
+	}
+	if !m.through.IsZero() {
+		m.cp.SetDelivered(m.through)
 	}
 	m.batch = kcl.ProcessRecordsInput{ShardID: m.id, Records: b.Records, MillisBehindLatest: b.MillisBehindLatest, Checkpointer: m.cp}
-	return m.process(ctx)
+	return m.process(ctx, len(b.Records))
+}
+
+// DeliverShared hands a batch to ProcessRecords alongside other shared
+// deliveries: per-key parallelism runs several batches of one shard at once,
+// each record in exactly one of them. It is valid where Deliver is, and
+// holds the call lock shared: the other calls (LeaseLost, ShutdownRequested,
+// ShardEnded...) wait for every shared delivery in flight. The state does
+// not change on failure: the caller retries its batch itself, and must have
+// called SetDelivered on the checkpointer for its records. cp is the
+// checkpointer the processor receives (it must clamp what the processor
+// asks to the records every lane has processed).
+func (m *Machine) DeliverShared(ctx context.Context, b Batch, attempt int, cp kcl.Checkpointer) error {
+	m.call.RLock()
+	defer m.call.RUnlock()
+	if err := m.refuse(CallDeliver, m.State()); err != nil {
+		return err
+	}
+	in := kcl.ProcessRecordsInput{ShardID: m.id, Records: b.Records, MillisBehindLatest: b.MillisBehindLatest,
+		Attempt: attempt, Checkpointer: cp}
+	if err := Recover(func() error { return m.proc.ProcessRecords(ctx, in) }); err != nil {
+		return err
+	}
+	m.state.CompareAndSwap(int32(Initialized), int32(Processing))
+	return nil
+}
+
+// Processed records that every record up to pos was processed (by shared
+// deliveries): the final checkpoint stores it. It only grows.
+func (m *Machine) Processed(pos kcl.ExtendedSequenceNumber) {
+	m.call.RLock()
+	defer m.call.RUnlock()
+	m.lpMu.Lock()
+	defer m.lpMu.Unlock()
+	if m.lastProcessed.IsZero() || pos.Compare(m.lastProcessed) > 0 {
+		m.lastProcessed = pos
+	}
+}
+
+// Pass counts records up to through as delivered and processed without
+// calling the processor: a delivery policy filtered every one of them out.
+// Valid where Deliver is.
+func (m *Machine) Pass(through kcl.ExtendedSequenceNumber) error {
+	if _, err := m.begin(CallDeliver); err != nil {
+		return err
+	}
+	defer m.call.Unlock()
+	m.cp.SetDelivered(through)
+	if m.lastProcessed.IsZero() || through.Compare(m.lastProcessed) > 0 {
+		m.lastProcessed = through
+	}
+	m.set(Processing)
+	return nil
 }
 
 // Redeliver hands the batch that failed to ProcessRecords again, with the
@@ -318,23 +386,90 @@ func (m *Machine) Redeliver(ctx context.Context) error {
 		return err
 	}
 	defer m.call.Unlock()
-	return m.process(ctx)
+	return m.process(ctx, len(m.batch.Records))
 }
 
-// process makes one attempt at the current batch. call is held.
-func (m *Machine) process(ctx context.Context) error {
+// Pending returns the records of the failed batch still to be delivered
+// again (state Retrying); nil otherwise.
+func (m *Machine) Pending() []kcl.Record {
+	m.call.Lock()
+	defer m.call.Unlock()
+	if m.State() != Retrying {
+		return nil
+	}
+	return slices.Clone(m.batch.Records)
+}
+
+// RedeliverPart is Redeliver for the first n pending records only (the
+// delivery policies isolate failing records this way). On success those n
+// records are processed: the state is Processing when none is left, and
+// stays Retrying otherwise, for the rest. Valid in state Retrying, with
+// 1 <= n <= len(Pending()).
+func (m *Machine) RedeliverPart(ctx context.Context, n int) error {
+	if err := m.beginPart(n, 1); err != nil {
+		return err
+	}
+	defer m.call.Unlock()
+	return m.process(ctx, n)
+}
+
+// beginPart is begin(CallRedeliver) for the first n pending records, at
+// least least of them.
+func (m *Machine) beginPart(n, least int) error {
+	if _, err := m.begin(CallRedeliver); err != nil {
+		return err
+	}
+	if n < least || n > len(m.batch.Records) {
+		m.call.Unlock()
+		return &CallError{ShardID: m.id, Call: CallRedeliver, State: Retrying,
+			Reason: fmt.Sprintf("%d records out of %d pending", n, len(m.batch.Records)), Err: ErrInvalidCall}
+	}
+	return nil
+}
+
+// Settle counts the first n pending records as processed without calling
+// the processor: it reported them done before failing (a
+// kcl.PartialFailureError), or a dead-letter handler took them. The state
+// becomes Processing when no record is left pending. Valid in state
+// Retrying, with 0 <= n <= len(Pending()).
+func (m *Machine) Settle(n int) error {
+	if err := m.beginPart(n, 0); err != nil {
+		return err
+	}
+	defer m.call.Unlock()
+	m.done(n)
+	return nil
+}
+
+// process makes one attempt at the first n records of the current batch.
+// call is held.
+func (m *Machine) process(ctx context.Context, n int) error {
 	m.batch.Attempt++
 	in := m.batch
+	in.Records = in.Records[:n:n]
 	if err := Recover(func() error { return m.proc.ProcessRecords(ctx, in) }); err != nil {
 		m.set(Retrying)
 		return err
 	}
-	if n := len(in.Records); n > 0 {
-		m.lastProcessed = in.Records[n-1].Position()
+	m.done(n)
+	return nil
+}
+
+// done counts the first n records of the current batch as processed. call
+// is held.
+func (m *Machine) done(n int) {
+	if n > 0 {
+		m.lastProcessed = m.batch.Records[n-1].Position()
+	}
+	m.batch.Records = m.batch.Records[n:]
+	if len(m.batch.Records) > 0 {
+		return
+	}
+	if !m.through.IsZero() {
+		m.lastProcessed = m.through
 	}
 	m.batch = kcl.ProcessRecordsInput{}
 	m.set(Processing)
-	return nil
 }
 
 // ShardEnded finishes a shard read to its end, once its last batch
