@@ -144,10 +144,13 @@ func TestLanesKeepKeyOrderAndRunInParallel(t *testing.T) {
 		if r.maxRun < 2 || r.maxRun > 10 {
 			t.Errorf("at most %d calls at once, want 2..10", r.maxRun)
 		}
-		// Virtual time: the speed-up is the scheduling's alone.
+		// Virtual time: the speed-up is the scheduling's alone, but which
+		// lane takes which key depends on goroutine order, so the bound is
+		// wide (the figure is BenchmarkParallelism's); it catches lanes
+		// that do not run in parallel at all.
 		t.Logf("1000 records of 10ms over 100 keys: 1 lane %v, 10 lanes %v", single, took)
-		if float64(single)/float64(took) < 9 {
-			t.Errorf("10 lanes took %v, single lane %v: less than a 9x speed-up", took, single)
+		if float64(single)/float64(took) < 5 {
+			t.Errorf("10 lanes took %v, single lane %v: less than a 5x speed-up", took, single)
 		}
 		if got, want := r.last(), recs[len(recs)-1].Position(); got != want {
 			t.Errorf("last checkpoint %v, want the last record %v", got, want)
