@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/shardline/shardline/internal/ddbcost"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -26,6 +27,8 @@ type MemoryStore struct {
 	workers    map[string]memoryWorkerRow // by worker ID
 	fault      func(op, key string) error
 	faultAfter func(op, key string) error
+	meter      *ddbcost.Meter // see SetMeter
+	sizes      map[string]int // item key -> DynamoDB item size, while metered
 }
 
 // memoryWorkerRow is a worker presence row as DynamoStore keeps it.
@@ -112,6 +115,7 @@ func (s *MemoryStore) List(ctx context.Context) ([]Lease, error) {
 	var out []Lease
 	err := s.run(ctx, "list", "", func() error {
 		// Sorting keys rather than leases keeps large tables cheap.
+		s.chargeScan("list", true)
 		keys := slices.Sorted(maps.Keys(s.leases))
 		out = make([]Lease, 0, len(keys))
 		for _, k := range keys {
@@ -133,6 +137,7 @@ func (s *MemoryStore) Get(ctx context.Context, key string) (Lease, error) {
 	}
 	var out Lease
 	err := s.run(ctx, "get", key, func() error {
+		s.chargeGet("get", key, true)
 		l, ok := s.leases[key]
 		if !ok {
 			return fmt.Errorf("lease: get %s: %w", key, ErrNotFound)
@@ -151,9 +156,11 @@ func (s *MemoryStore) Create(ctx context.Context, l Lease) error {
 	l = normalizeLease(l)
 	return s.run(ctx, "create", l.Key, func() error {
 		if cur, ok := s.leases[l.Key]; ok {
+			s.chargeWrite("create", l.Key, -1)
 			return newConflict("create", l.Key, &cur)
 		}
 		s.leases[l.Key] = l
+		s.chargeWrite("create", l.Key, s.leaseSize(l))
 		return nil
 	})
 }
@@ -275,15 +282,18 @@ func (s *MemoryStore) write(ctx context.Context, op string, l Lease, cond func(L
 	err := s.run(ctx, op, l.Key, func() error {
 		cur, ok := s.leases[l.Key]
 		if !ok {
+			s.chargeWrite(op, l.Key, -1)
 			return newConflict(op, l.Key, nil)
 		}
 		if cur.Counter != l.Counter || !cond(cur) {
+			s.chargeWrite(op, l.Key, -1)
 			return newConflict(op, l.Key, &cur)
 		}
 		next := cur.Clone()
 		change(&next)
 		next.Counter++
 		s.leases[l.Key] = next
+		s.chargeWrite(op, l.Key, s.leaseSize(next))
 		out = next.Clone()
 		return nil
 	})
@@ -300,13 +310,15 @@ func (s *MemoryStore) Delete(ctx context.Context, l Lease) error {
 	}
 	return s.run(ctx, "delete", l.Key, func() error {
 		cur, ok := s.leases[l.Key]
-		if !ok {
-			return newConflict("delete", l.Key, nil)
-		}
-		if cur.Counter != l.Counter {
+		if !ok || cur.Counter != l.Counter {
+			s.chargeWrite("delete", l.Key, -1)
+			if !ok {
+				return newConflict("delete", l.Key, nil)
+			}
 			return newConflict("delete", l.Key, &cur)
 		}
 		delete(s.leases, l.Key)
+		s.chargeWrite("delete", l.Key, 0)
 		return nil
 	})
 }
@@ -321,10 +333,14 @@ func (s *MemoryStore) Heartbeat(ctx context.Context, w Worker) (Worker, error) {
 	err := s.run(ctx, "heartbeat", w.ID, func() error {
 		row, ok := s.workers[w.ID]
 		if ok && row.owner != w.ID {
+			s.chargeWrite("heartbeat", workerRowKey(w.ID), -1)
 			return newConflict("heartbeat", workerRowKey(w.ID), row.asLease(w.ID))
 		}
 		row = memoryWorkerRow{owner: w.ID, heartbeat: row.heartbeat + 1, leases: w.Leases}
 		s.workers[w.ID] = row
+		if s.meter != nil {
+			s.chargeWrite("heartbeat", workerRowKey(w.ID), row.itemSize(w.ID))
+		}
 		out = Worker{ID: w.ID, Heartbeat: row.heartbeat, Leases: row.leases}
 		return nil
 	})
@@ -338,6 +354,7 @@ func (s *MemoryStore) Heartbeat(ctx context.Context, w Worker) (Worker, error) {
 func (s *MemoryStore) ListWorkers(ctx context.Context) ([]Worker, error) {
 	var out []Worker
 	err := s.run(ctx, "listworkers", "", func() error {
+		s.chargeScan("listworkers", true)
 		out = make([]Worker, 0, len(s.workers))
 		for _, id := range slices.Sorted(maps.Keys(s.workers)) {
 			row := s.workers[id]
@@ -358,13 +375,15 @@ func (s *MemoryStore) DeleteWorker(ctx context.Context, w Worker) error {
 	}
 	return s.run(ctx, "deleteworker", w.ID, func() error {
 		row, ok := s.workers[w.ID]
-		if !ok {
-			return newConflict("deleteworker", workerRowKey(w.ID), nil)
-		}
-		if row.heartbeat != w.Heartbeat {
+		if !ok || row.heartbeat != w.Heartbeat {
+			s.chargeWrite("deleteworker", workerRowKey(w.ID), -1)
+			if !ok {
+				return newConflict("deleteworker", workerRowKey(w.ID), nil)
+			}
 			return newConflict("deleteworker", workerRowKey(w.ID), row.asLease(w.ID))
 		}
 		delete(s.workers, w.ID)
+		s.chargeWrite("deleteworker", workerRowKey(w.ID), 0)
 		return nil
 	})
 }
