@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export SHARDLINE_REQUIRE_EMULATORS ?= 1
 
-.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos clean
+.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos cost clean
 
 all: test
 
@@ -71,6 +71,13 @@ bench: deps
 	(cd bench && $(GO) run ./cmd/bench -md $(CURDIR)/.run/bench.md $(BENCH_FLAGS)) | tee .run/bench.txt || status=$$?; \
 	if [[ $$running == 0 ]]; then scripts/emulators.sh stop; fi; \
 	exit $$status
+
+# Lease-table cost (BENCHMARKS.md): fleets of 3 to 100 workers on 8 to
+# 10,000 leases in virtual time over the in-memory store, every request
+# charged as DynamoDB bills it; one line per size, then a table, with the
+# Java KCL 2.x and 3.x models beside. No emulators; a few minutes.
+cost:
+	SHARDLINE_COST=all $(GO) test -count=1 -timeout 20m -run '^TestCost$$' ./internal/costsim
 
 demo: deps
 	scripts/emulators.sh restart

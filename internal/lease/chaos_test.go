@@ -348,7 +348,7 @@ func failoverWhileRestarting(t *testing.T, ld, ri, ti time.Duration) {
 	}
 	crashed := map[string]held{}
 	crash := func(m *lease.Manager, p *partitionedStore) {
-		p.down.Store(true)
+		p.Down.Store(true)
 		mu.Lock()
 		defer mu.Unlock()
 		for _, h := range m.Held() {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/lease/storetest"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -269,113 +270,8 @@ func TestManagerJoinRebalances(t *testing.T) {
 	})
 }
 
-// errPartitioned is what a partitioned store returns.
-var errPartitioned = errors.New("test: network partition")
-
-// partitionedStore is a Store that fails every call once cut off, as seen
-// by a worker that lost its network (or froze).
-type partitionedStore struct {
-	lease.Store
-	down atomic.Bool
-}
-
-func (p *partitionedStore) err() error {
-	if p.down.Load() {
-		return errPartitioned
-	}
-	return nil
-}
-
-func (p *partitionedStore) EnsureTable(ctx context.Context) error {
-	if err := p.err(); err != nil {
-		return err
-	}
-	return p.Store.EnsureTable(ctx)
-}
-
-func (p *partitionedStore) List(ctx context.Context) ([]lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return nil, err
-	}
-	return p.Store.List(ctx)
-}
-
-func (p *partitionedStore) Get(ctx context.Context, key string) (lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return lease.Lease{}, err
-	}
-	return p.Store.Get(ctx, key)
-}
-
-func (p *partitionedStore) Create(ctx context.Context, l lease.Lease) error {
-	if err := p.err(); err != nil {
-		return err
-	}
-	return p.Store.Create(ctx, l)
-}
-
-func (p *partitionedStore) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return lease.Lease{}, err
-	}
-	return p.Store.Renew(ctx, l)
-}
-
-func (p *partitionedStore) Take(ctx context.Context, l lease.Lease, newOwner string) (lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return lease.Lease{}, err
-	}
-	return p.Store.Take(ctx, l, newOwner)
-}
-
-func (p *partitionedStore) Release(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return lease.Lease{}, err
-	}
-	return p.Store.Release(ctx, l)
-}
-
-func (p *partitionedStore) UpdateCheckpoint(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return lease.Lease{}, err
-	}
-	return p.Store.UpdateCheckpoint(ctx, l)
-}
-
-func (p *partitionedStore) UpdateShardInfo(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := p.err(); err != nil {
-		return lease.Lease{}, err
-	}
-	return p.Store.UpdateShardInfo(ctx, l)
-}
-
-func (p *partitionedStore) Delete(ctx context.Context, l lease.Lease) error {
-	if err := p.err(); err != nil {
-		return err
-	}
-	return p.Store.Delete(ctx, l)
-}
-
-func (p *partitionedStore) Heartbeat(ctx context.Context, w lease.Worker) (lease.Worker, error) {
-	if err := p.err(); err != nil {
-		return lease.Worker{}, err
-	}
-	return p.Store.Heartbeat(ctx, w)
-}
-
-func (p *partitionedStore) ListWorkers(ctx context.Context) ([]lease.Worker, error) {
-	if err := p.err(); err != nil {
-		return nil, err
-	}
-	return p.Store.ListWorkers(ctx)
-}
-
-func (p *partitionedStore) DeleteWorker(ctx context.Context, w lease.Worker) error {
-	if err := p.err(); err != nil {
-		return err
-	}
-	return p.Store.DeleteWorker(ctx, w)
-}
+// partitionedStore is a Store that fails every call once cut off.
+type partitionedStore = storetest.Partitioned
 
 // TestManagerTakesOverFromCrashedWorker cuts one of three workers off the
 // store. Its leases must go to the others no earlier than the lease duration
@@ -409,7 +305,7 @@ func TestManagerTakesOverFromCrashedWorker(t *testing.T) {
 		// Cut a off midway between two renewals.
 		advance(renewInterval / 2)
 		crash := time.Now()
-		pa.down.Store(true)
+		pa.Down.Store(true)
 		mu.Lock()
 		aLast := map[string]time.Time{}
 		for _, h := range a.Held() {

@@ -26,15 +26,15 @@ func (s *MemoryStore) SetMeter(m *ddbcost.Meter) {
 	}
 	s.sizes = map[string]int{}
 	for k, l := range s.leases {
-		s.sizes[k] = leaseItemSize(l)
+		s.sizes[k] = ItemSize(l)
 	}
 	for id, r := range s.workers {
 		s.sizes[workerRowKey(id)] = r.itemSize(id)
 	}
 }
 
-// leaseItemSize is the size of l's item in a DynamoStore table.
-func leaseItemSize(l Lease) int { return ddbcost.ItemSize(encodeLease(l)) }
+// ItemSize returns the DynamoDB size of l's item as a DynamoStore stores it.
+func ItemSize(l Lease) int { return ddbcost.ItemSize(encodeLease(l)) }
 
 // itemSize is the size of the presence row as DynamoStore writes it.
 func (r memoryWorkerRow) itemSize(id string) int {
@@ -95,5 +95,5 @@ func (s *MemoryStore) leaseSize(l Lease) int {
 	if s.meter == nil {
 		return 0
 	}
-	return leaseItemSize(l)
+	return ItemSize(l)
 }

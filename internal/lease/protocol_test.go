@@ -181,7 +181,7 @@ func (f *protoFleet) check() {
 
 func (f *protoFleet) closeAll() {
 	for _, w := range f.workers {
-		w.st.down.Store(false)
+		w.st.Down.Store(false)
 		_ = w.m.Close(context.Background())
 	}
 }
@@ -318,7 +318,7 @@ func TestProtocolCrashReassignment(t *testing.T) {
 		orphans := map[string]bool{}
 		for i, w := range ws {
 			if i%10 < 3 {
-				w.st.down.Store(true)
+				w.st.Down.Store(true)
 				crashed = append(crashed, w)
 				for _, h := range w.m.Held() {
 					orphans[h.Key()] = true
@@ -455,11 +455,11 @@ func TestProtocolSkewedClocks(t *testing.T) {
 				cut[r.IntN(len(ws))] = true
 			}
 			for i := range cut {
-				ws[i].st.down.Store(true)
+				ws[i].st.Down.Store(true)
 			}
 			advance(leaseDuration*3/10 + time.Duration(r.Int64N(int64(leaseDuration*22/10))))
 			for i := range cut {
-				ws[i].st.down.Store(false)
+				ws[i].st.Down.Store(false)
 			}
 			advance(leaseDuration/2 + time.Duration(r.Int64N(int64(leaseDuration*3/2))))
 		}
@@ -490,7 +490,7 @@ func TestProtocolSkewCheckDetectsOverlap(t *testing.T) {
 		defer f.closeAll()
 		ws := []*protoWorker{f.start("a", 0, 1), f.start("b", 0, 1), f.start("slow", 0, 0.5)}
 		converge(t, ws, nl, 10*takeInterval, "start")
-		ws[2].st.down.Store(true)
+		ws[2].st.Down.Store(true)
 		advance(2 * leaseDuration)
 		f.mu.Lock()
 		n := len(f.violations)
