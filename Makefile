@@ -77,7 +77,10 @@ bench: deps
 # charged as DynamoDB bills it; one line per size, then a table, with the
 # Java KCL 2.x and 3.x models beside. No emulators; a few minutes.
 cost:
-	SHARDLINE_COST=all $(GO) test -count=1 -timeout 20m -run '^TestCost$$' ./internal/costsim
+	mkdir -p .run
+	SHARDLINE_COST=all SHARDLINE_COST_OUT=$(CURDIR)/.run/cost.txt \
+	$(GO) test -count=1 -timeout 20m -run '^TestCost$$' ./internal/costsim
+	@cat .run/cost.txt
 
 demo: deps
 	scripts/emulators.sh restart

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shardline/shardline/internal/lease"
 )
 
 // Worker statuses.
@@ -37,6 +39,25 @@ type workersReport struct {
 	Unowned      []string    `json:"unowned,omitempty"`
 }
 
+// fleetMember is one worker's heartbeat in the fleet row.
+type fleetMember struct {
+	ID        string
+	Heartbeat int64
+}
+
+// fleetWorkers returns the workers of the fleet row (see lease.Fleet).
+func fleetWorkers(ctx context.Context, store *lease.DynamoStore) ([]fleetMember, error) {
+	f, err := store.ReadFleet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fleetMember, 0, len(f.Members))
+	for id, hb := range f.Members {
+		out = append(out, fleetMember{ID: id, Heartbeat: hb})
+	}
+	return out, nil
+}
+
 func runWorkers(ctx context.Context, e *env, args []string) error {
 	var c common
 	fs := newFlagSet(e, "workers", "--app APP [--probe DURATION] [flags]", &c)
@@ -56,7 +77,7 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	first, err := store.ListWorkers(ctx)
+	first, err := fleetWorkers(ctx, store)
 	if err != nil {
 		return c.tableError(err)
 	}
@@ -73,7 +94,7 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		second, err := store.ListWorkers(ctx)
+		second, err := fleetWorkers(ctx, store)
 		if err != nil {
 			return c.tableError(err)
 		}

@@ -55,8 +55,15 @@ func TestCost(t *testing.T) {
 		rs = append(rs, r)
 		t.Logf("%s", r.Line())
 	}
-	if all {
-		WriteReport(os.Stdout, rs)
+	if out := os.Getenv("SHARDLINE_COST_OUT"); out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		WriteReport(f, rs)
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, r := range rs {
 		if bound := r.LeaseSeconds + 2; r.FailoverP99 > bound {

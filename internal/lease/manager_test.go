@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -46,6 +47,8 @@ type testFleet struct {
 	// Timing of the managers started; zero values select the package's
 	// leaseDuration, renewInterval and takeInterval.
 	leaseDuration, renewInterval, takeInterval time.Duration
+	// byLoad makes the managers balance by load.
+	byLoad bool
 
 	mu       sync.Mutex
 	acquired []acquisition
@@ -85,7 +88,8 @@ func (f *testFleet) start(id string, st lease.Store) *lease.Manager {
 		LeaseDuration: or(f.leaseDuration, leaseDuration),
 		RenewInterval: or(f.renewInterval, renewInterval),
 		TakeInterval:  or(f.takeInterval, takeInterval),
-		Logger:        slog.New(slog.DiscardHandler),
+		BalanceByLoad: f.byLoad,
+		Logger:        testLogger(),
 		Rand:          rand.New(rand.NewPCG(seed, 42)),
 		OnAcquired: func(h *lease.Handle) {
 			f.mu.Lock()
@@ -282,14 +286,14 @@ func TestManagerTakesOverFromCrashedWorker(t *testing.T) {
 		f := newTestFleet(t, 12)
 		defer f.closeAll()
 
-		// lastWrite is when each lease's counter last changed.
+		// lastBeat is when each worker's heartbeat last moved: its leases
+		// are valid while it does.
 		var mu sync.Mutex
-		lastWrite := map[string]time.Time{}
+		lastBeat := map[string]time.Time{}
 		f.store.SetFaultAfterWrite(func(op, key string) error {
-			switch op {
-			case "renew", "take", "checkpoint", "release":
+			if op == "beat" {
 				mu.Lock()
-				lastWrite[key] = time.Now()
+				lastBeat[key] = time.Now()
 				mu.Unlock()
 			}
 			return nil
@@ -309,7 +313,7 @@ func TestManagerTakesOverFromCrashedWorker(t *testing.T) {
 		mu.Lock()
 		aLast := map[string]time.Time{}
 		for _, h := range a.Held() {
-			aLast[h.Key()] = lastWrite[h.Key()]
+			aLast[h.Key()] = lastBeat["a"]
 		}
 		mu.Unlock()
 
@@ -380,17 +384,17 @@ func TestHandleFencedWhenRenewalsFail(t *testing.T) {
 		var failing bool
 		var lastRenew time.Time
 		var failures, checkpoints int
-		f.store.SetFault(func(op, _ string) error {
+		f.store.SetFault(func(op, key string) error {
 			mu.Lock()
 			defer mu.Unlock()
-			switch op {
-			case "renew":
+			switch {
+			case op == "beat" && key == "a":
 				if failing {
 					failures++
 					return fmt.Errorf("test: renew: %w", kcl.ErrThrottled)
 				}
 				lastRenew = time.Now()
-			case "checkpoint":
+			case op == "checkpoint":
 				checkpoints++
 			}
 			return nil
@@ -604,7 +608,7 @@ func TestHandleCheckpointsDuringRenewals(t *testing.T) {
 		defer f.closeAll()
 		var renewals atomic.Int32
 		f.store.SetFault(func(op, _ string) error {
-			if op == "renew" {
+			if op == "beat" {
 				renewals.Add(1)
 			}
 			return nil
@@ -671,12 +675,12 @@ func TestManagerCloseLosesHandles(t *testing.T) {
 		if len(a.Held()) != 0 {
 			t.Errorf("Held() after Close = %v, want none", heldKeys(a))
 		}
-		ws, err := f.store.ListWorkers(t.Context())
+		fl, err := f.store.ReadFleet(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ws) != 0 {
-			t.Errorf("presence rows after Close: %v, want none", ws)
+		if len(fl.Members) != 0 {
+			t.Errorf("fleet members after Close: %v, want none", fl.Members)
 		}
 		// Nothing runs any more: no renewal moves the counter.
 		advance(2 * leaseDuration)
@@ -713,4 +717,11 @@ func TestManagerHeldMatchesAcquired(t *testing.T) {
 			}
 		}
 	})
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("LEASE_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
 }

@@ -4,8 +4,6 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-
 	"github.com/shardline/shardline/internal/ddbcost"
 )
 
@@ -28,23 +26,16 @@ func (s *MemoryStore) SetMeter(m *ddbcost.Meter) {
 	for k, l := range s.leases {
 		s.sizes[k] = ItemSize(l)
 	}
-	for id, r := range s.workers {
-		s.sizes[workerRowKey(id)] = r.itemSize(id)
+	if s.fleet.Members != nil {
+		s.sizes[fleetRowKey] = s.fleetSize()
 	}
 }
 
 // ItemSize returns the DynamoDB size of l's item as a DynamoStore stores it.
 func ItemSize(l Lease) int { return ddbcost.ItemSize(encodeLease(l)) }
 
-// itemSize is the size of the presence row as DynamoStore writes it.
-func (r memoryWorkerRow) itemSize(id string) int {
-	return ddbcost.ItemSize(map[string]types.AttributeValue{
-		attrLeaseKey:          stringValue(workerRowKey(id)),
-		attrLeaseOwner:        stringValue(r.owner),
-		attrLeaseCounter:      numberValue(r.heartbeat),
-		attrWorkerLeaseNumber: numberValue(int64(r.leases)),
-	})
-}
+// fleetSize is the size of the fleet row as DynamoStore stores it.
+func (s *MemoryStore) fleetSize() int { return ddbcost.ItemSize(encodeFleet(s.fleet)) }
 
 // chargeScan bills a Scan of the whole table (a filter does not reduce the
 // bill), page by page. s.mu is held.

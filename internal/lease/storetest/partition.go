@@ -106,27 +106,74 @@ func (p *Partitioned) Delete(ctx context.Context, l lease.Lease) error {
 	return p.Store.Delete(ctx, l)
 }
 
-// Heartbeat calls the wrapped store unless cut off.
-func (p *Partitioned) Heartbeat(ctx context.Context, w lease.Worker) (lease.Worker, error) {
-	if err := p.err(); err != nil {
-		return lease.Worker{}, err
-	}
-	return p.Store.Heartbeat(ctx, w)
-}
-
-// ListWorkers calls the wrapped store unless cut off.
-func (p *Partitioned) ListWorkers(ctx context.Context) ([]lease.Worker, error) {
+// ListStale calls the wrapped store unless cut off.
+func (p *Partitioned) ListStale(ctx context.Context) ([]lease.Lease, error) {
 	if err := p.err(); err != nil {
 		return nil, err
 	}
-	return p.Store.ListWorkers(ctx)
+	return p.Store.ListStale(ctx)
 }
 
-// DeleteWorker calls the wrapped store unless cut off.
-func (p *Partitioned) DeleteWorker(ctx context.Context, w lease.Worker) error {
+// Beat calls the wrapped store unless cut off.
+func (p *Partitioned) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
+	if err := p.err(); err != nil {
+		return lease.Fleet{}, err
+	}
+	return p.Store.Beat(ctx, id, from, withdrawn, bump)
+}
+
+// ReadFleet calls the wrapped store unless cut off.
+func (p *Partitioned) ReadFleet(ctx context.Context) (lease.Fleet, error) {
+	if err := p.err(); err != nil {
+		return lease.Fleet{}, err
+	}
+	return p.Store.ReadFleet(ctx)
+}
+
+// Fence calls the wrapped store unless cut off.
+func (p *Partitioned) Fence(ctx context.Context, id string, hb int64) (lease.Fleet, error) {
+	if err := p.err(); err != nil {
+		return lease.Fleet{}, err
+	}
+	return p.Store.Fence(ctx, id, hb)
+}
+
+// Leave calls the wrapped store unless cut off.
+func (p *Partitioned) Leave(ctx context.Context, id string, hb int64, bump bool) error {
 	if err := p.err(); err != nil {
 		return err
 	}
-	return p.Store.DeleteWorker(ctx, w)
+	return p.Store.Leave(ctx, id, hb, bump)
 }
 
+// AskHandoff calls the wrapped store unless cut off.
+func (p *Partitioned) AskHandoff(ctx context.Context, key, to string) error {
+	if err := p.err(); err != nil {
+		return err
+	}
+	return p.Store.AskHandoff(ctx, key, to)
+}
+
+// ClearHandoff calls the wrapped store unless cut off.
+func (p *Partitioned) ClearHandoff(ctx context.Context, key, to string) error {
+	if err := p.err(); err != nil {
+		return err
+	}
+	return p.Store.ClearHandoff(ctx, key, to)
+}
+
+// RequestHandoff calls the wrapped store unless cut off.
+func (p *Partitioned) RequestHandoff(ctx context.Context, l lease.Lease, to string) (lease.Lease, error) {
+	if err := p.err(); err != nil {
+		return lease.Lease{}, err
+	}
+	return p.Store.RequestHandoff(ctx, l, to)
+}
+
+// HandOver calls the wrapped store unless cut off.
+func (p *Partitioned) HandOver(ctx context.Context, l lease.Lease) (lease.Lease, error) {
+	if err := p.err(); err != nil {
+		return lease.Lease{}, err
+	}
+	return p.Store.HandOver(ctx, l)
+}
