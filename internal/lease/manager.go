@@ -107,7 +107,7 @@ type Manager struct {
 	held     map[string]*Handle
 	observed map[string]observation // lease key -> last counter change seen
 	members  map[string]observation // worker ID -> last heartbeat change seen
-	absent   map[string]time.Time   // lease owners missing from the fleet row -> since when
+	gone     map[string]time.Time   // workers seen leaving the fleet row -> when
 	hb       int64                  // own heartbeat; 0 until (re)registered
 	joined   time.Time              // when this worker (re)registered
 	fleet    Fleet                  // the fleet row as last seen
@@ -184,7 +184,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		held:       map[string]*Handle{},
 		observed:   map[string]observation{},
 		members:    map[string]observation{},
-		absent:     map[string]time.Time{},
+		gone:       map[string]time.Time{},
 		dead:       map[string]bool{},
 		asks:       map[string]time.Time{},
 		rnd:        cfg.Rand,
@@ -502,11 +502,12 @@ func (m *Manager) observeLocked(f Fleet, now time.Time) {
 		if o, ok := m.members[id]; !ok || o.counter != hb {
 			m.members[id] = observation{counter: hb, at: now}
 		}
-		delete(m.absent, id)
+		delete(m.gone, id)
 	}
 	for id := range m.members {
 		if _, ok := f.Members[id]; !ok {
 			delete(m.members, id)
+			m.gone[id] = now
 		}
 	}
 }
@@ -709,10 +710,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 			view.Stale[l.Key] = true
 		}
 		if _, ok := m.members[l.Owner]; l.Owner != "" && !ok {
-			if _, seen := m.absent[l.Owner]; !seen {
-				m.absent[l.Owner] = now
-			}
-			if at := m.absent[l.Owner].Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (expiry.IsZero() || at.Before(expiry)) {
+			if at := m.absentSinceLocked(l.Owner).Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (expiry.IsZero() || at.Before(expiry)) {
 				expiry = at
 			}
 		}
@@ -802,8 +800,19 @@ func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
 	if ok {
 		return o.counter == Dead
 	}
-	since, seen := m.absent[l.Owner]
-	return seen && !now.Before(since.Add(m.cfg.LeaseDuration))
+	return !now.Before(m.absentSinceLocked(l.Owner).Add(m.cfg.LeaseDuration))
+}
+
+// absentSinceLocked returns since when worker id, not in the fleet row,
+// is known to be missing from it: when this worker saw it leave, or when
+// this worker joined (and first read the row) if it never saw it. A worker
+// missing from the row sends no heartbeat, so its handles are dead a lease
+// duration after that. m.mu is held.
+func (m *Manager) absentSinceLocked(id string) time.Time {
+	if t, ok := m.gone[id]; ok {
+		return t
+	}
+	return m.joined
 }
 
 // maybeScan reads the whole lease table when the view may be missing
