@@ -107,7 +107,6 @@ type Manager struct {
 	held     map[string]*Handle
 	observed map[string]observation // lease key -> last counter change seen
 	members  map[string]observation // worker ID -> last heartbeat change seen
-	gone     map[string]time.Time   // workers seen leaving the fleet row -> when
 	hb       int64                  // own heartbeat; 0 until (re)registered
 	joined   time.Time              // when this worker (re)registered
 	fleet    Fleet                  // the fleet row as last seen
@@ -184,7 +183,6 @@ func NewManager(cfg ManagerConfig) *Manager {
 		held:       map[string]*Handle{},
 		observed:   map[string]observation{},
 		members:    map[string]observation{},
-		gone:       map[string]time.Time{},
 		dead:       map[string]bool{},
 		asks:       map[string]time.Time{},
 		rnd:        cfg.Rand,
@@ -502,12 +500,10 @@ func (m *Manager) observeLocked(f Fleet, now time.Time) {
 		if o, ok := m.members[id]; !ok || o.counter != hb {
 			m.members[id] = observation{counter: hb, at: now}
 		}
-		delete(m.gone, id)
 	}
 	for id := range m.members {
 		if _, ok := f.Members[id]; !ok {
 			delete(m.members, id)
-			m.gone[id] = now
 		}
 	}
 }
@@ -710,7 +706,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 			view.Stale[l.Key] = true
 		}
 		if _, ok := m.members[l.Owner]; l.Owner != "" && !ok {
-			if at := m.absentSinceLocked(l.Owner).Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (expiry.IsZero() || at.Before(expiry)) {
+			if at := o.at.Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (expiry.IsZero() || at.Before(expiry)) {
 				expiry = at
 			}
 		}
@@ -788,7 +784,8 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 }
 
 // expiredLocked reports whether lease l, owned, may be taken: its owner
-// was fenced, or is missing from the fleet row for a lease duration, or is
+// was fenced, or is missing from the fleet row and the lease's counter
+// stood still for a lease duration, or is
 // this worker without a handle for it (an earlier run's, or one lost) a
 // lease duration after this worker joined. m.mu is held.
 func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
@@ -800,19 +797,12 @@ func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
 	if ok {
 		return o.counter == Dead
 	}
-	return !now.Before(m.absentSinceLocked(l.Owner).Add(m.cfg.LeaseDuration))
-}
-
-// absentSinceLocked returns since when worker id, not in the fleet row,
-// is known to be missing from it: when this worker saw it leave, or when
-// this worker joined (and first read the row) if it never saw it. A worker
-// missing from the row sends no heartbeat, so its handles are dead a lease
-// duration after that. m.mu is held.
-func (m *Manager) absentSinceLocked(id string) time.Time {
-	if t, ok := m.gone[id]; ok {
-		return t
-	}
-	return m.joined
+	// An owner missing from the fleet row (it left, or it is a worker of
+	// an earlier version, which renews each lease): the lease expires
+	// once its counter stood still for the lease duration, as before. The
+	// take is conditional on the counter seen, so a renewal since then
+	// makes it fail rather than overlap.
+	return !now.Before(m.observed[l.Key].at.Add(m.cfg.LeaseDuration))
 }
 
 // maybeScan reads the whole lease table when the view may be missing
@@ -1016,8 +1006,12 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	if err != nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) && ce.Current != nil {
+			c := *ce.Current
 			m.mu.Lock()
-			m.noteLocked(*ce.Current)
+			m.noteLocked(c)
+			if o := m.observed[c.Key]; o.counter != c.Counter || o.owner != c.Owner {
+				m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
+			}
 			m.mu.Unlock()
 		}
 		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
