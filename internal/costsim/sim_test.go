@@ -28,8 +28,10 @@ const (
 	leaseDuration = 10 * time.Second
 	renewInterval = leaseDuration / 3
 	takeInterval  = renewInterval / 2
-	// window is how long the steady state is metered.
-	window = 2 * time.Minute
+	// minWindow is the shortest steady state metered; it is longer with
+	// more workers, to take in several of the fleet's periodic reads of the
+	// whole table (each worker reads it every 20 s × workers).
+	minWindow = 2 * time.Minute
 )
 
 // sizes are the fleets of the report; SHARDLINE_COST=all runs all of them
@@ -65,9 +67,16 @@ func TestCost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The goals of issue 13.
 	for _, r := range rs {
 		if bound := r.LeaseSeconds + 2; r.FailoverP99 > bound {
 			t.Errorf("%d × %d: failover p99 %.2f s, want at most %.2f s", r.Workers, r.Leases, r.FailoverP99, bound)
+		}
+		if k3 := KCL3(r.Fleet); r.Measured.Reads > k3.Reads {
+			t.Errorf("%d × %d: %.3f read units/s, want at most KCL 3.x's %.3f", r.Workers, r.Leases, r.Measured.Reads, k3.Reads)
+		}
+		if ratio := r.Measured.USDPerMonth() / KCL3(r.Fleet).USDPerMonth(); r.Leases >= 1000 && ratio > 0.2 {
+			t.Errorf("%d × %d: %.3f × KCL 3.x's bill, want at most 0.2", r.Workers, r.Leases, ratio)
 		}
 	}
 }
@@ -202,6 +211,7 @@ func simulate(t *testing.T, workers, leases int) Result {
 	s.settle("start")
 	advance(2 * leaseDuration)
 
+	window := max(minWindow, time.Duration(workers)*25*time.Second)
 	u0 := s.meter.Usage()
 	advance(window)
 	u := s.meter.Usage().Sub(u0)

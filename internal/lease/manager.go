@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -103,23 +104,26 @@ type Manager struct {
 	// handle's deadline counts from it.
 	beatSent atomic.Pointer[time.Time]
 
-	mu       sync.Mutex
-	held     map[string]*Handle
-	observed map[string]observation // lease key -> last counter change seen
-	members  map[string]observation // worker ID -> last heartbeat change seen
-	hb       int64                  // own heartbeat; 0 until (re)registered
-	joined   time.Time              // when this worker (re)registered
-	fleet    Fleet                  // the fleet row as last seen
-	view     []Lease                // the leases as last read (and changed by this worker since)
-	scanGen  int64                  // fleet.Gen at the last read of the leases
-	scanned  time.Time              // when the leases were last read
-	dead     map[string]bool        // Dead members whose leases the last read has seen
-	mustScan bool                   // read the leases (consistently) at the next round
-	bump     bool                   // the next heartbeat bumps Gen
-	asks     map[string]time.Time   // hand-over requests in the fleet row -> lower bound of their time
-	orphans  []Lease                // leases whose handle passed its deadline, to release
-	prevBeat time.Time              // when the heartbeat before the last one was sent
-	rnd      *rand.Rand
+	mu                    sync.Mutex
+	held                  map[string]*Handle
+	observed              map[string]observation // lease key -> last counter change seen
+	members               map[string]observation // worker ID -> last heartbeat change seen
+	hb                    int64                  // own heartbeat; 0 until (re)registered
+	joined                time.Time              // when this worker (re)registered
+	fleet                 Fleet                  // the fleet row as last seen
+	view                  []Lease                // the leases as last read (and changed by this worker since)
+	scanGen               int64                  // fleet.Gen at the last read of the leases
+	scanned               time.Time              // when the leases were last read
+	dead                  map[string]bool        // Dead members whose leases the last read has seen
+	mustScan              bool                   // read the leases (consistently) at the next round
+	viewVer               int64                  // counts changes of view and held
+	planFP                string                 // planFPLocked at the last round that planned nothing
+	planUntil, planExpiry time.Time              // when time changes that plan; the lease expiry it returned
+	bump                  bool                   // the next heartbeat bumps Gen
+	asks                  map[string]time.Time   // hand-over requests in the fleet row -> lower bound of their time
+	orphans               []Lease                // leases whose handle passed its deadline, to release
+	prevBeat              time.Time              // when the heartbeat before the last one was sent
+	rnd                   *rand.Rand
 	// withdrawn is set by StopTaking: the fleet row marks the worker
 	// withdrawn, so that the others plan without it.
 	withdrawn bool
@@ -479,6 +483,7 @@ func (m *Manager) fenced(ctx context.Context, hb int64) {
 	m.log.Warn("this worker was fenced: its heartbeat stood still too long; joining again", "worker", m.cfg.WorkerID)
 	m.mu.Lock()
 	m.hb = 0
+	m.viewVer++
 	var hs []*Handle
 	for key, h := range m.held {
 		hs = append(hs, h)
@@ -690,12 +695,25 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	if err := m.maybeScan(ctx); err != nil {
 		return expiry, err
 	}
+	// Planning is a pure function of the view, the members and time: skip
+	// it while none of them changed since a round that planned nothing.
+	now = m.now()
+	m.mu.Lock()
+	if m.planFPLocked(now) == m.planFP && now.Before(m.planUntil) {
+		if !m.planExpiry.IsZero() && (expiry.IsZero() || m.planExpiry.Before(expiry)) {
+			expiry = m.planExpiry
+		}
+		m.mu.Unlock()
+		return expiry, nil
+	}
+	m.mu.Unlock()
 	m.releaseOrphans(ctx)
 
 	now = m.now()
 	m.mu.Lock()
 	view := View{Self: m.cfg.WorkerID, Leases: m.view, Expired: map[string]bool{}, Stale: map[string]bool{},
 		Young: map[string]bool{}, ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
+	var leaseExpiry time.Time
 	for _, l := range m.view {
 		o := m.observed[l.Key]
 		age := now.Sub(o.at)
@@ -706,10 +724,13 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 			view.Stale[l.Key] = true
 		}
 		if _, ok := m.members[l.Owner]; l.Owner != "" && !ok {
-			if at := o.at.Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (expiry.IsZero() || at.Before(expiry)) {
-				expiry = at
+			if at := o.at.Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (leaseExpiry.IsZero() || at.Before(leaseExpiry)) {
+				leaseExpiry = at
 			}
 		}
+	}
+	if !leaseExpiry.IsZero() && (expiry.IsZero() || leaseExpiry.Before(expiry)) {
+		expiry = leaseExpiry
 	}
 	for id, o := range m.members {
 		if o.counter == Dead || m.fleet.Withdrawn[id] && id != m.cfg.WorkerID {
@@ -735,6 +756,17 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		unsettled = !l.Finished() && (l.Owner == "" || view.Expired[l.Key])
 	}
 	m.mustScan = m.mustScan || unsettled
+	m.planFP, m.planExpiry, m.planUntil = "", leaseExpiry, now
+	if !unsettled {
+		// Nothing to do until something changes, or time expires a lease
+		// or ends this worker's first lease duration (see releaseOrphans).
+		m.planFP, m.planUntil = m.planFPLocked(now), now.Add(24*time.Hour)
+		for _, t := range []time.Time{leaseExpiry, m.joined.Add(m.cfg.LeaseDuration)} {
+			if t.After(now) && t.Before(m.planUntil) {
+				m.planUntil = t
+			}
+		}
+	}
 	m.mu.Unlock()
 
 	for _, l := range plan.Take {
@@ -744,6 +776,18 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		m.requestHandoff(ctx, l)
 	}
 	return expiry, nil
+}
+
+// planFPLocked sums up what planning depends on besides time: the view's
+// and the held leases' versions and the members' standing. m.mu is held.
+func (m *Manager) planFPLocked(now time.Time) string {
+	var b strings.Builder
+	fmt.Fprint(&b, m.viewVer, "|")
+	for _, id := range slices.Sorted(maps.Keys(m.members)) {
+		o := m.members[id]
+		fmt.Fprint(&b, id, ",", o.counter == Dead, now.Sub(o.at) < m.cfg.LeaseDuration, m.young(o.counter), m.fleet.Withdrawn[id], ";")
+	}
+	return b.String()
 }
 
 // releaseOrphans releases the leases that name this worker but that it
@@ -887,6 +931,7 @@ func (m *Manager) maybeScan(ctx context.Context) error {
 		}
 	}
 	m.view = leases
+	m.viewVer++
 	m.mu.Unlock()
 	for i, h := range lost {
 		h.markLost(lostTo[i])
@@ -902,6 +947,7 @@ func (m *Manager) noteLocked(l Lease) {
 		if m.view[i].Counter <= l.Counter {
 			m.view = slices.Clone(m.view)
 			m.view[i] = l.Clone()
+			m.viewVer++
 		}
 	}
 }
@@ -1040,6 +1086,7 @@ func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
 		old.markLost(errTakenAgain)
 	}
 	m.held[nl.Key] = h
+	m.viewVer++
 	m.observed[nl.Key] = observation{counter: nl.Counter, owner: nl.Owner, at: start}
 	m.noteLocked(nl)
 	h.armLocked()
@@ -1064,6 +1111,7 @@ func (m *Manager) forget(h *Handle) {
 	m.mu.Lock()
 	if m.held[h.key] == h {
 		delete(m.held, h.key)
+		m.viewVer++
 	}
 	m.mu.Unlock()
 }
