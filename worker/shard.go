@@ -30,6 +30,7 @@ type shardState struct {
 
 	proc          kcl.RecordProcessor
 	cp            *checkpoint.Checkpointer
+	co            *checkpoint.Coalescer // nil unless Config.CheckpointInterval
 	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch processed successfully
 	started       bool                       // ShardStarted was reported
 }
@@ -111,6 +112,9 @@ func (s *shardState) run(base context.Context) {
 	if s.started {
 		s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStopped, Reason: out.String()})
 	}
+	if out == outHard {
+		s.flushCheckpoint(dctx, true)
+	}
 	switch out {
 	case outLost:
 		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
@@ -126,13 +130,18 @@ func (s *shardState) run(base context.Context) {
 	case outHandoff:
 		s.log.Info("shard stopping for a hand-over another worker asked for: final checkpoint, then hand-over")
 		s.shutdownRequested(dctx)
+		s.flushCheckpoint(dctx, true)
 		if err := s.retryStop(dctx, "hand-over", func() error { return s.h.HandOver(dctx) }); err != nil {
 			s.log.Warn("handing the lease over failed; the requester will take it after its timeout", "err", err)
 		}
 		return
 	case outHard:
 		s.log.Info("shard stopped without a final checkpoint (hard stop)")
-	case outShardEnd, outGiveUp:
+	case outGiveUp:
+	case outShardEnd:
+	}
+	if out == outGraceful {
+		s.flushCheckpoint(dctx, true)
 	}
 	if err := s.retryStop(dctx, "release", func() error { return s.h.Release(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
 		s.log.Warn("releasing lease failed; it will expire instead", "err", err)
@@ -230,7 +239,12 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		return outGiveUp
 	}
 	s.proc = proc
-	s.cp = checkpoint.New(s.id, checkpoint.WriterFunc(s.writeCheckpoint), l.Checkpoint)
+	var cw checkpoint.Writer = checkpoint.WriterFunc(s.writeCheckpoint)
+	if s.w.cfg.CheckpointInterval > 0 {
+		s.co = checkpoint.NewCoalescer(cw, s.w.cfg.CheckpointInterval, nil)
+		cw = s.co
+	}
+	s.cp = checkpoint.New(s.id, cw, l.Checkpoint)
 
 	if ini, ok := proc.(kcl.Initializer); ok {
 		in := kcl.InitializeInput{ShardID: s.id, Checkpoint: l.Checkpoint,
@@ -270,6 +284,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			return s.classify(ctx)
 		}
 		b, err := rd.Next(gctx)
+		s.flushCheckpoint(ctx, false)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return s.shardEnded(ctx, gctx, nil)
@@ -461,6 +476,25 @@ func (s *shardState) shardGone(ctx, gctx context.Context, cause error) (out outc
 	}
 	s.log.Warn("shard no longer exists (trimmed by the stream's retention); finishing it so that its children can start", "err", cause)
 	return s.shardEnded(ctx, gctx, nil), true
+}
+
+// flushCheckpoint writes the checkpoint coalescing holds (see
+// Config.CheckpointInterval): the one due while reading, or any (all) when
+// the shard stops with its lease. A lost lease cannot be written: the
+// held position is then lost to the next owner.
+func (s *shardState) flushCheckpoint(ctx context.Context, all bool) {
+	if s.co == nil {
+		return
+	}
+	var err error
+	if all {
+		err = s.retryStop(ctx, "checkpoint flush", func() error { return s.co.Flush(ctx) })
+	} else {
+		err = s.co.FlushDue(ctx)
+	}
+	if err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
+		s.log.Warn("writing a coalesced checkpoint failed", "err", err)
+	}
 }
 
 // writeCheckpoint stores a checkpoint through the lease handle.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/shardline/shardline/internal/ddbcost"
 )
@@ -105,6 +106,10 @@ func KCL3(f Fleet) Rates {
 	}
 }
 
+// CoalesceInterval is the checkpoint interval the report prices coalesced
+// checkpoints at (worker.Config.CheckpointInterval).
+const CoalesceInterval = 10 * time.Second
+
 // Result is one size's line of the cost report.
 type Result struct {
 	Fleet
@@ -137,7 +142,7 @@ func WriteReport(w io.Writer, rs []Result) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workers × leases\tlease B\tRCU/s\tWCU/s\t$/month\tKCL 2.x $\tKCL 3.x $\tKCL 3.x RCU/s\t÷ KCL 3.x\tfailover p99 s\tckpt $ (1/s)\tcoalesced $\t")
+	fmt.Fprintln(tw, "workers × leases\tlease B\tRCU/s\tWCU/s\t$/month\tKCL 2.x $\tKCL 3.x $\tKCL 3.x RCU/s\t÷ KCL 3.x\tfailover p99 s (n)\tckpt 1/s $\tckpt 10 s $\t")
 	for _, r := range rs {
 		k2, k3 := KCL2(r.Fleet), KCL3(r.Fleet)
 		fmt.Fprintf(tw, "%d × %d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.2f (%d)\t%.2f\t%.2f\t\n",
@@ -149,5 +154,6 @@ func WriteReport(w io.Writer, rs []Result) {
 	fmt.Fprintln(w, strings.TrimSpace(`
 KCL figures are models of their defaults (see package costsim); Shardline's are measured in virtual time
 with every DynamoDB request charged from the sizes of the items it reads and writes. Checkpoint columns:
-the application's checkpoints at one per shard per second, apart from the lease bill.`))
+the application's checkpoints at one per shard per second, written at once or coalesced to one per 10 s
+(worker.Config.CheckpointInterval), apart from the lease bill.`))
 }
