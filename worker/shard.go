@@ -30,7 +30,7 @@ type shardState struct {
 
 	proc          kcl.RecordProcessor
 	cp            *checkpoint.Checkpointer
-	co            *checkpoint.Coalescer // nil unless Config.CheckpointInterval
+	co            *checkpoint.Coalescer      // nil unless Config.CheckpointInterval
 	lastProcessed kcl.ExtendedSequenceNumber // end of the last batch processed successfully
 	started       bool                       // ShardStarted was reported
 }

@@ -276,15 +276,15 @@ func simulate(t *testing.T, workers, leases int) Result {
 			OwnerIndexBytes:    len("leaseKey") + len(ls[0].Key) + len("leaseOwner") + len(workerID(0)),
 			WorkerMetricsBytes: workerMetricsBytes,
 		},
-		LeaseSeconds:    leaseDuration.Seconds(),
+		LeaseSeconds: leaseDuration.Seconds(),
 		// One checkpoint per shard per second (a batch a second), written
 		// at once or coalesced (worker.Config.CheckpointInterval): each
 		// write is one UpdateItem of the lease.
 		Checkpoint:          Rates{Writes: float64(leases) * ddbcost.WriteUnits(typicalLeaseBytes(ls))},
 		CheckpointCoalesced: Rates{Writes: float64(leases) * ddbcost.WriteUnits(typicalLeaseBytes(ls)) / CoalesceInterval.Seconds()},
-		Measured:        Rates{Reads: u.Reads / sec, Writes: u.Writes / sec},
-		FailoverP99:     p99,
-		FailoverSamples: len(samples),
+		Measured:            Rates{Reads: u.Reads / sec, Writes: u.Writes / sec},
+		FailoverP99:         p99,
+		FailoverSamples:     len(samples),
 	}
 }
 
