@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
-// API is the part of the DynamoDB client that [Client] wraps (the calls
-// the lease table makes, plus Query).
+// API is the part of the DynamoDB client that [Client] wraps: the calls
+// the lease table makes (it is lease.DynamoDBAPI).
 type API interface {
 	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)

@@ -142,9 +142,12 @@ func (h *Handle) Err() error {
 	return h.lostErr
 }
 
-func (h *Handle) isLost() bool {
+func (h *Handle) isLost() bool { return closed(h.lost) }
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-h.lost:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -425,14 +428,7 @@ func (h *Handle) counter() int64 {
 }
 
 // handoffSignalled reports whether HandoffRequested is closed.
-func (h *Handle) handoffSignalled() bool {
-	select {
-	case <-h.handoff:
-		return true
-	default:
-		return false
-	}
-}
+func (h *Handle) handoffSignalled() bool { return closed(h.handoff) }
 
 // requested takes in a hand-over request the fleet row showed: it made
 // after since (and after this tenure began), so the requester takes the
