@@ -122,6 +122,7 @@ type Manager struct {
 	bump                  bool                   // the next heartbeat bumps Gen
 	asks                  map[string]time.Time   // hand-over requests in the fleet row -> lower bound of their time
 	orphans               []Lease                // leases whose handle passed its deadline, to release
+	oldHB                 int64                  // this worker\'s entry before it (re)joined, if any
 	prevBeat              time.Time              // when the heartbeat before the last one was sent
 	rnd                   *rand.Rand
 	// withdrawn is set by StopTaking: the fleet row marks the worker
@@ -263,6 +264,9 @@ func (m *Manager) freshEntry(ctx context.Context) error {
 		if !ok || hb == Dead {
 			return nil
 		}
+		m.mu.Lock()
+		m.oldHB = hb
+		m.mu.Unlock()
 		err = m.store.Leave(ctx, m.cfg.WorkerID, hb, false)
 		if err == nil {
 			return nil
@@ -389,6 +393,19 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 	m.mu.Unlock()
 	sent := m.now()
 	f, err := m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, bump)
+	if err == nil && from == 0 {
+		m.mu.Lock()
+		old := m.oldHB
+		m.oldHB = 0
+		m.mu.Unlock()
+		if old == 1 {
+			// The entry read 1 before this worker joined again, and reads 1
+			// again: a worker that missed the change in between would see a
+			// heartbeat standing still. Move on to 2 at once.
+			from, sent = 1, m.now()
+			f, err = m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, false)
+		}
+	}
 	if err != nil {
 		if bump {
 			m.mu.Lock()
@@ -482,7 +499,7 @@ func (m *Manager) fenced(ctx context.Context, hb int64) {
 	}
 	m.log.Warn("this worker was fenced: its heartbeat stood still too long; joining again", "worker", m.cfg.WorkerID)
 	m.mu.Lock()
-	m.hb = 0
+	m.oldHB, m.hb = hb, 0
 	m.viewVer++
 	var hs []*Handle
 	for key, h := range m.held {
@@ -692,6 +709,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		m.mu.Unlock()
 	}
 
+	m.tidy(ctx)
 	if err := m.maybeScan(ctx); err != nil {
 		return expiry, err
 	}
@@ -748,13 +766,13 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	// Read the leases again at the next round while they move: a free or
 	// expired lease, or a planned move, means other workers act too, and
 	// their takes change the plan.
-	unsettled := len(plan.Take) > 0 || len(plan.Steal) > 0
+	free := false
 	for _, l := range m.view {
-		if unsettled {
+		if free = !l.Finished() && (l.Owner == "" || view.Expired[l.Key]); free {
 			break
 		}
-		unsettled = !l.Finished() && (l.Owner == "" || view.Expired[l.Key])
 	}
+	unsettled := free || len(plan.Take) > 0 || len(plan.Steal) > 0
 	m.mustScan = m.mustScan || unsettled
 	m.planFP, m.planExpiry, m.planUntil = "", leaseExpiry, now
 	if !unsettled {
@@ -769,13 +787,48 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	}
 	m.mu.Unlock()
 
-	for _, l := range plan.Take {
+	take, err := m.confirmOwnersGone(ctx, plan.Take)
+	if err != nil {
+		return expiry, err
+	}
+	for _, l := range take {
 		m.take(ctx, l, "take")
 	}
 	for _, l := range plan.Steal {
 		m.requestHandoff(ctx, l)
 	}
 	return expiry, nil
+}
+
+// tidy keeps the fleet row small: it removes the entries of workers fenced
+// long ago (their leases have been taken by then; one that still names
+// such a worker expires by its counter, as a lease of any worker missing
+// from the row does) and the hand-over requests of workers that died
+// before clearing them.
+func (m *Manager) tidy(ctx context.Context) {
+	now := m.now()
+	m.mu.Lock()
+	var dead []string
+	for id, o := range m.members {
+		if o.counter == Dead && now.Sub(o.at) >= 6*m.cfg.LeaseDuration {
+			dead = append(dead, id)
+		}
+	}
+	asks := map[string]string{}
+	for key, to := range m.fleet.Handoffs {
+		if o, ok := m.members[to]; !ok || o.counter == Dead {
+			asks[key] = to
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range dead {
+		if err := m.store.Leave(ctx, id, Dead, false); err == nil {
+			m.log.Info("removed the fleet entry of a worker fenced long ago", "dead_worker", id)
+		}
+	}
+	for key, to := range asks {
+		_ = m.store.ClearHandoff(ctx, key, to)
+	}
 }
 
 // planFPLocked sums up what planning depends on besides time: the view's
@@ -788,6 +841,31 @@ func (m *Manager) planFPLocked(now time.Time) string {
 		fmt.Fprint(&b, id, ",", o.counter == Dead, now.Sub(o.at) < m.cfg.LeaseDuration, m.young(o.counter), m.fleet.Withdrawn[id], ";")
 	}
 	return b.String()
+}
+
+// confirmOwnersGone keeps, of the leases planned to take, the unowned ones
+// and those whose owner a consistent read of the fleet row, made after the
+// leases were read, still shows fenced or missing. A worker fenced (or
+// gone) may join again under the same ID and take leases; a view of the
+// fleet older than that would take its new leases for its old ones. Those
+// it took before the leases were read are shown live by this read; those
+// it takes after fail the take's condition on the counter read.
+func (m *Manager) confirmOwnersGone(ctx context.Context, ls []Lease) ([]Lease, error) {
+	owned := slices.ContainsFunc(ls, func(l Lease) bool { return l.Owner != "" && l.Owner != m.cfg.WorkerID })
+	if !owned {
+		return ls, nil
+	}
+	f, err := m.store.ReadFleet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.observeLocked(f, m.now())
+	m.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(ls), func(l Lease) bool {
+		hb, member := f.Members[l.Owner]
+		return l.Owner != "" && l.Owner != m.cfg.WorkerID && member && hb != Dead
+	}), nil
 }
 
 // releaseOrphans releases the leases that name this worker but that it

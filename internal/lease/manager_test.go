@@ -465,7 +465,9 @@ func TestHandleFencedWhenRenewalsFail(t *testing.T) {
 }
 
 func TestHandleLostToSteal(t *testing.T) {
-	t.Run("renewal notices", func(t *testing.T) {
+	// A take that bypasses the protocol (no fence) is noticed at the
+	// owner's next read of the table: leases are not renewed one by one.
+	t.Run("read notices", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			f, a, h := acquireOne(t)
 			defer f.closeAll()
@@ -480,8 +482,8 @@ func TestHandleLostToSteal(t *testing.T) {
 			}
 			stealAt := time.Now()
 			<-h.Lost()
-			if d := time.Since(stealAt); d > renewInterval {
-				t.Errorf("loss noticed %v after the steal, want by the next renewal (%v)", d, renewInterval)
+			if d := time.Since(stealAt); d > 4*leaseDuration {
+				t.Errorf("loss noticed %v after the steal, want by the next periodic read (%v)", d, 4*leaseDuration)
 			}
 			if err := h.Err(); !errors.Is(err, kcl.ErrLeaseLost) || !errors.Is(err, lease.ErrConflict) {
 				t.Errorf("Err() = %v, want kcl.ErrLeaseLost and lease.ErrConflict", err)
@@ -724,4 +726,41 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// TestManagerTidiesFleetRow: a fenced worker's entry and the hand-over
+// request of a worker that died are removed from the fleet row after a
+// while, so that it does not grow with every crash.
+func TestManagerTidiesFleetRow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 2)
+		defer f.closeAll()
+		ctx := t.Context()
+		if _, err := f.store.Beat(ctx, "ghost", 0, false, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.AskHandoff(ctx, "shard-00", "ghost"); err != nil {
+			t.Fatal(err)
+		}
+		f.start("a", nil)
+		advance(leaseDuration + 2*maxTakePeriod)
+		fl, err := f.store.ReadFleet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl.Members["ghost"] != lease.Dead {
+			t.Fatalf("ghost's entry %d after a lease duration without heartbeat, want fenced (Dead)", fl.Members["ghost"])
+		}
+		advance(6*leaseDuration + 2*maxTakePeriod)
+		fl, err = f.store.ReadFleet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fl.Members["ghost"]; ok || len(fl.Handoffs) != 0 {
+			t.Errorf("fleet row still holds ghost (%v) or its request (%v)", fl.Members, fl.Handoffs)
+		}
+		if fl.Members["a"] == 0 {
+			t.Errorf("a's entry missing: %v", fl.Members)
+		}
+	})
 }
