@@ -130,8 +130,9 @@ type Manager struct {
 	withdrawn bool
 
 	wg              sync.WaitGroup
-	hwg             sync.WaitGroup // hand-over waiters, joined by StopTaking
-	pendingHandoffs int            // hand-over requests being waited for
+	hwg             sync.WaitGroup  // hand-over waiters, joined by StopTaking
+	pendingHandoffs int             // hand-over requests being waited for
+	awaiting        map[string]bool // leases whose hand-over is being waited for
 	stopRenew       context.CancelFunc
 	stopTake        context.CancelFunc
 	takeDone        chan struct{}
@@ -190,6 +191,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		members:    map[string]observation{},
 		dead:       map[string]bool{},
 		asks:       map[string]time.Time{},
+		awaiting:   map[string]bool{},
 		rnd:        cfg.Rand,
 		takeWakeup: make(chan struct{}, 1),
 		beatWakeup: make(chan struct{}, 1),
@@ -1036,15 +1038,17 @@ func (m *Manager) noteLocked(l Lease) {
 // MaxPendingHandoffs requests are pending per worker.
 func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 	m.mu.Lock()
-	if m.pendingHandoffs >= m.cfg.MaxPendingHandoffs {
+	if m.pendingHandoffs >= m.cfg.MaxPendingHandoffs || m.awaiting[l.Key] {
 		m.mu.Unlock()
 		return
 	}
 	m.pendingHandoffs++
+	m.awaiting[l.Key] = true
 	m.mu.Unlock()
 	done := func() {
 		m.mu.Lock()
 		m.pendingHandoffs--
+		delete(m.awaiting, l.Key)
 		m.mu.Unlock()
 	}
 	req, err := m.store.RequestHandoff(ctx, l, m.cfg.WorkerID)
@@ -1111,7 +1115,7 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 		case cur.Owner == "":
 			m.take(ctx, cur, "take-released")
 			return
-		case cur.HandoffTo != m.cfg.WorkerID:
+		case cur.HandoffTo != m.cfg.WorkerID || cur.Owner != req.Owner:
 			return // the request is gone (lease taken or reset meanwhile)
 		case !m.now().Before(deadline):
 			m.log.Warn("owner did not hand the lease over in time; taking it", "shard", cur.Key, "owner", cur.Owner)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -105,7 +104,7 @@ func (f *protoFleet) start(id string, offset time.Duration, rate float64) *proto
 		LeaseDuration: leaseDuration,
 		RenewInterval: renewInterval,
 		TakeInterval:  takeInterval,
-		Logger:        slog.New(slog.DiscardHandler),
+		Logger:        testLogger().With("worker", id),
 		Rand:          rand.New(rand.NewPCG(seed, 7)),
 		Now:           w.clock.now,
 		BalanceByLoad: f.byLoad,
