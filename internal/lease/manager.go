@@ -768,13 +768,13 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	// Read the leases again at the next round while they move: a free or
 	// expired lease, or a planned move, means other workers act too, and
 	// their takes change the plan.
-	free := false
+	// A pending hand-over moves a lease soon too.
+	unsettled := len(plan.Take) > 0 || len(plan.Steal) > 0
 	for _, l := range m.view {
-		if free = !l.Finished() && (l.Owner == "" || view.Expired[l.Key]); free {
+		if unsettled = unsettled || !l.Finished() && (l.Owner == "" || view.Expired[l.Key] || l.HandoffTo != ""); unsettled {
 			break
 		}
 	}
-	unsettled := free || len(plan.Take) > 0 || len(plan.Steal) > 0
 	m.mustScan = m.mustScan || unsettled
 	m.planFP, m.planExpiry, m.planUntil = "", leaseExpiry, now
 	if !unsettled {

@@ -89,7 +89,7 @@ func (f *testFleet) start(id string, st lease.Store) *lease.Manager {
 		RenewInterval: or(f.renewInterval, renewInterval),
 		TakeInterval:  or(f.takeInterval, takeInterval),
 		BalanceByLoad: f.byLoad,
-		Logger:        testLogger(),
+		Logger:        testLogger().With("w", id),
 		Rand:          rand.New(rand.NewPCG(seed, 42)),
 		OnAcquired: func(h *lease.Handle) {
 			f.mu.Lock()
