@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 export SHARDLINE_REQUIRE_EMULATORS ?= 1
 
-.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos clean dashtest
+.PHONY: all deps emulators emulators-stop test test-unit vet demo bench chaos cost clean dashtest
 
 all: test
 
@@ -83,6 +83,16 @@ bench: deps
 dashtest: deps
 	scripts/emulators.sh start
 	cd dashtest && $(GO) test -count=1 -timeout 5m ./...
+
+# Lease-table cost (BENCHMARKS.md): fleets of 3 to 100 workers on 8 to
+# 10,000 leases in virtual time over the in-memory store, every request
+# charged as DynamoDB bills it; one line per size, then a table, with the
+# Java KCL 2.x and 3.x models beside. No emulators; a few minutes.
+cost:
+	mkdir -p .run
+	SHARDLINE_COST=all SHARDLINE_COST_OUT=$(CURDIR)/.run/cost.txt \
+	$(GO) test -count=1 -timeout 20m -run '^TestCost$$' ./internal/costsim
+	@cat .run/cost.txt
 
 demo: deps
 	scripts/emulators.sh restart

@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -67,15 +68,16 @@ type Lease struct {
 // (checkpoint SHARD_END).
 func (l Lease) Finished() bool { return l.Checkpoint.IsShardEnd() }
 
-// Worker is a worker's presence row: a worker writes it while it runs, so
-// that workers holding no lease are counted when leases are balanced.
+// Worker is a worker's entry in the table's fleet row: every running worker
+// writes its heartbeat there, and a lease is valid while its owner's
+// heartbeat moves.
 type Worker struct {
 	// ID is the worker ID.
 	ID string
-	// Heartbeat increases each time the worker renews its row.
+	// Heartbeat increases with each heartbeat the worker writes (every
+	// min(RenewInterval, TakeInterval) of its configuration); it is -1 once
+	// the others declared the worker dead (fenced), until it joins again.
 	Heartbeat int64
-	// Leases is the number of leases the worker held at its last heartbeat.
-	Leases int
 }
 
 // DynamoDBAPI is the part of the DynamoDB client the lease table uses. A
@@ -145,17 +147,19 @@ func (t *Table) List(ctx context.Context) ([]Lease, error) {
 	return out, nil
 }
 
-// Workers returns the presence rows of the workers that run (or ran and did
-// not stop cleanly) on the table.
+// Workers returns the workers of the fleet row, in ID order: those that run,
+// and those that stopped without leaving (crashed) until the others clear
+// them. One strongly consistent read of one item.
 func (t *Table) Workers(ctx context.Context) ([]Worker, error) {
-	ws, err := t.store.ListWorkers(ctx)
+	f, err := t.store.ReadFleet(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Worker, len(ws))
-	for i, w := range ws {
-		out[i] = Worker{ID: w.ID, Heartbeat: w.Heartbeat, Leases: w.Leases}
+	out := make([]Worker, 0, len(f.Members))
+	for id, hb := range f.Members {
+		out = append(out, Worker{ID: id, Heartbeat: hb})
 	}
+	slices.SortFunc(out, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 

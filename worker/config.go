@@ -79,6 +79,17 @@ type Config struct {
 	// the stream's retention period, so that a lease is never deleted while
 	// its shard may still hold records.
 	FinishedLeaseRetention time.Duration
+	// CheckpointInterval, if positive, coalesces checkpoints: the
+	// processor's Checkpoint records the position at once (the rules of
+	// the Checkpointer apply as usual) and the worker writes it to the lease
+	// table at most once per interval per shard, and always before a
+	// hand-over, a graceful stop's release, a hard stop and at shard end
+	// (prepared checkpoints and SHARD_END are written at once). After a
+	// crash, or a lease lost before the held position was written, the next
+	// owner starts after the last checkpoint written: up to CheckpointInterval
+	// of processing more is delivered twice. Zero (the default) writes every
+	// checkpoint at once.
+	CheckpointInterval time.Duration
 
 	// MaxRecords caps the records of one GetRecords call (1 to 10000).
 	// Default 10000. With FanOut it caps the records of one batch handed to
@@ -300,6 +311,9 @@ func (c *Config) validate() error {
 	}
 	if c.FinishedLeaseRetention < 0 {
 		bad("FinishedLeaseRetention %v is negative", c.FinishedLeaseRetention)
+	}
+	if c.CheckpointInterval < 0 {
+		bad("CheckpointInterval %v is negative", c.CheckpointInterval)
 	}
 	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
 		bad("MaxRecords %d is outside 1..10000", c.MaxRecords)

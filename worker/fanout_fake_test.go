@@ -120,10 +120,18 @@ func TestFanOutLeaseLostClosesSubscription(t *testing.T) {
 			t.Fatalf("%d subscriptions, %d shards held; want 1 and 1", n, len(w1.HeldShards()))
 		}
 
-		// Another worker takes the lease (as balancing does).
+		// Another worker fences w1 (as when w1's heartbeat stood still) and
+		// takes the lease.
 		l, ok := leaseOf(t, store, shard)
 		if !ok {
 			t.Fatal("no lease")
+		}
+		fl, err := store.ReadFleet(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Fence(t.Context(), "w1", fl.Members["w1"]); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := store.Take(t.Context(), l, "w2"); err != nil {
 			t.Fatal(err)

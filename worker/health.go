@@ -18,12 +18,12 @@ type Health struct {
 	// Live is false when the worker should be restarted: Run has returned,
 	// or, while it runs, the lease renewal loop or the shard sync loop is
 	// stuck (not merely failing: a DynamoDB or Kinesis outage is survived
-	// by retrying, and a restart would not help).
+	// by retrying, and a restart would not help). The renewal loop is the
+	// one that writes the worker's heartbeat.
 	Live bool `json:"live"`
 	// Ready is true when the worker has started, is not stopping, and holds
-	// leases or can take them: its presence in the lease table was written
-	// within the last LeaseDuration (the write that follows each round of
-	// lease renewals).
+	// leases or can take them: its heartbeat was written to the lease table
+	// within the last LeaseDuration.
 	Ready bool `json:"ready"`
 	// Reason says why the worker is not live or not ready; empty otherwise.
 	Reason string `json:"reason,omitempty"`
@@ -41,15 +41,15 @@ type healthState struct {
 }
 
 // healthStore is the lease table as the lease manager sees it: every
-// presence heartbeat (written once per renewal round, after the renewals)
-// is timed for Health.
+// heartbeat (one write of the fleet row per heartbeat period) is timed for
+// Health.
 type healthStore struct {
 	lease.Store
 	h *healthState
 }
 
-func (s healthStore) Heartbeat(ctx context.Context, w lease.Worker) (lease.Worker, error) {
-	out, err := s.Store.Heartbeat(ctx, w)
+func (s healthStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
+	out, err := s.Store.Beat(ctx, id, from, withdrawn, bump)
 	now := time.Now()
 	s.h.mu.Lock()
 	s.h.round, s.h.lastErr = now, err
@@ -78,10 +78,9 @@ func (w *Worker) Health() Health {
 	h := &w.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	// A renewal round renews every held lease (each write bounded by its
-	// lease's deadline) and then writes the presence row (bounded by
-	// LeaseDuration): one that has not come round for a renewal interval
-	// plus three lease durations (one to spare) is stuck.
+	// A heartbeat (one write, bounded by LeaseDuration) is due every
+	// min(RenewInterval, TakeInterval): a loop that has not come round for a
+	// renewal interval plus three lease durations (one to spare) is stuck.
 	renewBound := w.cfg.RenewInterval + 3*w.cfg.LeaseDuration
 	syncBound := w.cfg.ShardSyncInterval + w.cfg.StartupTimeout
 	switch {

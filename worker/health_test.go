@@ -28,7 +28,7 @@ type heartbeatGate struct {
 	hang chan struct{} // when set, heartbeats wait until it is closed
 }
 
-func (g *heartbeatGate) Heartbeat(ctx context.Context, w lease.Worker) (lease.Worker, error) {
+func (g *heartbeatGate) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
 	g.mu.Lock()
 	fail, hang := g.fail, g.hang
 	g.mu.Unlock()
@@ -36,9 +36,9 @@ func (g *heartbeatGate) Heartbeat(ctx context.Context, w lease.Worker) (lease.Wo
 		<-hang
 	}
 	if fail {
-		return lease.Worker{}, errors.New("injected: table unreachable")
+		return lease.Fleet{}, errors.New("injected: table unreachable")
 	}
-	return g.Store.Heartbeat(ctx, w)
+	return g.Store.Beat(ctx, id, from, withdrawn, bump)
 }
 
 func (g *heartbeatGate) set(fail bool, hang chan struct{}) {

@@ -29,10 +29,11 @@ type shardState struct {
 	done chan struct{} // closed when the consumer goroutine ends
 	prev *shardState   // an earlier consumer of the same shard still winding down
 
-	m       *shardproc.Machine // the processor's lifecycle; nil until the factory made one
-	d       *delivery.Driver   // delivers batches to m under the delivery policy
-	lanes   *delivery.Lanes    // with Parallelism: runs d's batches per key lane
-	started bool               // ShardStarted was reported
+	m       *shardproc.Machine    // the processor's lifecycle; nil until the factory made one
+	d       *delivery.Driver      // delivers batches to m under the delivery policy
+	lanes   *delivery.Lanes       // with Parallelism: runs d's batches per key lane
+	co      *checkpoint.Coalescer // nil unless Config.CheckpointInterval
+	started bool                  // ShardStarted was reported
 }
 
 // outcome is why a shard consumer stopped.
@@ -112,6 +113,9 @@ func (s *shardState) run(base context.Context) {
 	if s.started {
 		s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStopped, Reason: out.String()})
 	}
+	if out == outHard {
+		s.flushCheckpoint(dctx, true)
+	}
 	switch out {
 	case outLost:
 		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
@@ -127,6 +131,7 @@ func (s *shardState) run(base context.Context) {
 	case outHandoff:
 		s.log.Info("shard stopping for a hand-over another worker asked for: final checkpoint, then hand-over")
 		s.shutdownRequested(dctx)
+		s.flushCheckpoint(dctx, true)
 		if err := s.retryStop(dctx, "hand-over", func() error { return s.h.HandOver(dctx) }); err != nil {
 			s.log.Warn("handing the lease over failed; the requester will take it after its timeout", "err", err)
 		}
@@ -137,6 +142,9 @@ func (s *shardState) run(base context.Context) {
 			s.m.Stop()
 		}
 	case outShardEnd, outGiveUp:
+	}
+	if out == outGraceful {
+		s.flushCheckpoint(dctx, true)
 	}
 	if err := s.retryStop(dctx, "release", func() error { return s.h.Release(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
 		s.log.Warn("releasing lease failed; it will expire instead", "err", err)
@@ -232,8 +240,13 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		s.log.Error("processor factory failed; releasing the lease for a later retry", errAttr(err))
 		return outGiveUp
 	}
+	var cw checkpoint.Writer = checkpoint.WriterFunc(s.writeCheckpoint)
+	if s.w.cfg.CheckpointInterval > 0 {
+		s.co = checkpoint.NewCoalescer(cw, s.w.cfg.CheckpointInterval, nil)
+		cw = s.co
+	}
 	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
-		Writer: checkpoint.WriterFunc(s.writeCheckpoint), Checkpoint: l.Checkpoint,
+		Writer: cw, Checkpoint: l.Checkpoint,
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
 	s.d = s.newDriver()
 	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
@@ -277,6 +290,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			return s.classify(ctx)
 		}
 		b, err := g.next(gctx)
+		s.flushCheckpoint(ctx, false)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if !s.drain(ctx) {
@@ -442,6 +456,25 @@ func (s *shardState) shardGone(ctx, gctx context.Context, cause error) (out outc
 	}
 	s.log.Warn("shard no longer exists (trimmed by the stream's retention); finishing it so that its children can start", "err", cause)
 	return s.shardEnded(ctx, gctx, nil), true
+}
+
+// flushCheckpoint writes the checkpoint coalescing holds (see
+// Config.CheckpointInterval): the one due while reading, or any (all) when
+// the shard stops with its lease. A lost lease cannot be written: the
+// held position is then lost to the next owner.
+func (s *shardState) flushCheckpoint(ctx context.Context, all bool) {
+	if s.co == nil {
+		return
+	}
+	var err error
+	if all {
+		err = s.retryStop(ctx, "checkpoint flush", func() error { return s.co.Flush(ctx) })
+	} else {
+		err = s.co.FlushDue(ctx)
+	}
+	if err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
+		s.log.Warn("writing a coalesced checkpoint failed", "err", err)
+	}
 }
 
 // writeCheckpoint stores a checkpoint through the lease handle.

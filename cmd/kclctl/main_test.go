@@ -233,8 +233,8 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := store.UpdateCheckpoint(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []ilease.Worker{{ID: "w1", Leases: 1}, {ID: "w2"}} {
-		if _, err := store.Heartbeat(ctx, w); err != nil {
+	for _, id := range []string{"w1", "w2"} {
+		if _, err := store.Beat(ctx, id, 0, false, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,7 +312,9 @@ func TestWorkersProbe(t *testing.T) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				_, _ = f.store.Heartbeat(ctx, ilease.Worker{ID: "w1", Leases: 1})
+				if fl, err := f.store.ReadFleet(ctx); err == nil {
+					_, _ = f.store.Beat(ctx, "w1", fl.Members["w1"], false, false)
+				}
 			}
 		}
 	}()

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
 )
 
 // Worker statuses.
@@ -37,6 +38,7 @@ type workersReport struct {
 	Unowned      []string    `json:"unowned,omitempty"`
 }
 
+// fleetMember is one worker's heartbeat in the fleet row.
 func runWorkers(ctx context.Context, e *env, args []string) error {
 	var c common
 	fs := newFlagSet(e, "workers", "--app APP [--probe DURATION] [flags]", &c)

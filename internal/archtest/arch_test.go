@@ -25,6 +25,7 @@ var layers = map[string]int{
 	"kpl/internal/kplpb":  0,
 	"internal/hashkey":    0,
 	"internal/awsx":       1,
+	"internal/ddbcost":    1,
 	"kpl":                 1,
 	"checkpoint":          1,
 	"internal/checkpoint": 1,
@@ -42,7 +43,7 @@ var layers = map[string]int{
 
 // top are packages that may import any library package.
 var top = []string{"cmd/", "examples/", "integration", "bench", "internal/cmd/", "internal/fleet", "internal/faults",
-	"internal/efotest", "internal/testenv", "internal/lease/storetest", "internal/benchkinesis", "internal/archtest", "internal/multilang", "dashtest"}
+	"internal/efotest", "internal/testenv", "internal/lease/storetest", "internal/benchkinesis", "internal/archtest", "internal/multilang", "internal/costsim", "dashtest"}
 
 func isTop(pkg string) bool {
 	for _, p := range top {

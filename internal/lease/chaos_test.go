@@ -58,15 +58,15 @@ func TestHandleAdoptsTimedOutCheckpoint(t *testing.T) {
 		if hs := a.Held(); len(hs) != 1 || hs[0] != h {
 			t.Fatalf("a holds %v, want the same handle", heldKeys(a))
 		}
-		if got := h.Lease().Checkpoint; got != cp {
-			t.Errorf("handle's checkpoint %v, want %v", got, cp)
-		}
 		cp2 := kcl.NewSequence("49680000000000000000000000000000000000000000000000000025")
 		if _, err := h.UpdateCheckpoint(t.Context(), func(l *lease.Lease) { l.Checkpoint = cp2 }); err != nil {
 			t.Fatalf("next checkpoint: %v", err)
 		}
 		if got := getLease(t, f.store, h.Key()); got.Checkpoint != cp2 || got.Owner != "a" {
 			t.Errorf("stored lease %+v after the next checkpoint, want %v owned by a", got, cp2)
+		}
+		if got := h.Lease(); got.Checkpoint != cp2 || got.Counter != getLease(t, f.store, h.Key()).Counter {
+			t.Errorf("handle's lease %+v after the next checkpoint, want it adopted and written", got)
 		}
 	})
 }
@@ -85,6 +85,9 @@ func TestHandleAdoptsTimedOutCheckpointThenRequest(t *testing.T) {
 			t.Fatalf("checkpoint: err %v, want the injected timeout", err)
 		}
 		if _, err := f.store.RequestHandoff(t.Context(), getLease(t, f.store, h.Key()), "b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.AskHandoff(t.Context(), h.Key(), "b"); err != nil {
 			t.Fatal(err)
 		}
 		advance(renewInterval)
@@ -323,12 +326,11 @@ func failoverWhileRestarting(t *testing.T, ld, ri, ti time.Duration) {
 	f.leaseDuration, f.renewInterval, f.takeInterval = ld, ri, ti
 	defer f.closeAll()
 	var mu sync.Mutex
-	lastWrite := map[string]time.Time{}
+	lastBeat := map[string]time.Time{} // worker -> last heartbeat
 	f.store.SetFaultAfterWrite(func(op, key string) error {
-		switch op {
-		case "renew", "take", "checkpoint", "release", "handover":
+		if op == "beat" {
 			mu.Lock()
-			lastWrite[key] = time.Now()
+			lastBeat[key] = time.Now()
 			mu.Unlock()
 		}
 		return nil
@@ -344,20 +346,20 @@ func failoverWhileRestarting(t *testing.T, ld, ri, ti time.Duration) {
 	advance(ri / 2)
 	type held struct {
 		h    *lease.Handle
-		last time.Time // last write of the crashed holder
+		last time.Time // last heartbeat of the crashed holder
 	}
 	crashed := map[string]held{}
-	crash := func(m *lease.Manager, p *partitionedStore) {
-		p.down.Store(true)
+	crash := func(id string, m *lease.Manager, p *partitionedStore) {
+		p.Down.Store(true)
 		mu.Lock()
 		defer mu.Unlock()
 		for _, h := range m.Held() {
-			crashed[h.Key()] = held{h, lastWrite[h.Key()]}
+			crashed[h.Key()] = held{h, lastBeat[id]}
 		}
 	}
-	crash(e, pe)
+	crash("e", e, pe)
 	advance(ld - ld/10)
-	crash(a, pa)
+	crash("a", a, pa)
 	a2 := f.start("a", nil) // a restarts: young for a lease duration
 	advance(3*ld + 6*ti)
 

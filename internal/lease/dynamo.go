@@ -22,23 +22,26 @@ import (
 // Attribute names of the lease table. They are those of the Java KCL 2.x, so
 // that either library reads a table the other wrote.
 const (
-	attrLeaseKey          = "leaseKey"
-	attrLeaseOwner        = "leaseOwner"
-	attrLeaseCounter      = "leaseCounter"
-	attrCheckpoint        = "checkpoint"
-	attrCheckpointSub     = "checkpointSubSequenceNumber"
-	attrCheckpointTime    = "shardlineCheckpointTimestamp" // AT_TIMESTAMP checkpoints only
-	attrPending           = "pendingCheckpoint"
-	attrPendingSub        = "pendingCheckpointSubSequenceNumber"
-	attrPendingState      = "pendingCheckpointState"
-	attrOwnerSwitches     = "ownerSwitchesSinceCheckpoint"
-	attrParentShardIDs    = "parentShardId"
-	attrChildShardIDs     = "childShardIds"
-	attrStartingHashKey   = "startingHashKey"
-	attrEndingHashKey     = "endingHashKey"
-	attrWorkerLeaseNumber = "shardlineWorkerLeases" // presence rows only
-	attrHandoffTo         = "shardlineHandoffTo"
-	attrThroughput        = "shardlineThroughput"
+	attrLeaseKey        = "leaseKey"
+	attrLeaseOwner      = "leaseOwner"
+	attrLeaseCounter    = "leaseCounter"
+	attrCheckpoint      = "checkpoint"
+	attrCheckpointSub   = "checkpointSubSequenceNumber"
+	attrCheckpointTime  = "shardlineCheckpointTimestamp" // AT_TIMESTAMP checkpoints only
+	attrPending         = "pendingCheckpoint"
+	attrPendingSub      = "pendingCheckpointSubSequenceNumber"
+	attrPendingState    = "pendingCheckpointState"
+	attrOwnerSwitches   = "ownerSwitchesSinceCheckpoint"
+	attrParentShardIDs  = "parentShardId"
+	attrChildShardIDs   = "childShardIds"
+	attrStartingHashKey = "startingHashKey"
+	attrEndingHashKey   = "endingHashKey"
+	attrHeartbeats      = "shardlineHeartbeats" // fleet row only
+	attrWithdrawn       = "shardlineWithdrawn"  // fleet row only
+	attrHandoffs        = "shardlineHandoffs"   // fleet row only
+	attrGeneration      = "shardlineGeneration" // fleet row only
+	attrHandoffTo       = "shardlineHandoffTo"
+	attrThroughput      = "shardlineThroughput"
 )
 
 // DynamoStore is the [Store] kept in a DynamoDB table laid out like the
@@ -209,9 +212,19 @@ func (s *DynamoStore) tableReady(t *types.TableDescription) (bool, error) {
 }
 
 // List returns every lease, read with a consistent Scan, sorted by Key.
-// Worker presence rows are left out.
+// The fleet row and presence rows of earlier versions are left out.
 func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
-	items, err := s.scan(ctx, "list", "NOT begins_with(#k, :wp)")
+	return s.list(ctx, "list", true)
+}
+
+// ListStale returns every lease, read with an eventually consistent Scan
+// (half the price of List), sorted by Key.
+func (s *DynamoStore) ListStale(ctx context.Context) ([]Lease, error) {
+	return s.list(ctx, "liststale", false)
+}
+
+func (s *DynamoStore) list(ctx context.Context, op string, consistent bool) ([]Lease, error) {
+	items, err := s.scan(ctx, op, consistent, "NOT begins_with(#k, :wp)")
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +232,7 @@ func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 	for _, item := range items {
 		l, err := decodeLease(item)
 		if err != nil {
-			return nil, fmt.Errorf("lease: list table %s: %w", s.table, err)
+			return nil, fmt.Errorf("lease: %s table %s: %w", op, s.table, err)
 		}
 		if IsWorkerKey(l.Key) { // the filter already did; never trust a page blindly
 			continue
@@ -232,10 +245,10 @@ func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 
 // scan reads every item matching filter (which may use #k for leaseKey and
 // :wp for the worker row prefix), page after page.
-func (s *DynamoStore) scan(ctx context.Context, op, filter string) ([]map[string]types.AttributeValue, error) {
+func (s *DynamoStore) scan(ctx context.Context, op string, consistent bool, filter string) ([]map[string]types.AttributeValue, error) {
 	in := &dynamodb.ScanInput{
 		TableName:                 aws.String(s.table),
-		ConsistentRead:            aws.Bool(true),
+		ConsistentRead:            aws.Bool(consistent),
 		FilterExpression:          aws.String(filter),
 		ExpressionAttributeNames:  map[string]string{"#k": attrLeaseKey},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":wp": stringValue(workerRowPrefix)},
@@ -415,7 +428,11 @@ func (s *DynamoStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, erro
 	u.remove(attrPending)
 	u.remove(attrPendingSub)
 	u.remove(attrPendingState)
-	return s.updateFenced(ctx, "reset", l, false, u)
+	nl, err := s.updateFenced(ctx, "reset", l, false, u)
+	if err == nil {
+		s.bumpGen(ctx)
+	}
+	return nl, err
 }
 
 // UpdateShardInfo writes parentShardId, childShardIds and the hash key
@@ -484,62 +501,6 @@ func (s *DynamoStore) deleteFenced(ctx context.Context, op, key string, counter 
 	return nil
 }
 
-// Heartbeat writes w's presence row (leaseKey "shardline:worker:<ID>",
-// leaseOwner the ID, leaseCounter the heartbeat, shardlineWorkerLeases
-// w.Leases), conditional on the row being absent or owned by w.ID, and
-// increments the heartbeat. w.Heartbeat is ignored.
-func (s *DynamoStore) Heartbeat(ctx context.Context, w Worker) (Worker, error) {
-	if err := checkWorkerID("heartbeat", w.ID); err != nil {
-		return Worker{}, err
-	}
-	key := workerRowKey(w.ID)
-	u := newUpdate()
-	k, o, c := u.name(attrLeaseKey), u.name(attrLeaseOwner), u.name(attrLeaseCounter)
-	id := u.value(stringValue(w.ID))
-	u.sets = append(u.sets,
-		fmt.Sprintf("%s = %s", o, id),
-		fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", c, c, u.value(numberValue(0)), u.value(numberValue(1))))
-	u.set(attrWorkerLeaseNumber, numberValue(int64(w.Leases)))
-	cond := fmt.Sprintf("attribute_not_exists(%s) OR %s = %s", k, o, id)
-	out, err := s.client.UpdateItem(ctx, u.input(s.table, key, cond))
-	if err != nil {
-		return Worker{}, s.fail("heartbeat", key, err)
-	}
-	stored, err := decodeWorker(out.Attributes)
-	if err != nil {
-		return Worker{}, fmt.Errorf("lease: heartbeat %s: %w", key, err)
-	}
-	return stored, nil
-}
-
-// ListWorkers returns every presence row, read with a consistent Scan,
-// sorted by worker ID.
-func (s *DynamoStore) ListWorkers(ctx context.Context) ([]Worker, error) {
-	items, err := s.scan(ctx, "listworkers", "begins_with(#k, :wp)")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Worker, 0, len(items))
-	for _, item := range items {
-		w, err := decodeWorker(item)
-		if err != nil {
-			return nil, fmt.Errorf("lease: listworkers table %s: %w", s.table, err)
-		}
-		out = append(out, w)
-	}
-	slices.SortFunc(out, func(a, b Worker) int { return cmp.Compare(a.ID, b.ID) })
-	return out, nil
-}
-
-// DeleteWorker removes w's presence row, conditional on its leaseCounter
-// being w.Heartbeat.
-func (s *DynamoStore) DeleteWorker(ctx context.Context, w Worker) error {
-	if err := checkWorkerID("deleteworker", w.ID); err != nil {
-		return err
-	}
-	return s.deleteFenced(ctx, "deleteworker", workerRowKey(w.ID), w.Heartbeat)
-}
-
 // fail turns an error from the DynamoDB client into the store's error, as
 // classified by the AWS layer (awsx): a refused condition becomes
 // a *ConflictError carrying the item as stored, a missing table matches
@@ -576,6 +537,7 @@ func (s *DynamoStore) fail(op, key string, err error) error {
 // placeholders for every attribute name and value.
 type update struct {
 	sets, removes []string
+	adds, deletes []string          // ADD and DELETE clauses, whole
 	extraCond     string            // ANDed to the fenced condition
 	names         map[string]string // placeholder -> attribute name
 	placeholders  map[string]string // attribute name -> placeholder
@@ -643,6 +605,12 @@ func (u *update) input(table, key, cond string) *dynamodb.UpdateItemInput {
 			expr.WriteString(" ")
 		}
 		expr.WriteString("REMOVE " + strings.Join(u.removes, ", "))
+	}
+	if len(u.adds) > 0 {
+		expr.WriteString(" ADD " + strings.Join(u.adds, ", "))
+	}
+	if len(u.deletes) > 0 {
+		expr.WriteString(" DELETE " + strings.Join(u.deletes, ", "))
 	}
 	in := &dynamodb.UpdateItemInput{
 		TableName:                           aws.String(table),
@@ -743,24 +711,6 @@ func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
 		return Lease{}, fmt.Errorf("decode item: no %s", attrLeaseKey)
 	}
 	return normalizeLease(l), nil
-}
-
-// decodeWorker reads a presence row.
-func decodeWorker(item map[string]types.AttributeValue) (Worker, error) {
-	d := itemDecoder{item: item}
-	key := d.str(attrLeaseKey)
-	w := Worker{
-		ID:        strings.TrimPrefix(key, workerRowPrefix),
-		Heartbeat: d.num(attrLeaseCounter),
-		Leases:    int(d.num(attrWorkerLeaseNumber)),
-	}
-	if d.err != nil {
-		return Worker{}, d.err
-	}
-	if !IsWorkerKey(key) {
-		return Worker{}, fmt.Errorf("decode item %q: not a worker presence row", key)
-	}
-	return w, nil
 }
 
 // itemDecoder reads typed attributes of an item and keeps the first error.

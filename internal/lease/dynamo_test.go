@@ -265,14 +265,15 @@ func TestDynamoStoreItemFormat(t *testing.T) {
 		t.Errorf("leaseCounter = %s, want 3", got)
 	}
 
-	w, err := st.Heartbeat(ctx, lease.Worker{ID: "w", Leases: 4})
-	if err != nil {
+	if _, err := st.Beat(ctx, "w", 0, true, true); err != nil {
 		t.Fatal(err)
 	}
-	raw = getRaw(t, client, st.Table(), "shardline:worker:w")
-	if fmt.Sprint(raw["leaseOwner"], raw["leaseCounter"], raw["shardlineWorkerLeases"]) !=
-		fmt.Sprint(attrS("w"), attrN("1"), attrN("4")) || w.Heartbeat != 1 {
-		t.Errorf("presence row = %v", raw)
+	raw = getRaw(t, client, st.Table(), "shardline:worker:*")
+	hb, _ := raw["shardlineHeartbeats"].(*types.AttributeValueMemberM)
+	if hb == nil || fmt.Sprint(hb.Value["w"]) != fmt.Sprint(attrN("1")) ||
+		fmt.Sprint(raw["leaseCounter"], raw["ownerSwitchesSinceCheckpoint"], raw["shardlineGeneration"], raw["shardlineWithdrawn"]) !=
+			fmt.Sprint(attrN("1"), attrN("0"), attrN("1"), &types.AttributeValueMemberSS{Value: []string{"w"}}) {
+		t.Errorf("fleet row = %v", raw)
 	}
 }
 
@@ -320,7 +321,6 @@ func TestDynamoStoreMissingTable(t *testing.T) {
 	}
 	ctx := t.Context()
 	l := lease.Lease{Key: "shardId-0", Owner: "a"}
-	w := lease.Worker{ID: "a"}
 	calls := map[string]func() error{
 		"List":             func() error { _, err := st.List(ctx); return err },
 		"Get":              func() error { _, err := st.Get(ctx, l.Key); return err },
@@ -331,9 +331,10 @@ func TestDynamoStoreMissingTable(t *testing.T) {
 		"UpdateCheckpoint": func() error { _, err := st.UpdateCheckpoint(ctx, l); return err },
 		"UpdateShardInfo":  func() error { _, err := st.UpdateShardInfo(ctx, l); return err },
 		"Delete":           func() error { return st.Delete(ctx, l) },
-		"Heartbeat":        func() error { _, err := st.Heartbeat(ctx, w); return err },
-		"ListWorkers":      func() error { _, err := st.ListWorkers(ctx); return err },
-		"DeleteWorker":     func() error { return st.DeleteWorker(ctx, w) },
+		"Beat":             func() error { _, err := st.Beat(ctx, "a", 0, false, false); return err },
+		"ReadFleet":        func() error { _, err := st.ReadFleet(ctx); return err },
+		"Fence":            func() error { _, err := st.Fence(ctx, "a", 1); return err },
+		"ListStale":        func() error { _, err := st.ListStale(ctx); return err },
 	}
 	for name, call := range calls {
 		err := call()
@@ -362,7 +363,7 @@ func TestDynamoStorePagination(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%3 == 0 {
-			if _, err := st.Heartbeat(ctx, lease.Worker{ID: fmt.Sprint("w", i)}); err != nil {
+			if _, err := st.Beat(ctx, fmt.Sprint("w", i), 0, false, false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -379,29 +380,12 @@ func TestDynamoStorePagination(t *testing.T) {
 	if !slices.Equal(got, keys) {
 		t.Errorf("List keys = %v, want %v", got, keys)
 	}
-	ws, err := st.ListWorkers(ctx)
+	f, err := st.ReadFleet(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(ws) != "[{w0 1 0} {w3 1 0} {w6 1 0} {w9 1 0}]" {
-		t.Errorf("ListWorkers = %v", ws)
-	}
-}
-
-// A presence row owned by someone else is not overwritten.
-func TestDynamoStoreForeignWorkerRow(t *testing.T) {
-	st, client := newDynamoStore(t)
-	putRaw(t, client, st.Table(), map[string]types.AttributeValue{
-		"leaseKey": attrS("shardline:worker:a"), "leaseOwner": attrS("intruder"), "leaseCounter": attrN("9"),
-	})
-	_, err := st.Heartbeat(t.Context(), lease.Worker{ID: "a"})
-	var ce *lease.ConflictError
-	if !errors.As(err, &ce) || ce.Current == nil || ce.Current.Owner != "intruder" || ce.Current.Counter != 9 {
-		t.Fatalf("Heartbeat on a row owned by another: %v, want a conflict showing the intruder", err)
-	}
-	raw := getRaw(t, client, st.Table(), "shardline:worker:a")
-	if fmt.Sprint(raw["leaseOwner"]) != fmt.Sprint(attrS("intruder")) {
-		t.Errorf("row overwritten: %v", raw)
+	if fmt.Sprint(f.Members) != "map[w0:1 w3:1 w6:1 w9:1]" {
+		t.Errorf("fleet members = %v", f.Members)
 	}
 }
 

@@ -39,10 +39,10 @@ func TestDynamoCallTimeoutBoundsEveryCall(t *testing.T) {
 		}
 		ctx := context.Background()
 		for name, call := range map[string]func() error{
-			"Get":       func() error { _, err := s.Get(ctx, "shard"); return err },
-			"List":      func() error { _, err := s.List(ctx); return err },
-			"Renew":     func() error { _, err := s.Renew(ctx, Lease{Key: "shard", Owner: "w", Counter: 1}); return err },
-			"Heartbeat": func() error { _, err := s.Heartbeat(ctx, Worker{ID: "w"}); return err },
+			"Get":   func() error { _, err := s.Get(ctx, "shard"); return err },
+			"List":  func() error { _, err := s.List(ctx); return err },
+			"Renew": func() error { _, err := s.Renew(ctx, Lease{Key: "shard", Owner: "w", Counter: 1}); return err },
+			"Beat":  func() error { _, err := s.Beat(ctx, "w", 0, false, false); return err },
 		} {
 			start := time.Now()
 			err := call()

@@ -34,8 +34,10 @@ type Handle struct {
 
 	smu       sync.Mutex // guards the fields below
 	lease     Lease
-	renewedAt time.Time // when the last successful write was sent
+	acquired  time.Time // when the write that acquired the lease was sent
+	writtenAt time.Time // when the last successful write was sent
 	handoffBy time.Time // when a requested hand-over must be done; zero if none was requested
+	loadAt    time.Time // when the throughput was last written
 	timer     *time.Timer
 	lost      chan struct{}
 	lostErr   error
@@ -140,9 +142,12 @@ func (h *Handle) Err() error {
 	return h.lostErr
 }
 
-func (h *Handle) isLost() bool {
+func (h *Handle) isLost() bool { return closed(h.lost) }
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-h.lost:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -150,13 +155,14 @@ func (h *Handle) isLost() bool {
 }
 
 // deadline is when this worker must stop acting on the lease: the lease
-// duration after the last successful write was sent, less a safety margin.
-// Other workers cannot consider it expired before that. Once another worker
-// asked for the lease, it is at the latest the hand-over timeout after the
-// last write sent before the request, less the margin: the requester takes
-// the lease when its timeout, started after its request, ends.
+// duration after its last successful heartbeat was sent, less a safety
+// margin (see Manager.deadline). Other workers cannot fence it before that.
+// Once another worker asked for the lease, it is at the latest the
+// hand-over timeout after a time known to precede the request, less the
+// margin: the requester takes the lease when its timeout, started after its
+// request, ends.
 func (h *Handle) deadlineLocked() time.Time {
-	d := h.renewedAt.Add(h.m.cfg.LeaseDuration - h.m.margin)
+	d := h.m.deadline()
 	if !h.handoffBy.IsZero() && h.handoffBy.Before(d) {
 		return h.handoffBy
 	}
@@ -165,7 +171,7 @@ func (h *Handle) deadlineLocked() time.Time {
 
 // lapsedLocked returns why a handle past its deadline is lost.
 func (h *Handle) lapsedLocked() error {
-	if !h.handoffBy.IsZero() && !h.handoffBy.After(h.renewedAt.Add(h.m.cfg.LeaseDuration-h.m.margin)) {
+	if !h.handoffBy.IsZero() && !h.handoffBy.After(h.m.deadline()) {
 		return fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrHandoffTimeout)
 	}
 	return fmt.Errorf("%w: %w", kcl.ErrLeaseLost, ErrExpired)
@@ -202,6 +208,7 @@ func (h *Handle) expire() {
 	}
 	h.markLost(cause)
 	h.m.forget(h)
+	h.m.expired(h)
 }
 
 // markLost closes Lost once and records why. It takes only h's own lock
@@ -249,6 +256,7 @@ func (h *Handle) write(ctx context.Context, release bool, edit func(*Lease), op 
 		h.smu.Unlock()
 		h.markLost(err)
 		h.m.forget(h)
+		h.m.expired(h)
 		return Lease{}, err
 	}
 	base := h.lease.Clone()
@@ -308,9 +316,9 @@ func (h *Handle) write(ctx context.Context, release bool, edit func(*Lease), op 
 		if nl.HandoffTo != "" && nl.HandoffTo != h.m.cfg.WorkerID && h.handoffBy.IsZero() {
 			// The previous write's result showed no request: it was
 			// applied, and sent, before the request was made.
-			h.handoffBy = h.renewedAt.Add(h.m.cfg.HandoffTimeout - h.m.margin)
+			h.handoffBy = h.writtenAt.Add(h.m.cfg.HandoffTimeout - h.m.margin)
 		}
-		h.renewedAt = sent
+		h.writtenAt = sent
 		h.armLocked()
 	}
 	h.smu.Unlock()
@@ -386,9 +394,8 @@ func (h *Handle) adoptTenure(nl Lease, sent time.Time) bool {
 	}
 	if nl.Counter > l.Counter {
 		h.lease = nl.Clone()
-		if sent.After(h.renewedAt) {
-			h.renewedAt = sent
-			h.armLocked()
+		if sent.After(h.writtenAt) {
+			h.writtenAt = sent
 		}
 	}
 	return true
@@ -404,7 +411,71 @@ func (h *Handle) signalHandoff() {
 	}
 }
 
+// rearm restarts the expiry timer after a heartbeat moved the deadline.
+func (h *Handle) rearm() {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if h.lostErr == nil {
+		h.armLocked()
+	}
+}
+
+// counter returns the counter of the lease as last written by this worker.
+func (h *Handle) counter() int64 {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return h.lease.Counter
+}
+
+// handoffSignalled reports whether HandoffRequested is closed.
+func (h *Handle) handoffSignalled() bool { return closed(h.handoff) }
+
+// requested takes in a hand-over request the fleet row showed: it made
+// after since (and after this tenure began), so the requester takes the
+// lease no earlier than the hand-over timeout after that. cur is the lease
+// as read with the request in it, or nil if it could not be read (the
+// deadline is then moved all the same, to be safe).
+func (h *Handle) requested(cur *Lease, since time.Time) {
+	h.smu.Lock()
+	// The request came after since, after this tenure began, and after the
+	// last write, whose result did not show it.
+	bound := since
+	for _, t := range []time.Time{h.acquired, h.writtenAt} {
+		if t.After(bound) {
+			bound = t
+		}
+	}
+	by := bound.Add(h.m.cfg.HandoffTimeout - h.m.margin)
+	if h.handoffBy.IsZero() || by.Before(h.handoffBy) {
+		h.handoffBy = by
+	}
+	// The request stands for this tenure whatever the counters: only a
+	// take, hand-over, release or reset clears it, and each moves the owner.
+	signal := cur != nil && h.lostErr == nil
+	if signal {
+		h.lease.HandoffTo = cur.HandoffTo
+	}
+	if h.lostErr == nil {
+		h.armLocked()
+	}
+	h.smu.Unlock()
+	if signal {
+		h.signalHandoff()
+	}
+}
+
+// loadDue reports whether the measured throughput should be written.
+func (h *Handle) loadDue(now time.Time) bool {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	return h.measuring && now.Sub(h.loadAt) >= h.m.cfg.RenewInterval
+}
+
+// renew writes the measured throughput (load-aware balancing).
 func (h *Handle) renew(ctx context.Context) {
+	h.smu.Lock()
+	h.loadAt = h.m.now()
+	h.smu.Unlock()
 	_, err := h.write(ctx, false, func(l *Lease) {
 		if tp, ok := h.throughput(); ok {
 			l.Throughput = tp
@@ -451,6 +522,7 @@ func (h *Handle) HandOver(ctx context.Context) error {
 func (h *Handle) Release(ctx context.Context) error {
 	_, err := h.write(ctx, true, nil, h.m.store.Release)
 	if err == nil {
+		h.m.changed()
 		h.m.log.Info("lease released", "shard", h.Key())
 		h.m.emit(Event{Kind: EventReleased, Key: h.key})
 	}

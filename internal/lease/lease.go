@@ -8,25 +8,33 @@
 // view of a lease (because another worker took it, or an operator reset it)
 // is refused with an error that matches [ErrConflict].
 //
-// Expiry is never judged from clocks stored in the table: a worker remembers
-// when, by its own monotonic clock, it last saw each lease's counter change,
-// and considers the lease expired once the counter has stood still for the
-// lease duration. Workers with skewed clocks therefore agree.
+// Liveness is per worker, not per lease: leases are not renewed. Every
+// worker writes its heartbeat into one fleet row (see [Fleet], leaseKey
+// "shardline:worker:*") and gets the whole row back with the write, so it
+// sees every other worker's heartbeat at no read cost. A lease is valid
+// while its owner's heartbeat moves. Expiry is never judged from clocks
+// stored in the table: a worker remembers when, by its own monotonic clock,
+// it last saw each heartbeat change, and once one has stood still for the
+// lease duration it fences that worker (a write conditional on the
+// heartbeat it watched, see [Store.Fence]) before taking its leases, each
+// by a write conditional on owner and counter. A worker stops acting on its
+// leases once the lease duration (less a margin) has passed since it sent
+// its last successful heartbeat, so workers with skewed clocks agree.
 //
-// Besides one row per shard, the lease table holds one presence row per
-// worker (see [Store.Heartbeat]) under the leaseKey "shardline:worker:<ID>",
-// with leaseOwner the worker ID, leaseCounter its heartbeat and
-// shardlineWorkerLeases the number of leases it held. [IsWorkerKey] tells
-// them apart; [Store.List] never returns them, and the lease methods refuse
-// their keys with [ErrInvalidArgument]. The Java KCL would read such rows as
-// leases of unknown shards: do not share a table with it while Shardline
-// workers run.
+// Rows whose leaseKey starts with "shardline:worker:" are not shard leases
+// ([IsWorkerKey]): the fleet row, and the presence rows earlier versions
+// wrote (ignored). [Store.List] never returns them, and the lease methods
+// refuse their keys with [ErrInvalidArgument]. The fleet row carries
+// leaseCounter and ownerSwitchesSinceCheckpoint so that the Java KCL can
+// read it as a lease; do not share a table with it while Shardline workers
+// run.
 package lease
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -113,16 +121,33 @@ func (l Lease) InitialPosition(configured kcl.InitialPosition) kcl.InitialPositi
 	return configured
 }
 
-// Worker is a worker's presence row: the worker writes it periodically so
-// that the others can count live workers, including those holding no lease.
-type Worker struct {
-	// ID is the worker ID.
-	ID string
-	// Heartbeat increases with every write.
-	Heartbeat int64
-	// Leases is the number of leases the worker held at its last heartbeat
-	// (informational).
-	Leases int
+// Dead is the heartbeat of a fenced worker (see [Store.Fence]).
+const Dead int64 = -1
+
+// Fleet is the fleet row: one small item that every worker writes its
+// heartbeat to (and reads back with it), instead of renewing each lease.
+// A lease is valid while its owner's heartbeat moves.
+type Fleet struct {
+	// Members maps worker IDs to heartbeats (Dead when fenced).
+	Members map[string]int64
+	// Withdrawn holds the members that are leaving: they take nothing
+	// more, and the others plan without them.
+	Withdrawn map[string]bool
+	// Handoffs maps lease keys to the worker that asked for them.
+	Handoffs map[string]string
+	// Gen increases whenever a worker asks the others to read the leases
+	// again (it released or created leases).
+	Gen int64
+	// Version increases with every write of the row.
+	Version int64
+}
+
+// Clone returns a deep copy of f.
+func (f Fleet) Clone() Fleet {
+	f.Members = maps.Clone(f.Members)
+	f.Withdrawn = maps.Clone(f.Withdrawn)
+	f.Handoffs = maps.Clone(f.Handoffs)
+	return f
 }
 
 // Errors returned by stores. Test with errors.Is.
@@ -215,11 +240,30 @@ type Store interface {
 	// switch.
 	HandOver(ctx context.Context, l Lease) (Lease, error)
 
-	// Heartbeat writes the worker's presence row, incrementing its Heartbeat.
-	// It is conditional on the row being absent or owned by w.ID.
-	Heartbeat(ctx context.Context, w Worker) (Worker, error)
-	// ListWorkers returns every presence row.
-	ListWorkers(ctx context.Context) ([]Worker, error)
-	// DeleteWorker removes a presence row; conditional on its Heartbeat.
-	DeleteWorker(ctx context.Context, w Worker) error
+	// ListStale is List read eventually consistently (at half the price):
+	// it may miss writes of the last moments.
+	ListStale(ctx context.Context) ([]Lease, error)
+
+	// Beat writes worker id's heartbeat in the fleet row: from+1,
+	// conditional on the entry being from (from 0: absent or Dead, a
+	// worker (re)joining). withdrawn marks the worker as leaving (it takes
+	// nothing more); bump increments the fleet's Gen, telling the others to
+	// read the leases again. It returns the fleet row as stored after the
+	// write; a refusal (the entry was fenced or moved) is a *ConflictError.
+	Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (Fleet, error)
+	// ReadFleet returns the fleet row, read consistently (empty if none).
+	ReadFleet(ctx context.Context) (Fleet, error)
+	// Fence marks worker id dead (its entry becomes Dead), conditional on
+	// its heartbeat being hb: the worker's next Beat is refused, so it
+	// holds nothing from then on, and its leases may be taken.
+	Fence(ctx context.Context, id string, hb int64) (Fleet, error)
+	// Leave removes worker id's entry, conditional on its heartbeat being
+	// hb; bump increments Gen.
+	Leave(ctx context.Context, id string, hb int64, bump bool) error
+	// AskHandoff records in the fleet row that worker to asked for lease
+	// key (see RequestHandoff), so that the owner learns it at its next
+	// Beat.
+	AskHandoff(ctx context.Context, key, to string) error
+	// ClearHandoff removes the record of AskHandoff, if it still names to.
+	ClearHandoff(ctx context.Context, key, to string) error
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardline/shardline/kcl"
@@ -21,10 +24,14 @@ type ManagerConfig struct {
 	WorkerID string
 	// LeaseDuration is how long a lease stays valid without renewal.
 	LeaseDuration time.Duration
-	// RenewInterval is how often held leases are renewed (< LeaseDuration/2).
+	// RenewInterval bounds the heartbeat period (< LeaseDuration/2): the
+	// worker writes its heartbeat every min(RenewInterval, TakeInterval).
+	// With BalanceByLoad, it is also how often each lease's measured
+	// throughput is written.
 	RenewInterval time.Duration
-	// TakeInterval is how often the table is scanned for leases to take and
-	// for expired leases.
+	// TakeInterval is how often the worker looks for leases to take and
+	// for dead workers (it reads the lease table only when something
+	// changed, see Manager).
 	TakeInterval time.Duration
 	// OnAcquired is called (from the manager's goroutine; it must not block)
 	// for every lease the manager takes.
@@ -68,46 +75,82 @@ type ManagerConfig struct {
 	HandoffTimeout time.Duration
 }
 
-// Manager renews the leases a worker holds and takes more when the worker
-// holds less than its share. It writes the worker's presence row so that
-// workers holding nothing are counted too.
+// Manager keeps the worker's heartbeat in the fleet row (which extends every
+// lease the worker holds at once), takes leases when the worker holds less
+// than its share, and takes the leases of workers whose heartbeat stood
+// still for the lease duration, after fencing them.
 //
 // A held lease is represented by a [Handle]. The handle is lost (its Lost
-// channel closes) when a renewal is refused because another worker took the
-// lease, or when renewals failed for so long that the lease could be expiring
-// in other workers' eyes: processing must stop before others may start.
+// channel closes) when a write is refused because another worker took the
+// lease, when the worker was fenced, or when heartbeats failed for so long
+// that other workers may fence it: processing must stop before others may
+// start.
+//
+// Reads follow change: the fleet row comes back with every heartbeat, at
+// no read cost; the lease table is read (consistently) at start, when the
+// fleet row's Gen moves (a worker released or created leases) and after a
+// worker died, and otherwise (eventually consistent) once per fullScanEach
+// times the number of workers, so that the fleet scans about once per
+// fullScanEach in all.
 type Manager struct {
 	cfg        ManagerConfig
 	store      Store
 	log        *slog.Logger
 	margin     time.Duration
 	staleAfter time.Duration // how long a free lease may wait for the worker planned to take it
+	beatEvery  time.Duration // heartbeat period
 
-	mu       sync.Mutex
-	held     map[string]*Handle
-	observed map[string]observation // lease key -> last counter change seen
-	workers  map[string]observation // worker ID -> last heartbeat change seen
-	hb       Worker
-	rnd      *rand.Rand
-	// withdrawn is set by StopTaking: the presence row goes, so that the
-	// others plan without this worker.
-	withdrawn, rowGone bool
+	// beatSent is when the last successful heartbeat was sent: every
+	// handle's deadline counts from it.
+	beatSent atomic.Pointer[time.Time]
+
+	mu                    sync.Mutex
+	held                  map[string]*Handle
+	observed              map[string]observation // lease key -> last counter change seen
+	members               map[string]observation // worker ID -> last heartbeat change seen
+	hb                    int64                  // own heartbeat; 0 until (re)registered
+	joined                time.Time              // when this worker (re)registered
+	fleet                 Fleet                  // the fleet row as last seen
+	view                  []Lease                // the leases as last read (and changed by this worker since)
+	scanGen               int64                  // fleet.Gen at the last read of the leases
+	scanned               time.Time              // when the leases were last read
+	dead                  map[string]bool        // Dead members whose leases the last read has seen
+	mustScan              bool                   // read the leases (consistently) at the next round
+	viewVer               int64                  // counts changes of view and held
+	planFP                string                 // planFPLocked at the last round that planned nothing
+	planUntil, planExpiry time.Time              // when time changes that plan; the lease expiry it returned
+	bump                  bool                   // the next heartbeat bumps Gen
+	asks                  map[string]time.Time   // hand-over requests in the fleet row -> lower bound of their time
+	orphans               []Lease                // leases whose handle passed its deadline, to release
+	oldHB                 int64                  // this worker\'s entry before it (re)joined, if any
+	prevBeat              time.Time              // when the heartbeat before the last one was sent
+	rnd                   *rand.Rand
+	// withdrawn is set by StopTaking: the fleet row marks the worker
+	// withdrawn, so that the others plan without it.
+	withdrawn bool
 
 	wg              sync.WaitGroup
-	hwg             sync.WaitGroup // hand-over waiters, joined by StopTaking
-	pendingHandoffs int            // hand-over requests being waited for
+	hwg             sync.WaitGroup  // hand-over waiters, joined by StopTaking
+	pendingHandoffs int             // hand-over requests being waited for
+	awaiting        map[string]bool // leases whose hand-over is being waited for
 	stopRenew       context.CancelFunc
 	stopTake        context.CancelFunc
 	takeDone        chan struct{}
 	renewDone       chan struct{}
 	takeWakeup      chan struct{}
+	beatWakeup      chan struct{}
 }
 
-// Causes of handles lost without a refused write. Both match
+// fullScanEach is how often, in all, the fleet reads the whole lease table
+// when nothing asks for it (the KCL 3.x leader's period).
+const fullScanEach = 20 * time.Second
+
+// Causes of handles lost without a refused write. All match
 // kcl.ErrLeaseLost, as Handle.Err promises for every loss but a release.
 var (
 	errManagerClosed = fmt.Errorf("%w: lease manager closed", kcl.ErrLeaseLost)
 	errTakenAgain    = fmt.Errorf("%w: lease taken again by this worker", kcl.ErrLeaseLost)
+	errFenced        = fmt.Errorf("%w: this worker was fenced (its heartbeat stood still too long)", kcl.ErrLeaseLost)
 )
 
 type observation struct {
@@ -136,32 +179,38 @@ func NewManager(cfg ManagerConfig) *Manager {
 	if cfg.MaxPendingHandoffs <= 0 {
 		cfg.MaxPendingHandoffs = 8
 	}
-	return &Manager{
+	m := &Manager{
 		cfg:        cfg,
 		store:      cfg.Store,
 		log:        cfg.Logger,
 		margin:     cfg.LeaseDuration / 10,
 		staleAfter: 3 * cfg.TakeInterval,
+		beatEvery:  min(cfg.RenewInterval, cfg.TakeInterval),
 		held:       map[string]*Handle{},
 		observed:   map[string]observation{},
-		workers:    map[string]observation{},
-		hb:         Worker{ID: cfg.WorkerID},
+		members:    map[string]observation{},
+		dead:       map[string]bool{},
+		asks:       map[string]time.Time{},
+		awaiting:   map[string]bool{},
 		rnd:        cfg.Rand,
 		takeWakeup: make(chan struct{}, 1),
+		beatWakeup: make(chan struct{}, 1),
 	}
+	m.beatSent.Store(&time.Time{})
+	return m
 }
 
-// Start writes the presence row and starts the renewal and taking loops. The
-// first taking round waits one TakeInterval so that workers started together
-// see each other before they divide the leases.
+// Start joins the fleet row and starts the heartbeat and taking loops. The
+// first taking round waits one TakeInterval so that workers started
+// together see each other before they divide the leases.
 //
-// A row left by an earlier run with the same WorkerID (a crash) is deleted
-// first, so that the heartbeat counts from 1 again: the other workers judge
-// from it how long this worker has been watching the table (see
-// View.Young). The leases are read once before the first heartbeat, and
-// the time this worker watched them counts from that read.
+// An entry left by an earlier run with the same WorkerID (a crash) is
+// removed first, so that the heartbeat counts from 1 again: the other
+// workers judge from it how long this worker has been watching (see
+// View.Young). Leases that still name this worker are taken as its
+// earlier run's: they expire a lease duration after this start.
 func (m *Manager) Start(ctx context.Context) error {
-	if err := m.freshRow(ctx); err != nil {
+	if err := m.freshEntry(ctx); err != nil {
 		return err
 	}
 	// Best effort: a worker that cannot read the leases cannot take them
@@ -170,6 +219,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if leases, err := m.store.List(ctx); err == nil {
 		now := m.now()
 		m.mu.Lock()
+		m.view, m.scanned = leases, now
 		for _, l := range leases {
 			m.observed[l.Key] = observation{counter: l.Counter, owner: l.Owner, at: now}
 		}
@@ -180,6 +230,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.heartbeat(ctx); err != nil {
 		return err
 	}
+	m.mu.Lock()
+	m.scanGen = m.fleet.Gen
+	m.mu.Unlock()
 	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
 	tctx, tcancel := context.WithCancel(ctx)
 	m.stopRenew, m.stopTake = rcancel, tcancel
@@ -188,7 +241,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	go func() {
 		defer m.wg.Done()
 		defer close(m.renewDone)
-		m.renewLoop(rctx)
+		m.beatLoop(rctx)
 	}()
 	go func() {
 		defer m.wg.Done()
@@ -198,60 +251,79 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// freshRow deletes this worker's presence row if an earlier run left one,
-// conditional on the heartbeat read, so that the first heartbeat writes 1.
-// A row that keeps changing under it (another process with the same ID)
-// is left after a few tries: the others then take this worker for older
-// than it is, which delays failover but never makes two owners.
-func (m *Manager) freshRow(ctx context.Context) error {
+// freshEntry removes this worker's entry from the fleet row if an earlier
+// run left one, conditional on the heartbeat read, so that the first
+// heartbeat writes 1. That also fences the earlier run: its next heartbeat
+// is refused. An entry that keeps changing under it (another process with
+// the same ID) is left after a few tries.
+func (m *Manager) freshEntry(ctx context.Context) error {
 	for range 3 {
-		ws, err := m.store.ListWorkers(ctx)
+		f, err := m.store.ReadFleet(ctx)
 		if err != nil {
 			return err
 		}
-		i := slices.IndexFunc(ws, func(w Worker) bool { return w.ID == m.cfg.WorkerID })
-		if i < 0 {
+		hb, ok := f.Members[m.cfg.WorkerID]
+		if !ok || hb == Dead {
 			return nil
 		}
-		err = m.store.DeleteWorker(ctx, ws[i])
-		if err == nil || errors.Is(err, ErrNotFound) {
+		m.mu.Lock()
+		m.oldHB = hb
+		m.mu.Unlock()
+		err = m.store.Leave(ctx, m.cfg.WorkerID, hb, false)
+		if err == nil {
 			return nil
 		}
 		if !errors.Is(err, ErrConflict) {
 			return err
 		}
 	}
-	m.log.Warn("presence row of this worker ID keeps changing; is another process using it?", "worker", m.cfg.WorkerID)
+	m.log.Warn("fleet entry of this worker ID keeps changing; is another process using it?", "worker", m.cfg.WorkerID)
 	return nil
 }
 
-// young reports whether the worker whose presence row shows heartbeat hb
-// may have watched the table for less than LeaseDuration + TakeInterval.
-// The row counts from 1 at its Start (see freshRow), which read the leases
-// first, and grows by one per RenewInterval at most, so the worker has
-// watched for at least (hb-1)*RenewInterval. The TakeInterval beyond the
-// lease duration lets a worker that just matured have judged, at its own
-// rounds, the leases others judge expired by the time they name it, and
-// keeps planners that read its row a moment apart from naming it before it
-// can act.
+// young reports whether the worker whose heartbeat is hb may have watched
+// the fleet for less than LeaseDuration + TakeInterval. The heartbeat counts
+// from 1 at its Start (see freshEntry), which read the leases first, and
+// grows by one per heartbeat period at most, so the worker has watched for
+// at least (hb-1) periods. The TakeInterval beyond the lease duration lets
+// a worker that just matured have judged, at its own rounds, the workers
+// others judge dead by the time they name it.
 func (m *Manager) young(hb int64) bool {
-	return time.Duration(hb-1)*m.cfg.RenewInterval < m.cfg.LeaseDuration+m.cfg.TakeInterval
+	return time.Duration(hb-1)*m.beatEvery < m.cfg.LeaseDuration+m.cfg.TakeInterval
 }
 
-// WakeTaker makes the taking loop run a round now (for example after a shard
-// sync created leases).
+// WakeTaker makes the taking loop run a round now, reading the leases (for
+// example after a shard sync created leases); the next heartbeat tells the
+// other workers to read them too.
 func (m *Manager) WakeTaker() {
+	m.mu.Lock()
+	m.mustScan, m.bump = true, true
+	m.mu.Unlock()
+	wake(m.takeWakeup)
+	wake(m.beatWakeup)
+}
+
+// changed makes the next heartbeat, sent now, tell the other workers to
+// read the leases again (a lease was released).
+func (m *Manager) changed() {
+	m.mu.Lock()
+	m.bump = true
+	m.mu.Unlock()
+	wake(m.beatWakeup)
+}
+
+func wake(c chan struct{}) {
 	select {
-	case m.takeWakeup <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
-// StopTaking stops the taking loop and waits for it. Held leases keep being
-// renewed. The worker withdraws from the fleet: its presence row is removed
-// at the next renewal tick, so that the other workers plan without it and
-// take the leases it releases at once (they still count it while it holds
-// leases).
+// StopTaking stops the taking loop and waits for it. Held leases stay
+// valid while heartbeats go on. The worker withdraws from the fleet: the
+// fleet row marks it so at the next heartbeat, so that the other workers
+// plan without it and take the leases it releases at once (they still
+// count it while it holds leases).
 func (m *Manager) StopTaking() {
 	if m.stopTake == nil {
 		return
@@ -262,12 +334,15 @@ func (m *Manager) StopTaking() {
 	m.mu.Lock()
 	m.withdrawn = true
 	m.mu.Unlock()
+	wake(m.beatWakeup)
 }
 
-// Close stops both loops, waits for them, and removes the presence row. Held
-// leases are not released: call Release on each handle first for a graceful
-// hand-over. Handles still held are lost afterwards, with an error matching
-// kcl.ErrLeaseLost, and Held returns none.
+// Close stops both loops, waits for them, and removes this worker's entry
+// from the fleet row. Held leases are not released: call Release on each
+// handle first for a graceful hand-over (others then take what is left a
+// lease duration after they see the entry gone). Handles still held are
+// lost afterwards, with an error matching kcl.ErrLeaseLost, and Held
+// returns none.
 func (m *Manager) Close(ctx context.Context) error {
 	if m.stopRenew == nil {
 		return nil
@@ -276,13 +351,16 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.stopRenew()
 	m.wg.Wait()
 	m.mu.Lock()
-	hb := m.hb
+	hb, bump := m.hb, m.bump
 	for key, h := range m.held {
 		h.markLost(errManagerClosed)
 		delete(m.held, key)
 	}
 	m.mu.Unlock()
-	if err := m.store.DeleteWorker(ctx, hb); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
+	if hb == 0 {
+		return nil
+	}
+	if err := m.store.Leave(ctx, m.cfg.WorkerID, hb, bump); err != nil && !errors.Is(err, ErrConflict) {
 		return err
 	}
 	return nil
@@ -299,53 +377,235 @@ func (m *Manager) Held() []*Handle {
 	return out
 }
 
+// deadline is when this worker must stop acting on its leases: the lease
+// duration after its last successful heartbeat was sent, less the safety
+// margin. No other worker fences it before.
+func (m *Manager) deadline() time.Time {
+	return m.beatSent.Load().Add(m.cfg.LeaseDuration - m.margin)
+}
+
+// heartbeat writes this worker's heartbeat and takes in the fleet row it
+// returns. A refusal means this worker was fenced (or an earlier heartbeat
+// whose answer was lost was applied): its handles are lost and it joins
+// again as a new worker.
 func (m *Manager) heartbeat(ctx context.Context) error {
 	m.mu.Lock()
-	hb := m.hb
-	hb.Leases = len(m.held)
-	withdrawn, gone := m.withdrawn, m.rowGone
+	from, withdrawn, bump := m.hb, m.withdrawn, m.bump
+	m.bump = false
 	m.mu.Unlock()
-	if withdrawn {
-		if gone {
-			return nil
-		}
-		if err := m.store.DeleteWorker(ctx, hb); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
-			return err
-		}
+	sent := m.now()
+	f, err := m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, bump)
+	if err == nil && from == 0 {
 		m.mu.Lock()
-		m.rowGone = true
+		old := m.oldHB
+		m.oldHB = 0
 		m.mu.Unlock()
-		return nil
+		if old == 1 {
+			// The entry read 1 before this worker joined again, and reads 1
+			// again: a worker that missed the change in between would see a
+			// heartbeat standing still. Move on to 2 at once.
+			from, sent = 1, m.now()
+			f, err = m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, false)
+		}
 	}
-	nhb, err := m.store.Heartbeat(ctx, hb)
 	if err != nil {
+		if bump {
+			m.mu.Lock()
+			m.bump = true
+			m.mu.Unlock()
+		}
+		if errors.Is(err, ErrConflict) {
+			m.fenced(ctx, from)
+		}
 		return err
 	}
+	now := m.now()
 	m.mu.Lock()
-	m.hb = nhb
+	m.hb = from + 1
+	if from == 0 {
+		m.joined, m.mustScan = sent, true
+	}
+	m.prevBeat = *m.beatSent.Load()
+	m.beatSent.Store(&sent)
+	m.observeLocked(f, now)
+	hs := make([]*Handle, 0, len(m.held))
+	for _, h := range m.held {
+		hs = append(hs, h)
+	}
+	asks := m.pendingAsksLocked()
+	changed := f.Gen != m.scanGen
+	for id, hb := range f.Members {
+		changed = changed || hb == Dead && !m.dead[id]
+	}
 	m.mu.Unlock()
+	if changed {
+		wake(m.takeWakeup) // read the leases now
+	}
+	for _, h := range hs {
+		h.rearm()
+	}
+	for key, since := range asks {
+		m.noticeHandoff(ctx, key, since)
+	}
+	m.releaseExpired(ctx)
 	return nil
 }
 
-func (m *Manager) renewLoop(ctx context.Context) {
-	t := time.NewTicker(m.cfg.RenewInterval)
+// expired records that h passed its deadline: the lease still names this
+// worker, whose heartbeat may go on, so the others would wait for it in
+// vain. The next successful heartbeat releases it.
+func (m *Manager) expired(h *Handle) {
+	l := h.Lease()
+	m.mu.Lock()
+	m.orphans = append(m.orphans, l)
+	m.mu.Unlock()
+}
+
+// releaseExpired releases the leases whose handles passed their deadline
+// (see expired), conditional on the counter this worker last wrote.
+func (m *Manager) releaseExpired(ctx context.Context) {
+	m.mu.Lock()
+	ls := m.orphans
+	m.orphans = nil
+	m.mu.Unlock()
+	for _, l := range ls {
+		nl, err := m.store.Release(ctx, l)
+		if err == nil {
+			m.log.Info("released a lease whose handle expired", "shard", l.Key)
+			m.mu.Lock()
+			m.noteLocked(nl)
+			m.bump = true
+			m.mu.Unlock()
+			wake(m.beatWakeup)
+		} else if !errors.Is(err, ErrConflict) {
+			m.mu.Lock()
+			m.orphans = append(m.orphans, l) // try again
+			m.mu.Unlock()
+		}
+	}
+}
+
+// fenced handles a refused heartbeat from hb: unless an earlier heartbeat
+// of ours was applied after all (the entry is hb+1), this worker was
+// fenced; it loses every handle and joins again.
+func (m *Manager) fenced(ctx context.Context, hb int64) {
+	if f, err := m.store.ReadFleet(ctx); err == nil && f.Members[m.cfg.WorkerID] == hb+1 && hb != 0 {
+		// Our last write was applied: go on from there, without extending
+		// the deadline (we do not know when that write was sent).
+		m.mu.Lock()
+		if m.hb == hb {
+			m.hb = hb + 1
+		}
+		m.mu.Unlock()
+		return
+	}
+	m.log.Warn("this worker was fenced: its heartbeat stood still too long; joining again", "worker", m.cfg.WorkerID)
+	m.mu.Lock()
+	m.oldHB, m.hb = hb, 0
+	m.viewVer++
+	var hs []*Handle
+	for key, h := range m.held {
+		hs = append(hs, h)
+		delete(m.held, key)
+	}
+	m.mu.Unlock()
+	for _, h := range hs {
+		h.markLost(errFenced)
+	}
+}
+
+// observeLocked takes in a fleet row read at now. m.mu is held.
+func (m *Manager) observeLocked(f Fleet, now time.Time) {
+	if f.Version < m.fleet.Version {
+		return // older than what we saw
+	}
+	m.fleet = f
+	for id, hb := range f.Members {
+		if o, ok := m.members[id]; !ok || o.counter != hb {
+			m.members[id] = observation{counter: hb, at: now}
+		}
+	}
+	for id := range m.members {
+		if _, ok := f.Members[id]; !ok {
+			delete(m.members, id)
+		}
+	}
+}
+
+// pendingAsksLocked returns the hand-over requests of the fleet row for
+// leases this worker holds validly and has not been told of yet, each
+// with a time no later than the request (see noticeHandoff). m.mu is held.
+func (m *Manager) pendingAsksLocked() map[string]time.Time {
+	out := map[string]time.Time{}
+	for key, to := range m.fleet.Handoffs {
+		if _, ok := m.asks[key]; !ok {
+			// The heartbeat before this one did not show it: the request
+			// came after that heartbeat was sent.
+			m.asks[key] = m.prevBeat
+		}
+		if h := m.held[key]; h != nil && to != m.cfg.WorkerID && !h.handoffSignalled() {
+			out[key] = m.asks[key]
+		}
+	}
+	for key := range m.asks {
+		if _, ok := m.fleet.Handoffs[key]; !ok {
+			delete(m.asks, key)
+		}
+	}
+	return out
+}
+
+// noticeHandoff reads a lease another worker asked for and, if the request
+// stands in its row, tells the holder (see Handle.HandoffRequested). since
+// is a time no later than the request.
+func (m *Manager) noticeHandoff(ctx context.Context, key string, since time.Time) {
+	m.mu.Lock()
+	h := m.held[key]
+	m.mu.Unlock()
+	if h == nil {
+		return
+	}
+	cur, err := m.store.Get(ctx, key)
+	if err != nil {
+		h.requested(nil, since)
+		return
+	}
+	if cur.Owner != m.cfg.WorkerID || cur.HandoffTo == "" || cur.HandoffTo == m.cfg.WorkerID {
+		return // a request for an earlier tenure, gone since
+	}
+	h.requested(&cur, since)
+}
+
+func (m *Manager) beatLoop(ctx context.Context) {
+	t := time.NewTicker(m.beatEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-m.beatWakeup:
 		}
-		m.renewAll(ctx)
 		if err := m.heartbeat(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("presence heartbeat failed", "worker", m.cfg.WorkerID, "err", err)
+			m.log.Warn("heartbeat failed", "worker", m.cfg.WorkerID, "err", err)
+		}
+		if m.cfg.BalanceByLoad {
+			m.renewLoads(ctx)
 		}
 	}
 }
 
-// renewAll renews every held lease, a bounded number at a time.
-func (m *Manager) renewAll(ctx context.Context) {
-	hs := m.Held()
+// renewLoads writes the measured throughput of the leases whose holder
+// records load, at most once per RenewInterval each (load-aware balancing
+// only: it costs a write per lease).
+func (m *Manager) renewLoads(ctx context.Context) {
+	var hs []*Handle
+	now := m.now()
+	for _, h := range m.Held() {
+		if h.loadDue(now) {
+			hs = append(hs, h)
+		}
+	}
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, h := range hs {
@@ -374,14 +634,14 @@ func (m *Manager) takeLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			m.log.Warn("lease taking round failed", "worker", m.cfg.WorkerID, "err", err)
 		}
-		// Jitter the period by up to ±10% so workers do not scan in lockstep.
+		// Jitter the period by up to ±10% so workers do not act in lockstep.
 		d := m.cfg.TakeInterval
 		m.mu.Lock()
 		d += time.Duration((m.rnd.Float64()*0.2 - 0.1) * float64(d))
 		m.mu.Unlock()
-		// Scan again as soon as a lease could expire: a crashed worker's
-		// leases are then taken the lease duration after the last change of
-		// their counters was seen, not up to a period later.
+		// Look again as soon as a worker could be judged dead: its leases
+		// are then taken the lease duration after the last change of its
+		// heartbeat was seen, not up to a period later.
 		if !expiry.IsZero() {
 			d = min(d, max(expiry.Sub(m.now()), m.cfg.TakeInterval/10))
 		}
@@ -397,83 +657,143 @@ func (m *Manager) takeLoop(ctx context.Context) {
 	}
 }
 
-// takeRound scans the table, updates what it observed and takes leases
-// according to PlanTakes. It returns when the next lease held by another
-// worker would expire if its counter stood still (zero if none).
-func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
-	leases, err := m.store.List(ctx)
-	if err != nil {
-		return time.Time{}, err
+// fullScanPeriod is how long a worker goes without reading the whole lease
+// table when nothing asks for it: fullScanEach per live worker, so that
+// the fleet reads it about once per fullScanEach, and at least a few lease
+// durations.
+func (m *Manager) fullScanPeriod(workers int) time.Duration {
+	if m.cfg.BalanceByLoad {
+		return m.cfg.LeaseDuration // loads change without telling
 	}
-	workers, err := m.store.ListWorkers(ctx)
-	if err != nil {
-		return time.Time{}, err
-	}
-	now := m.now()
-	view := View{Self: m.cfg.WorkerID, Leases: leases, Expired: map[string]bool{}, Stale: map[string]bool{},
-		Young: map[string]bool{}, ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
+	return max(3*m.cfg.LeaseDuration, time.Duration(workers)*fullScanEach)
+}
 
+// takeRound judges the fleet from the last heartbeat's view, fences the
+// workers whose heartbeat stood still for the lease duration, reads the
+// leases when something changed, and takes leases according to PlanTakes.
+// It returns when the next worker could be judged dead if its heartbeat
+// stood still (zero if none).
+func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
+	now := m.now()
+	if !now.Before(m.deadline()) {
+		return time.Time{}, nil // heartbeats are failing: nothing can be taken
+	}
+	type suspect struct {
+		id string
+		hb int64
+	}
+	var suspects []suspect
 	m.mu.Lock()
-	seen := make(map[string]bool, len(leases))
-	for _, l := range leases {
-		seen[l.Key] = true
-		o, ok := m.observed[l.Key]
-		if !ok || o.counter != l.Counter || o.owner != l.Owner {
-			o = observation{counter: l.Counter, owner: l.Owner, at: now}
-			m.observed[l.Key] = o
+	for id, o := range m.members {
+		if id == m.cfg.WorkerID || o.counter == Dead {
+			continue
 		}
+		if now.Sub(o.at) >= m.cfg.LeaseDuration {
+			suspects = append(suspects, suspect{id, o.counter})
+		} else if at := o.at.Add(m.cfg.LeaseDuration); expiry.IsZero() || at.Before(expiry) {
+			expiry = at
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range suspects {
+		f, err := m.store.Fence(ctx, s.id, s.hb)
+		if err != nil && errors.Is(err, ErrConflict) {
+			// It beat meanwhile, or another worker fenced it: look.
+			f, err = m.store.ReadFleet(ctx)
+		} else if err == nil {
+			m.log.Info("fenced a worker whose heartbeat stood still", "dead_worker", s.id)
+		}
+		if err != nil {
+			return expiry, err
+		}
+		m.mu.Lock()
+		m.observeLocked(f, m.now())
+		m.mu.Unlock()
+	}
+
+	m.tidy(ctx)
+	if err := m.maybeScan(ctx); err != nil {
+		return expiry, err
+	}
+	// Planning is a pure function of the view, the members and time: skip
+	// it while none of them changed since a round that planned nothing.
+	now = m.now()
+	m.mu.Lock()
+	if m.planFPLocked(now) == m.planFP && now.Before(m.planUntil) {
+		if !m.planExpiry.IsZero() && (expiry.IsZero() || m.planExpiry.Before(expiry)) {
+			expiry = m.planExpiry
+		}
+		m.mu.Unlock()
+		return expiry, nil
+	}
+	m.mu.Unlock()
+	m.releaseOrphans(ctx)
+
+	now = m.now()
+	m.mu.Lock()
+	view := View{Self: m.cfg.WorkerID, Leases: m.view, Expired: map[string]bool{}, Stale: map[string]bool{},
+		Young: map[string]bool{}, ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
+	var leaseExpiry time.Time
+	for _, l := range m.view {
+		o := m.observed[l.Key]
 		age := now.Sub(o.at)
-		if h := m.held[l.Key]; l.Owner != "" && (h == nil || h.isLost()) {
-			if age >= m.cfg.LeaseDuration {
-				view.Expired[l.Key] = true
-			} else if at := o.at.Add(m.cfg.LeaseDuration); expiry.IsZero() || at.Before(expiry) {
-				expiry = at
-			}
+		if l.Owner != "" && m.expiredLocked(l, now) {
+			view.Expired[l.Key] = true
 		}
-		// A free lease that the worker PlanTakes names did not take within
-		// a few rounds is stale: any worker below its share takes it.
 		if l.Owner == "" && age >= m.staleAfter || view.Expired[l.Key] && age >= m.cfg.LeaseDuration+m.staleAfter {
 			view.Stale[l.Key] = true
 		}
-	}
-	for k := range m.observed {
-		if !seen[k] {
-			delete(m.observed, k)
-		}
-	}
-	var stale []Worker
-	wseen := map[string]bool{}
-	for _, w := range workers {
-		wseen[w.ID] = true
-		o, ok := m.workers[w.ID]
-		if !ok || o.counter != w.Heartbeat {
-			o = observation{counter: w.Heartbeat, at: now}
-			m.workers[w.ID] = o
-		}
-		age := now.Sub(o.at)
-		if age < m.cfg.LeaseDuration || w.ID == m.cfg.WorkerID {
-			view.LiveWorkers = append(view.LiveWorkers, w.ID)
-			if m.young(w.Heartbeat) {
-				view.Young[w.ID] = true
+		if _, ok := m.members[l.Owner]; l.Owner != "" && !ok {
+			if at := o.at.Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (leaseExpiry.IsZero() || at.Before(leaseExpiry)) {
+				leaseExpiry = at
 			}
-		} else if age > 6*m.cfg.LeaseDuration {
-			stale = append(stale, w)
 		}
 	}
-	for id := range m.workers {
-		if !wseen[id] {
-			delete(m.workers, id)
+	if !leaseExpiry.IsZero() && (expiry.IsZero() || leaseExpiry.Before(expiry)) {
+		expiry = leaseExpiry
+	}
+	for id, o := range m.members {
+		if o.counter == Dead || m.fleet.Withdrawn[id] && id != m.cfg.WorkerID {
+			continue
+		}
+		if now.Sub(o.at) < m.cfg.LeaseDuration || id == m.cfg.WorkerID {
+			view.LiveWorkers = append(view.LiveWorkers, id)
+			if m.young(o.counter) {
+				view.Young[id] = true
+			}
 		}
 	}
+	slices.Sort(view.LiveWorkers)
 	plan := PlanTakes(view)
+	// Read the leases again at the next round while they move: a free or
+	// expired lease, or a planned move, means other workers act too, and
+	// their takes change the plan.
+	// A pending hand-over moves a lease soon too.
+	unsettled := len(plan.Take) > 0 || len(plan.Steal) > 0
+	for _, l := range m.view {
+		if unsettled = unsettled || !l.Finished() && (l.Owner == "" || view.Expired[l.Key] || l.HandoffTo != ""); unsettled {
+			break
+		}
+	}
+	m.mustScan = m.mustScan || unsettled
+	m.planFP, m.planExpiry, m.planUntil = "", leaseExpiry, now
+	if !unsettled {
+		// Nothing to do until something changes, or time expires a lease
+		// or ends this worker's first lease duration (see releaseOrphans).
+		m.planFP, m.planUntil = m.planFPLocked(now), now.Add(24*time.Hour)
+		for _, t := range []time.Time{leaseExpiry, m.joined.Add(m.cfg.LeaseDuration)} {
+			if t.After(now) && t.Before(m.planUntil) {
+				m.planUntil = t
+			}
+		}
+	}
 	m.mu.Unlock()
 
-	for _, w := range stale {
-		if err := m.store.DeleteWorker(ctx, w); err == nil {
-			m.log.Info("removed presence row of a long-dead worker", "dead_worker", w.ID)
-		}
+	take, err := m.confirmOwnersGone(ctx, plan.Take)
+	if err != nil {
+		return expiry, err
 	}
-	for _, l := range plan.Take {
+	for _, l := range take {
 		m.take(ctx, l, takeHow(l))
 	}
 	for _, l := range plan.Steal {
@@ -482,21 +802,253 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 	return expiry, nil
 }
 
+// tidy keeps the fleet row small: it removes the entries of workers fenced
+// long ago (their leases have been taken by then; one that still names
+// such a worker expires by its counter, as a lease of any worker missing
+// from the row does) and the hand-over requests of workers that died
+// before clearing them.
+func (m *Manager) tidy(ctx context.Context) {
+	now := m.now()
+	m.mu.Lock()
+	var dead []string
+	for id, o := range m.members {
+		if o.counter == Dead && now.Sub(o.at) >= 6*m.cfg.LeaseDuration {
+			dead = append(dead, id)
+		}
+	}
+	asks := map[string]string{}
+	for key, to := range m.fleet.Handoffs {
+		if o, ok := m.members[to]; !ok || o.counter == Dead {
+			asks[key] = to
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range dead {
+		if err := m.store.Leave(ctx, id, Dead, false); err == nil {
+			m.log.Info("removed the fleet entry of a worker fenced long ago", "dead_worker", id)
+		}
+	}
+	for key, to := range asks {
+		_ = m.store.ClearHandoff(ctx, key, to)
+	}
+}
+
+// planFPLocked sums up what planning depends on besides time: the view's
+// and the held leases' versions and the members' standing. m.mu is held.
+func (m *Manager) planFPLocked(now time.Time) string {
+	var b strings.Builder
+	fmt.Fprint(&b, m.viewVer, "|")
+	for _, id := range slices.Sorted(maps.Keys(m.members)) {
+		o := m.members[id]
+		fmt.Fprint(&b, id, ",", o.counter == Dead, now.Sub(o.at) < m.cfg.LeaseDuration, m.young(o.counter), m.fleet.Withdrawn[id], ";")
+	}
+	return b.String()
+}
+
+// confirmOwnersGone keeps, of the leases planned to take, the unowned ones
+// and those whose owner a consistent read of the fleet row, made after the
+// leases were read, still shows fenced or missing. A worker fenced (or
+// gone) may join again under the same ID and take leases; a view of the
+// fleet older than that would take its new leases for its old ones. Those
+// it took before the leases were read are shown live by this read; those
+// it takes after fail the take's condition on the counter read.
+func (m *Manager) confirmOwnersGone(ctx context.Context, ls []Lease) ([]Lease, error) {
+	owned := slices.ContainsFunc(ls, func(l Lease) bool { return l.Owner != "" && l.Owner != m.cfg.WorkerID })
+	if !owned {
+		return ls, nil
+	}
+	f, err := m.store.ReadFleet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.observeLocked(f, m.now())
+	m.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(ls), func(l Lease) bool {
+		hb, member := f.Members[l.Owner]
+		return l.Owner != "" && l.Owner != m.cfg.WorkerID && member && hb != Dead
+	}), nil
+}
+
+// releaseOrphans releases the leases that name this worker but that it
+// holds no handle of (its earlier run's, or lost), once a lease duration
+// has passed since it joined: the earlier run (fenced when this one
+// joined) has stopped by then. The others learn of it at once (Gen).
+func (m *Manager) releaseOrphans(ctx context.Context) {
+	now := m.now()
+	m.mu.Lock()
+	var orphans []Lease
+	if !now.Before(m.joined.Add(m.cfg.LeaseDuration)) {
+		for _, l := range m.view {
+			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) {
+				orphans = append(orphans, l)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, l := range orphans {
+		nl, err := m.store.Release(ctx, l)
+		var ce *ConflictError
+		switch {
+		case err == nil:
+			m.log.Info("released a lease of an earlier run of this worker", "shard", l.Key)
+			m.mu.Lock()
+			m.noteLocked(nl)
+			m.bump = true
+			m.mu.Unlock()
+		case errors.As(err, &ce) && ce.Current != nil:
+			m.mu.Lock()
+			m.noteLocked(*ce.Current)
+			m.mu.Unlock()
+		}
+	}
+	if len(orphans) > 0 {
+		wake(m.beatWakeup)
+	}
+}
+
+// expiredLocked reports whether lease l, owned, may be taken: its owner
+// was fenced, or is missing from the fleet row and the lease's counter
+// stood still for a lease duration, or is
+// this worker without a handle for it (an earlier run's, or one lost) a
+// lease duration after this worker joined. m.mu is held.
+func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
+	if l.Owner == m.cfg.WorkerID {
+		h := m.held[l.Key]
+		return (h == nil || h.isLost()) && !now.Before(m.joined.Add(m.cfg.LeaseDuration))
+	}
+	o, ok := m.members[l.Owner]
+	if ok {
+		return o.counter == Dead
+	}
+	// An owner missing from the fleet row (it left, or it is a worker of
+	// an earlier version, which renews each lease): the lease expires
+	// once its counter stood still for the lease duration, as before. The
+	// take is conditional on the counter seen, so a renewal since then
+	// makes it fail rather than overlap.
+	return !now.Before(m.observed[l.Key].at.Add(m.cfg.LeaseDuration))
+}
+
+// maybeScan reads the whole lease table when the view may be missing
+// something: consistently at the first round, after a Gen bump or when
+// asked (WakeTaker), eventually consistently after a worker died (its
+// leases do not move until taken: a stale read is enough to find them)
+// or when the periodic read is due.
+func (m *Manager) maybeScan(ctx context.Context) error {
+	now := m.now()
+	m.mu.Lock()
+	consistent := m.view == nil || m.mustScan || m.fleet.Gen != m.scanGen
+	need := consistent
+	for id, o := range m.members {
+		if o.counter == Dead && !m.dead[id] {
+			need = true
+		}
+	}
+	live := 0
+	for _, o := range m.members {
+		if o.counter != Dead {
+			live++
+		}
+	}
+	if !need && now.Sub(m.scanned) >= m.fullScanPeriod(live) {
+		need = true
+	}
+	gen := m.fleet.Gen
+	m.mustScan = false
+	m.mu.Unlock()
+	if !need {
+		return nil
+	}
+	var leases []Lease
+	var err error
+	if consistent {
+		leases, err = m.store.List(ctx)
+	} else {
+		leases, err = m.store.ListStale(ctx)
+	}
+	if err != nil {
+		if consistent {
+			m.mu.Lock()
+			m.mustScan = true
+			m.mu.Unlock()
+		}
+		return err
+	}
+	now = m.now()
+	// Spread the periodic reads: the next one comes after a random part
+	// of the period more or less.
+	m.mu.Lock()
+	jitter := time.Duration((m.rnd.Float64()*0.5 - 0.25) * float64(m.fullScanPeriod(max(1, live))))
+	m.scanned = now.Add(jitter)
+	if consistent {
+		m.scanGen = gen
+	}
+	m.dead = map[string]bool{}
+	for id, o := range m.members {
+		if o.counter == Dead {
+			m.dead[id] = true
+		}
+	}
+	seen := make(map[string]bool, len(leases))
+	var lost []*Handle
+	var lostTo []error
+	for _, l := range leases {
+		seen[l.Key] = true
+		if o, ok := m.observed[l.Key]; !ok || o.counter != l.Counter || o.owner != l.Owner {
+			m.observed[l.Key] = observation{counter: l.Counter, owner: l.Owner, at: now}
+		}
+		// A held lease the table shows moved on (a reset, say): counters
+		// only grow, so a read showing a higher one is newer than ours.
+		if h := m.held[l.Key]; h != nil && l.Owner != m.cfg.WorkerID && l.Counter > h.counter() {
+			lost = append(lost, h)
+			lostTo = append(lostTo, newConflict("read", l.Key, &l))
+			delete(m.held, l.Key)
+		}
+	}
+	for k := range m.observed {
+		if !seen[k] {
+			delete(m.observed, k)
+		}
+	}
+	m.view = leases
+	m.viewVer++
+	m.mu.Unlock()
+	for i, h := range lost {
+		h.markLost(lostTo[i])
+	}
+	return nil
+}
+
+// noteWrite records in the view a lease as this worker wrote it or found
+// it in a refusal. m.mu is held.
+func (m *Manager) noteLocked(l Lease) {
+	i, ok := slices.BinarySearchFunc(m.view, l.Key, func(a Lease, k string) int { return strings.Compare(a.Key, k) })
+	if ok {
+		if m.view[i].Counter <= l.Counter {
+			m.view = slices.Clone(m.view)
+			m.view[i] = l.Clone()
+			m.viewVer++
+		}
+	}
+}
+
 // requestHandoff asks the owner of l to hand it over (a planned move: the
 // owner finishes its batch and checkpoints first, so nothing is processed
 // twice) and starts a goroutine that waits for the hand-over. At most
 // MaxPendingHandoffs requests are pending per worker.
 func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 	m.mu.Lock()
-	if m.pendingHandoffs >= m.cfg.MaxPendingHandoffs {
+	if m.pendingHandoffs >= m.cfg.MaxPendingHandoffs || m.awaiting[l.Key] {
 		m.mu.Unlock()
 		return
 	}
 	m.pendingHandoffs++
+	m.awaiting[l.Key] = true
 	m.mu.Unlock()
 	done := func() {
 		m.mu.Lock()
 		m.pendingHandoffs--
+		delete(m.awaiting, l.Key)
 		m.mu.Unlock()
 	}
 	req, err := m.store.RequestHandoff(ctx, l, m.cfg.WorkerID)
@@ -507,6 +1059,15 @@ func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 		}
 		return
 	}
+	// The owner learns of the request from the fleet row, at its next
+	// heartbeat; the timeout counts from when the row says so.
+	if err := m.store.AskHandoff(ctx, l.Key, m.cfg.WorkerID); err != nil {
+		done()
+		if ctx.Err() == nil {
+			m.log.Warn("recording a lease hand-over request failed", "shard", l.Key, "err", err)
+		}
+		return
+	}
 	m.log.Info("asked for a lease hand-over", "shard", l.Key, "owner", l.Owner)
 	m.emit(Event{Kind: EventHandoffRequested, Key: l.Key, Peer: l.Owner})
 	m.hwg.Add(1)
@@ -514,13 +1075,17 @@ func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 		defer m.hwg.Done()
 		defer done()
 		m.awaitHandoff(ctx, req)
+		if err := m.store.ClearHandoff(context.WithoutCancel(ctx), req.Key, m.cfg.WorkerID); err != nil && !errors.Is(err, ErrConflict) {
+			m.log.Warn("clearing a lease hand-over request failed", "shard", req.Key, "err", err)
+		}
 	}()
 }
 
 // awaitHandoff polls the requested lease until its owner hands it over (then
 // adopts it), releases it (then takes it), or ignores the request for
 // HandoffTimeout (then takes it anyway: the owner's handle has turned
-// invalid by then, see Handle.Valid).
+// invalid by then, see Handle.Valid: the owner counts the timeout from
+// before the request reached the fleet row).
 func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 	deadline := m.now().Add(m.cfg.HandoffTimeout)
 	t := time.NewTicker(min(100*time.Millisecond, m.cfg.TakeInterval))
@@ -543,18 +1108,14 @@ func (m *Manager) awaitHandoff(ctx context.Context, req Lease) {
 			if m.holds(cur.Key) {
 				return // a taking round took it meanwhile: nothing to adopt
 			}
-			// Renew at once so that this worker's deadline counts from a
-			// write it sent itself.
-			sent := m.now()
-			nl, err := m.store.Renew(ctx, cur)
-			if err == nil && ctx.Err() == nil {
-				m.install(nl, sent, "handoff", req.Owner)
+			if ctx.Err() == nil && m.now().Before(m.deadline()) {
+				m.install(cur, m.now(), "handoff", req.Owner)
 			}
 			return
 		case cur.Owner == "":
 			m.take(ctx, cur, "take-released")
 			return
-		case cur.HandoffTo != m.cfg.WorkerID:
+		case cur.HandoffTo != m.cfg.WorkerID || cur.Owner != req.Owner:
 			return // the request is gone (lease taken or reset meanwhile)
 		case !m.now().Before(deadline):
 			m.log.Warn("owner did not hand the lease over in time; taking it", "shard", cur.Key, "owner", cur.Owner)
@@ -576,8 +1137,21 @@ func takeHow(l Lease) string {
 
 func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	start := m.now()
+	if !start.Before(m.deadline()) {
+		return // heartbeats are failing: the lease would be lost at once
+	}
 	nl, err := m.store.Take(ctx, l, m.cfg.WorkerID)
 	if err != nil {
+		var ce *ConflictError
+		if errors.As(err, &ce) && ce.Current != nil {
+			c := *ce.Current
+			m.mu.Lock()
+			m.noteLocked(c)
+			if o := m.observed[c.Key]; o.counter != c.Counter || o.owner != c.Owner {
+				m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
+			}
+			m.mu.Unlock()
+		}
 		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
 			m.log.Warn("taking lease failed", "shard", l.Key, "err", err)
 		}
@@ -586,13 +1160,13 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	m.install(nl, start, why, l.Owner)
 }
 
-// install makes nl a held lease whose last write was sent at start. It is
+// install makes nl a held lease, acquired by a write sent at start. It is
 // idempotent: when a taking round and a hand-over waiter acquire the same
 // lease at once, the second to install finds a valid handle of the same
 // tenure (see sameTenure) and keeps it, adopting nl if it is newer, so the
 // shard is neither reported twice nor stopped and restarted.
 func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
-	h := &Handle{m: m, key: nl.Key, lease: nl, renewedAt: start, lost: make(chan struct{}), handoff: make(chan struct{}),
+	h := &Handle{m: m, key: nl.Key, lease: nl, acquired: start, writtenAt: start, lost: make(chan struct{}), handoff: make(chan struct{}),
 		loadSince: start, rate: nl.Throughput}
 	m.mu.Lock()
 	if old := m.held[nl.Key]; old != nil {
@@ -604,7 +1178,9 @@ func (m *Manager) install(nl Lease, start time.Time, why, previous string) {
 		old.markLost(errTakenAgain)
 	}
 	m.held[nl.Key] = h
+	m.viewVer++
 	m.observed[nl.Key] = observation{counter: nl.Counter, owner: nl.Owner, at: start}
+	m.noteLocked(nl)
 	h.armLocked()
 	m.mu.Unlock()
 	m.log.Info("lease acquired", "shard", nl.Key, "how", why, "previous_owner", previous, "counter", nl.Counter)
@@ -627,6 +1203,7 @@ func (m *Manager) forget(h *Handle) {
 	m.mu.Lock()
 	if m.held[h.key] == h {
 		delete(m.held, h.key)
+		m.viewVer++
 	}
 	m.mu.Unlock()
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/shardline/shardline/internal/ddbcost"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -23,16 +24,11 @@ import (
 type MemoryStore struct {
 	mu         sync.Mutex
 	leases     map[string]Lease
-	workers    map[string]memoryWorkerRow // by worker ID
+	fleet      Fleet // the fleet row; Members nil while there is none
 	fault      func(op, key string) error
 	faultAfter func(op, key string) error
-}
-
-// memoryWorkerRow is a worker presence row as DynamoStore keeps it.
-type memoryWorkerRow struct {
-	owner     string
-	heartbeat int64
-	leases    int
+	meter      *ddbcost.Meter // see SetMeter
+	sizes      map[string]int // item key -> DynamoDB item size, while metered
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -40,8 +36,7 @@ var _ Store = (*MemoryStore)(nil)
 // NewMemoryStore returns an empty store. Its table always exists.
 func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{
-		leases:  make(map[string]Lease),
-		workers: make(map[string]memoryWorkerRow),
+		leases: make(map[string]Lease),
 	}
 }
 
@@ -51,11 +46,12 @@ func NewMemoryStore() *MemoryStore {
 // return, such as a *ConflictError or an error wrapping kcl.ErrThrottled)
 // and changes nothing. A nil f removes the hook.
 //
-// Operation names: "ensuretable", "list", "get", "create", "renew", "take",
-// "release", "checkpoint", "reset", "shardinfo", "delete", "heartbeat",
-// "listworkers", "deleteworker". The key is the lease key, the worker ID for
-// "heartbeat" and "deleteworker", and empty for "ensuretable", "list" and
-// "listworkers".
+// Operation names: "ensuretable", "list", "liststale", "get", "create",
+// "renew", "take", "release", "checkpoint", "reset", "shardinfo", "delete",
+// "handoff", "handover", "beat", "readfleet", "fence", "leave",
+// "askhandoff", "clearhandoff". The key is the lease key, the worker ID for
+// "beat", "fence" and "leave", and empty for "ensuretable", "list",
+// "liststale" and "readfleet".
 //
 // f is called without the store's lock held: it may block (to hold an
 // operation at a chosen point) or call the store.
@@ -108,9 +104,18 @@ func (s *MemoryStore) EnsureTable(ctx context.Context) error {
 }
 
 // List returns every lease sorted by Key.
-func (s *MemoryStore) List(ctx context.Context) ([]Lease, error) {
+func (s *MemoryStore) List(ctx context.Context) ([]Lease, error) { return s.list(ctx, "list", true) }
+
+// ListStale returns every lease sorted by Key: in memory, List billed as
+// an eventually consistent read.
+func (s *MemoryStore) ListStale(ctx context.Context) ([]Lease, error) {
+	return s.list(ctx, "liststale", false)
+}
+
+func (s *MemoryStore) list(ctx context.Context, op string, consistent bool) ([]Lease, error) {
 	var out []Lease
-	err := s.run(ctx, "list", "", func() error {
+	err := s.run(ctx, op, "", func() error {
+		s.chargeScan(op, consistent)
 		// Sorting keys rather than leases keeps large tables cheap.
 		keys := slices.Sorted(maps.Keys(s.leases))
 		out = make([]Lease, 0, len(keys))
@@ -133,6 +138,7 @@ func (s *MemoryStore) Get(ctx context.Context, key string) (Lease, error) {
 	}
 	var out Lease
 	err := s.run(ctx, "get", key, func() error {
+		s.chargeGet("get", key, true)
 		l, ok := s.leases[key]
 		if !ok {
 			return fmt.Errorf("lease: get %s: %w", key, ErrNotFound)
@@ -151,9 +157,11 @@ func (s *MemoryStore) Create(ctx context.Context, l Lease) error {
 	l = normalizeLease(l)
 	return s.run(ctx, "create", l.Key, func() error {
 		if cur, ok := s.leases[l.Key]; ok {
+			s.chargeWrite("create", l.Key, -1)
 			return newConflict("create", l.Key, &cur)
 		}
 		s.leases[l.Key] = l
+		s.chargeWrite("create", l.Key, s.leaseSize(l))
 		return nil
 	})
 }
@@ -235,7 +243,7 @@ func (s *MemoryStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, err
 // lease's Counter is l.Counter.
 func (s *MemoryStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, error) {
 	n := normalizeLease(l)
-	return s.updateFenced(ctx, "reset", l, false, func(cur *Lease) {
+	nl, err := s.updateFenced(ctx, "reset", l, false, func(cur *Lease) {
 		cur.Owner = ""
 		cur.HandoffTo = ""
 		cur.Checkpoint = n.Checkpoint
@@ -244,6 +252,10 @@ func (s *MemoryStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, erro
 		cur.PendingCheckpointState = nil
 		cur.OwnerSwitchesSinceCheckpoint = 0
 	})
+	if err == nil {
+		s.bumpGen(ctx)
+	}
+	return nl, err
 }
 
 // UpdateShardInfo stores the parent and child shard IDs and the hash key
@@ -275,15 +287,18 @@ func (s *MemoryStore) write(ctx context.Context, op string, l Lease, cond func(L
 	err := s.run(ctx, op, l.Key, func() error {
 		cur, ok := s.leases[l.Key]
 		if !ok {
+			s.chargeWrite(op, l.Key, -1)
 			return newConflict(op, l.Key, nil)
 		}
 		if cur.Counter != l.Counter || !cond(cur) {
+			s.chargeWrite(op, l.Key, -1)
 			return newConflict(op, l.Key, &cur)
 		}
 		next := cur.Clone()
 		change(&next)
 		next.Counter++
 		s.leases[l.Key] = next
+		s.chargeWrite(op, l.Key, s.leaseSize(next))
 		out = next.Clone()
 		return nil
 	})
@@ -300,87 +315,15 @@ func (s *MemoryStore) Delete(ctx context.Context, l Lease) error {
 	}
 	return s.run(ctx, "delete", l.Key, func() error {
 		cur, ok := s.leases[l.Key]
-		if !ok {
-			return newConflict("delete", l.Key, nil)
-		}
-		if cur.Counter != l.Counter {
+		if !ok || cur.Counter != l.Counter {
+			s.chargeWrite("delete", l.Key, -1)
+			if !ok {
+				return newConflict("delete", l.Key, nil)
+			}
 			return newConflict("delete", l.Key, &cur)
 		}
 		delete(s.leases, l.Key)
+		s.chargeWrite("delete", l.Key, 0)
 		return nil
 	})
-}
-
-// Heartbeat writes w's presence row, incrementing its heartbeat, unless a
-// row of that key is owned by someone else. w.Heartbeat is ignored.
-func (s *MemoryStore) Heartbeat(ctx context.Context, w Worker) (Worker, error) {
-	if err := checkWorkerID("heartbeat", w.ID); err != nil {
-		return Worker{}, err
-	}
-	var out Worker
-	err := s.run(ctx, "heartbeat", w.ID, func() error {
-		row, ok := s.workers[w.ID]
-		if ok && row.owner != w.ID {
-			return newConflict("heartbeat", workerRowKey(w.ID), row.asLease(w.ID))
-		}
-		row = memoryWorkerRow{owner: w.ID, heartbeat: row.heartbeat + 1, leases: w.Leases}
-		s.workers[w.ID] = row
-		out = Worker{ID: w.ID, Heartbeat: row.heartbeat, Leases: row.leases}
-		return nil
-	})
-	if err != nil {
-		return Worker{}, err
-	}
-	return out, nil
-}
-
-// ListWorkers returns every presence row sorted by worker ID.
-func (s *MemoryStore) ListWorkers(ctx context.Context) ([]Worker, error) {
-	var out []Worker
-	err := s.run(ctx, "listworkers", "", func() error {
-		out = make([]Worker, 0, len(s.workers))
-		for _, id := range slices.Sorted(maps.Keys(s.workers)) {
-			row := s.workers[id]
-			out = append(out, Worker{ID: id, Heartbeat: row.heartbeat, Leases: row.leases})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// DeleteWorker removes w's presence row if its heartbeat is w.Heartbeat.
-func (s *MemoryStore) DeleteWorker(ctx context.Context, w Worker) error {
-	if err := checkWorkerID("deleteworker", w.ID); err != nil {
-		return err
-	}
-	return s.run(ctx, "deleteworker", w.ID, func() error {
-		row, ok := s.workers[w.ID]
-		if !ok {
-			return newConflict("deleteworker", workerRowKey(w.ID), nil)
-		}
-		if row.heartbeat != w.Heartbeat {
-			return newConflict("deleteworker", workerRowKey(w.ID), row.asLease(w.ID))
-		}
-		delete(s.workers, w.ID)
-		return nil
-	})
-}
-
-// setWorkerOwner overwrites the owner of worker id's row, creating it if
-// needed, the way a foreign writer could. Tests use it (export_test.go).
-func (s *MemoryStore) setWorkerOwner(id, owner string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	row := s.workers[id]
-	row.owner = owner
-	s.workers[id] = row
-}
-
-// asLease returns the row the way DynamoStore decodes a presence row found
-// in place of a lease: key, owner and counter.
-func (r memoryWorkerRow) asLease(id string) *Lease {
-	return &Lease{Key: workerRowKey(id), Owner: r.owner, Counter: r.heartbeat}
 }

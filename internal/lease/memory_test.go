@@ -42,13 +42,13 @@ func TestMemoryStoreFault(t *testing.T) {
 	if got.Counter != 0 {
 		t.Errorf("a refused Renew changed the counter to %d", got.Counter)
 	}
-	if _, err := s.Heartbeat(ctx, lease.Worker{ID: "a"}); err != nil {
+	if _, err := s.Beat(ctx, "a", 0, false, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ListWorkers(ctx); err != nil {
+	if _, err := s.ReadFleet(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"renew shardId-0", "get shardId-0", "heartbeat a", "listworkers "}
+	want := []string{"renew shardId-0", "get shardId-0", "beat a", "readfleet "}
 	if fmt.Sprint(seen) != fmt.Sprint(want) {
 		t.Errorf("fault hook saw %q, want %q", seen, want)
 	}
@@ -107,20 +107,6 @@ func TestMemoryStoreFaultCanCallStore(t *testing.T) {
 	_, err := s.Take(ctx, l, "b")
 	if !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("Take racing a renewal: %v, want ErrConflict", err)
-	}
-}
-
-func TestMemoryStoreForeignWorkerRow(t *testing.T) {
-	ctx := t.Context()
-	s := lease.NewMemoryStore()
-	if _, err := s.Heartbeat(ctx, lease.Worker{ID: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	lease.SetWorkerRowOwner(s, "a", "intruder")
-	_, err := s.Heartbeat(ctx, lease.Worker{ID: "a"})
-	var ce *lease.ConflictError
-	if !errors.As(err, &ce) || ce.Current == nil || ce.Current.Owner != "intruder" || ce.Key != "shardline:worker:a" {
-		t.Fatalf("Heartbeat on a row owned by another: %v, want a conflict showing the intruder", err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -105,7 +104,7 @@ func (f *protoFleet) start(id string, offset time.Duration, rate float64) *proto
 		LeaseDuration: leaseDuration,
 		RenewInterval: renewInterval,
 		TakeInterval:  takeInterval,
-		Logger:        slog.New(slog.DiscardHandler),
+		Logger:        testLogger().With("worker", id),
 		Rand:          rand.New(rand.NewPCG(seed, 7)),
 		Now:           w.clock.now,
 		BalanceByLoad: f.byLoad,
@@ -181,7 +180,7 @@ func (f *protoFleet) check() {
 
 func (f *protoFleet) closeAll() {
 	for _, w := range f.workers {
-		w.st.down.Store(false)
+		w.st.Down.Store(false)
 		_ = w.m.Close(context.Background())
 	}
 }
@@ -318,7 +317,7 @@ func TestProtocolCrashReassignment(t *testing.T) {
 		orphans := map[string]bool{}
 		for i, w := range ws {
 			if i%10 < 3 {
-				w.st.down.Store(true)
+				w.st.Down.Store(true)
 				crashed = append(crashed, w)
 				for _, h := range w.m.Held() {
 					orphans[h.Key()] = true
@@ -346,7 +345,10 @@ func TestProtocolCrashReassignment(t *testing.T) {
 			}
 			latest = max(latest, at.Sub(crash))
 		}
-		bound := leaseDuration + maxTakePeriod
+		// The crashed workers' last heartbeats are seen up to a heartbeat
+		// period (min(renew, take) interval) late; views read a moment
+		// apart may leave a lease to the next round.
+		bound := leaseDuration + min(renewInterval, takeInterval) + maxTakePeriod
 		t.Logf("%d of %d workers crashed holding %d leases: all reassigned within %v of the crash (bound %v); survivors balanced after %v",
 			len(crashed), nw, len(orphans), latest, bound, took)
 		if latest > bound {
@@ -455,11 +457,11 @@ func TestProtocolSkewedClocks(t *testing.T) {
 				cut[r.IntN(len(ws))] = true
 			}
 			for i := range cut {
-				ws[i].st.down.Store(true)
+				ws[i].st.Down.Store(true)
 			}
 			advance(leaseDuration*3/10 + time.Duration(r.Int64N(int64(leaseDuration*22/10))))
 			for i := range cut {
-				ws[i].st.down.Store(false)
+				ws[i].st.Down.Store(false)
 			}
 			advance(leaseDuration/2 + time.Duration(r.Int64N(int64(leaseDuration*3/2))))
 		}
@@ -490,7 +492,7 @@ func TestProtocolSkewCheckDetectsOverlap(t *testing.T) {
 		defer f.closeAll()
 		ws := []*protoWorker{f.start("a", 0, 1), f.start("b", 0, 1), f.start("slow", 0, 0.5)}
 		converge(t, ws, nl, 10*takeInterval, "start")
-		ws[2].st.down.Store(true)
+		ws[2].st.Down.Store(true)
 		advance(2 * leaseDuration)
 		f.mu.Lock()
 		n := len(f.violations)
@@ -623,6 +625,7 @@ func TestHandleRecordLoad(t *testing.T) {
 		if err := f.store.Create(t.Context(), lease.Lease{Key: "shard-x", Checkpoint: kcl.TrimHorizon, Throughput: 42}); err != nil {
 			t.Fatal(err)
 		}
+		f.byLoad = true // throughputs are written for load-aware balancing only
 		a := f.start("a", nil)
 		defer f.closeAll()
 		advance(maxTakePeriod)
@@ -633,8 +636,8 @@ func TestHandleRecordLoad(t *testing.T) {
 		h := hs[0]
 		c0 := getLease(t, f.store, "shard-x").Counter
 		advance(3 * renewInterval)
-		if l := getLease(t, f.store, "shard-x"); l.Counter < c0+3 || l.Throughput != 42 {
-			t.Fatalf("after 3 renewals without RecordLoad: counter %d (from %d), Throughput %v; want renewed and 42 kept", l.Counter, c0, l.Throughput)
+		if l := getLease(t, f.store, "shard-x"); l.Counter != c0 || l.Throughput != 42 {
+			t.Fatalf("after 3 renewal intervals without RecordLoad: counter %d (from %d), Throughput %v; want no write and 42 kept", l.Counter, c0, l.Throughput)
 		}
 		// 50 units per second, in 10 slices per renewal interval.
 		for i := range 10 {

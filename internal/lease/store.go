@@ -19,13 +19,13 @@ var ErrInvalidArgument = errors.New("lease: invalid argument")
 // workerRowPrefix starts the leaseKey of every worker presence row.
 const workerRowPrefix = "shardline:worker:"
 
-// IsWorkerKey reports whether key is the leaseKey of a worker presence row
-// (see [Store.Heartbeat]) rather than of a shard lease. Store.List never
-// returns such rows and the lease methods refuse such keys.
+// IsWorkerKey reports whether key is the leaseKey of the fleet row or of a
+// presence row of an earlier version rather than of a shard lease.
+// Store.List never returns such rows and the lease methods refuse such keys.
 func IsWorkerKey(key string) bool { return strings.HasPrefix(key, workerRowPrefix) }
 
-// workerRowKey returns the leaseKey of worker id's presence row.
-func workerRowKey(id string) string { return workerRowPrefix + id }
+// fleetRowKey is the leaseKey of the fleet row (see [Fleet]).
+const fleetRowKey = workerRowPrefix + "*"
 
 // checkLeaseKey refuses keys that cannot name a shard lease.
 func checkLeaseKey(op, key string) error {

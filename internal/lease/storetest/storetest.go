@@ -191,12 +191,12 @@ func testEnsureTableTwice(t *testing.T, s lease.Store) {
 	if len(ls) != 0 {
 		t.Errorf("List of a new table = %+v, want empty", ls)
 	}
-	ws, err := s.ListWorkers(t.Context())
+	f, err := s.ReadFleet(t.Context())
 	if err != nil {
-		t.Fatalf("ListWorkers: %v", err)
+		t.Fatalf("ReadFleet: %v", err)
 	}
-	if len(ws) != 0 {
-		t.Errorf("ListWorkers of a new table = %+v, want empty", ws)
+	if len(f.Members) != 0 || f.Gen != 0 {
+		t.Errorf("ReadFleet of a new table = %+v, want empty", f)
 	}
 }
 
@@ -239,10 +239,10 @@ func testGetMissing(t *testing.T, s lease.Store) {
 
 func testInvalidArguments(t *testing.T, s lease.Store) {
 	ctx := t.Context()
-	if _, err := s.Heartbeat(ctx, lease.Worker{ID: "w"}); err != nil {
-		t.Fatalf("Heartbeat: %v", err)
+	if _, err := s.Beat(ctx, "w", 0, false, false); err != nil {
+		t.Fatalf("Beat: %v", err)
 	}
-	worker := lease.Lease{Key: "shardline:worker:w", Owner: "w", Counter: 1}
+	worker := lease.Lease{Key: "shardline:worker:*", Owner: "w", Counter: 1}
 	if !lease.IsWorkerKey(worker.Key) {
 		t.Fatalf("IsWorkerKey(%q) = false", worker.Key)
 	}
@@ -264,19 +264,21 @@ func testInvalidArguments(t *testing.T, s lease.Store) {
 		calls["delete "+key] = s.Delete(ctx, bad)
 	}
 	_, calls["take to nobody"] = s.Take(ctx, l, "")
-	_, calls["heartbeat without ID"] = s.Heartbeat(ctx, lease.Worker{})
-	calls["deleteworker without ID"] = s.DeleteWorker(ctx, lease.Worker{})
+	_, calls["beat without ID"] = s.Beat(ctx, "", 0, false, false)
+	_, calls["fence without ID"] = s.Fence(ctx, "", 1)
+	calls["leave without ID"] = s.Leave(ctx, "", 1, false)
+	calls["ask for the fleet row"] = s.AskHandoff(ctx, worker.Key, "w")
 	for what, err := range calls {
 		if !errors.Is(err, lease.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", what, err)
 		}
 	}
 	expectStored(t, s, l)
-	ws, err := s.ListWorkers(ctx)
+	f, err := s.ReadFleet(ctx)
 	if err != nil {
-		t.Fatalf("ListWorkers: %v", err)
+		t.Fatalf("ReadFleet: %v", err)
 	}
-	equal(t, "workers", ws, []lease.Worker{{ID: "w", Heartbeat: 1}})
+	equal(t, "members", f.Members, map[string]int64{"w": 1})
 }
 
 func testRenew(t *testing.T, s lease.Store) {
@@ -623,8 +625,8 @@ func testListSorted(t *testing.T, s lease.Store) {
 	for i, k := range keys {
 		l := full(k)
 		l.Counter = int64(i)
-		if _, err := s.Heartbeat(ctx, lease.Worker{ID: fmt.Sprintf("w%d", i), Leases: i}); err != nil {
-			t.Fatalf("Heartbeat: %v", err)
+		if _, err := s.Beat(ctx, fmt.Sprintf("w%d", i), 0, false, false); err != nil {
+			t.Fatalf("Beat: %v", err)
 		}
 		want = append(want, mustCreate(t, s, l))
 	}
@@ -653,81 +655,93 @@ func testListSorted(t *testing.T, s lease.Store) {
 
 func testHeartbeats(t *testing.T, s lease.Store) {
 	ctx := t.Context()
-	beat := func(w lease.Worker) lease.Worker {
+	beat := func(id string, from int64, withdrawn, bump bool) lease.Fleet {
 		t.Helper()
-		nw, err := s.Heartbeat(ctx, w)
+		f, err := s.Beat(ctx, id, from, withdrawn, bump)
 		if err != nil {
-			t.Fatalf("Heartbeat(%+v): %v", w, err)
+			t.Fatalf("Beat(%s, %d): %v", id, from, err)
 		}
-		return nw
+		return f
 	}
-	a := beat(lease.Worker{ID: "worker-a", Leases: 2})
-	equal(t, "first heartbeat", a, lease.Worker{ID: "worker-a", Heartbeat: 1, Leases: 2})
-	a.Leases = 3
-	a = beat(a)
-	equal(t, "second heartbeat", a, lease.Worker{ID: "worker-a", Heartbeat: 2, Leases: 3})
-	// The heartbeat passed in does not matter: the stored one increments.
-	a = beat(lease.Worker{ID: "worker-a", Heartbeat: 40, Leases: 3})
-	equal(t, "third heartbeat", a, lease.Worker{ID: "worker-a", Heartbeat: 3, Leases: 3})
+	f := beat("worker-a", 0, false, false)
+	equal(t, "first heartbeat", f.Members, map[string]int64{"worker-a": 1})
+	f = beat("worker-a", 1, false, true)
+	equal(t, "second heartbeat", f.Members, map[string]int64{"worker-a": 2})
+	equal(t, "generation", f.Gen, int64(1))
+	b := beat("worker-b", 0, true, false)
+	equal(t, "members", b.Members, map[string]int64{"worker-a": 2, "worker-b": 1})
+	equal(t, "withdrawn", b.Withdrawn, map[string]bool{"worker-b": true})
+	if b.Version <= f.Version {
+		t.Errorf("version %d after %d, want it to grow", b.Version, f.Version)
+	}
 
-	b := beat(lease.Worker{ID: "worker-b"})
-	equal(t, "b's heartbeat", b, lease.Worker{ID: "worker-b", Heartbeat: 1})
+	// A heartbeat from a stale value, or joining twice, is refused.
+	_, err := s.Beat(ctx, "worker-a", 1, false, false)
+	expectConflict(t, err, "beat", "worker-a")
+	_, err = s.Beat(ctx, "worker-a", 0, false, false)
+	expectConflict(t, err, "beat", "worker-a")
 
-	// A third worker writes its own row and leaves the others alone.
-	c := beat(lease.Worker{ID: "worker-c", Leases: 1})
-	equal(t, "c's heartbeat", c, lease.Worker{ID: "worker-c", Heartbeat: 1, Leases: 1})
-
-	ws, err := s.ListWorkers(ctx)
+	got, err := s.ReadFleet(ctx)
 	if err != nil {
-		t.Fatalf("ListWorkers: %v", err)
+		t.Fatalf("ReadFleet: %v", err)
 	}
-	equal(t, "workers", ws, []lease.Worker{a, b, c})
-
+	equal(t, "read", got, b)
 	ls, err := s.List(ctx)
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
 	if len(ls) != 0 {
-		t.Errorf("List returned presence rows: %+v", ls)
+		t.Errorf("List returned the fleet row: %+v", ls)
 	}
+
+	// Hand-over requests.
+	if err := s.AskHandoff(ctx, "shardId-1", "worker-b"); err != nil {
+		t.Fatalf("AskHandoff: %v", err)
+	}
+	expectConflict(t, s.ClearHandoff(ctx, "shardId-1", "worker-a"), "clearhandoff", "shardId-1")
+	got, _ = s.ReadFleet(ctx)
+	equal(t, "handoffs", got.Handoffs, map[string]string{"shardId-1": "worker-b"})
+	if err := s.ClearHandoff(ctx, "shardId-1", "worker-b"); err != nil {
+		t.Fatalf("ClearHandoff: %v", err)
+	}
+	got, _ = s.ReadFleet(ctx)
+	equal(t, "handoffs after clear", got.Handoffs, map[string]string{})
 }
 
 func testDeleteWorker(t *testing.T, s lease.Store) {
 	ctx := t.Context()
-	a, err := s.Heartbeat(ctx, lease.Worker{ID: "worker-a"})
-	if err != nil {
-		t.Fatalf("Heartbeat: %v", err)
+	for _, id := range []string{"worker-a", "worker-b"} {
+		if _, err := s.Beat(ctx, id, 0, false, false); err != nil {
+			t.Fatalf("Beat: %v", err)
+		}
 	}
-	b, err := s.Heartbeat(ctx, lease.Worker{ID: "worker-b"})
-	if err != nil {
-		t.Fatalf("Heartbeat: %v", err)
-	}
-	a2, err := s.Heartbeat(ctx, a)
-	if err != nil {
-		t.Fatalf("Heartbeat: %v", err)
+	if _, err := s.Beat(ctx, "worker-a", 1, false, false); err != nil {
+		t.Fatalf("Beat: %v", err)
 	}
 	// b saw a's old heartbeat and thinks a is dead; a is alive.
-	err = s.DeleteWorker(ctx, a)
-	cur := expectConflict(t, err, "deleteworker", "shardline:worker:worker-a")
-	if cur == nil || cur.Owner != "worker-a" || cur.Counter != a2.Heartbeat {
-		t.Errorf("deleteworker conflict Current = %+v, want owner worker-a counter %d", cur, a2.Heartbeat)
-	}
-	if err := s.DeleteWorker(ctx, a2); err != nil {
-		t.Fatalf("DeleteWorker: %v", err)
-	}
-	expectConflictGone(t, s.DeleteWorker(ctx, a2), "deleteworker", "shardline:worker:worker-a")
-	ws, err := s.ListWorkers(ctx)
+	_, err := s.Fence(ctx, "worker-a", 1)
+	expectConflict(t, err, "fence", "worker-a")
+	f, err := s.Fence(ctx, "worker-a", 2)
 	if err != nil {
-		t.Fatalf("ListWorkers: %v", err)
+		t.Fatalf("Fence: %v", err)
 	}
-	equal(t, "workers after delete", ws, []lease.Worker{b})
+	equal(t, "after fence", f.Members, map[string]int64{"worker-a": lease.Dead, "worker-b": 1})
+	// a's next heartbeat is refused; it joins again from 0.
+	_, err = s.Beat(ctx, "worker-a", 2, false, false)
+	expectConflict(t, err, "beat", "worker-a")
+	f, err = s.Beat(ctx, "worker-a", 0, false, false)
+	if err != nil {
+		t.Fatalf("Beat after fence: %v", err)
+	}
+	equal(t, "joined again", f.Members["worker-a"], int64(1))
 
-	// The worker comes back with a new row.
-	a3, err := s.Heartbeat(ctx, a2)
-	if err != nil {
-		t.Fatalf("Heartbeat after delete: %v", err)
+	expectConflict(t, s.Leave(ctx, "worker-b", 7, false), "leave", "worker-b")
+	if err := s.Leave(ctx, "worker-b", 1, true); err != nil {
+		t.Fatalf("Leave: %v", err)
 	}
-	equal(t, "heartbeat after delete", a3, lease.Worker{ID: "worker-a", Heartbeat: 1})
+	f, _ = s.ReadFleet(ctx)
+	equal(t, "after leave", f.Members, map[string]int64{"worker-a": 1})
+	equal(t, "generation after leave", f.Gen, int64(1))
 }
 
 func testConcurrentTake(t *testing.T, s lease.Store) {
