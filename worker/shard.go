@@ -230,7 +230,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		return outGiveUp
 	}
 	s.proc = proc
-	s.cp = checkpoint.New(s.id, checkpoint.WriterFunc(s.writeCheckpoint), l.Checkpoint)
+	s.cp = checkpoint.New(s.id, shardWriter{s}, l.Checkpoint)
 
 	if ini, ok := proc.(kcl.Initializer); ok {
 		in := kcl.InitializeInput{ShardID: s.id, Checkpoint: l.Checkpoint,
@@ -473,14 +473,7 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 		}
 		s.w.hooks.onCheckpoint(CheckpointEvent{ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
 	}()
-	_, err = s.h.UpdateCheckpoint(ctx, func(l *lease.Lease) {
-		if l.Checkpoint.Compare(st.Checkpoint) != 0 || l.Checkpoint.SequenceNumber != st.Checkpoint.SequenceNumber {
-			l.OwnerSwitchesSinceCheckpoint = 0
-		}
-		l.Checkpoint = st.Checkpoint
-		l.PendingCheckpoint = st.Pending
-		l.PendingCheckpointState = slices.Clone(st.PendingState)
-	})
+	_, err = s.h.UpdateCheckpoint(ctx, checkpointEdit(st))
 	return err
 }
 

@@ -1,0 +1,321 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/shardline/shardline/internal/ddbcost"
+	"github.com/shardline/shardline/kcl"
+)
+
+// Transactional checkpoints: the application's DynamoDB writes and the
+// checkpoint of the lease, committed by one TransactWriteItems. The lease's
+// part is the very update of [DynamoStore.UpdateCheckpoint] (checkpointUpdate
+// and update.fence build both), so it is conditioned on leaseOwner and
+// leaseCounter and moves the counter. A worker fenced through the fleet row
+// cannot commit: its leases are taken (owner and counter move) before
+// anyone acts on them, and a take and a transaction on the same lease item
+// are serialised by DynamoDB, so every transaction the old owner committed
+// precedes the take, and the new owner starts from the checkpoint it left.
+
+// TransactAPI is the method of the DynamoDB client that transactional
+// checkpoints need. A *dynamodb.Client has it; a [DynamoDBAPI] without it
+// makes [Handle.Transact] fail with an error matching
+// [ErrTransactUnsupported].
+type TransactAPI interface {
+	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
+}
+
+var _ TransactAPI = (*dynamodb.Client)(nil)
+
+// MaxTransactItems is the number of application writes one transaction
+// takes: DynamoDB's limit of 100 actions, less the lease's own update.
+const MaxTransactItems = 99
+
+// MaxTransactBytes bounds the application writes of one transaction, so that
+// with the lease's update the request stays under DynamoDB's 4 MB.
+const MaxTransactBytes = 4<<20 - 16<<10
+
+// Errors of transactional checkpoints. Test with errors.Is.
+var (
+	// ErrTransactUnsupported reports a lease store that cannot commit
+	// transactions: not a DynamoDB store, or a client without
+	// TransactWriteItems.
+	ErrTransactUnsupported = errors.New("shardline: transactional checkpoints need a DynamoDB lease table and a client with TransactWriteItems")
+	// ErrTransactTooLarge reports writes that do not fit in one
+	// transaction (99 application writes and 4 MB).
+	ErrTransactTooLarge = errors.New("shardline: writes exceed one transaction")
+	// ErrOutcomeUnknown reports a transaction whose outcome could not be
+	// learned (the request timed out or failed in flight after the SDK's
+	// retries). It may or may not have been committed: the lease is given
+	// up (the error matches kcl.ErrLeaseLost too), so that the shard starts
+	// again from its stored checkpoint, which is exact either way.
+	ErrOutcomeUnknown = errors.New("shardline: transaction outcome unknown")
+)
+
+// ConditionFailedError reports a transaction cancelled because the condition
+// of one of the application's writes failed. Nothing was written, neither
+// the application's writes nor the checkpoint.
+type ConditionFailedError struct {
+	// Write is the index of the checkpoint.Write holding the failed
+	// write, in the call to the public checkpoint.Transact (0 below it).
+	Write int
+	// Index is the position of the failed write in its Write's Items
+	// (below checkpoint.Transact: in the transaction's writes), from 0.
+	Index int
+	// Code and Message are DynamoDB's cancellation reason
+	// ("ConditionalCheckFailed" and its message).
+	Code, Message string
+	// Item is the item as stored when the condition failed, if the write
+	// asked for it (ReturnValuesOnConditionCheckFailure ALL_OLD); nil
+	// otherwise.
+	Item map[string]types.AttributeValue
+}
+
+// Error implements error.
+func (e *ConditionFailedError) Error() string {
+	return fmt.Sprintf("shardline: transaction cancelled, nothing written: condition of write %d.%d failed: %s %s", e.Write, e.Index, e.Code, e.Message)
+}
+
+// transactBackoff bounds the waits between attempts of a transaction that
+// conflicted with another or was throttled; maxTransactAttempts bounds the
+// attempts (the lease deadline bounds them too).
+const (
+	transactBackoffMin  = 20 * time.Millisecond
+	transactBackoffMax  = time.Second
+	maxTransactAttempts = 12
+)
+
+// Transact commits items and the checkpoint fields of the lease after edit
+// in one TransactWriteItems fenced like [Handle.UpdateCheckpoint]: on leaseOwner
+// and leaseCounter. After success the handle knows the new counter, as after a
+// checkpoint write. A lost lease fails with an error matching
+// kcl.ErrLeaseLost (a *ConflictError when DynamoDB refused: nothing
+// written); an application condition with a *[ConditionFailedError];
+// conflicts with other transactions and throttling are retried with
+// backoff, and once retries are exhausted the error matches
+// kcl.ErrThrottled (nothing written). See [ErrOutcomeUnknown] for failures
+// in flight.
+func (h *Handle) Transact(ctx context.Context, edit func(*Lease), items []types.TransactWriteItem) (Lease, error) {
+	ds, ok := h.m.store.(*DynamoStore)
+	if !ok {
+		return Lease{}, fmt.Errorf("%w (store %T)", ErrTransactUnsupported, h.m.store)
+	}
+	api, err := ds.transactAPI()
+	if err != nil {
+		return Lease{}, err
+	}
+	if err := CheckTransactItems(items); err != nil {
+		return Lease{}, err
+	}
+	return h.write(ctx, false, edit, func(ctx context.Context, l Lease) (Lease, error) {
+		nl, err := ds.transact(ctx, api, l, items)
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// It may have moved the counter: this tenure cannot go on
+			// safely. The shard restarts from what is stored.
+			lost := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, err)
+			h.markLost(lost)
+			h.m.forget(h)
+			h.m.expired(h)
+			return Lease{}, lost
+		}
+		return nl, err
+	})
+}
+
+// CheckTransactItems refuses writes that cannot go into one transaction
+// with a checkpoint: more than [MaxTransactItems], more than
+// [MaxTransactBytes], or an entry with no action or several.
+func CheckTransactItems(items []types.TransactWriteItem) error {
+	if len(items) > MaxTransactItems {
+		return fmt.Errorf("%w: %d writes, at most %d", ErrTransactTooLarge, len(items), MaxTransactItems)
+	}
+	size := 0
+	for i, it := range items {
+		n := 0
+		for _, set := range []bool{it.Put != nil, it.Update != nil, it.Delete != nil, it.ConditionCheck != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("shardline: transaction write %d has %d actions, want exactly one", i, n)
+		}
+		size += TransactItemSize(it)
+	}
+	if size > MaxTransactBytes {
+		return fmt.Errorf("%w: about %d bytes, at most %d", ErrTransactTooLarge, size, MaxTransactBytes)
+	}
+	return nil
+}
+
+// transactAPI returns the client's TransactWriteItems.
+func (s *DynamoStore) transactAPI() (TransactAPI, error) {
+	api, ok := s.client.(TransactAPI)
+	if !ok {
+		return nil, fmt.Errorf("%w: DynamoDB client %T has no TransactWriteItems", ErrTransactUnsupported, s.client)
+	}
+	return api, nil
+}
+
+// checkpointTransactItem returns the lease's part of a transaction: the
+// update of UpdateCheckpoint, fenced on leaseOwner and leaseCounter.
+func (s *DynamoStore) checkpointTransactItem(l Lease) types.TransactWriteItem {
+	u := checkpointUpdate(l)
+	in := u.input(s.table, l.Key, u.fence(l, true))
+	return types.TransactWriteItem{Update: &types.Update{
+		TableName:                           in.TableName,
+		Key:                                 in.Key,
+		UpdateExpression:                    in.UpdateExpression,
+		ConditionExpression:                 in.ConditionExpression,
+		ExpressionAttributeNames:            in.ExpressionAttributeNames,
+		ExpressionAttributeValues:           in.ExpressionAttributeValues,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}}
+}
+
+// transact commits items with l's checkpoint, retrying conflicts and
+// throttling, and returns the lease as now stored (l with the counter moved;
+// a transaction returns no item). Every refusal is definite: nothing was
+// written. An error in flight is ErrOutcomeUnknown.
+func (s *DynamoStore) transact(ctx context.Context, api TransactAPI, l Lease, items []types.TransactWriteItem) (Lease, error) {
+	if err := checkLeaseKey("transact", l.Key); err != nil {
+		return Lease{}, err
+	}
+	all := append(slices.Clone(items), s.checkpointTransactItem(l))
+	in := &dynamodb.TransactWriteItemsInput{TransactItems: all}
+	wait := transactBackoffMin
+	var last error
+	for attempt := 1; attempt <= maxTransactAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return Lease{}, s.transactGaveUp(l.Key, err, last)
+		}
+		// A fresh token per attempt: every attempt before was refused.
+		in.ClientRequestToken = nil
+		_, err := api.TransactWriteItems(ctx, in)
+		if err == nil {
+			nl := normalizeLease(l)
+			nl.Counter++
+			return nl, nil
+		}
+		retry, err := s.transactRefusal(l.Key, len(items), err)
+		if !retry {
+			return Lease{}, err
+		}
+		last = err
+		d := rand.N(wait) + wait/2
+		wait = min(2*wait, transactBackoffMax)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Lease{}, s.transactGaveUp(l.Key, ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+	return Lease{}, fmt.Errorf("lease: transact %s: %d attempts: %w: %w", l.Key, maxTransactAttempts, kcl.ErrThrottled, last)
+}
+
+// transactGaveUp is the error of a transaction abandoned between attempts
+// (ctx ended): nothing was written.
+func (s *DynamoStore) transactGaveUp(key string, err, last error) error {
+	if last != nil {
+		return fmt.Errorf("lease: transact %s: %w (last refusal: %w)", key, err, last)
+	}
+	return fmt.Errorf("lease: transact %s: %w", key, err)
+}
+
+// transactRefusal classifies the error of one TransactWriteItems with n
+// application writes (the lease's update last): whether to try again, and
+// the error otherwise.
+func (s *DynamoStore) transactRefusal(key string, n int, err error) (retry bool, _ error) {
+	var tce *types.TransactionCanceledException
+	if errors.As(err, &tce) {
+		reasons := tce.CancellationReasons
+		if n < len(reasons) && aws.ToString(reasons[n].Code) == "ConditionalCheckFailed" {
+			e := &ConflictError{Op: "transact", Key: key}
+			if len(reasons[n].Item) > 0 {
+				cur, derr := decodeLease(reasons[n].Item)
+				if derr == nil {
+					e.Current = &cur
+				}
+			}
+			return false, e
+		}
+		again := false
+		for i, r := range reasons {
+			switch code := aws.ToString(r.Code); code {
+			case "", "None":
+			case "ConditionalCheckFailed":
+				return false, &ConditionFailedError{Index: i, Code: code, Message: aws.ToString(r.Message), Item: r.Item}
+			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
+				again = true
+			default:
+				return false, fmt.Errorf("lease: transact %s: write %d refused: %s: %s: %w", key, i, code, aws.ToString(r.Message), err)
+			}
+		}
+		if again {
+			return true, fmt.Errorf("lease: transact %s: %w", key, err)
+		}
+		return false, fmt.Errorf("lease: transact %s: %w", key, err)
+	}
+	var (
+		tip *types.TransactionInProgressException
+		tc  *types.TransactionConflictException
+	)
+	if errors.As(err, &tip) || errors.As(err, &tc) || isThrottled(err) {
+		return true, fmt.Errorf("lease: transact %s: %w", key, err)
+	}
+	if isTableMissing(err) {
+		return false, fmt.Errorf("lease: transact %s: %w: %w", key, kcl.ErrTableNotFound, err)
+	}
+	var coded interface{ ErrorCode() string }
+	if errors.As(err, &coded) && coded.ErrorCode() == "ValidationException" {
+		return false, fmt.Errorf("lease: transact %s: %w", key, err) // refused before running
+	}
+	return false, fmt.Errorf("lease: transact %s: %w: %w", key, ErrOutcomeUnknown, err)
+}
+
+// TransactItemSize estimates the bytes a write adds to a transaction: its
+// item or key and expression values, sized as DynamoDB sizes items, and its
+// expressions.
+func TransactItemSize(it types.TransactWriteItem) int {
+	n := 0
+	addMap := func(m map[string]types.AttributeValue) {
+		n += ddbcost.ItemSize(m)
+	}
+	addExpr := func(e *string, names map[string]string) {
+		n += len(aws.ToString(e))
+		for k, v := range names {
+			n += len(k) + len(v)
+		}
+	}
+	switch {
+	case it.Put != nil:
+		addMap(it.Put.Item)
+		addMap(it.Put.ExpressionAttributeValues)
+		addExpr(it.Put.ConditionExpression, it.Put.ExpressionAttributeNames)
+	case it.Update != nil:
+		addMap(it.Update.Key)
+		addMap(it.Update.ExpressionAttributeValues)
+		addExpr(it.Update.UpdateExpression, it.Update.ExpressionAttributeNames)
+		addExpr(it.Update.ConditionExpression, nil)
+	case it.Delete != nil:
+		addMap(it.Delete.Key)
+		addMap(it.Delete.ExpressionAttributeValues)
+		addExpr(it.Delete.ConditionExpression, it.Delete.ExpressionAttributeNames)
+	case it.ConditionCheck != nil:
+		addMap(it.ConditionCheck.Key)
+		addMap(it.ConditionCheck.ExpressionAttributeValues)
+		addExpr(it.ConditionCheck.ConditionExpression, it.ConditionCheck.ExpressionAttributeNames)
+	}
+	return n
+}
