@@ -24,7 +24,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/shardline/shardline/internal/lease"
@@ -87,6 +91,14 @@ type ConditionFailedError = lease.ConditionFailedError
 // between two leaves the checkpoint exactly after what was committed. The
 // Writes must come in record order.
 //
+// DynamoDB refuses a transaction that writes one item twice: a Write whose
+// Update, Delete or ConditionCheck names an item (by table and Key) that
+// the transaction being filled already touches starts a new one. Puts are
+// not recognised (their key attributes are not known here): do not Put an
+// item that another Write of the same call touches. Aggregating a batch's
+// changes per item into few Writes (see examples/totals) makes fewer,
+// cheaper transactions.
+//
 // Writes at or before the stored checkpoint (cp.Last()) are skipped: they
 // were committed by an earlier call. So when ProcessRecords returns
 // Transact's error and the worker delivers the batch again, calling Transact
@@ -106,6 +118,7 @@ func Transact(ctx context.Context, cp kcl.Checkpointer, writes ...Write) error {
 		start     []int
 		pos       kcl.ExtendedSequenceNumber
 		havePos   bool
+		inGroup   map[string]bool // items the group touches (see itemID)
 	)
 	commit := func() error {
 		if !havePos {
@@ -124,7 +137,7 @@ func Transact(ctx context.Context, cp kcl.Checkpointer, writes ...Write) error {
 			idx := cf.Index - start[w-first]
 			cf.Write, cf.Index = w, idx
 		}
-		group, groupSize, start, havePos = nil, 0, nil, false
+		group, groupSize, start, havePos, inGroup = nil, 0, nil, false, nil
 		return err
 	}
 	for i, w := range writes {
@@ -138,7 +151,7 @@ func Transact(ctx context.Context, cp kcl.Checkpointer, writes ...Write) error {
 		for _, it := range w.Items {
 			size += lease.TransactItemSize(it)
 		}
-		if havePos && (len(group)+len(w.Items) > MaxItems || groupSize+size > lease.MaxTransactBytes) {
+		if havePos && (len(group)+len(w.Items) > MaxItems || groupSize+size > lease.MaxTransactBytes || touches(inGroup, w.Items)) {
 			if err := commit(); err != nil {
 				return err
 			}
@@ -146,10 +159,64 @@ func Transact(ctx context.Context, cp kcl.Checkpointer, writes ...Write) error {
 		if !havePos {
 			first = i
 		}
+		if inGroup == nil {
+			inGroup = map[string]bool{}
+		}
+		for _, it := range w.Items {
+			if id, ok := itemID(it); ok {
+				inGroup[id] = true
+			}
+		}
 		start = append(start, len(group))
 		group = append(group, w.Items...)
 		groupSize += size
 		pos, havePos = w.Position, true
 	}
 	return commit()
+}
+
+// touches reports whether items name an item in seen.
+func touches(seen map[string]bool, items []types.TransactWriteItem) bool {
+	for _, it := range items {
+		if id, ok := itemID(it); ok && seen[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// itemID identifies the item an Update, Delete or ConditionCheck names:
+// its table and key. Puts have no explicit key: ok is false.
+func itemID(it types.TransactWriteItem) (id string, ok bool) {
+	var (
+		table *string
+		key   map[string]types.AttributeValue
+	)
+	switch {
+	case it.Update != nil:
+		table, key = it.Update.TableName, it.Update.Key
+	case it.Delete != nil:
+		table, key = it.Delete.TableName, it.Delete.Key
+	case it.ConditionCheck != nil:
+		table, key = it.ConditionCheck.TableName, it.ConditionCheck.Key
+	default:
+		return "", false
+	}
+	names := slices.Sorted(maps.Keys(key))
+	var b strings.Builder
+	b.WriteString(aws.ToString(table))
+	for _, n := range names {
+		b.WriteString("\x00" + n + "\x00")
+		switch v := key[n].(type) {
+		case *types.AttributeValueMemberS:
+			b.WriteString("S" + v.Value)
+		case *types.AttributeValueMemberN:
+			b.WriteString("N" + v.Value)
+		case *types.AttributeValueMemberB:
+			b.WriteString("B" + string(v.Value))
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
 }

@@ -76,6 +76,7 @@ type Shard struct {
 	lostPending bool               // lost during a call: LeaseLost runs after it
 	cancelCall  context.CancelFunc // cancels the call in flight
 	writes      []checkpoint.State
+	txns        []Transaction // see txn.go
 	stored      checkpoint.State
 	failWith    error
 	nextSeq     int64
@@ -120,7 +121,7 @@ func NewShard(shardID string, p kcl.RecordProcessor, opts ...Option) *Shard {
 		}
 	}
 	s.stored = checkpoint.State{Checkpoint: s.initial, Pending: s.pending, PendingState: slices.Clone(s.pendingState)}
-	s.cp = checkpoint.New(shardID, checkpoint.WriterFunc(s.write), s.initial)
+	s.cp = checkpoint.New(shardID, txWriter{s}, s.initial)
 	return s
 }
 

@@ -53,11 +53,13 @@ var (
 	// ErrTransactTooLarge reports writes that do not fit in one
 	// transaction (99 application writes and 4 MB).
 	ErrTransactTooLarge = errors.New("shardline: writes exceed one transaction")
-	// ErrOutcomeUnknown reports a transaction whose outcome could not be
-	// learned (the request timed out or failed in flight after the SDK's
-	// retries). It may or may not have been committed: the lease is given
-	// up (the error matches kcl.ErrLeaseLost too), so that the shard starts
-	// again from its stored checkpoint, which is exact either way.
+	// ErrOutcomeUnknown reports a transaction that failed in flight (a
+	// timeout, a 5xx after the SDK's retries) and whose outcome could not be
+	// learned before the lease's deadline: it may or may not have been
+	// committed. The lease is given up (the error matches kcl.ErrLeaseLost
+	// too), so that the shard starts again from its stored checkpoint,
+	// which is exact either way. (Usually the outcome is learned at once,
+	// see Handle.Transact.)
 	ErrOutcomeUnknown = errors.New("shardline: transaction outcome unknown")
 )
 
@@ -102,8 +104,12 @@ const (
 // written); an application condition with a *[ConditionFailedError];
 // conflicts with other transactions and throttling are retried with
 // backoff, and once retries are exhausted the error matches
-// kcl.ErrThrottled (nothing written). See [ErrOutcomeUnknown] for failures
-// in flight.
+// kcl.ErrThrottled (nothing written). A transaction that failed in flight
+// (timeout, 5xx) is settled by a renewal conditioned on the counter it was
+// sent with: refused showing the transaction's result, it was committed
+// (Transact succeeds); accepted, it was not and never will be (Transact
+// fails, nothing written). Only when that cannot be learned before the
+// lease's deadline is the lease given up ([ErrOutcomeUnknown]).
 func (h *Handle) Transact(ctx context.Context, edit func(*Lease), items []types.TransactWriteItem) (Lease, error) {
 	ds, ok := h.m.store.(*DynamoStore)
 	if !ok {
@@ -118,17 +124,67 @@ func (h *Handle) Transact(ctx context.Context, edit func(*Lease), items []types.
 	}
 	return h.write(ctx, false, edit, func(ctx context.Context, l Lease) (Lease, error) {
 		nl, err := ds.transact(ctx, api, l, items)
-		if errors.Is(err, ErrOutcomeUnknown) {
-			// It may have moved the counter: this tenure cannot go on
-			// safely. The shard restarts from what is stored.
-			lost := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, err)
-			h.markLost(lost)
-			h.m.forget(h)
-			h.m.expired(h)
-			return Lease{}, lost
+		if !errors.Is(err, ErrOutcomeUnknown) {
+			return nl, err
 		}
-		return nl, err
+		return h.settle(ctx, l, err)
 	})
+}
+
+// settle learns the outcome of a transaction that failed in flight, whose
+// lease update was l (h.wmu held): a renewal conditioned on l's counter
+// either succeeds (the transaction was not applied, and now never will be:
+// the counter moved) or is refused showing the transaction's result. The
+// handle then knows the counter, as after any write. If the outcome stays
+// unknown until the handle's deadline (ctx), the lease is given up: the
+// shard restarts from what is stored, which is exact either way.
+func (h *Handle) settle(ctx context.Context, l Lease, failed error) (Lease, error) {
+	mine := normalizeLease(l)
+	// Settle even if the caller gave up (a worker stopping): the handle must
+	// know its counter. The handle's deadline bounds ctx (see write).
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+		defer cancel()
+	}
+	wait := transactBackoffMin
+	for ctx.Err() == nil {
+		r, err := h.m.store.Renew(ctx, l)
+		if err == nil {
+			h.smu.Lock()
+			h.lease = r
+			h.smu.Unlock()
+			return Lease{}, fmt.Errorf("%w (it was not committed)", errors.Unwrap(failed))
+		}
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			cur := ce.Current
+			if cur != nil && cur.Owner == mine.Owner && cur.Counter == mine.Counter+1 && sameStored(mine, *cur) {
+				return *cur, nil // it was committed
+			}
+			if h.adoptable(mine, cur) {
+				// Lineage recorded meanwhile moved the counter first:
+				// the transaction was refused.
+				h.smu.Lock()
+				h.lease = cur.Clone()
+				h.smu.Unlock()
+				return Lease{}, fmt.Errorf("%w (it was not committed)", errors.Unwrap(failed))
+			}
+			return Lease{}, err // the lease moved on: lost
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		wait = min(2*wait, transactBackoffMax)
+	}
+	lost := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, failed)
+	h.markLost(lost)
+	h.m.forget(h)
+	h.m.expired(h)
+	return Lease{}, lost
 }
 
 // CheckTransactItems refuses writes that cannot go into one transaction
@@ -281,8 +337,16 @@ func (s *DynamoStore) transactRefusal(key string, n int, err error) (retry bool,
 	if errors.As(err, &coded) && coded.ErrorCode() == "ValidationException" {
 		return false, fmt.Errorf("lease: transact %s: %w", key, err) // refused before running
 	}
-	return false, fmt.Errorf("lease: transact %s: %w: %w", key, ErrOutcomeUnknown, err)
+	return false, &unknownOutcome{fmt.Errorf("lease: transact %s: %w", key, err)}
 }
+
+// unknownOutcome is the error of a transaction that failed in flight: it
+// matches ErrOutcomeUnknown and unwraps to the failure.
+type unknownOutcome struct{ err error }
+
+func (e *unknownOutcome) Error() string        { return e.err.Error() + " (outcome unknown)" }
+func (e *unknownOutcome) Unwrap() error        { return e.err }
+func (e *unknownOutcome) Is(target error) bool { return target == ErrOutcomeUnknown }
 
 // TransactItemSize estimates the bytes a write adds to a transaction: its
 // item or key and expression values, sized as DynamoDB sizes items, and its

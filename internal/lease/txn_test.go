@@ -329,3 +329,74 @@ func TestTransactZombieCannotCommit(t *testing.T) {
 	}
 	fa.frozen.Store(false)
 }
+
+// lossy loses the answer of its next transaction: after applying it
+// (applied) or before sending it.
+type lossy struct {
+	*dynamodb.Client
+	mode atomic.Value // "applied", "dropped" or ""
+}
+
+func (c *lossy) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
+	mode, _ := c.mode.Swap("").(string)
+	switch mode {
+	case "applied":
+		if _, err := c.Client.TransactWriteItems(ctx, in, opts...); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("connection reset by peer")
+	case "dropped":
+		return nil, errors.New("connection reset by peer")
+	}
+	return c.Client.TransactWriteItems(ctx, in, opts...)
+}
+
+func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
+	testenv.Require(t)
+	client := testenv.DynamoDB(t)
+	lc := &lossy{Client: client}
+	st, err := lease.NewDynamoStore(lc, newTable(t, client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := newSinkTable(t, client)
+	ctx := t.Context()
+	if err := st.EnsureTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lease.Lease{Key: "shard-0", Checkpoint: kcl.TrimHorizon}); err != nil {
+		t.Fatal(err)
+	}
+	m, acquired := txnManager(t, st, "a", nil)
+	defer m.Close(context.Background())
+	h := awaitHandle(t, acquired, "a")
+
+	// Applied, answer lost: Transact learns it was committed.
+	lc.mode.Store("applied")
+	if _, err := h.Transact(ctx, moveTo("100"), []types.TransactWriteItem{incr(sink, "x")}); err != nil {
+		t.Fatalf("Transact whose answer was lost after applying: %v, want success", err)
+	}
+	if x := sinkCount(t, client, sink, "x"); x != 1 {
+		t.Fatalf("x=%d, want 1", x)
+	}
+	// Lost before applying: Transact fails, nothing written, lease kept.
+	lc.mode.Store("dropped")
+	_, err = h.Transact(ctx, moveTo("101"), []types.TransactWriteItem{incr(sink, "x")})
+	if err == nil || errors.Is(err, lease.ErrOutcomeUnknown) || errors.Is(err, kcl.ErrLeaseLost) {
+		t.Fatalf("Transact lost before applying: %v, want a plain failure", err)
+	}
+	if x := sinkCount(t, client, sink, "x"); x != 1 {
+		t.Fatalf("x=%d, want 1", x)
+	}
+	// Retried (the batch delivered again), it commits once; the handle
+	// knows every counter on the way.
+	if _, err := h.Transact(ctx, moveTo("101"), []types.TransactWriteItem{incr(sink, "x")}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if _, err := h.UpdateCheckpoint(ctx, moveTo("102")); err != nil {
+		t.Fatalf("checkpoint after the settled transactions: %v", err)
+	}
+	if x, l := sinkCount(t, client, sink, "x"), getLease(t, st, "shard-0"); x != 2 || l.Checkpoint.SequenceNumber != "102" {
+		t.Fatalf("x=%d checkpoint %s, want 2 and 102", x, l.Checkpoint.SequenceNumber)
+	}
+}
