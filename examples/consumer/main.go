@@ -81,6 +81,7 @@ type options struct {
 	eventsPath                      string
 	metricsAddr                     string
 	faults                          string
+	sinkTable                       string // see sink.go
 	fanOut, emulatorFanOutShim      bool
 }
 
@@ -112,6 +113,7 @@ func parseFlags() (options, error) {
 	str(&o.initialPosition, "initial-position", "SHARDLINE_INITIAL_POSITION", "trim_horizon", "where shards without a checkpoint start: trim_horizon or latest")
 	str(&o.eventsPath, "events", "SHARDLINE_EVENTS", "", "append a JSON line per record and lifecycle event to this file")
 	str(&o.faults, "faults", "SHARDLINE_FAULTS", "", "test only: inject AWS failures, e.g. seed=1,kinesis=0.05,dynamodb=0.02 (see internal/faults)")
+	str(&o.sinkTable, "sink-table", "SHARDLINE_SINK_TABLE", "", "also count each partition key's records in this DynamoDB table (hash key k), committed with the checkpoint in one transaction (see sink.go)")
 	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
 	boolean := func(p *bool, name, env, help string) {
 		def := false
@@ -237,6 +239,7 @@ func run() int {
 				checkpointInterval: opts.checkpointInterval,
 				work:               opts.work,
 				counts:             counts,
+				sink:               opts.sinkTable,
 				events:             events,
 				log:                log.With("shard", shardID),
 			}, nil
@@ -401,6 +404,7 @@ type processor struct {
 	events             *eventLog
 	log                *slog.Logger
 	batches            int // ProcessRecords calls so far, numbering the batches in the events file
+	sink               string // sink table; see sink.go
 }
 
 // The optional lifecycle interfaces this processor implements.
@@ -446,6 +450,9 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		}
 	}
 
+	if p.sink != "" {
+		return p.commitToSink(ctx, in)
+	}
 	if time.Since(p.lastCheckpoint) < p.checkpointInterval {
 		return nil // checkpoint later; a crash until then re-delivers these records
 	}
@@ -478,6 +485,9 @@ func (p *processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownReques
 	p.events.Write(event{Type: "shutdown_requested", Worker: p.worker, Shard: p.shardID})
 	if err := p.events.Flush(); err != nil {
 		return err
+	}
+	if p.sink != "" {
+		return nil // the last delivered batch may not be committed to the sink
 	}
 	if err := in.Checkpointer.Checkpoint(ctx); err != nil {
 		return err

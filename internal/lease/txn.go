@@ -213,13 +213,33 @@ func CheckTransactItems(items []types.TransactWriteItem) error {
 	return nil
 }
 
-// transactAPI returns the client's TransactWriteItems.
+// transactAPI returns the client's TransactWriteItems, bounded like the
+// store's other calls (WithDynamoCallTimeout).
 func (s *DynamoStore) transactAPI() (TransactAPI, error) {
-	api, ok := s.client.(TransactAPI)
+	c, bound := s.client, time.Duration(0)
+	if tc, ok := c.(timeoutClient); ok {
+		c, bound = tc.DynamoDBAPI, tc.d
+	}
+	api, ok := c.(TransactAPI)
 	if !ok {
-		return nil, fmt.Errorf("%w: DynamoDB client %T has no TransactWriteItems", ErrTransactUnsupported, s.client)
+		return nil, fmt.Errorf("%w: DynamoDB client %T has no TransactWriteItems", ErrTransactUnsupported, c)
+	}
+	if bound > 0 {
+		return boundedTransact{api, bound}, nil
 	}
 	return api, nil
+}
+
+// boundedTransact gives every transaction its own deadline.
+type boundedTransact struct {
+	TransactAPI
+	d time.Duration
+}
+
+func (c boundedTransact) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.d)
+	defer cancel()
+	return c.TransactAPI.TransactWriteItems(ctx, in, opts...)
 }
 
 // checkpointTransactItem returns the lease's part of a transaction: the
