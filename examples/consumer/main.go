@@ -403,7 +403,7 @@ type processor struct {
 	counts             *shardCounts
 	events             *eventLog
 	log                *slog.Logger
-	batches            int // ProcessRecords calls so far, numbering the batches in the events file
+	batches            int    // ProcessRecords calls so far, numbering the batches in the events file
 	sink               string // sink table; see sink.go
 }
 

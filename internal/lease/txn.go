@@ -372,34 +372,31 @@ func (e *unknownOutcome) Is(target error) bool { return target == ErrOutcomeUnkn
 // item or key and expression values, sized as DynamoDB sizes items, and its
 // expressions.
 func TransactItemSize(it types.TransactWriteItem) int {
-	n := 0
-	addMap := func(m map[string]types.AttributeValue) {
-		n += ddbcost.ItemSize(m)
-	}
-	addExpr := func(e *string, names map[string]string) {
-		n += len(aws.ToString(e))
-		for k, v := range names {
-			n += len(k) + len(v)
-		}
-	}
+	var (
+		item, values map[string]types.AttributeValue
+		names        map[string]string
+		exprs        []*string
+	)
 	switch {
 	case it.Put != nil:
-		addMap(it.Put.Item)
-		addMap(it.Put.ExpressionAttributeValues)
-		addExpr(it.Put.ConditionExpression, it.Put.ExpressionAttributeNames)
+		p := it.Put
+		item, values, names, exprs = p.Item, p.ExpressionAttributeValues, p.ExpressionAttributeNames, []*string{p.ConditionExpression}
 	case it.Update != nil:
-		addMap(it.Update.Key)
-		addMap(it.Update.ExpressionAttributeValues)
-		addExpr(it.Update.UpdateExpression, it.Update.ExpressionAttributeNames)
-		addExpr(it.Update.ConditionExpression, nil)
+		u := it.Update
+		item, values, names, exprs = u.Key, u.ExpressionAttributeValues, u.ExpressionAttributeNames, []*string{u.UpdateExpression, u.ConditionExpression}
 	case it.Delete != nil:
-		addMap(it.Delete.Key)
-		addMap(it.Delete.ExpressionAttributeValues)
-		addExpr(it.Delete.ConditionExpression, it.Delete.ExpressionAttributeNames)
+		d := it.Delete
+		item, values, names, exprs = d.Key, d.ExpressionAttributeValues, d.ExpressionAttributeNames, []*string{d.ConditionExpression}
 	case it.ConditionCheck != nil:
-		addMap(it.ConditionCheck.Key)
-		addMap(it.ConditionCheck.ExpressionAttributeValues)
-		addExpr(it.ConditionCheck.ConditionExpression, it.ConditionCheck.ExpressionAttributeNames)
+		c := it.ConditionCheck
+		item, values, names, exprs = c.Key, c.ExpressionAttributeValues, c.ExpressionAttributeNames, []*string{c.ConditionExpression}
+	}
+	n := ddbcost.ItemSize(item) + ddbcost.ItemSize(values)
+	for k, v := range names {
+		n += len(k) + len(v)
+	}
+	for _, e := range exprs {
+		n += len(aws.ToString(e))
 	}
 	return n
 }

@@ -21,7 +21,7 @@ import (
 
 // newSinkTable creates a table with the string hash key "k", deleted when
 // the test ends.
-func newSinkTable(t *testing.T, client *dynamodb.Client) string {
+func newSinkTable(t testing.TB, client *dynamodb.Client) string {
 	t.Helper()
 	name := testenv.UniqueName("sink")
 	_, err := client.CreateTable(t.Context(), &dynamodb.CreateTableInput{
@@ -77,7 +77,7 @@ func moveTo(seq string) func(*lease.Lease) {
 
 // txnManager starts a manager for worker id on st with short timings, and
 // returns it with the channel its acquired handles arrive on.
-func txnManager(t *testing.T, st lease.Store, id string, now func() time.Time) (*lease.Manager, <-chan *lease.Handle) {
+func txnManager(t testing.TB, st lease.Store, id string, now func() time.Time) (*lease.Manager, <-chan *lease.Handle) {
 	t.Helper()
 	got := make(chan *lease.Handle, 16)
 	m := lease.NewManager(lease.ManagerConfig{
@@ -96,7 +96,7 @@ func txnManager(t *testing.T, st lease.Store, id string, now func() time.Time) (
 	return m, got
 }
 
-func awaitHandle(t *testing.T, ch <-chan *lease.Handle, who string) *lease.Handle {
+func awaitHandle(t testing.TB, ch <-chan *lease.Handle, who string) *lease.Handle {
 	t.Helper()
 	select {
 	case h := <-ch:
@@ -107,24 +107,39 @@ func awaitHandle(t *testing.T, ch <-chan *lease.Handle, who string) *lease.Handl
 	}
 }
 
-func TestTransactCommitsWritesWithCheckpoint(t *testing.T) {
-	testenv.Require(t)
-	client := testenv.DynamoDB(t)
-	st, err := lease.NewDynamoStore(client, newTable(t, client))
+// heldLease makes a lease table reached through api (which wraps client),
+// with the lease "shard-0", and a sink table; it starts a manager "a" and
+// returns the store, the sink and a's handle on the lease. Everything is
+// torn down when the test ends.
+func heldLease(t testing.TB, api lease.DynamoDBAPI, client *dynamodb.Client) (*lease.DynamoStore, string, *lease.Handle) {
+	t.Helper()
+	table := testenv.UniqueName("leases")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = client.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	st, err := lease.NewDynamoStore(api, table)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sink := newSinkTable(t, client)
-	ctx := t.Context()
-	if err := st.EnsureTable(ctx); err != nil {
+	if err := st.EnsureTable(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Create(ctx, lease.Lease{Key: "shard-0", Checkpoint: kcl.TrimHorizon}); err != nil {
+	if err := st.Create(t.Context(), lease.Lease{Key: "shard-0", Checkpoint: kcl.TrimHorizon}); err != nil {
 		t.Fatal(err)
 	}
 	m, acquired := txnManager(t, st, "a", nil)
-	defer m.Close(context.Background())
-	h := awaitHandle(t, acquired, "a")
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return st, sink, awaitHandle(t, acquired, "a")
+}
+
+func TestTransactCommitsWritesWithCheckpoint(t *testing.T) {
+	testenv.Require(t)
+	client := testenv.DynamoDB(t)
+	st, sink, h := heldLease(t, client, client)
+	ctx := t.Context()
 
 	nl, err := h.Transact(ctx, moveTo("100"), []types.TransactWriteItem{incr(sink, "x"), incr(sink, "y")})
 	if err != nil {
@@ -355,21 +370,8 @@ func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
 	testenv.Require(t)
 	client := testenv.DynamoDB(t)
 	lc := &lossy{Client: client}
-	st, err := lease.NewDynamoStore(lc, newTable(t, client))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := newSinkTable(t, client)
+	st, sink, h := heldLease(t, lc, client)
 	ctx := t.Context()
-	if err := st.EnsureTable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Create(ctx, lease.Lease{Key: "shard-0", Checkpoint: kcl.TrimHorizon}); err != nil {
-		t.Fatal(err)
-	}
-	m, acquired := txnManager(t, st, "a", nil)
-	defer m.Close(context.Background())
-	h := awaitHandle(t, acquired, "a")
 
 	// Applied, answer lost: Transact learns it was committed.
 	lc.mode.Store("applied")
@@ -381,7 +383,7 @@ func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
 	}
 	// Lost before applying: Transact fails, nothing written, lease kept.
 	lc.mode.Store("dropped")
-	_, err = h.Transact(ctx, moveTo("101"), []types.TransactWriteItem{incr(sink, "x")})
+	_, err := h.Transact(ctx, moveTo("101"), []types.TransactWriteItem{incr(sink, "x")})
 	if err == nil || errors.Is(err, lease.ErrOutcomeUnknown) || errors.Is(err, kcl.ErrLeaseLost) {
 		t.Fatalf("Transact lost before applying: %v, want a plain failure", err)
 	}
