@@ -136,8 +136,9 @@ func (h *Handle) Transact(ctx context.Context, edit func(*Lease), items []types.
 // either succeeds (the transaction was not applied, and now never will be:
 // the counter moved) or is refused showing the transaction's result. The
 // handle then knows the counter, as after any write. If the outcome stays
-// unknown until the handle's deadline (ctx), the lease is given up: the
-// shard restarts from what is stored, which is exact either way.
+// unknown (until the handle's deadline, or because another write came in
+// between), the lease is given up: the shard restarts from what is stored,
+// which is exact either way.
 func (h *Handle) settle(ctx context.Context, l Lease, failed error) (Lease, error) {
 	mine := normalizeLease(l)
 	// Settle even if the caller gave up (a worker stopping): the handle must
@@ -162,15 +163,9 @@ func (h *Handle) settle(ctx context.Context, l Lease, failed error) (Lease, erro
 			if cur != nil && cur.Owner == mine.Owner && cur.Counter == mine.Counter+1 && sameStored(mine, *cur) {
 				return *cur, nil // it was committed
 			}
-			if h.adoptable(mine, cur) {
-				// Lineage recorded meanwhile moved the counter first:
-				// the transaction was refused.
-				h.smu.Lock()
-				h.lease = cur.Clone()
-				h.smu.Unlock()
-				return Lease{}, fmt.Errorf("%w (it was not committed)", errors.Unwrap(failed))
-			}
-			return Lease{}, err // the lease moved on: lost
+			// Another write came since (a take, a reset, lineage): the
+			// transaction may or may not have come before it.
+			return Lease{}, h.giveUp(failed)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -180,11 +175,18 @@ func (h *Handle) settle(ctx context.Context, l Lease, failed error) (Lease, erro
 		t.Stop()
 		wait = min(2*wait, transactBackoffMax)
 	}
+	return Lease{}, h.giveUp(failed)
+}
+
+// giveUp loses the handle after a transaction whose outcome stays unknown,
+// and releases the lease if its counter did not move (see
+// Manager.releaseExpired): the shard restarts from what is stored.
+func (h *Handle) giveUp(failed error) error {
 	lost := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, failed)
 	h.markLost(lost)
 	h.m.forget(h)
 	h.m.expired(h)
-	return Lease{}, lost
+	return lost
 }
 
 // CheckTransactItems refuses writes that cannot go into one transaction
