@@ -402,3 +402,41 @@ func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
 		t.Fatalf("x=%d checkpoint %s, want 2 and 102", x, l.Checkpoint.SequenceNumber)
 	}
 }
+
+// conflicting cancels its first n transactions as DynamoDB does when they
+// conflict with another transaction on one of their items.
+type conflicting struct {
+	*dynamodb.Client
+	n     atomic.Int32
+	calls atomic.Int32
+}
+
+func (c *conflicting) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
+	c.calls.Add(1)
+	if c.n.Add(-1) >= 0 {
+		reasons := make([]types.CancellationReason, len(in.TransactItems))
+		for i := range reasons {
+			reasons[i] = types.CancellationReason{Code: aws.String("None")}
+		}
+		reasons[0] = types.CancellationReason{Code: aws.String("TransactionConflict"), Message: aws.String("Transaction is ongoing for the item")}
+		return nil, &types.TransactionCanceledException{Message: aws.String("Transaction cancelled"), CancellationReasons: reasons}
+	}
+	return c.Client.TransactWriteItems(ctx, in, opts...)
+}
+
+func TestTransactRetriesConflicts(t *testing.T) {
+	testenv.Require(t)
+	client := testenv.DynamoDB(t)
+	cc := &conflicting{Client: client}
+	st, sink, h := heldLease(t, cc, client)
+	cc.n.Store(3)
+	if _, err := h.Transact(t.Context(), moveTo("100"), []types.TransactWriteItem{incr(sink, "x")}); err != nil {
+		t.Fatalf("Transact through 3 conflicts: %v", err)
+	}
+	if c := cc.calls.Load(); c != 4 {
+		t.Errorf("%d attempts, want 4", c)
+	}
+	if x, l := sinkCount(t, client, sink, "x"), getLease(t, st, "shard-0"); x != 1 || l.Checkpoint.SequenceNumber != "100" {
+		t.Fatalf("x=%d checkpoint %s after the retries, want 1 and 100", x, l.Checkpoint.SequenceNumber)
+	}
+}
