@@ -68,6 +68,7 @@ func TestChaos(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), run+3*time.Minute)
 	defer cancel()
+	sink := e.sink(ctx) // every worker also counts per key, transactionally
 
 	var ids []string
 	for i := 1; i <= n; i++ {
@@ -152,9 +153,10 @@ func TestChaos(t *testing.T) {
 	defer dcancel()
 	e.waitDelivered(dctx)
 
+	sr := e.waitSink(dctx, sink)
 	r := e.report(ctx)
 	f := fleet.Chaos(e.events(), r, ds, 15*time.Second)
-	table := fleet.ChaosTable(r, f, ds, elapsed)
+	table := fleet.ChaosTable(r, f, ds, elapsed) + sr.String() + "\n"
 	t.Logf("chaos figures:\n%s", table)
 	for name, moves := range map[string][]fleet.Move{"failovers": f.Failovers, "hand-overs": f.Handoffs, "releases": f.Releases} {
 		t.Logf("slowest %s: %v", name, fleet.Slowest(moves, 3))
@@ -166,6 +168,9 @@ func TestChaos(t *testing.T) {
 	}
 	if err := r.Err(); err != nil {
 		t.Error(err)
+	}
+	if sr.Duplicates != 0 || sr.Lost != 0 {
+		t.Errorf("%v: the transactional sink must be exact", sr)
 	}
 	if err := f.Err(); err != nil {
 		t.Error(err)

@@ -84,6 +84,7 @@ type Shard struct {
 	lostPending bool               // lost during a call: LeaseLost runs after it
 	cancelCall  context.CancelFunc // cancels the call in flight
 	writes      []CheckpointWrite
+	txns        []Transaction // see txn.go
 	stored      CheckpointWrite
 	failWith    error
 	nextSeq     int64
@@ -124,7 +125,7 @@ func NewShard(shardID string, p kcl.RecordProcessor, opts ...Option) *Shard {
 		initial: o.checkpoint,
 		stored:  CheckpointWrite{Checkpoint: o.checkpoint, Pending: o.pending, PendingState: slices.Clone(o.pendingState)},
 	}
-	s.m = shardproc.NewMachine(shardproc.Config{ShardID: shardID, Processor: p, Writer: checkpoint.WriterFunc(s.write),
+	s.m = shardproc.NewMachine(shardproc.Config{ShardID: shardID, Processor: p, Writer: txWriter{s},
 		Checkpoint: o.checkpoint, PendingCheckpoint: o.pending, PendingState: o.pendingState})
 	return s
 }

@@ -240,7 +240,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		s.log.Error("processor factory failed; releasing the lease for a later retry", errAttr(err))
 		return outGiveUp
 	}
-	var cw checkpoint.Writer = checkpoint.WriterFunc(s.writeCheckpoint)
+	var cw checkpoint.Writer = shardWriter{s}
 	if s.w.cfg.CheckpointInterval > 0 {
 		s.co = checkpoint.NewCoalescer(cw, s.w.cfg.CheckpointInterval, nil)
 		cw = s.co
@@ -487,14 +487,7 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 		}
 		s.w.hooks.onCheckpoint(CheckpointEvent{ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
 	}()
-	_, err = s.h.UpdateCheckpoint(ctx, func(l *lease.Lease) {
-		if l.Checkpoint.Compare(st.Checkpoint) != 0 || l.Checkpoint.SequenceNumber != st.Checkpoint.SequenceNumber {
-			l.OwnerSwitchesSinceCheckpoint = 0
-		}
-		l.Checkpoint = st.Checkpoint
-		l.PendingCheckpoint = st.Pending
-		l.PendingCheckpointState = slices.Clone(st.PendingState)
-	})
+	_, err = s.h.UpdateCheckpoint(ctx, checkpointEdit(st))
 	return err
 }
 

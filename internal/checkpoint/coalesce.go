@@ -2,8 +2,14 @@ package checkpoint
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"sync"
 	"time"
+
+	"github.com/shardline/shardline/internal/lease"
 )
 
 // Coalescer is a [Writer] that writes a shard's checkpoints at most once
@@ -86,5 +92,29 @@ func (c *Coalescer) writeLocked(ctx context.Context, s State) error {
 		return err
 	}
 	c.held, c.written = nil, sent
+	return nil
+}
+
+// WriteCheckpointTx commits items with s in one transaction through the
+// underlying writer when it is a [TxWriter] (it fails with an error matching
+// lease.ErrTransactUnsupported otherwise). A transaction is never held: it is the
+// application's writes' only commit. A held checkpoint at or before s is
+// dropped once the transaction committed, so that it can never move the
+// checkpoint back.
+func (c *Coalescer) WriteCheckpointTx(ctx context.Context, s State, items []types.TransactWriteItem) error {
+	tw, ok := c.w.(TxWriter)
+	if !ok {
+		return fmt.Errorf("%w (checkpoint writer %T)", lease.ErrTransactUnsupported, c.w)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sent := c.now()
+	if err := tw.WriteCheckpointTx(ctx, s, items); err != nil {
+		return err
+	}
+	if c.held != nil && c.held.Checkpoint.Compare(s.Checkpoint) <= 0 {
+		c.held = nil
+	}
+	c.written = sent
 	return nil
 }

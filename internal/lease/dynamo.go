@@ -391,6 +391,13 @@ func (s *DynamoStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
 // when l.PendingCheckpoint is zero) and ownerSwitchesSinceCheckpoint,
 // conditional on leaseOwner and leaseCounter.
 func (s *DynamoStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, error) {
+	return s.updateFenced(ctx, "checkpoint", l, true, checkpointUpdate(l))
+}
+
+// checkpointUpdate returns the update of UpdateCheckpoint (the checkpoint
+// fields of l, normalised), without the counter and its condition, which
+// fence adds. A transactional checkpoint (txn.go) writes the same.
+func checkpointUpdate(l Lease) *update {
 	n := normalizeLease(l)
 	u := newUpdate()
 	u.setString(attrCheckpoint, n.Checkpoint.SequenceNumber)
@@ -410,7 +417,7 @@ func (s *DynamoStore) UpdateCheckpoint(ctx context.Context, l Lease) (Lease, err
 			u.remove(attrPendingState)
 		}
 	}
-	return s.updateFenced(ctx, "checkpoint", l, true, u)
+	return u
 }
 
 // ResetCheckpoint writes the checkpoint and its timestamp, removes
@@ -454,6 +461,21 @@ func (s *DynamoStore) updateFenced(ctx context.Context, op string, l Lease, chec
 	if err := checkLeaseKey(op, l.Key); err != nil {
 		return Lease{}, err
 	}
+	out, err := s.client.UpdateItem(ctx, u.input(s.table, l.Key, u.fence(l, checkOwner)))
+	if err != nil {
+		return Lease{}, s.fail(op, l.Key, err)
+	}
+	stored, err := decodeLease(out.Attributes)
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease: %s %s: %w", op, l.Key, err)
+	}
+	return stored, nil
+}
+
+// fence adds the leaseCounter increment to u and returns the condition on
+// leaseCounter (and, with checkOwner, leaseOwner) that every fenced write
+// of l carries, with u.extraCond.
+func (u *update) fence(l Lease, checkOwner bool) string {
 	c := u.name(attrLeaseCounter)
 	u.sets = append(u.sets, fmt.Sprintf("%s = %s + %s", c, c, u.value(numberValue(1))))
 	cond := fmt.Sprintf("%s = %s", c, u.value(numberValue(l.Counter)))
@@ -467,15 +489,7 @@ func (s *DynamoStore) updateFenced(ctx context.Context, op string, l Lease, chec
 			cond += fmt.Sprintf(" AND %s = %s", u.name(attrLeaseOwner), u.value(stringValue(l.Owner)))
 		}
 	}
-	out, err := s.client.UpdateItem(ctx, u.input(s.table, l.Key, cond))
-	if err != nil {
-		return Lease{}, s.fail(op, l.Key, err)
-	}
-	stored, err := decodeLease(out.Attributes)
-	if err != nil {
-		return Lease{}, fmt.Errorf("lease: %s %s: %w", op, l.Key, err)
-	}
-	return stored, nil
+	return cond
 }
 
 // Delete removes the item, conditional on leaseCounter.

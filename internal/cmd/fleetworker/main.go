@@ -78,6 +78,7 @@ type options struct {
 	eventsPath                      string
 	metricsAddr                     string
 	faults                          string
+	sinkTable                       string // see sink.go
 	fanOut, emulatorFanOutShim      bool
 }
 
@@ -102,6 +103,7 @@ func parseFlags() (options, error) {
 	str(&o.initialPosition, "initial-position", "SHARDLINE_INITIAL_POSITION", "trim_horizon", "where shards without a checkpoint start: trim_horizon or latest")
 	str(&o.eventsPath, "events", "SHARDLINE_EVENTS", "", "append a JSON line per record and lifecycle event to this file")
 	str(&o.faults, "faults", "SHARDLINE_FAULTS", "", "inject AWS failures into the HTTP calls, e.g. seed=1,kinesis=0.05,dynamodb=0.02 (see internal/faults)")
+	str(&o.sinkTable, "sink-table", "SHARDLINE_SINK_TABLE", "", "also count each partition key's records in this DynamoDB table (hash key k), committed with the checkpoint in one transaction (see sink.go)")
 	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
 	boolean := func(p *bool, name, env, help string) {
 		fs.BoolVar(p, name, fromEnv(env, false, strconv.ParseBool, &envErrs), help+" (env "+env+")")
@@ -232,6 +234,7 @@ func run() int {
 				shardID:            shardID,
 				worker:             workerID,
 				checkpointInterval: opts.checkpointInterval,
+				sink:               opts.sinkTable,
 				work:               opts.work,
 				counts:             counts,
 				events:             events,
@@ -406,7 +409,8 @@ type processor struct {
 	counts             *shardCounts
 	events             *eventLog
 	log                *slog.Logger
-	batches            int // ProcessRecords calls so far, numbering the batches in the events file
+	batches            int    // ProcessRecords calls so far, numbering the batches in the events file
+	sink               string // sink table; see sink.go
 }
 
 // The optional lifecycle interfaces this processor implements.
@@ -452,6 +456,9 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		}
 	}
 
+	if p.sink != "" {
+		return p.commitToSink(ctx, in)
+	}
 	if time.Since(p.lastCheckpoint) < p.checkpointInterval {
 		return nil // checkpoint later; a crash until then re-delivers these records
 	}
@@ -481,6 +488,10 @@ func (p *processor) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error 
 // next owner of the shard delivers none of these records again.
 func (p *processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.log.Info("shutdown requested")
+	if p.sink != "" { // the last delivered batch may not be committed to the sink
+		p.events.Write(fleet.Event{Type: fleet.EventShutdownRequested, Worker: p.worker, Shard: p.shardID})
+		return p.events.Flush()
+	}
 	return p.finalCheckpoint(ctx, fleet.Event{Type: fleet.EventShutdownRequested}, in.Checkpointer)
 }
 
