@@ -137,7 +137,7 @@ func (s *shardState) newDriver() *delivery.Driver {
 
 // backoffWait waits before the next attempt after failures failures:
 // exponential from RetryInitialInterval to RetryMaxInterval, with jitter.
-func (s *shardState) backoffWait(ctx context.Context, failures int) error {
+func (s *shardState) backoffWait(ctx context.Context, failures int, cause error) error {
 	if err := s.h.Err(); err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func (s *shardState) backoffWait(ctx context.Context, failures int) error {
 	}
 	d = min(d, s.w.cfg.RetryMaxInterval)
 	d = d/2 + rand.N(d/2+1)
-	s.log.Warn("retrying", "op", "process records", "attempt", failures, "backoff", d)
+	s.log.Warn("retrying", "op", "process records", "attempt", failures, "backoff", d, errAttr(cause))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -1,38 +1,18 @@
 package worker
 
 import (
-	"fmt"
 	"log/slog"
-	"unicode/utf8"
 
 	"github.com/shardline/shardline/internal/shardproc"
 )
 
-// maxLoggedErrBytes caps the message of an error in the logs. Errors from
-// application code (processors, their factory, a panic value) may carry
-// record data; the README promises that record data is not logged beyond
-// this many bytes of such a message.
-const maxLoggedErrBytes = 200
+// maxLoggedErrBytes caps the message of an application error in the logs
+// (see shardproc.MaxLoggedErrBytes).
+const maxLoggedErrBytes = shardproc.MaxLoggedErrBytes
 
 // errAttr is the "err" attribute of a log line about an error that may come
-// from application code: the error's type (for a panic, the panic value's
-// type) and its message cut to maxLoggedErrBytes, never the whole value.
-func errAttr(err error) slog.Attr {
-	if err == nil {
-		return slog.Group("err", "type", "nil")
-	}
-	return slog.Group("err", "type", shardproc.ErrorType(err), "msg", truncate(err.Error(), maxLoggedErrBytes))
-}
+// from application code (see shardproc.ErrAttr).
+func errAttr(err error) slog.Attr { return shardproc.ErrAttr(err) }
 
-// truncate cuts s to at most n bytes on a rune boundary and says how much
-// was cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s...[%d bytes cut]", s[:cut], len(s)-cut)
-}
+// truncate cuts s to at most n bytes (see shardproc.Truncate).
+func truncate(s string, n int) string { return shardproc.Truncate(s, n) }

@@ -109,9 +109,10 @@ type Env struct {
 	// Before is called before each processor call; an error gives up.
 	Before func() error
 	// Wait pauses before the next attempt after failures failed deliveries
+	// (the last of which failed with err)
 	// in a row (or failed dead-letter writes); an error gives up. Nil: no
 	// pause.
-	Wait func(ctx context.Context, failures int) error
+	Wait func(ctx context.Context, failures int, err error) error
 	// Observe is told of every processor call.
 	Observe func(Call)
 	// Event is told of every policy action.
@@ -248,7 +249,7 @@ func (d *Driver) run(ctx context.Context, t target, b shardproc.Batch) error {
 			if isStop(err) {
 				return err
 			}
-			if werr := d.wait(ctx, failures); werr != nil {
+			if werr := d.wait(ctx, failures, err); werr != nil {
 				return werr
 			}
 			err = call(nil, func() error { return t.whole(ctx) })
@@ -309,7 +310,7 @@ func (d *Driver) recover(ctx context.Context, t target, perr error, parts []int,
 		if i > 0 {
 			partial = true
 			d.env.Log.Info("partial batch failure: records before the failed one count as processed",
-				"processed", i, "failed_at", pf.Position.String(), "err", pf.Err)
+				"processed", i, "failed_at", pf.Position.String(), shardproc.ErrAttr(pf.Err))
 			if err := t.settle(ctx, i); err != nil {
 				return nil, 0, false, err
 			}
@@ -320,7 +321,7 @@ func (d *Driver) recover(ctx context.Context, t target, perr error, parts []int,
 	}
 	if d.p.Bisect && n > 1 && !partial {
 		h := n / 2
-		d.env.Log.Info("batch failed: bisecting", "records", n, "err", perr)
+		d.env.Log.Info("batch failed: bisecting", "records", n, shardproc.ErrAttr(perr))
 		d.event(Event{Kind: Bisected, Records: n, Err: perr})
 		return append([]int{h, n - h}, parts[1:]...), 0, false, nil
 	}
@@ -342,7 +343,7 @@ func (d *Driver) recover(ctx context.Context, t target, perr error, parts []int,
 		}
 		return parts[1:], 0, true, nil
 	}
-	if err := d.wait(ctx, failures); err != nil {
+	if err := d.wait(ctx, failures, perr); err != nil {
 		return nil, 0, false, err
 	}
 	return parts, failures, false, nil
@@ -370,13 +371,13 @@ func (d *Driver) deadLetter(ctx context.Context, recs []kcl.Record, attempts int
 			if err == nil {
 				break
 			}
-			d.env.Log.Warn("dead-letter handler failed; trying again", "sequence", r.SequenceNumber, "tries", tries, "err", err)
-			if werr := d.wait(ctx, tries); werr != nil {
+			d.env.Log.Warn("dead-letter handler failed; trying again", "sequence", r.SequenceNumber, "tries", tries, shardproc.ErrAttr(err))
+			if werr := d.wait(ctx, tries, err); werr != nil {
 				return werr
 			}
 		}
 		d.env.Log.Warn("record given up on and sent to the dead-letter handler", "sequence", r.SequenceNumber,
-			"sub_sequence", r.SubSequenceNumber, "partition_key", r.PartitionKey, "attempts", attempts, "reason", reason, "err", cause)
+			"sub_sequence", r.SubSequenceNumber, "partition_key", r.PartitionKey, "attempts", attempts, "reason", reason, shardproc.ErrAttr(cause))
 	}
 	d.event(Event{Kind: DeadLettered, Records: len(recs), Err: cause})
 	return nil
@@ -401,11 +402,11 @@ func (d *Driver) checkpoint(ctx context.Context, pos kcl.ExtendedSequenceNumber)
 	return nil
 }
 
-func (d *Driver) wait(ctx context.Context, failures int) error {
+func (d *Driver) wait(ctx context.Context, failures int, cause error) error {
 	if d.env.Wait == nil {
 		return ctx.Err()
 	}
-	if err := d.env.Wait(ctx, failures); err != nil {
+	if err := d.env.Wait(ctx, failures, cause); err != nil {
 		return &stop{err}
 	}
 	return nil

@@ -76,7 +76,7 @@ func (r *rig) HandleDeadLetter(_ context.Context, d kcl.DeadLetter) error {
 	return nil
 }
 
-func (r *rig) driver(p Policy, wait func(context.Context, int) error) *Driver {
+func (r *rig) driver(p Policy, wait func(context.Context, int, error) error) *Driver {
 	return New(p, Env{ShardID: "shard-0", Machine: r.m, Wait: wait,
 		Event: func(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }})
 }
@@ -112,7 +112,7 @@ func has(recs []kcl.Record, r kcl.Record) bool {
 }
 
 // sleepWait backs off 100ms per failure, in virtual time.
-func sleepWait(ctx context.Context, failures int) error {
+func sleepWait(ctx context.Context, failures int, _ error) error {
 	select {
 	case <-time.After(time.Duration(failures) * 100 * time.Millisecond):
 		return nil
@@ -262,11 +262,11 @@ func TestCheckpointMovesPastADeadLetterOnlyOnceTheHandlerAcceptedIt(t *testing.T
 		r.fail = func(kcl.ProcessRecordsInput) error { return errors.New("poison") }
 		r.dlqFails = 2
 		var during []kcl.ExtendedSequenceNumber
-		wait := func(ctx context.Context, n int) error {
+		wait := func(ctx context.Context, n int, _ error) error {
 			r.mu.Lock()
 			during = append(during, r.stored...)
 			r.mu.Unlock()
-			return sleepWait(ctx, n)
+			return sleepWait(ctx, n, nil)
 		}
 		if err := r.driver(Policy{MaxAttempts: 1, DeadLetters: r}, wait).Deliver(t.Context(), shardproc.Batch{Records: recs}); err != nil {
 			t.Fatal(err)
@@ -334,7 +334,7 @@ func TestDeliveryStopsWhenTheWaitGivesUp(t *testing.T) {
 	r := newRig(t)
 	r.fail = func(kcl.ProcessRecordsInput) error { return errors.New("down") }
 	lost := errors.New("lease lost")
-	err := r.driver(Policy{}, func(context.Context, int) error { return lost }).Deliver(t.Context(), shardproc.Batch{Records: records(1, 2, time.Time{})})
+	err := r.driver(Policy{}, func(context.Context, int, error) error { return lost }).Deliver(t.Context(), shardproc.Batch{Records: records(1, 2, time.Time{})})
 	if !errors.Is(err, lost) || r.m.State() != shardproc.Retrying {
 		t.Errorf("err %v, state %v; want the wait's error and the batch still pending", err, r.m.State())
 	}
