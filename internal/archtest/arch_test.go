@@ -21,24 +21,28 @@ const module = "github.com/shardline/shardline"
 // test helpers below) sit on top and may import anything.
 var layers = map[string]int{
 	// Vocabulary and leaf machinery.
-	"kcl":                 0,
-	"kpl/internal/kplpb":  0,
-	"internal/hashkey":    0,
-	"internal/awsx":       1,
-	"internal/ddbcost":    1,
-	"kpl":                 1,
-	"checkpoint":          1,
-	"internal/checkpoint": 1,
-	"internal/lease":      2,
-	"internal/shardproc":  2,
-	"fanout":              2,
-	"producer":            2,
-	"internal/reader":     3,
-	"internal/delivery":   3,
+	"kcl":                0,
+	"kpl/internal/kplpb": 0,
+	"internal/hashkey":   0,
+	"internal/awsx":      1,
+	"internal/ddbcost":   1,
+	"kpl":                1,
+	// The lease protocol and the AWS-facing public packages.
+	"internal/lease": 2,
+	"fanout":         2,
+	"producer":       2,
+	// Checkpoints, the operator's lease table, the shard reader.
+	"internal/checkpoint": 3,
+	"checkpoint":          3,
 	"lease":               3,
-	"worker":              4,
-	"kcltest":             4,
-	"metrics":             5,
+	"internal/reader":     3,
+	// The per-shard lifecycle and the delivery policies around it.
+	"internal/shardproc": 4,
+	"internal/delivery":  5,
+	// What users run and test with.
+	"worker":  6,
+	"kcltest": 6,
+	"metrics": 7,
 }
 
 // top are packages that may import any library package.
