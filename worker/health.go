@@ -48,6 +48,10 @@ type healthStore struct {
 	h *healthState
 }
 
+// Unwrap returns the store under the timing, so that the lease layer finds
+// the DynamoDB store's optional capabilities (transactions).
+func (s healthStore) Unwrap() lease.Store { return s.Store }
+
 func (s healthStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
 	out, err := s.Store.Beat(ctx, id, from, withdrawn, bump)
 	now := time.Now()

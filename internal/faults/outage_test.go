@@ -177,6 +177,7 @@ func (r *outageRig) checkStoppedInTime(shards []string, lastWrite map[string]tim
 	// margin (300ms) keeps both clear of the lease's expiry in others' eyes.
 	const slack = 100 * time.Millisecond
 	lost := map[string]time.Time{}
+	heldAny, blocked := false, 0
 	for _, ev := range r.sink.events().Records {
 		if ev.Type == fleet.EventLeaseLost && ev.Worker == "w1" && ev.Time.After(downAt) && ev.Time.Before(upAt) {
 			if _, ok := lost[ev.Shard]; !ok {
@@ -215,8 +216,16 @@ func (r *outageRig) checkStoppedInTime(shards []string, lastWrite map[string]tim
 				}
 			}
 		}
-		if r.block[shard] && held == 0 {
-			t.Errorf("%s: no batch held during the outage", shard)
+		if r.block[shard] {
+			// Whether a blocked shard's batch was in the processor when
+			// the outage began depends on scheduling (its batch may have
+			// ended just before); one of them must have been.
+			blocked++
+			if held > 0 {
+				heldAny = true
+			} else {
+				t.Logf("%s: no batch held during the outage", shard)
+			}
 		}
 		at, ok := lost[shard]
 		switch {
@@ -228,6 +237,9 @@ func (r *outageRig) checkStoppedInTime(shards []string, lastWrite map[string]tim
 			t.Logf("%s: last lease write %v before the outage; %d batches after it began; LeaseLost %v after the last write",
 				shard, downAt.Sub(lw).Round(time.Millisecond), n, at.Sub(lw).Round(time.Millisecond))
 		}
+	}
+	if blocked > 0 && !heldAny {
+		t.Errorf("none of the %d blocked shards had a batch held during the outage", blocked)
 	}
 }
 

@@ -97,6 +97,23 @@ const (
 	maxTransactAttempts = 12
 )
 
+// dynamoStoreOf finds the DynamoDB store under s, looking through wrappers
+// that implement Unwrap() Store (such as the worker's, which times
+// heartbeats for its health probes).
+func dynamoStoreOf(s Store) (*DynamoStore, bool) {
+	for s != nil {
+		if ds, ok := s.(*DynamoStore); ok {
+			return ds, true
+		}
+		u, ok := s.(interface{ Unwrap() Store })
+		if !ok {
+			return nil, false
+		}
+		s = u.Unwrap()
+	}
+	return nil, false
+}
+
 // Transact commits items and the checkpoint fields of the lease after edit
 // in one TransactWriteItems fenced like [Handle.UpdateCheckpoint]: on leaseOwner
 // and leaseCounter. After success the handle knows the new counter, as after a
@@ -112,7 +129,7 @@ const (
 // fails, nothing written). Only when that cannot be learned before the
 // lease's deadline is the lease given up ([ErrOutcomeUnknown]).
 func (h *Handle) Transact(ctx context.Context, edit func(*Lease), items []types.TransactWriteItem) (Lease, error) {
-	ds, ok := h.m.store.(*DynamoStore)
+	ds, ok := dynamoStoreOf(h.m.store)
 	if !ok {
 		return Lease{}, fmt.Errorf("%w (store %T)", ErrTransactUnsupported, h.m.store)
 	}
