@@ -55,13 +55,19 @@ type Config struct {
 	// LeaseDuration is how long a lease stays valid without renewal.
 	// Default 10s; at least 1s.
 	LeaseDuration time.Duration
-	// RenewInterval is how often held leases are renewed. Default:
-	// LeaseDuration/3; must be below LeaseDuration/2.
+	// RenewInterval bounds the heartbeat period: the worker writes its
+	// heartbeat to the lease table's fleet row (which keeps every lease it
+	// holds valid) every min(RenewInterval, TakeInterval). With
+	// BalanceByLoad it is also how often each lease's measured throughput
+	// is stored. Default: LeaseDuration/3; must be below LeaseDuration/2.
 	RenewInterval time.Duration
-	// TakeInterval is how often the worker scans the lease table for leases
-	// to take and for expired leases. Default: RenewInterval/2, which bounds
-	// failover (from a worker's death to another one processing its shards)
-	// by about LeaseDuration + RenewInterval.
+	// TakeInterval is how often the worker plans: it looks at the fleet row
+	// (which each heartbeat returns) for dead workers and at the leases for
+	// ones to take; the whole lease table is read only when something
+	// changed, or about every 20 s across the fleet. Default:
+	// RenewInterval/2. Failover (from a worker's death to another one
+	// holding its shards) takes at most LeaseDuration + the heartbeat period
+	// + a read and a write.
 	TakeInterval time.Duration
 	// ShardSyncInterval is how often the shard list is compared with the
 	// lease table. Default 60s. A shard that ends in a worker creates its
