@@ -9,6 +9,7 @@ import (
 
 	"github.com/shardline/shardline/internal/delivery"
 	"github.com/shardline/shardline/internal/reader"
+	"github.com/shardline/shardline/internal/shardproc"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -147,7 +148,7 @@ func (s *shardState) backoffWait(ctx context.Context, failures int, cause error)
 	}
 	d = min(d, s.w.cfg.RetryMaxInterval)
 	d = d/2 + rand.N(d/2+1)
-	s.log.Warn("retrying", "op", "process records", "attempt", failures, "backoff", d, errAttr(cause))
+	s.log.Warn("retrying", "op", "process records", "attempt", failures, "backoff", d, shardproc.ErrAttr(cause))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

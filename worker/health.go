@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/shardproc"
 )
 
 // Health is a worker's state as orchestrators probe it; see
@@ -101,7 +102,7 @@ func (w *Worker) Health() Health {
 	case now.Sub(h.presence) > w.cfg.LeaseDuration:
 		reason := fmt.Sprintf("lease table not written for %v", now.Sub(h.presence).Round(time.Millisecond))
 		if h.lastErr != nil {
-			reason += ": " + truncate(h.lastErr.Error(), maxLoggedErrBytes)
+			reason += ": " + shardproc.Truncate(h.lastErr.Error(), shardproc.MaxLoggedErrBytes)
 		}
 		return Health{Live: true, Reason: reason}
 	}

@@ -121,7 +121,7 @@ func (s *shardState) run(base context.Context) {
 		s.log.Info("lease lost; shard stopped", "cause", s.h.Err())
 		if s.m != nil {
 			if err := s.m.LeaseLost(dctx); err != nil {
-				s.log.Warn("LeaseLost returned an error", errAttr(err))
+				s.log.Warn("LeaseLost returned an error", shardproc.ErrAttr(err))
 			}
 		}
 		return
@@ -158,7 +158,7 @@ func (s *shardState) shutdownRequested(ctx context.Context) {
 		return
 	}
 	if err := s.m.ShutdownRequested(ctx); err != nil {
-		s.log.Warn("ShutdownRequested returned an error", errAttr(err))
+		s.log.Warn("ShutdownRequested returned an error", shardproc.ErrAttr(err))
 	}
 	var pos kcl.ExtendedSequenceNumber
 	err := s.retryStop(ctx, "final checkpoint", func() (err error) {
@@ -237,7 +237,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	}
 	proc, err := s.w.cfg.ProcessorFactory(s.id)
 	if err != nil || proc == nil {
-		s.log.Error("processor factory failed; releasing the lease for a later retry", errAttr(err))
+		s.log.Error("processor factory failed; releasing the lease for a later retry", shardproc.ErrAttr(err))
 		return outGiveUp
 	}
 	var cw checkpoint.Writer = shardWriter{s}
@@ -520,7 +520,7 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 			return err
 		}
 		d := bo.NextBackOff()
-		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, errAttr(err))
+		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, shardproc.ErrAttr(err))
 		t := time.NewTimer(d)
 		select {
 		case <-wait.Done():
