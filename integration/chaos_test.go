@@ -39,24 +39,7 @@ const (
 // SHARDLINE_CHAOS_DURATION (e.g. 4m) makes it a long run with four workers;
 // SHARDLINE_CHAOS_SEED picks another sequence of disruptions and faults.
 func TestChaos(t *testing.T) {
-	run, n := chaosShortRun, chaosShortWorkers
-	if v := os.Getenv("SHARDLINE_CHAOS_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("SHARDLINE_CHAOS_DURATION: %v", err)
-		}
-		run, n = d, chaosLongWorkers
-	}
-	seed := uint64(1)
-	if v := os.Getenv("SHARDLINE_CHAOS_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("SHARDLINE_CHAOS_SEED: %v", err)
-		}
-		seed = s
-	}
-	rng := rand.New(rand.NewPCG(seed, 0x5ead))
-	t.Logf("chaos for %v with %d workers, seed %d", run, n, seed)
+	run, n, seed := chaosSettings(t, chaosShortRun)
 
 	e := setup(t, chaosShards, 0) // checkpoint after every batch
 	if dir := os.Getenv("SHARDLINE_CHAOS_KEEP"); dir != "" {
@@ -74,78 +57,8 @@ func TestChaos(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		ids = append(ids, "w"+strconv.Itoa(i))
 	}
-	starts := 0
-	start := func(id string) {
-		starts++
-		t.Setenv("SHARDLINE_FAULTS", fmt.Sprintf(chaosFaults, seed*1000+uint64(starts)))
-		e.start(id)
-	}
-
 	e.prod.Start(100*time.Millisecond, 8) // 80 records/s, 10 per shard
-	for _, id := range ids {
-		start(id)
-	}
-	e.waitBalanced(ctx, ids, 1)
-
-	var ds []fleet.Disruption
-	down := map[string]time.Time{} // stopped worker -> when to restart it
-	began := time.Now()
-	for time.Since(began) < run {
-		pause := time.NewTimer(2*time.Second + time.Duration(rng.Int64N(int64(2*time.Second))))
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-pause.C:
-		}
-		for _, id := range ids {
-			if at, ok := down[id]; ok {
-				if time.Now().After(at) {
-					start(id)
-					delete(down, id)
-				}
-				continue
-			}
-			if p := e.fleet.Process(id); !p.Running() {
-				t.Fatalf("worker %s (pid %d) died on its own: %v", id, p.PID, p.ExitErr())
-			}
-		}
-		if len(down) >= n/2 {
-			continue // keep most workers up
-		}
-		var up []string
-		for _, id := range ids {
-			// Not a process that has just started: a signal during the Go
-			// runtime's start-up, before the program listens, kills it.
-			if _, ok := down[id]; !ok && time.Since(e.fleet.Process(id).Started) > time.Second {
-				up = append(up, id)
-			}
-		}
-		if len(up) == 0 {
-			continue
-		}
-		victim := up[rng.IntN(len(up))]
-		p := e.fleet.Process(victim)
-		if rng.Float64() < 0.75 {
-			at, err := p.Kill()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ds = append(ds, fleet.Disruption{Worker: victim, Kind: fleet.Kill, At: at})
-		} else {
-			at, err := p.Terminate(ctx)
-			if err != nil {
-				t.Errorf("graceful stop of %s: %v", victim, err)
-			}
-			ds = append(ds, fleet.Disruption{Worker: victim, Kind: fleet.Terminate, At: at})
-		}
-		down[victim] = time.Now().Add(time.Second + time.Duration(rng.Int64N(int64(3*time.Second))))
-	}
-	for _, id := range ids {
-		if _, ok := down[id]; ok {
-			start(id)
-		}
-	}
-	elapsed := time.Since(began)
+	ds, elapsed := disrupt(ctx, t, e, ids, run, seed)
 	if err := e.prod.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +123,121 @@ func TestChaos(t *testing.T) {
 	if m := fleet.Median(ho); m > failoverBound {
 		t.Errorf("median hand-over idle time %v, want at most %v: hand-overs are not happening", m, failoverBound)
 	}
-	// Every process still running stops cleanly.
+	stopAll(ctx, t, e, ids)
+}
+
+// chaosSettings returns the run length, the number of workers and the seed
+// of a chaos run: a short run by default, a long one with four workers when
+// SHARDLINE_CHAOS_DURATION is set (e.g. 4m); SHARDLINE_CHAOS_SEED picks
+// another sequence of disruptions and faults.
+func chaosSettings(t *testing.T, short time.Duration) (time.Duration, int, uint64) {
+	t.Helper()
+	run, n := short, chaosShortWorkers
+	if v := os.Getenv("SHARDLINE_CHAOS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SHARDLINE_CHAOS_DURATION: %v", err)
+		}
+		run, n = d, chaosLongWorkers
+	}
+	seed := uint64(1)
+	if v := os.Getenv("SHARDLINE_CHAOS_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("SHARDLINE_CHAOS_SEED: %v", err)
+		}
+		seed = s
+	}
+	t.Logf("chaos for %v with %d workers, seed %d", run, n, seed)
+	return run, n, seed
+}
+
+// disrupt starts the workers ids, waits until they share the leases, then
+// for run kills (SIGKILL) or stops (SIGTERM) a random worker every few
+// seconds and restarts it shortly after, each process with its own seed of
+// injected AWS faults; it fails the test if a worker dies on its own. At the
+// end every worker is running again. It returns the disruptions applied and
+// the time the disruptions took.
+func disrupt(ctx context.Context, t *testing.T, e *env, ids []string, run time.Duration, seed uint64) ([]fleet.Disruption, time.Duration) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 0x5ead))
+	n := len(ids)
+	starts := 0
+	start := func(id string) {
+		starts++
+		t.Setenv("SHARDLINE_FAULTS", fmt.Sprintf(chaosFaults, seed*1000+uint64(starts)))
+		e.start(id)
+	}
+	for _, id := range ids {
+		start(id)
+	}
+	e.waitBalanced(ctx, ids, 1)
+
+	var ds []fleet.Disruption
+	down := map[string]time.Time{} // stopped worker -> when to restart it
+	began := time.Now()
+	for time.Since(began) < run {
+		pause := time.NewTimer(2*time.Second + time.Duration(rng.Int64N(int64(2*time.Second))))
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-pause.C:
+		}
+		for _, id := range ids {
+			if at, ok := down[id]; ok {
+				if time.Now().After(at) {
+					start(id)
+					delete(down, id)
+				}
+				continue
+			}
+			if p := e.fleet.Process(id); !p.Running() {
+				t.Fatalf("worker %s (pid %d) died on its own: %v", id, p.PID, p.ExitErr())
+			}
+		}
+		if len(down) >= n/2 {
+			continue // keep most workers up
+		}
+		var up []string
+		for _, id := range ids {
+			// Not a process that has just started: a signal during the Go
+			// runtime's start-up, before the program listens, kills it.
+			if _, ok := down[id]; !ok && time.Since(e.fleet.Process(id).Started) > time.Second {
+				up = append(up, id)
+			}
+		}
+		if len(up) == 0 {
+			continue
+		}
+		victim := up[rng.IntN(len(up))]
+		p := e.fleet.Process(victim)
+		if rng.Float64() < 0.75 {
+			at, err := p.Kill()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, fleet.Disruption{Worker: victim, Kind: fleet.Kill, At: at})
+		} else {
+			at, err := p.Terminate(ctx)
+			if err != nil {
+				t.Errorf("graceful stop of %s: %v", victim, err)
+			}
+			ds = append(ds, fleet.Disruption{Worker: victim, Kind: fleet.Terminate, At: at})
+		}
+		down[victim] = time.Now().Add(time.Second + time.Duration(rng.Int64N(int64(3*time.Second))))
+	}
+	for _, id := range ids {
+		if _, ok := down[id]; ok {
+			start(id)
+		}
+	}
+	return ds, time.Since(began)
+}
+
+// stopAll stops every worker gracefully and fails the test if one cannot
+// or if a worker log holds a panic.
+func stopAll(ctx context.Context, t *testing.T, e *env, ids []string) {
+	t.Helper()
 	for _, id := range ids {
 		if _, err := e.fleet.Process(id).Terminate(ctx); err != nil {
 			t.Errorf("final graceful stop of %s: %v", id, err)

@@ -355,6 +355,10 @@ func ChaosTable(r Report, f ChaosFigures, ds []Disruption, elapsed time.Duration
 	fmt.Fprintf(tw, "failover (SIGKILL to next delivery)\t%s\n", timing(f.Failovers))
 	fmt.Fprintf(tw, "hand-over idle (balancing)\t%s\n", timing(f.Handoffs))
 	fmt.Fprintf(tw, "release idle (SIGTERM)\t%s\n", timing(f.Releases))
+	if r.Poison > 0 || r.WrongDeadLetters > 0 {
+		fmt.Fprintf(tw, "poison records\t%d: %d in the dead-letter stream, %d missing; %d other records there\n",
+			r.Poison, r.DeadLettered, len(r.MissingDeadLetters), r.WrongDeadLetters)
+	}
 	_ = tw.Flush()
 	return b.String()
 }

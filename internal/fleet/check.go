@@ -53,6 +53,17 @@ type Report struct {
 	// Ownership maps worker IDs to the shards they hold in the lease table
 	// (see [Fleet.Check]); nil when the table was not read.
 	Ownership map[string][]string
+	// Poison counts the produced records [CheckOptions.Poison] selects;
+	// DeadLettered counts those found among the dead letters.
+	Poison, DeadLettered int
+	// MissingDeadLetters lists poison records that are not among the dead
+	// letters; WrongDeadLetters counts dead letters of records that are not
+	// poison (or were not produced).
+	MissingDeadLetters []Produced
+	WrongDeadLetters   int
+	// PoisonDelivered counts deliveries of poison records that the
+	// processor reported as processed.
+	PoisonDelivered int
 }
 
 // Err returns nil when nothing was lost, skipped, re-ordered, unexpectedly
@@ -75,6 +86,15 @@ func (r Report) Err() error {
 	if r.DuplicatesBeforeCheckpoint > 0 {
 		errs = append(errs, fmt.Errorf("%d duplicates of checkpointed records", r.DuplicatesBeforeCheckpoint))
 	}
+	if len(r.MissingDeadLetters) > 0 {
+		errs = append(errs, fmt.Errorf("%d poison records missing from the dead letters (first: %+v)", len(r.MissingDeadLetters), r.MissingDeadLetters[0]))
+	}
+	if r.WrongDeadLetters > 0 {
+		errs = append(errs, fmt.Errorf("%d dead letters of records that are not poison", r.WrongDeadLetters))
+	}
+	if r.PoisonDelivered > 0 {
+		errs = append(errs, fmt.Errorf("%d poison records reported processed", r.PoisonDelivered))
+	}
 	if len(r.CheckpointRegressions) > 0 {
 		errs = append(errs, fmt.Errorf("checkpoint regressions: %s", strings.Join(r.CheckpointRegressions, "; ")))
 	}
@@ -94,6 +114,10 @@ func (r Report) String() string {
 	fmt.Fprintf(tw, "order violations\t%d\n", sum(r.OrderViolations))
 	fmt.Fprintf(tw, "skips\t%d\n", sum(r.Skips))
 	fmt.Fprintf(tw, "unexpected\t%d\n", r.Unexpected)
+	if r.Poison > 0 || r.WrongDeadLetters > 0 {
+		fmt.Fprintf(tw, "poison records\t%d (dead-lettered %d, missing %d, wrong dead letters %d)\n",
+			r.Poison, r.DeadLettered, len(r.MissingDeadLetters), r.WrongDeadLetters)
+	}
 	if r.Damaged > 0 {
 		fmt.Fprintf(tw, "damaged event lines\t%d\n", r.Damaged)
 	}
@@ -121,10 +145,26 @@ func sum(m map[string]int) int {
 type session struct {
 	worker string
 	start  time.Time
-	from   kcl.ExtendedSequenceNumber // checkpoint the shard started from
-	last   kcl.ExtendedSequenceNumber // newest record delivered in the session
+	from   kcl.ExtendedSequenceNumber            // checkpoint the shard started from
+	last   map[string]kcl.ExtendedSequenceNumber // newest record delivered in the session, by order key
 	seen   map[string]bool
 }
+
+// CheckOptions adapt [CheckWith] to a consumer with delivery policies.
+type CheckOptions struct {
+	// PerKey checks order per partition key instead of per shard (a
+	// consumer with worker.DeliveryPolicy.Parallelism keeps only that).
+	PerKey bool
+	// Poison, when set, selects the records the processor always fails:
+	// they must be among DeadLetters and never reported processed, and
+	// are not lost.
+	Poison func(data string) bool
+	// DeadLetters holds the dead letters found, by [DeadLetterKey].
+	DeadLetters map[string]bool
+}
+
+// DeadLetterKey identifies a record among dead letters.
+func DeadLetterKey(shard, seq string) string { return shard + "/" + seq }
 
 // Check compares the produced records with the delivered ones.
 //
@@ -137,6 +177,12 @@ type session struct {
 // the new owner took the lease is refused, so that checkpoint is one the new
 // owner must have seen).
 func Check(produced []Produced, events Events) Report {
+	return CheckWith(produced, events, CheckOptions{})
+}
+
+// CheckWith is [Check] for a consumer with delivery policies: order per
+// partition key, poison records that must have become dead letters.
+func CheckWith(produced []Produced, events Events, opts CheckOptions) Report {
 	r := Report{
 		Produced:        len(produced),
 		OrderViolations: make(map[string]int),
@@ -148,18 +194,45 @@ func Check(produced []Produced, events Events) Report {
 
 	// The produced records of each shard in sequence order.
 	type key struct{ shard, seq string }
-	byKey := make(map[key]Produced, len(produced))
-	perShard := make(map[string][]kcl.ExtendedSequenceNumber)
-	for _, p := range produced {
-		byKey[key{p.Shard, p.Seq}] = p
-		perShard[p.Shard] = append(perShard[p.Shard], kcl.NewSequence(p.Seq))
+	// orderKey names the sequence within which records must arrive in
+	// order: the shard, or the shard and partition key.
+	orderKey := func(shard, pk string) string {
+		if opts.PerKey {
+			return shard + "\x00" + pk
+		}
+		return shard
 	}
-	for _, seqs := range perShard {
+	byKey := make(map[key]Produced, len(produced))
+	perOrder := make(map[string][]kcl.ExtendedSequenceNumber)
+	poison := make(map[key]bool)
+	for _, p := range produced {
+		k := key{p.Shard, p.Seq}
+		byKey[k] = p
+		ok := orderKey(p.Shard, p.PK)
+		perOrder[ok] = append(perOrder[ok], kcl.NewSequence(p.Seq))
+		if opts.Poison != nil && opts.Poison(p.Data) {
+			poison[k] = true
+			r.Poison++
+			if opts.DeadLetters[DeadLetterKey(p.Shard, p.Seq)] {
+				r.DeadLettered++
+			} else {
+				r.MissingDeadLetters = append(r.MissingDeadLetters, p)
+			}
+		}
+	}
+	for dl := range opts.DeadLetters {
+		shard, seq, _ := strings.Cut(dl, "/")
+		if !poison[key{shard, seq}] {
+			r.WrongDeadLetters++
+		}
+	}
+	for _, seqs := range perOrder {
 		slices.SortFunc(seqs, kcl.ExtendedSequenceNumber.Compare)
 	}
-	// prev returns the produced record right before pos in shard, if any.
-	prev := func(shard string, pos kcl.ExtendedSequenceNumber) (kcl.ExtendedSequenceNumber, bool) {
-		seqs := perShard[shard]
+	// prev returns the produced record right before pos in its order
+	// sequence, if any.
+	prev := func(order string, pos kcl.ExtendedSequenceNumber) (kcl.ExtendedSequenceNumber, bool) {
+		seqs := perOrder[order]
 		i := sort.Search(len(seqs), func(i int) bool { return seqs[i].Compare(pos) >= 0 })
 		if i == 0 {
 			return kcl.ExtendedSequenceNumber{}, false
@@ -212,7 +285,7 @@ func Check(produced []Produced, events Events) Report {
 				r.CheckpointRegressions = append(r.CheckpointRegressions, fmt.Sprintf(
 					"%s started %s at %s although %s was checkpointed before", ev.Worker, ev.Shard, from, before))
 			}
-			sessions[sk] = &session{worker: ev.Worker, start: ev.Time, from: from, seen: make(map[string]bool)}
+			sessions[sk] = &session{worker: ev.Worker, start: ev.Time, from: from, seen: make(map[string]bool), last: make(map[string]kcl.ExtendedSequenceNumber)}
 			continue
 		case EventRecord:
 		default:
@@ -223,15 +296,20 @@ func Check(produced []Produced, events Events) Report {
 		r.ByWorker[ev.Worker]++
 		s := sessions[sk]
 		if s == nil { // a record without initialize: start an open session
-			s = &session{worker: ev.Worker, start: ev.Time, seen: make(map[string]bool)}
+			s = &session{worker: ev.Worker, start: ev.Time, seen: make(map[string]bool), last: make(map[string]kcl.ExtendedSequenceNumber)}
 			sessions[sk] = s
 		}
 		pos, err := ParsePosition(ev.Seq)
 		k := key{ev.Shard, ev.Seq}
-		if _, ok := byKey[k]; !ok || err != nil {
+		p, ok := byKey[k]
+		if !ok || err != nil {
 			r.Unexpected++
 			continue
 		}
+		if poison[k] {
+			r.PoisonDelivered++
+		}
+		order := orderKey(ev.Shard, p.PK)
 
 		switch {
 		case s.seen[ev.Seq]:
@@ -257,7 +335,7 @@ func Check(produced []Produced, events Events) Report {
 		s.seen[ev.Seq] = true
 
 		// Order and continuity within the session.
-		if !s.last.IsZero() && pos.Compare(s.last) <= 0 {
+		if last := s.last[order]; !last.IsZero() && pos.Compare(last) <= 0 {
 			r.OrderViolations[ev.Shard]++
 			continue
 		}
@@ -265,17 +343,18 @@ func Check(produced []Produced, events Events) Report {
 			r.OrderViolations[ev.Shard]++ // at or before the starting checkpoint
 			continue
 		}
-		if p, ok := prev(ev.Shard, pos); ok {
-			covered := s.seen[p.String()] || (isRecordPosition(s.from) && p.Compare(s.from) <= 0)
+		if p, ok := prev(order, pos); ok {
+			covered := s.seen[p.String()] || (isRecordPosition(s.from) && p.Compare(s.from) <= 0) ||
+				poison[key{ev.Shard, p.String()}]
 			if !covered {
 				r.Skips[ev.Shard]++
 			}
 		}
-		s.last = pos
+		s.last[order] = pos
 	}
 
 	for k, p := range byKey {
-		if !delivered[k] {
+		if !delivered[k] && !poison[k] {
 			r.Lost = append(r.Lost, p)
 		}
 	}

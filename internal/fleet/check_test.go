@@ -249,3 +249,75 @@ func TestPollGivesUpAtDeadline(t *testing.T) {
 		t.Fatalf("Poll = %v", err)
 	}
 }
+
+// TestCheckPerKey: with two keys interleaved on one shard, a delivery order
+// that is per-key correct passes CheckWith{PerKey} but is an order violation
+// per shard; a per-key inversion fails both; a poison record must be a dead
+// letter and is neither lost nor a skip.
+func TestCheckPerKey(t *testing.T) {
+	h := newHistory()
+	for i := range 6 { // 100..105: keys a, b, a, b, a, b
+		pk := []string{"a", "b"}[i%2]
+		seq := strconv.Itoa(100 + i)
+		h.produced = append(h.produced, Produced{PK: pk, N: i, Data: pk + ":" + seq, Shard: "s0", Seq: seq})
+	}
+	h.start("w")
+	h.initialize("w", "s0", "TRIM_HORIZON")
+	deliver := func(seqs ...int) {
+		for _, s := range seqs {
+			h.add(Event{Type: EventRecord, Worker: "w", Shard: "s0", Seq: strconv.Itoa(s), Attempt: 1})
+		}
+	}
+	// Key b's lane runs ahead of key a's; 104 (key a) is poison.
+	deliver(101, 103, 105, 100, 102)
+	poison := func(data string) bool { return data == "a:104" }
+	dead := map[string]bool{DeadLetterKey("s0", "104"): true}
+
+	if r := h.check(); sum(r.OrderViolations) == 0 {
+		t.Errorf("per shard: want order violations, got %+v", r)
+	}
+	r := CheckWith(h.produced, Events{Records: h.events}, CheckOptions{PerKey: true, Poison: poison, DeadLetters: dead})
+	if err := r.Err(); err != nil || r.Poison != 1 || r.DeadLettered != 1 {
+		t.Errorf("per key with the poison record dead-lettered: %v (%+v)", err, r)
+	}
+	if r := CheckWith(h.produced, Events{Records: h.events}, CheckOptions{PerKey: true, Poison: poison}); len(r.MissingDeadLetters) != 1 || r.Err() == nil {
+		t.Errorf("poison record not dead-lettered: want it reported, got %+v", r)
+	}
+	wrong := map[string]bool{DeadLetterKey("s0", "104"): true, DeadLetterKey("s0", "100"): true}
+	if r := CheckWith(h.produced, Events{Records: h.events}, CheckOptions{PerKey: true, Poison: poison, DeadLetters: wrong}); r.WrongDeadLetters != 1 {
+		t.Errorf("a good record among the dead letters: want 1 wrong, got %+v", r)
+	}
+	deliver(100) // key a goes back: a per-key violation
+	if r := CheckWith(h.produced, Events{Records: h.events}, CheckOptions{PerKey: true, Poison: poison, DeadLetters: dead}); sum(r.OrderViolations) == 0 {
+		t.Errorf("per-key inversion not found: %+v", r)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	f, err := ParseFailures("poison=100,flaky=200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison, flaky := 0, 0
+	for i := range 10000 {
+		d := "pk:" + strconv.Itoa(i)
+		if f.Poison(d) {
+			poison++
+			if f.Flaky(d) {
+				t.Fatalf("%s is both poison and flaky", d)
+			}
+		}
+		if f.Flaky(d) {
+			flaky++
+		}
+	}
+	// About 10% and 18% (20% of the 90% not poison).
+	if poison < 800 || poison > 1200 || flaky < 1500 || flaky > 2100 {
+		t.Errorf("poison %d, flaky %d of 10000", poison, flaky)
+	}
+	for _, bad := range []string{"poison=x", "poison=2000", "slow=1"} {
+		if _, err := ParseFailures(bad); err == nil {
+			t.Errorf("ParseFailures(%q) accepted", bad)
+		}
+	}
+}

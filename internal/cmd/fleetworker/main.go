@@ -16,7 +16,12 @@
 //     (-checkpoint-interval);
 //   - read by enhanced fan-out from kinesis-mock (-fanout
 //     -emulator-fanout-shim, a test-only wrapper for an event the emulator
-//     omits).
+//     omits);
+//   - run the delivery policies: several batches of a shard at once
+//     (-parallelism), fail chosen records (-failures, see fleet.Failures:
+//     poison ones always, flaky ones once per process) and give poison
+//     records up after -max-attempts to a dead-letter stream
+//     (-dead-letter-stream), optionally bisecting failing batches (-bisect).
 //
 // Every flag can also be set through the environment variable named in its
 // help text:
@@ -59,6 +64,7 @@ import (
 	"github.com/shardline/shardline/internal/fleet"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/metrics"
+	"github.com/shardline/shardline/producer"
 	"github.com/shardline/shardline/worker"
 )
 
@@ -80,6 +86,11 @@ type options struct {
 	faults                          string
 	sinkTable                       string // see sink.go
 	fanOut, emulatorFanOutShim      bool
+	// Delivery policies (see the package comment).
+	parallelism, maxAttempts int
+	bisect                   bool
+	failures                 string
+	deadLetterStream         string
 }
 
 func parseFlags() (options, error) {
@@ -95,6 +106,9 @@ func parseFlags() (options, error) {
 	dur := func(p *time.Duration, name, env string, def time.Duration, help string) {
 		fs.DurationVar(p, name, fromEnv(env, def, time.ParseDuration, &envErrs), help+" (env "+env+")")
 	}
+	boolean := func(p *bool, name, env, help string) {
+		fs.BoolVar(p, name, fromEnv(env, false, strconv.ParseBool, &envErrs), help+" (env "+env+")")
+	}
 	str(&o.stream, "stream", "SHARDLINE_STREAM", "", "Kinesis stream name or ARN (required)")
 	str(&o.app, "app", "SHARDLINE_APP", "", "application name; also the lease table name (required)")
 	str(&o.workerID, "worker-id", "SHARDLINE_WORKER_ID", "", "worker ID in the lease table (default: host name + random suffix)")
@@ -105,12 +119,17 @@ func parseFlags() (options, error) {
 	str(&o.faults, "faults", "SHARDLINE_FAULTS", "", "inject AWS failures into the HTTP calls, e.g. seed=1,kinesis=0.05,dynamodb=0.02 (see internal/faults)")
 	str(&o.sinkTable, "sink-table", "SHARDLINE_SINK_TABLE", "", "also count each partition key's records in this DynamoDB table (hash key k), committed with the checkpoint in one transaction (see sink.go)")
 	str(&o.metricsAddr, "metrics-addr", "SHARDLINE_METRICS_ADDR", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090 (default: off)")
-	boolean := func(p *bool, name, env, help string) {
-		fs.BoolVar(p, name, fromEnv(env, false, strconv.ParseBool, &envErrs), help+" (env "+env+")")
-	}
 	boolean(&o.fanOut, "fanout", "SHARDLINE_FANOUT", "read by enhanced fan-out (SubscribeToShard) instead of polling")
 	boolean(&o.emulatorFanOutShim, "emulator-fanout-shim", "SHARDLINE_EMULATOR_FANOUT_SHIM",
 		"kinesis-mock only, with -fanout: add the initial-response event the emulator omits (test-only client wrapper; needs -kinesis-endpoint)")
+	integer := func(p *int, name, env, help string) {
+		fs.IntVar(p, name, fromEnv(env, 0, strconv.Atoi, &envErrs), help+" (env "+env+")")
+	}
+	integer(&o.parallelism, "parallelism", "SHARDLINE_PARALLELISM", "batches of one shard processed at once (worker.DeliveryPolicy.Parallelism; 0: one)")
+	integer(&o.maxAttempts, "max-attempts", "SHARDLINE_MAX_ATTEMPTS", "give a failing record up after this many attempts (needs -dead-letter-stream; 0: never)")
+	boolean(&o.bisect, "bisect", "SHARDLINE_BISECT", "split failing batches to isolate the failing records")
+	str(&o.failures, "failures", "SHARDLINE_FAILURES", "", "fail chosen records: poison=P,flaky=F in permille (see internal/fleet.Failures)")
+	str(&o.deadLetterStream, "dead-letter-stream", "SHARDLINE_DEAD_LETTER_STREAM", "", "write given-up records to this Kinesis stream")
 	dur(&o.leaseDuration, "lease-duration", "SHARDLINE_LEASE_DURATION", 10*time.Second, "how long a lease lasts without renewal")
 	dur(&o.idleTime, "idle-time", "SHARDLINE_IDLE_TIME", time.Second, "pause after a read that returned nothing")
 	dur(&o.work, "work", "SHARDLINE_WORK", 0, "simulated processing time per batch, before its checkpoint")
@@ -127,6 +146,9 @@ func parseFlags() (options, error) {
 	}
 	if o.faults != "" && o.fanOut {
 		return o, errors.New("-faults covers polling only, not -fanout")
+	}
+	if _, err := fleet.ParseFailures(o.failures); err != nil {
+		return o, err
 	}
 	if o.emulatorFanOutShim && o.kinesisEndpoint == "" {
 		return o, errors.New("-emulator-fanout-shim is for kinesis-mock only: it needs -kinesis-endpoint")
@@ -214,6 +236,23 @@ func run() int {
 		hooks = append(hooks, m)
 	}
 
+	failures, _ := fleet.ParseFailures(opts.failures) // checked by parseFlags
+	delivery := worker.DeliveryPolicy{Parallelism: opts.parallelism, MaxAttempts: opts.maxAttempts, BisectOnError: opts.bisect}
+	if opts.deadLetterStream != "" {
+		dlq, err := producer.New(producer.Config{StreamName: opts.deadLetterStream, Client: kc, Logger: log})
+		if err != nil {
+			log.Error("invalid dead-letter stream", "err", err)
+			return 2
+		}
+		defer func() {
+			if err := dlq.Close(context.Background()); err != nil {
+				log.Error("dead-letter producer", "err", err)
+			}
+		}()
+		delivery.DeadLetters = dlq
+	}
+	flaky := &flakySet{failed: map[string]bool{}}
+
 	counts := newShardCounts()
 	var workerID string // set once the worker exists; the factory runs later
 	w, err := worker.New(worker.Config{
@@ -229,6 +268,7 @@ func run() int {
 		Logger:               log,
 		Hooks:                hooks,
 		FanOut:               fanOutOptions(opts.fanOut),
+		Delivery:             delivery,
 		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
 			return &processor{
 				shardID:            shardID,
@@ -236,6 +276,9 @@ func run() int {
 				checkpointInterval: opts.checkpointInterval,
 				sink:               opts.sinkTable,
 				work:               opts.work,
+				failures:           failures,
+				bisect:             opts.bisect,
+				flaky:              flaky,
 				counts:             counts,
 				events:             events,
 				log:                log.With("shard", shardID),
@@ -399,18 +442,54 @@ func streamARN(s string) string {
 	return ""
 }
 
-// processor handles one shard. The worker calls it from one goroutine.
+// processor handles one shard. With -parallelism the worker calls
+// ProcessRecords from several goroutines at once; mu guards the fields that
+// change.
 type processor struct {
 	shardID            string
 	worker             string
 	checkpointInterval time.Duration
 	work               time.Duration
-	lastCheckpoint     time.Time
 	counts             *shardCounts
 	events             *eventLog
 	log                *slog.Logger
-	batches            int    // ProcessRecords calls so far, numbering the batches in the events file
 	sink               string // sink table; see sink.go
+	failures           fleet.Failures
+	bisect             bool
+	flaky              *flakySet
+
+	mu             sync.Mutex
+	lastCheckpoint time.Time
+	batches        int // ProcessRecords calls so far, numbering the batches in the events file
+}
+
+// flakySet remembers the flaky records this process has failed once.
+type flakySet struct {
+	mu     sync.Mutex
+	failed map[string]bool
+}
+
+// failFirst reports whether a flaky record fails now: the first time only.
+func (f *flakySet) failFirst(seq string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed[seq] {
+		return false
+	}
+	f.failed[seq] = true
+	return true
+}
+
+// firstFailure returns the index of the first record of recs this
+// processor fails now, or -1.
+func (p *processor) firstFailure(recs []kcl.Record) int {
+	for i, r := range recs {
+		d := string(r.Data)
+		if p.failures.Poison(d) || (p.failures.Flaky(d) && p.flaky.failFirst(r.Position().String())) {
+			return i
+		}
+	}
+	return -1
 }
 
 // The optional lifecycle interfaces this processor implements.
@@ -437,12 +516,34 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 	if len(in.Records) == 0 {
 		return nil
 	}
+	p.mu.Lock()
 	p.batches++
-	for _, r := range in.Records {
+	batch := p.batches
+	p.mu.Unlock()
+	recs, failed := in.Records, error(nil)
+	if i := p.firstFailure(recs); i >= 0 {
+		// The records before the failing one are processed; a partial
+		// failure says so. With -bisect every other failure fails the
+		// whole batch instead, for the worker to isolate the record.
+		r := recs[i]
+		failed = &kcl.PartialFailureError{Position: r.Position(), Err: fmt.Errorf("record %s (%s) fails", r.Position(), r.Data)}
+		if p.bisect && i%2 == 1 {
+			i, failed = 0, fmt.Errorf("batch fails at record %s (%s)", r.Position(), r.Data)
+		}
+		recs = recs[:i]
+	}
+	for _, r := range recs {
 		p.events.Write(fleet.Event{
-			Type: fleet.EventRecord, Worker: p.worker, Shard: p.shardID, Batch: p.batches,
+			Type: fleet.EventRecord, Worker: p.worker, Shard: p.shardID, Batch: batch,
 			Seq: r.Position().String(), PK: r.PartitionKey, Data: string(r.Data), Attempt: in.Attempt,
 		})
+	}
+	if failed != nil {
+		if err := p.events.Flush(); err != nil {
+			return err
+		}
+		p.counts.add(p.shardID, len(recs))
+		return failed
 	}
 	// Returning an error makes the worker deliver the same batch again.
 	if err := p.events.Flush(); err != nil {
@@ -459,7 +560,10 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 	if p.sink != "" {
 		return p.commitToSink(ctx, in)
 	}
-	if time.Since(p.lastCheckpoint) < p.checkpointInterval {
+	p.mu.Lock()
+	later := time.Since(p.lastCheckpoint) < p.checkpointInterval
+	p.mu.Unlock()
+	if later {
 		return nil // checkpoint later; a crash until then re-delivers these records
 	}
 	if err := in.Checkpointer.Checkpoint(ctx); err != nil {
@@ -518,7 +622,9 @@ func (p *processor) finalCheckpoint(ctx context.Context, ev fleet.Event, c kcl.C
 
 // checkpointed records a successful checkpoint in the events file.
 func (p *processor) checkpointed(c kcl.Checkpointer) {
+	p.mu.Lock()
 	p.lastCheckpoint = time.Now()
+	p.mu.Unlock()
 	p.events.Write(fleet.Event{Type: fleet.EventCheckpoint, Worker: p.worker, Shard: p.shardID, Position: c.Last().String()})
 	if err := p.events.Flush(); err != nil {
 		p.log.Warn("events file", "err", err)
