@@ -10,11 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/shardline/shardline/internal/fleet"
 	"github.com/shardline/shardline/internal/testenv"
 )
 
 const (
+	deliveryChaosShards   = 4 // 8 after the split, 12 with the closed parents
 	deliveryChaosShortRun = 30 * time.Second
 	// deliveryChaosFailures: 0.5% of the records are poison (every
 	// attempt fails), 2% flaky (the first attempt in each process fails).
@@ -27,8 +32,9 @@ const (
 // fails chosen records: poison ones always (half of them named by a
 // partial-failure error, half failing their whole batch), flaky ones once per
 // process. Workers are killed and stopped as in TestChaos, with AWS faults
-// injected. Then: nothing lost; per partition key, no record delivered out
-// of order or skipped; every poison record in the dead-letter stream and no
+// injected, and halfway through every shard splits in two. Then: nothing
+// lost; per partition key, across parents and children, no record first
+// delivered before an earlier one of its key; every poison record in the dead-letter stream and no
 // other record there; duplicates only after the last checkpoint and never
 // after a graceful stop.
 func TestDeliveryChaos(t *testing.T) {
@@ -37,7 +43,7 @@ func TestDeliveryChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := setup(t, chaosShards/2, 0)
+	e := setup(t, deliveryChaosShards, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), run+3*time.Minute)
 	defer cancel()
 	dlq := testenv.CreateStream(t, e.kc, 1)
@@ -63,7 +69,25 @@ func TestDeliveryChaos(t *testing.T) {
 		ids = append(ids, "d"+strconv.Itoa(i))
 	}
 	prod.Start(50*time.Millisecond, 8) // 160 records/s, 40 per shard
+	// Halfway through, every shard splits in two: children must wait
+	// until every record of their parent was processed.
+	stream := e.fleet.Config().Stream
+	splitErr := make(chan error, 1)
+	split := time.AfterFunc(run/2, func() {
+		_, err := e.kc.UpdateShardCount(ctx, &kinesis.UpdateShardCountInput{StreamName: aws.String(stream),
+			TargetShardCount: aws.Int32(2 * deliveryChaosShards), ScalingType: ktypes.ScalingTypeUniformScaling})
+		splitErr <- err
+	})
+	defer split.Stop()
 	ds, elapsed := disrupt(ctx, t, e, ids, run, seed)
+	select {
+	case err := <-splitErr:
+		if err != nil {
+			t.Fatalf("UpdateShardCount: %v", err)
+		}
+	default:
+		t.Fatal("the shards were not split during the run")
+	}
 	if err := prod.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +123,14 @@ func TestDeliveryChaos(t *testing.T) {
 	}
 	if err := r.Err(); err != nil {
 		t.Error(err)
+	}
+	// Per key across shards: each record first delivered only after every
+	// earlier record of its key, parents' included.
+	if err := keyOrder(e.events(), failures.Poison); err != nil {
+		t.Error(err)
+	}
+	if n := len(listAll(ctx, t, e.kc, stream)); n != 3*deliveryChaosShards {
+		t.Errorf("%d shards after the split, want %d", n, 3*deliveryChaosShards)
 	}
 	if err := f.Err(); err != nil {
 		t.Error(err)
