@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
+	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/internal/testenv"
@@ -169,50 +169,6 @@ func TestFanOutTwoWorkersConsumeInOrder(t *testing.T) {
 	}
 }
 
-// partitionable is a lease-table client that can be cut off, as a worker
-// whose network fails (or that hangs) is.
-type partitionable struct {
-	lease.DynamoDBAPI
-	down atomic.Bool
-}
-
-var errPartitioned = errors.New("test: network partition")
-
-func (p *partitionable) GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	if p.down.Load() {
-		return nil, errPartitioned
-	}
-	return p.DynamoDBAPI.GetItem(ctx, in, opts...)
-}
-
-func (p *partitionable) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	if p.down.Load() {
-		return nil, errPartitioned
-	}
-	return p.DynamoDBAPI.PutItem(ctx, in, opts...)
-}
-
-func (p *partitionable) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	if p.down.Load() {
-		return nil, errPartitioned
-	}
-	return p.DynamoDBAPI.UpdateItem(ctx, in, opts...)
-}
-
-func (p *partitionable) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	if p.down.Load() {
-		return nil, errPartitioned
-	}
-	return p.DynamoDBAPI.DeleteItem(ctx, in, opts...)
-}
-
-func (p *partitionable) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	if p.down.Load() {
-		return nil, errPartitioned
-	}
-	return p.DynamoDBAPI.Scan(ctx, in, opts...)
-}
-
 // A worker cut off from the lease table stops its subscriptions when its
 // leases run out, and the other worker takes its shards over after the
 // lease duration and subscribes from the checkpoints (kinesis-mock refuses
@@ -226,8 +182,13 @@ func TestFanOutSurvivesDeadWorker(t *testing.T) {
 	rec := newRecorder()
 
 	cfg1 := fanOutConfig(t, stream, app, rec.factory)
-	cut := &partitionable{DynamoDBAPI: cfg1.DynamoDB}
-	cfg1.DynamoDB = cut
+	// Worker 1's lease-table calls go through fault injection; cut off,
+	// they fail as with connections refused.
+	cut, err := faults.NewDynamoDB(faults.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg1.DynamoDB = testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint(), func(o *dynamodb.Options) { o.HTTPClient = cut })
 	cfg1.ShutdownTimeout = time.Second
 	w1, err := worker.New(cfg1)
 	if err != nil {
@@ -243,7 +204,7 @@ func TestFanOutSurvivesDeadWorker(t *testing.T) {
 		return rec.uniqueCount() >= 100 && len(w1.HeldShards()) == 1 && len(w2.HeldShards()) == 1
 	})
 
-	cut.down.Store(true) // worker 1 is gone, as far as the fleet can tell
+	cut.Outage(faults.Refuse) // worker 1 is gone, as far as the fleet can tell
 	died := time.Now()
 	second := put(t, kc, stream, 100, "after")
 	rec.waitFor(t, 60*time.Second, "200 records with worker 2 holding both shards", func() bool {

@@ -52,11 +52,25 @@ func newClient(service string, cfg Config, rates Rates, next aws.HTTPClient) (*C
 	return &Client{in: newInjector(service, cfg, rates), next: next}, nil
 }
 
-// Outage makes every call fail in the given way until Restore.
-func (c *Client) Outage(mode OutageMode) { c.in.setOutage(mode) }
+// Outage makes every call fail in the given way until Restore, except
+// calls of the operations named in spare (for example "TransactWriteItems":
+// a process whose other calls cannot get through).
+func (c *Client) Outage(mode OutageMode, spare ...string) { c.in.setOutage(mode, spare) }
+
+// FailNext makes the next n calls of op (an operation name such as
+// "TransactWriteItems") fail with kind, whatever the rates say: Throttle,
+// ServerError, Timeout, Reset, ExpiredIterator or TxConflict. For Timeout
+// and Reset, applied says whether the request reaches the service and takes
+// effect before its response is lost. Remember that the SDK's retryer
+// retries some of these by itself: a test that wants the caller to see the
+// fault either queues one per attempt or sets the client's RetryMaxAttempts
+// to 1.
+func (c *Client) FailNext(op string, kind Kind, applied bool, n int) {
+	c.in.failNext(op, decision{fault: kind, applied: applied}, n)
+}
 
 // Restore ends an outage.
-func (c *Client) Restore() { c.in.setOutage(0) }
+func (c *Client) Restore() { c.in.setOutage(0, nil) }
 
 // Stats returns the HTTP calls and faults so far, by operation.
 func (c *Client) Stats() map[string]Stats { return c.in.snapshot() }
@@ -110,6 +124,8 @@ func (c *Client) Do(req *http.Request) (resp *http.Response, err error) {
 		return serverErrorResponse(req, c.in.service, d.variant), nil
 	case ExpiredIterator:
 		return expiredIteratorResponse(req), nil
+	case TxConflict:
+		return txConflictResponse(req, body), nil
 	case Timeout, Reset:
 		if d.applied {
 			c.forwardAndDrop(req)

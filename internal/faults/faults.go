@@ -58,6 +58,10 @@ const (
 	// the rate in Config.TimeoutApplied the request reached the service and
 	// took effect first.
 	Reset
+	// TxConflict: DynamoDB cancelled a TransactWriteItems call because
+	// another transaction was ongoing on its first item (only through
+	// Client.FailNext).
+	TxConflict
 )
 
 // String names the kind as Parse accepts it.
@@ -77,6 +81,8 @@ func (k Kind) String() string {
 		return "unavailable"
 	case Reset:
 		return "reset"
+	case TxConflict:
+		return "tx-conflict"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -244,6 +250,8 @@ type injector struct {
 	rngs   map[string]*rand.Rand
 	stats  map[string]*Stats
 	outage OutageMode
+	spared map[string]bool       // operations the outage lets through
+	next   map[string][]decision // queued by Client.FailNext, by operation
 }
 
 func newInjector(service string, cfg Config, rates Rates) *injector {
@@ -281,9 +289,14 @@ func (in *injector) decide(op string) (decision, OutageMode) {
 		in.rngs[op] = rng
 	}
 	uFault, uDelay, uLatency, uApplied, uVariant := rng.Float64(), rng.Float64(), rng.Float64(), rng.Float64(), rng.Float64()
-	if in.outage != 0 {
+	if in.outage != 0 && !in.spared[op] {
 		st.Faults[Unavailable]++
 		return decision{fault: Unavailable}, in.outage
+	}
+	if q := in.next[op]; len(q) > 0 {
+		in.next[op] = q[1:]
+		st.Faults[q[0].fault]++
+		return q[0], 0
 	}
 
 	r := in.rates
@@ -336,11 +349,28 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// setOutage starts (mode != 0) or ends (mode == 0) an outage.
-func (in *injector) setOutage(mode OutageMode) {
+// failNext queues n decisions of op.
+func (in *injector) failNext(op string, d decision, n int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.next == nil {
+		in.next = map[string][]decision{}
+	}
+	for range n {
+		in.next[op] = append(in.next[op], d)
+	}
+}
+
+// setOutage starts (mode != 0) or ends (mode == 0) an outage that lets the
+// operations in spare through.
+func (in *injector) setOutage(mode OutageMode, spare []string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.outage = mode
+	in.spared = make(map[string]bool, len(spare))
+	for _, op := range spare {
+		in.spared[op] = true
+	}
 }
 
 func (in *injector) snapshot() map[string]Stats {

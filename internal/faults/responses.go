@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -34,9 +36,7 @@ const (
 // and, from DynamoDB, the body's CRC32 that the SDK checks.
 func errorResponse(req *http.Request, service string, status int, typ, msg string) *http.Response {
 	qualified := typ
-	contentType := "application/x-amz-json-1.1"
 	if service == serviceDynamoDB {
-		contentType = "application/x-amz-json-1.0"
 		switch typ {
 		case "ThrottlingException":
 			qualified = "com.amazon.coral.availability#" + typ
@@ -47,6 +47,15 @@ func errorResponse(req *http.Request, service string, status int, typ, msg strin
 		}
 	}
 	body := fmt.Appendf(nil, `{"__type":%q,"message":%q}`, qualified, msg+" (injected)")
+	return jsonErrorResponse(req, service, status, typ, body)
+}
+
+// jsonErrorResponse wraps an error body of service as AWS sends it.
+func jsonErrorResponse(req *http.Request, service string, status int, typ string, body []byte) *http.Response {
+	contentType := "application/x-amz-json-1.1"
+	if service == serviceDynamoDB {
+		contentType = "application/x-amz-json-1.0"
+	}
 	h := http.Header{}
 	h.Set("Content-Type", contentType)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -104,6 +113,31 @@ func serverErrorResponse(req *http.Request, service string, variant float64) *ht
 // five minutes.
 func expiredIteratorResponse(req *http.Request) *http.Response {
 	return errorResponse(req, serviceKinesis, http.StatusBadRequest, "ExpiredIteratorException", "Iterator expired.")
+}
+
+// txConflictResponse is DynamoDB's cancellation of the TransactWriteItems
+// request body: its first item conflicts with an ongoing transaction, the
+// others have no reason of their own.
+func txConflictResponse(req *http.Request, body []byte) *http.Response {
+	var in struct{ TransactItems []json.RawMessage }
+	_ = json.Unmarshal(body, &in)
+	type reason struct {
+		Code    string
+		Message string `json:",omitempty"`
+	}
+	reasons := make([]reason, max(len(in.TransactItems), 1))
+	codes := make([]string, len(reasons))
+	for i := range reasons {
+		reasons[i], codes[i] = reason{Code: "None"}, "None"
+	}
+	reasons[0], codes[0] = reason{Code: "TransactionConflict", Message: "Transaction is ongoing for the item"}, "TransactionConflict"
+	msg := "Transaction cancelled, please refer cancellation reasons for specific reasons [" + strings.Join(codes, ", ") + "] (injected)"
+	out, _ := json.Marshal(struct {
+		Type                string `json:"__type"`
+		Message             string
+		CancellationReasons []reason
+	}{"com.amazonaws.dynamodb.v20120810#TransactionCanceledException", msg, reasons})
+	return jsonErrorResponse(req, serviceDynamoDB, http.StatusBadRequest, "TransactionCanceledException", out)
 }
 
 // connError is what net/http returns for req when the connection failed:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
@@ -195,50 +195,6 @@ func TestTransactCommitsWritesWithCheckpoint(t *testing.T) {
 	}
 }
 
-// freezable passes calls through, but while frozen fails every call except
-// TransactWriteItems, like a worker cut off (or paused) whose heartbeats
-// stopped, and counts the transactions it lets through.
-type freezable struct {
-	lease.DynamoDBAPI
-	frozen atomic.Bool
-	txns   atomic.Int32
-}
-
-var errFrozen = errors.New("frozen")
-
-func (f *freezable) GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	if f.frozen.Load() {
-		return nil, errFrozen
-	}
-	return f.DynamoDBAPI.GetItem(ctx, in, opts...)
-}
-
-func (f *freezable) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	if f.frozen.Load() {
-		return nil, errFrozen
-	}
-	return f.DynamoDBAPI.PutItem(ctx, in, opts...)
-}
-
-func (f *freezable) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	if f.frozen.Load() {
-		return nil, errFrozen
-	}
-	return f.DynamoDBAPI.UpdateItem(ctx, in, opts...)
-}
-
-func (f *freezable) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	if f.frozen.Load() {
-		return nil, errFrozen
-	}
-	return f.DynamoDBAPI.Scan(ctx, in, opts...)
-}
-
-func (f *freezable) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
-	f.txns.Add(1)
-	return f.DynamoDBAPI.(lease.TransactAPI).TransactWriteItems(ctx, in, opts...)
-}
-
 // stoppableClock is a clock that can stand still and then go on from where
 // it stopped: a worker frozen with its clock (a paused VM) believes on
 // resuming that no time passed, the worst case for its own expiry checks.
@@ -282,7 +238,14 @@ func TestTransactZombieCannotCommit(t *testing.T) {
 	table := newTable(t, client)
 	sink := newSinkTable(t, client)
 	ctx := t.Context()
-	fa := &freezable{DynamoDBAPI: client}
+	// a's calls go through fault injection: frozen, every call of a fails
+	// as with connections refused, except its transactions.
+	frozen, err := faults.NewDynamoDB(faults.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa := testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint(), func(o *dynamodb.Options) { o.HTTPClient = frozen })
+	txns := func() int64 { return frozen.Stats()["TransactWriteItems"].Calls }
 	sa, err := lease.NewDynamoStore(fa, table)
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +268,7 @@ func TestTransactZombieCannotCommit(t *testing.T) {
 		t.Fatalf("a's transaction before the freeze: %v", err)
 	}
 
-	fa.frozen.Store(true)
+	frozen.Outage(faults.Refuse, "TransactWriteItems")
 	clock.stop()
 	b, acqB := txnManager(t, sb, "b", nil)
 	defer b.Close(context.Background())
@@ -321,7 +284,7 @@ func TestTransactZombieCannotCommit(t *testing.T) {
 	if !ha.Valid() {
 		t.Fatal("a's handle is invalid by a's own clock: the test would not reach DynamoDB")
 	}
-	before := fa.txns.Load()
+	before := txns()
 	_, err = ha.Transact(ctx, moveTo("150"), []types.TransactWriteItem{incr(sink, "zombie")})
 	if !errors.Is(err, kcl.ErrLeaseLost) {
 		t.Fatalf("zombie's transaction: %v, want an error matching kcl.ErrLeaseLost", err)
@@ -330,7 +293,7 @@ func TestTransactZombieCannotCommit(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Current == nil || ce.Current.Owner != "b" {
 		t.Fatalf("zombie's transaction: %v, want DynamoDB's refusal showing owner b", err)
 	}
-	if fa.txns.Load() == before {
+	if txns() == before {
 		t.Fatal("the zombie's transaction never reached DynamoDB")
 	}
 	if n := sinkCount(t, client, sink, "zombie"); n != 0 {
@@ -342,39 +305,34 @@ func TestTransactZombieCannotCommit(t *testing.T) {
 	if !isClosed(ha.Lost()) {
 		t.Error("the zombie's handle is not lost after DynamoDB refused it")
 	}
-	fa.frozen.Store(false)
+	frozen.Restore()
 }
 
-// lossy loses the answer of its next transaction: after applying it
-// (applied) or before sending it.
-type lossy struct {
-	*dynamodb.Client
-	mode atomic.Value // "applied", "dropped" or ""
-}
-
-func (c *lossy) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
-	mode, _ := c.mode.Swap("").(string)
-	switch mode {
-	case "applied":
-		if _, err := c.Client.TransactWriteItems(ctx, in, opts...); err != nil {
-			return nil, err
-		}
-		return nil, errors.New("connection reset by peer")
-	case "dropped":
-		return nil, errors.New("connection reset by peer")
+// faultyClient returns a DynamoDB client for the emulator whose calls go
+// through fault injection, without the SDK's own retries (as if the SDK had
+// exhausted them), and its injector.
+func faultyClient(t *testing.T) (*dynamodb.Client, *faults.Client) {
+	t.Helper()
+	fc, err := faults.NewDynamoDB(faults.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return c.Client.TransactWriteItems(ctx, in, opts...)
+	return testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint(), func(o *dynamodb.Options) {
+		o.HTTPClient = fc
+		o.RetryMaxAttempts = 1
+	}), fc
 }
 
 func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
 	testenv.Require(t)
 	client := testenv.DynamoDB(t)
-	lc := &lossy{Client: client}
+	lc, fc := faultyClient(t)
 	st, sink, h := heldLease(t, lc, client)
 	ctx := t.Context()
 
-	// Applied, answer lost: Transact learns it was committed.
-	lc.mode.Store("applied")
+	// Applied, answer lost (the connection reset while awaiting it):
+	// Transact learns it was committed.
+	fc.FailNext("TransactWriteItems", faults.Reset, true, 1)
 	if _, err := h.Transact(ctx, moveTo("100"), []types.TransactWriteItem{incr(sink, "x")}); err != nil {
 		t.Fatalf("Transact whose answer was lost after applying: %v, want success", err)
 	}
@@ -382,7 +340,7 @@ func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
 		t.Fatalf("x=%d, want 1", x)
 	}
 	// Lost before applying: Transact fails, nothing written, lease kept.
-	lc.mode.Store("dropped")
+	fc.FailNext("TransactWriteItems", faults.Reset, false, 1)
 	_, err := h.Transact(ctx, moveTo("101"), []types.TransactWriteItem{incr(sink, "x")})
 	if err == nil || errors.Is(err, lease.ErrOutcomeUnknown) || errors.Is(err, kcl.ErrLeaseLost) {
 		t.Fatalf("Transact lost before applying: %v, want a plain failure", err)
@@ -403,37 +361,16 @@ func TestTransactSettlesAnUnknownOutcome(t *testing.T) {
 	}
 }
 
-// conflicting cancels its first n transactions as DynamoDB does when they
-// conflict with another transaction on one of their items.
-type conflicting struct {
-	*dynamodb.Client
-	n     atomic.Int32
-	calls atomic.Int32
-}
-
-func (c *conflicting) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
-	c.calls.Add(1)
-	if c.n.Add(-1) >= 0 {
-		reasons := make([]types.CancellationReason, len(in.TransactItems))
-		for i := range reasons {
-			reasons[i] = types.CancellationReason{Code: aws.String("None")}
-		}
-		reasons[0] = types.CancellationReason{Code: aws.String("TransactionConflict"), Message: aws.String("Transaction is ongoing for the item")}
-		return nil, &types.TransactionCanceledException{Message: aws.String("Transaction cancelled"), CancellationReasons: reasons}
-	}
-	return c.Client.TransactWriteItems(ctx, in, opts...)
-}
-
 func TestTransactRetriesConflicts(t *testing.T) {
 	testenv.Require(t)
 	client := testenv.DynamoDB(t)
-	cc := &conflicting{Client: client}
+	cc, fc := faultyClient(t)
 	st, sink, h := heldLease(t, cc, client)
-	cc.n.Store(3)
+	fc.FailNext("TransactWriteItems", faults.TxConflict, false, 3)
 	if _, err := h.Transact(t.Context(), moveTo("100"), []types.TransactWriteItem{incr(sink, "x")}); err != nil {
 		t.Fatalf("Transact through 3 conflicts: %v", err)
 	}
-	if c := cc.calls.Load(); c != 4 {
+	if c := fc.Stats()["TransactWriteItems"].Calls; c != 4 {
 		t.Errorf("%d attempts, want 4", c)
 	}
 	if x, l := sinkCount(t, client, sink, "x"), getLease(t, st, "shard-0"); x != 1 || l.Checkpoint.SequenceNumber != "100" {

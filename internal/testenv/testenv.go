@@ -64,14 +64,15 @@ func NewKinesisClient(endpoint string) *kinesis.Client {
 	})
 }
 
-// NewDynamoDBClient returns a DynamoDB client for the emulator at endpoint.
-// Response checksum validation is off: DynamoDB Local's error responses make
-// the SDK log spurious checksum warnings otherwise.
-func NewDynamoDBClient(endpoint string) *dynamodb.Client {
-	return dynamodb.NewFromConfig(AWSConfig(), func(o *dynamodb.Options) {
+// NewDynamoDBClient returns a DynamoDB client for the emulator at endpoint,
+// with opts applied (for example an internal/faults HTTP client). Response
+// checksum validation is off: DynamoDB Local's error responses make the SDK
+// log spurious checksum warnings otherwise.
+func NewDynamoDBClient(endpoint string, opts ...func(*dynamodb.Options)) *dynamodb.Client {
+	return dynamodb.NewFromConfig(AWSConfig(), append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 		o.DisableValidateResponseChecksum = true
-	})
+	}}, opts...)...)
 }
 
 var (
