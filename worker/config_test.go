@@ -122,3 +122,12 @@ func TestConfigErrorsSayEachProblemOnce(t *testing.T) {
 		t.Errorf("%q: want both LeaseDuration and RenewInterval", msg)
 	}
 }
+
+func TestConfigRefusesANilHook(t *testing.T) {
+	err := newErr(func(c *worker.Config) {
+		c.Hooks = []worker.Hook{worker.HookFunc(func(worker.Event) {}), nil}
+	})
+	if !errors.Is(err, kcl.ErrInvalidConfig) || !strings.Contains(err.Error(), "Hooks[1] is nil") {
+		t.Errorf("a nil hook: got %v, want ErrInvalidConfig naming Hooks[1]", err)
+	}
+}

@@ -193,12 +193,21 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 
 	// Second worker: resumes from the checkpoints.
 	second := newKPLLog()
-	w2, err := worker.New(config("w2", func(shardID string) (kcl.RecordProcessor, error) {
+	var countsMu sync.Mutex
+	counts := map[worker.EventKind][2]int{} // kind -> aggregates, records
+	cfg2 := config("w2", func(shardID string) (kcl.RecordProcessor, error) {
 		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
 			second.add(in.ShardID, in.Records...)
 			return in.Checkpointer.Checkpoint(ctx)
 		}), nil
-	}))
+	})
+	cfg2.Hooks = []worker.Hook{worker.HookFunc(func(e worker.Event) {
+		countsMu.Lock()
+		defer countsMu.Unlock()
+		c := counts[e.Kind]
+		counts[e.Kind] = [2]int{c[0] + e.Aggregates, c[1] + e.Records}
+	})}
+	w2, err := worker.New(cfg2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,8 +263,10 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 	if len(seen) != n || malformed != 1 {
 		t.Errorf("%d distinct records and %d malformed, want %d and 1", len(seen), malformed, n)
 	}
-	if c := w2.RecordCounts(); c.MalformedAggregates != 1 || c.DroppedAggregates != 1 || c.DroppedUserRecords != 2 ||
-		c.DecodeFailures != 0 || c.Aggregates == 0 {
-		t.Errorf("second worker's record counts %+v", c)
+	countsMu.Lock()
+	defer countsMu.Unlock()
+	if counts[worker.EventAggregatesMalformed][0] != 1 || counts[worker.EventAggregatesDropped] != [2]int{1, 2} ||
+		counts[worker.EventDecodeFailed][1] != 0 || counts[worker.EventAggregatesUnpacked][0] == 0 {
+		t.Errorf("second worker's record events %v", counts)
 	}
 }
