@@ -74,16 +74,13 @@ type Config struct {
 	// children's leases at once; the sync finds new shards, repairs missing
 	// leases and cleans finished ones up.
 	ShardSyncInterval time.Duration
-	// KeepFinishedLeases keeps the leases of finished (SHARD_END) shards
-	// forever. By default a shard sync deletes one once every child shard
-	// has progressed past its start and the shard is gone from the stream
-	// or FinishedLeaseRetention has passed.
-	KeepFinishedLeases bool
-	// FinishedLeaseRetention is how long the lease of a finished shard that
-	// the stream still lists is kept after its children have progressed
-	// (counted from when a worker first sees that). Default, and minimum:
-	// the stream's retention period, so that a lease is never deleted while
-	// its shard may still hold records.
+	// FinishedLeaseRetention is how long the lease of a finished
+	// (SHARD_END) shard that the stream still lists is kept after its
+	// children have progressed (counted from when a worker first sees
+	// that); a shard sync then deletes it, and at once when the shard is
+	// gone from the stream. Default, and minimum: the stream's retention
+	// period, so that a lease is never deleted while its shard may still
+	// hold records. A negative value keeps finished leases forever.
 	FinishedLeaseRetention time.Duration
 	// CheckpointInterval, if positive, coalesces checkpoints: the
 	// processor's Checkpoint records the position at once (the rules of
@@ -313,9 +310,6 @@ func (c *Config) validate() error {
 	}
 	if c.ShardSyncInterval < time.Second {
 		bad("ShardSyncInterval %v is below 1s", c.ShardSyncInterval)
-	}
-	if c.FinishedLeaseRetention < 0 {
-		bad("FinishedLeaseRetention %v is negative", c.FinishedLeaseRetention)
 	}
 	if c.CheckpointInterval < 0 {
 		bad("CheckpointInterval %v is negative", c.CheckpointInterval)
