@@ -52,17 +52,7 @@ var _ KinesisAPI = (*kinesis.Client)(nil)
 // It is called by Put, in the caller's goroutine, before the size limits are
 // checked, so it must be safe for concurrent use. With aggregation it applies
 // to each user record, not to the aggregate.
-type Encoder interface {
-	EncodeRecord(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
-}
-
-// EncoderFunc adapts a function to [Encoder].
-type EncoderFunc func(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
-
-// EncodeRecord calls f.
-func (f EncoderFunc) EncodeRecord(ctx context.Context, partitionKey string, data []byte) ([]byte, error) {
-	return f(ctx, partitionKey, data)
-}
+type Encoder func(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
 
 // Config configures a [Producer]. Zero fields take the defaults documented
 // on each; [New] validates the whole and refuses anything unusable with an

@@ -216,7 +216,7 @@ func (p *Producer) put(ctx context.Context, pk, ehk string, data []byte) (*Resul
 		rec.hash = hashkey.FromPartitionKey(pk)
 	}
 	if enc := p.cfg.Encoder; enc != nil {
-		out, err := enc.EncodeRecord(ctx, pk, data)
+		out, err := enc(ctx, pk, data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrEncode, err)
 		}

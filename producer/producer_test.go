@@ -444,7 +444,7 @@ func TestLocalLimits(t *testing.T) {
 
 func TestEncoder(t *testing.T) {
 	f := newFakeKinesis(1)
-	enc := EncoderFunc(func(_ context.Context, pk string, data []byte) ([]byte, error) {
+	enc := Encoder(func(_ context.Context, pk string, data []byte) ([]byte, error) {
 		switch string(data) {
 		case "fail":
 			return nil, errors.New("no key")

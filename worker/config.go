@@ -289,9 +289,9 @@ func (c *Config) validate() error {
 		// The error already says "invalid configuration"; the list below
 		// says it once for all.
 		bad("%s", strings.TrimPrefix(err.Error(), kcl.ErrInvalidConfig.Error()+": "))
-	} else if p := c.InitialPosition; p.Type == kcl.PositionAtTimestamp && p.Timestamp.After(time.Now().Add(maxClockSkew)) {
+	} else if at := c.InitialPosition.Timestamp(); at.After(time.Now().Add(maxClockSkew)) {
 		bad("InitialPosition AT_TIMESTAMP %s is in the future (more than %v ahead of this clock): shards would read nothing until then",
-			p.Timestamp.UTC().Format(time.RFC3339), maxClockSkew)
+			at.UTC().Format(time.RFC3339), maxClockSkew)
 	}
 	leaseOK := c.LeaseDuration >= time.Second
 	if !leaseOK {

@@ -96,7 +96,7 @@ func TestConfigErrorsSayEachProblemOnce(t *testing.T) {
 		mutate func(*worker.Config)
 		want   string // the one problem
 	}{
-		"timestamp missing": {func(c *worker.Config) { c.InitialPosition = kcl.InitialPosition{Type: kcl.PositionAtTimestamp} }, "needs a timestamp"},
+		"timestamp missing": {func(c *worker.Config) { c.InitialPosition = kcl.StartAtTimestamp(time.Time{}) }, "needs a timestamp"},
 		"short lease":       {func(c *worker.Config) { c.LeaseDuration = 100 * time.Millisecond }, "LeaseDuration"},
 		"negative lease":    {func(c *worker.Config) { c.LeaseDuration = -time.Second }, "LeaseDuration"},
 		"negative renewal":  {func(c *worker.Config) { c.RenewInterval = -time.Second }, "RenewInterval"},

@@ -66,7 +66,7 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 	// Produce: about 50 user records per aggregate.
 	p, err := producer.New(producer.Config{
 		StreamName: stream, Client: kc, Aggregate: true, AggregationMaxBytes: 1024,
-		Encoder: producer.EncoderFunc(func(_ context.Context, pk string, data []byte) ([]byte, error) {
+		Encoder: producer.Encoder(func(_ context.Context, pk string, data []byte) ([]byte, error) {
 			return append([]byte("enc:"), data...), nil
 		}),
 		Logger: slog.New(slog.DiscardHandler),
@@ -117,7 +117,7 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 
 	store := lease.NewMemoryStore()
 	app := testenv.UniqueName("kpl-app")
-	decoder := kcl.RecordDecoderFunc(func(_ context.Context, _ string, data []byte) ([]byte, error) {
+	decoder := kcl.RecordDecoder(func(_ context.Context, _ string, data []byte) ([]byte, error) {
 		if !bytes.HasPrefix(data, []byte("enc:")) {
 			return nil, errors.New("not encoded")
 		}

@@ -115,7 +115,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.
 	created := 0
 	for _, l := range create { // parents before children
 		if l.Checkpoint.SequenceNumber == kcl.AtTimestamp.SequenceNumber {
-			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp
+			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp()
 		}
 		if err := w.store.Create(ctx, l); err != nil {
 			if errors.Is(err, lease.ErrConflict) {

@@ -191,7 +191,7 @@ func decodeSafely(ctx context.Context, d kcl.RecordDecoder, r kcl.Record) (data 
 			err = fmt.Errorf("decoder panicked: %v", v)
 		}
 	}()
-	return d.DecodeRecord(ctx, r.PartitionKey, r.Data)
+	return d(ctx, r.PartitionKey, r.Data)
 }
 
 // toRecords converts without de-aggregation or decoding: one user record

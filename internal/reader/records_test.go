@@ -178,7 +178,7 @@ func TestTransformDropsAggregatesOutsideShardRange(t *testing.T) {
 }
 
 func TestTransformDecoder(t *testing.T) {
-	dec := kcl.RecordDecoderFunc(func(ctx context.Context, pk string, data []byte) ([]byte, error) {
+	dec := kcl.RecordDecoder(func(ctx context.Context, pk string, data []byte) ([]byte, error) {
 		switch {
 		case bytes.HasPrefix(data, []byte("bad")):
 			return nil, errors.New("cannot decode")
@@ -256,7 +256,7 @@ func TestPollerAppliesRecordOptions(t *testing.T) {
 			plain(seq(2), "a", "x"))
 		f.mu.Unlock()
 		var stats recordTally
-		dec := kcl.RecordDecoderFunc(func(_ context.Context, _ string, d []byte) ([]byte, error) { return bytes.ToUpper(d), nil })
+		dec := kcl.RecordDecoder(func(_ context.Context, _ string, d []byte) ([]byte, error) { return bytes.ToUpper(d), nil })
 		p := newTestPoller(t, f, Options{Records: RecordOptions{Decoder: dec, Counted: stats.add}})
 		start := trimHorizon()
 		start.HashKeyRange = HashKeyRange{StartingHashKey: "0", EndingHashKey: "100"}
