@@ -86,14 +86,16 @@ func TestAggregatedRecordsResumeInsideAggregate(t *testing.T) {
 	if err := p.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	aggregates := map[string]bool{}
 	for i, r := range results {
 		rc, err := r.Wait(ctx)
 		if err != nil || !rc.Aggregated {
 			t.Fatalf("record %d: %+v, %v", i, rc, err)
 		}
+		aggregates[rc.ShardID+"/"+rc.SequenceNumber] = true
 	}
-	if st := p.Stats(); st.Aggregates < 6 || st.AggregatedRecords != n {
-		t.Fatalf("producer stats %+v: want at least 6 aggregates", st)
+	if len(aggregates) < 6 {
+		t.Fatalf("%d records in %d aggregates, want at least 6", n, len(aggregates))
 	}
 	// Then, on the first shard: an aggregate holding a user record of the
 	// other shard (as a producer with a stale shard map writes), which

@@ -143,7 +143,7 @@ func run() error {
 		return err
 	}
 	st := p.Stats()
-	fmt.Printf("wrote %d encrypted records in %d aggregates (%d failed)\n", st.RecordsWritten, st.Aggregates, st.RecordsFailed)
+	fmt.Printf("wrote %d encrypted records, aggregated (%d failed)\n", st.Written, st.Failed)
 
 	// Consume: decrypted before the processor sees them.
 	var mu sync.Mutex
