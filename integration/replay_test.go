@@ -279,7 +279,7 @@ func (f *replayFleet) reset(req lease.ResetRequest) lease.ResetPlan {
 		f.t.Fatal(err)
 	}
 	for _, c := range plan.Changes {
-		if !c.Applied() {
+		if !c.Applied {
 			f.t.Errorf("change of %s not applied", c.Shard)
 		}
 		f.t.Logf("reset %s (%s): %s owned by %q -> %s", c.Shard, c.Why, c.Before.Checkpoint, c.Before.Owner, c.Checkpoint)
@@ -359,7 +359,7 @@ func TestReplayFromTimestampWhileFleetRuns(t *testing.T) {
 
 	mark, lostBefore := f.d.mark(), f.d.lost()
 	start := time.Now()
-	plan := f.reset(lease.ResetRequest{Position: lease.ResetToTimestamp(at)})
+	plan := f.reset(lease.ResetRequest{Position: kcl.StartAtTimestamp(at)})
 	if len(plan.Changes) != 2 {
 		t.Fatalf("%d changes, want 2", len(plan.Changes))
 	}
@@ -418,7 +418,7 @@ func TestReplayFromTimestampAcrossASplit(t *testing.T) {
 	// Replay from T1, before the split.
 	t1, _ := arrivals(all, b)
 	mark := f.d.mark()
-	plan := f.reset(lease.ResetRequest{Position: lease.ResetToTimestamp(t1)})
+	plan := f.reset(lease.ResetRequest{Position: kcl.StartAtTimestamp(t1)})
 	if len(plan.Changes) != 3 {
 		t.Fatalf("%d changes, want the parent and both children", len(plan.Changes))
 	}
@@ -447,7 +447,7 @@ func TestReplayFromTimestampAcrossASplit(t *testing.T) {
 	// Replay from T2, after the split.
 	t2, _ := arrivals(f.d.since(0), c)
 	mark = f.d.mark()
-	f.reset(lease.ResetRequest{Position: lease.ResetToTimestamp(t2)})
+	f.reset(lease.ResetRequest{Position: kcl.StartAtTimestamp(t2)})
 	f.d.waitDeliveredTimes(t, mark, c, 1)
 	e := f.put("e", 10)
 	f.d.waitDeliveredTimes(t, mark, e, 1)
@@ -474,7 +474,7 @@ func TestReplayFromSequenceNumber(t *testing.T) {
 		}
 	}
 	mark := f.d.mark()
-	f.reset(lease.ResetRequest{Shards: []string{from.shard}, Position: lease.ResetToSequence(kcl.NewSequence(from.seq))})
+	f.reset(lease.ResetRequest{Shards: []string{from.shard}, Sequence: kcl.NewSequence(from.seq)})
 	f.d.waitDeliveredTimes(t, mark, recs[10:], 1)
 	after := f.put("t", 5)
 	f.d.waitDeliveredTimes(t, mark, after, 1)

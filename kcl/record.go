@@ -53,97 +53,76 @@ var (
 // with its data as read and DecodeErr set. Shards are read in parallel, so
 // a decoder must be safe for concurrent use; ctx ends when the shard's
 // reader stops.
-type RecordDecoder interface {
-	DecodeRecord(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
-}
-
-// RecordDecoderFunc adapts a function to [RecordDecoder].
-type RecordDecoderFunc func(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
-
-// DecodeRecord calls f.
-func (f RecordDecoderFunc) DecodeRecord(ctx context.Context, partitionKey string, data []byte) ([]byte, error) {
-	return f(ctx, partitionKey, data)
-}
+type RecordDecoder func(ctx context.Context, partitionKey string, data []byte) ([]byte, error)
 
 // Position returns the record's extended sequence number.
 func (r Record) Position() ExtendedSequenceNumber {
 	return ExtendedSequenceNumber{SequenceNumber: r.SequenceNumber, SubSequenceNumber: r.SubSequenceNumber}
 }
 
-// InitialPositionType names where a shard with no checkpoint starts.
-type InitialPositionType int
+// InitialPosition is where a shard without a checkpoint starts. The zero
+// value is LATEST, as in the Java KCL; build the others with
+// [StartAtTrimHorizon] and [StartAtTimestamp]. Positions compare with ==.
+type InitialPosition struct {
+	kind initialKind
+	at   time.Time // with initialAtTimestamp only
+}
+
+// initialKind selects an InitialPosition.
+type initialKind int
 
 const (
-	// PositionLatest starts after the newest record (the zero value, as in the
-	// Java KCL).
-	PositionLatest InitialPositionType = iota
-	// PositionTrimHorizon starts at the oldest retained record.
-	PositionTrimHorizon
-	// PositionAtTimestamp starts at the first record that arrived at or after
-	// InitialPosition.Timestamp.
-	PositionAtTimestamp
+	initialLatest initialKind = iota
+	initialTrimHorizon
+	initialAtTimestamp
 )
 
-// String returns the name the lease table uses for the position.
-func (t InitialPositionType) String() string {
-	switch t {
-	case PositionLatest:
-		return sentinelLatest
-	case PositionTrimHorizon:
-		return sentinelTrimHorizon
-	case PositionAtTimestamp:
-		return sentinelAtTimestamp
-	}
-	return fmt.Sprintf("InitialPositionType(%d)", int(t))
-}
-
-// InitialPosition is where a shard without a checkpoint starts.
-type InitialPosition struct {
-	// Type selects the position.
-	Type InitialPositionType
-	// Timestamp is used with PositionAtTimestamp only.
-	Timestamp time.Time
-}
-
 // StartAtTrimHorizon returns the position of the oldest retained record.
-func StartAtTrimHorizon() InitialPosition { return InitialPosition{Type: PositionTrimHorizon} }
+func StartAtTrimHorizon() InitialPosition { return InitialPosition{kind: initialTrimHorizon} }
 
 // StartAtLatest returns the position after the newest record.
-func StartAtLatest() InitialPosition { return InitialPosition{Type: PositionLatest} }
+func StartAtLatest() InitialPosition { return InitialPosition{kind: initialLatest} }
 
 // StartAtTimestamp returns the position of the first record that arrived at
 // or after t.
 func StartAtTimestamp(t time.Time) InitialPosition {
-	return InitialPosition{Type: PositionAtTimestamp, Timestamp: t}
+	return InitialPosition{kind: initialAtTimestamp, at: t}
 }
 
-// Validate reports a position that cannot be used at all. It does not look
-// at the clock, since a stored position is read again much later: where a
-// position is chosen, worker.New and lease resets also refuse a time more
-// than a minute in the future (Kinesis refuses such a time; an emulator
-// would wait for it, reading nothing).
+// Timestamp returns the time of a [StartAtTimestamp] position; zero for the
+// others.
+func (p InitialPosition) Timestamp() time.Time { return p.at }
+
+// Validate reports a position that cannot be used at all: AT_TIMESTAMP
+// without a time. It does not look at the clock, since a stored position is
+// read again much later: where a position is chosen, worker.New and lease
+// resets also refuse a time more than a minute in the future (Kinesis
+// refuses such a time; an emulator would wait for it, reading nothing).
 func (p InitialPosition) Validate() error {
-	switch p.Type {
-	case PositionLatest, PositionTrimHorizon:
-		return nil
-	case PositionAtTimestamp:
-		if p.Timestamp.IsZero() {
-			return fmt.Errorf("%w: AT_TIMESTAMP initial position needs a timestamp", ErrInvalidConfig)
-		}
-		return nil
+	if p.kind == initialAtTimestamp && p.at.IsZero() {
+		return fmt.Errorf("%w: AT_TIMESTAMP initial position needs a timestamp", ErrInvalidConfig)
 	}
-	return fmt.Errorf("%w: unknown initial position type %d", ErrInvalidConfig, int(p.Type))
+	return nil
 }
 
-// Sequence returns the sentinel that stands for p in the lease table.
+// Sequence returns the sentinel that stands for p in the lease table:
+// [TrimHorizon], [Latest] or [AtTimestamp] (whose time the lease stores
+// beside it).
 func (p InitialPosition) Sequence() ExtendedSequenceNumber {
-	return ExtendedSequenceNumber{SequenceNumber: p.Type.String()}
+	switch p.kind {
+	case initialTrimHorizon:
+		return TrimHorizon
+	case initialAtTimestamp:
+		return AtTimestamp
+	}
+	return Latest
 }
 
-// String describes the position.
+// String describes the position: TRIM_HORIZON, LATEST or
+// AT_TIMESTAMP(time).
 func (p InitialPosition) String() string {
-	if p.Type == PositionAtTimestamp {
-		return sentinelAtTimestamp + "(" + p.Timestamp.UTC().Format(time.RFC3339Nano) + ")"
+	if p.kind == initialAtTimestamp {
+		return sentinelAtTimestamp + "(" + p.at.UTC().Format(time.RFC3339Nano) + ")"
 	}
-	return p.Type.String()
+	return p.Sequence().SequenceNumber
 }

@@ -74,8 +74,8 @@ func TestInitialPosition(t *testing.T) {
 	if err := kcl.StartAtTimestamp(time.Time{}).Validate(); !errors.Is(err, kcl.ErrInvalidConfig) {
 		t.Errorf("AT_TIMESTAMP without time: %v", err)
 	}
-	if err := (kcl.InitialPosition{Type: 99}).Validate(); !errors.Is(err, kcl.ErrInvalidConfig) {
-		t.Errorf("unknown type: %v", err)
+	if (kcl.InitialPosition{}) != kcl.StartAtLatest() || kcl.StartAtLatest().Validate() != nil || kcl.StartAtTrimHorizon().Validate() != nil {
+		t.Error("the zero value is not a valid LATEST")
 	}
 	ts := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	p := kcl.StartAtTimestamp(ts)
@@ -85,7 +85,10 @@ func TestInitialPosition(t *testing.T) {
 	if p.Sequence() != kcl.AtTimestamp || kcl.StartAtTrimHorizon().Sequence() != kcl.TrimHorizon || kcl.StartAtLatest().Sequence() != kcl.Latest {
 		t.Error("Sequence does not map to the sentinels")
 	}
-	if got := p.String(); got != "AT_TIMESTAMP(2026-01-02T03:04:05Z)" {
+	if !p.Timestamp().Equal(ts) || !kcl.StartAtTrimHorizon().Timestamp().IsZero() {
+		t.Errorf("Timestamp = %v", p.Timestamp())
+	}
+	if got := p.String(); got != "AT_TIMESTAMP(2026-01-02T03:04:05Z)" || kcl.StartAtTrimHorizon().String() != "TRIM_HORIZON" {
 		t.Errorf("String = %q", got)
 	}
 }

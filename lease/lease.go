@@ -1,6 +1,6 @@
 // Package lease is the lease table as an operator sees it: the [Lease] model,
 // opening an application's table ([NewTable]), listing its leases and workers,
-// and replay ([Table.Reset], [PlanReset]).
+// and replay ([Table.Reset]).
 //
 // A Shardline application keeps one DynamoDB table (by default named after the
 // application) with one item per shard. The item says which worker holds the
@@ -43,10 +43,8 @@ type Lease struct {
 	// CheckpointTimestamp goes with an AT_TIMESTAMP checkpoint.
 	CheckpointTimestamp time.Time
 	// PendingCheckpoint is a prepared (two-phase) checkpoint not yet
-	// committed; PendingCheckpointState is the application state stored
-	// with it.
-	PendingCheckpoint      kcl.ExtendedSequenceNumber
-	PendingCheckpointState []byte
+	// committed.
+	PendingCheckpoint kcl.ExtendedSequenceNumber
 	// OwnerSwitchesSinceCheckpoint counts ownership changes since the
 	// checkpoint last moved.
 	OwnerSwitchesSinceCheckpoint int64
@@ -54,19 +52,14 @@ type Lease struct {
 	// merge); ChildShardIDs the shards that continue it once it ended.
 	ParentShardIDs []string
 	ChildShardIDs  []string
-	// StartingHashKey and EndingHashKey are the shard's hash-key range.
-	StartingHashKey, EndingHashKey string
 	// HandoffTo names the worker a planned hand-over goes to, if one was
 	// requested.
 	HandoffTo string
-	// Throughput is the smoothed records per second the owner reported (only
-	// with load-aware balancing).
-	Throughput float64
 }
 
-// Finished reports whether the shard has been processed to its end
+// finished reports whether the shard has been processed to its end
 // (checkpoint SHARD_END).
-func (l Lease) Finished() bool { return l.Checkpoint.IsShardEnd() }
+func finished(l Lease) bool { return l.Checkpoint.IsShardEnd() }
 
 // Worker is a worker's entry in the table's fleet row: every running worker
 // writes its heartbeat there, and a lease is valid while its owner's
@@ -170,11 +163,10 @@ func fromInternal(l ilease.Lease) Lease {
 	return Lease{
 		Key: l.Key, Owner: l.Owner, Counter: l.Counter,
 		Checkpoint: l.Checkpoint, CheckpointTimestamp: l.CheckpointTimestamp,
-		PendingCheckpoint: l.PendingCheckpoint, PendingCheckpointState: l.PendingCheckpointState,
+		PendingCheckpoint:            l.PendingCheckpoint,
 		OwnerSwitchesSinceCheckpoint: l.OwnerSwitchesSinceCheckpoint,
 		ParentShardIDs:               l.ParentShardIDs, ChildShardIDs: l.ChildShardIDs,
-		StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey,
-		HandoffTo: l.HandoffTo, Throughput: l.Throughput,
+		HandoffTo: l.HandoffTo,
 	}
 }
 
@@ -183,11 +175,10 @@ func toInternal(l Lease) ilease.Lease {
 	return ilease.Lease{
 		Key: l.Key, Owner: l.Owner, Counter: l.Counter,
 		Checkpoint: l.Checkpoint, CheckpointTimestamp: l.CheckpointTimestamp,
-		PendingCheckpoint: l.PendingCheckpoint, PendingCheckpointState: slices.Clone(l.PendingCheckpointState),
+		PendingCheckpoint:            l.PendingCheckpoint,
 		OwnerSwitchesSinceCheckpoint: l.OwnerSwitchesSinceCheckpoint,
 		ParentShardIDs:               slices.Clone(l.ParentShardIDs), ChildShardIDs: slices.Clone(l.ChildShardIDs),
-		StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey,
-		HandoffTo: l.HandoffTo, Throughput: l.Throughput,
+		HandoffTo: l.HandoffTo,
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -13,84 +12,13 @@ import (
 	"github.com/shardline/shardline/kcl"
 )
 
-// ResetPosition is where a replay restarts shards: TRIM_HORIZON, LATEST, a
-// timestamp, or a record's sequence number. Build one with
-// [ResetToTrimHorizon], [ResetToLatest], [ResetToTimestamp] or
-// [ResetToSequence].
-type ResetPosition struct {
-	// Initial is TRIM_HORIZON, LATEST or AT_TIMESTAMP (with its timestamp).
-	// It is ignored when Sequence is set.
-	Initial kcl.InitialPosition
-	// Sequence, when not zero, is the first record to deliver again: the
-	// stored checkpoint becomes the position just before it
-	// ([kcl.ExtendedSequenceNumber.Before]).
-	Sequence kcl.ExtendedSequenceNumber
-}
-
-// ResetToTrimHorizon replays everything the stream still retains.
-func ResetToTrimHorizon() ResetPosition { return ResetPosition{Initial: kcl.StartAtTrimHorizon()} }
-
-// ResetToLatest skips every record written so far.
-func ResetToLatest() ResetPosition { return ResetPosition{Initial: kcl.StartAtLatest()} }
-
-// ResetToTimestamp replays every record that arrived at or after t.
-func ResetToTimestamp(t time.Time) ResetPosition {
-	return ResetPosition{Initial: kcl.StartAtTimestamp(t)}
-}
-
-// ResetToSequence replays the record at pos and every record after it in
-// its shard (and the shard's descendants). pos is a record's position, such
-// as kcl.NewSequence("4959...") or Record.Position().
-func ResetToSequence(pos kcl.ExtendedSequenceNumber) ResetPosition {
-	return ResetPosition{Sequence: pos}
-}
-
 // maxClockSkew is how far in the future a reset time may lie (the time may
 // come from another machine's clock). A later time would make the shards
 // read nothing until then; Kinesis itself refuses future timestamps.
 const maxClockSkew = time.Minute
 
-// Validate reports a position that cannot be used, such as a time more than
-// a minute in the future; the error matches kcl.ErrInvalidCheckpoint.
-func (p ResetPosition) Validate() error {
-	if !p.Sequence.IsZero() {
-		if p.Sequence.IsSentinel() || p.Sequence.Validate() != nil || p.Sequence.SubSequenceNumber < 0 {
-			return fmt.Errorf("%w: reset: %q is not a record's sequence number", kcl.ErrInvalidCheckpoint, p.Sequence.String())
-		}
-		return nil
-	}
-	if err := p.Initial.Validate(); err != nil {
-		return fmt.Errorf("%w: reset: %w", kcl.ErrInvalidCheckpoint, err)
-	}
-	if p.Initial.Type == kcl.PositionAtTimestamp && p.Initial.Timestamp.After(time.Now().Add(maxClockSkew)) {
-		return fmt.Errorf("%w: reset: %s is in the future; a replay starts at a past time",
-			kcl.ErrInvalidCheckpoint, p.Initial.Timestamp.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
-
-// String describes the position.
-func (p ResetPosition) String() string {
-	if !p.Sequence.IsZero() {
-		return "AT_SEQUENCE_NUMBER(" + p.Sequence.String() + ")"
-	}
-	return p.Initial.String()
-}
-
-// checkpoint returns the checkpoint and timestamp that make a shard start at
-// p.
-func (p ResetPosition) checkpoint() (kcl.ExtendedSequenceNumber, time.Time) {
-	if !p.Sequence.IsZero() {
-		return p.Sequence.Before(), time.Time{}
-	}
-	if p.Initial.Type == kcl.PositionAtTimestamp {
-		return kcl.AtTimestamp, p.Initial.Timestamp
-	}
-	return p.Initial.Sequence(), time.Time{}
-}
-
 // ResetRequest asks for a replay: the checkpoints of some or all shards of
-// an application move to Position.
+// an application move to Position, or to just before Sequence.
 //
 // Which leases are reset: the shards named in Shards (all leases when it is
 // empty) and their descendants (the shards that continue them after a split
@@ -104,10 +32,17 @@ func (p ResetPosition) checkpoint() (kcl.ExtendedSequenceNumber, time.Time) {
 // Children wait for their parents to finish again, as always.
 type ResetRequest struct {
 	// Shards names the shards to reset; empty means every lease of the table.
-	// A sequence-number position needs exactly one shard.
+	// A Sequence needs exactly one shard.
 	Shards []string
-	// Position is where the shards restart.
-	Position ResetPosition
+	// Position is where the shards restart: TRIM_HORIZON, LATEST (the zero
+	// value, which skips every record written so far) or a timestamp no
+	// more than a minute in the future. It is ignored when Sequence is set.
+	Position kcl.InitialPosition
+	// Sequence, when not zero, is the first record to deliver again (such
+	// as kcl.NewSequence("4959...") or Record.Position()): the stored
+	// checkpoint becomes the position just before it
+	// ([kcl.ExtendedSequenceNumber.Before]).
+	Sequence kcl.ExtendedSequenceNumber
 	// StreamShards lists the IDs of the shards the stream has now, open and
 	// closed (from ListShards). When it is set, leases of shards missing from
 	// it (trimmed by retention: reading them would fail) are left alone, and
@@ -116,8 +51,34 @@ type ResetRequest struct {
 	StreamShards []string
 	// DryRun plans the reset without writing anything.
 	DryRun bool
-	// Logger receives one line per lease reset (default: discard).
-	Logger *slog.Logger
+}
+
+// validate reports a target that cannot be used, such as a time more than a
+// minute in the future; the error matches kcl.ErrInvalidCheckpoint.
+func (r ResetRequest) validate() error {
+	if !r.Sequence.IsZero() {
+		if r.Sequence.IsSentinel() || r.Sequence.Validate() != nil || r.Sequence.SubSequenceNumber < 0 {
+			return fmt.Errorf("%w: reset: %q is not a record's sequence number", kcl.ErrInvalidCheckpoint, r.Sequence.String())
+		}
+		return nil
+	}
+	if err := r.Position.Validate(); err != nil {
+		return fmt.Errorf("%w: reset: %w", kcl.ErrInvalidCheckpoint, err)
+	}
+	if at := r.Position.Timestamp(); at.After(time.Now().Add(maxClockSkew)) {
+		return fmt.Errorf("%w: reset: %s is in the future; a replay starts at a past time",
+			kcl.ErrInvalidCheckpoint, at.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// checkpoint returns the checkpoint and timestamp that make a shard start
+// where r asks.
+func (r ResetRequest) checkpoint() (kcl.ExtendedSequenceNumber, time.Time) {
+	if !r.Sequence.IsZero() {
+		return r.Sequence.Before(), time.Time{}
+	}
+	return r.Position.Sequence(), r.Position.Timestamp()
 }
 
 // ResetChange is the reset of one lease.
@@ -134,34 +95,20 @@ type ResetChange struct {
 	// AT_TIMESTAMP checkpoint.
 	Checkpoint          kcl.ExtendedSequenceNumber
 	CheckpointTimestamp time.Time
-	// After is the lease as stored by the reset; its Key is empty in a dry
-	// run or when the reset of this lease was not done.
-	After Lease
-}
-
-// Applied reports whether the change was written.
-func (c ResetChange) Applied() bool { return c.After.Key != "" }
-
-// ResetSkip is a lease the reset leaves alone, with the reason.
-type ResetSkip struct {
-	// Shard is the lease key.
-	Shard string
-	// Reason says why it is left alone.
-	Reason string
+	// Applied reports that the change was written: the lease then has the
+	// new checkpoint, no owner, and the counter Before.Counter+1.
+	Applied bool
 }
 
 // ResetPlan is what a reset changes (or, in a dry run, would change).
 type ResetPlan struct {
-	// Position is the requested position.
-	Position ResetPosition
 	// Changes are in the order they are written: ancestors before
 	// descendants, so that a child never restarts while its parent still
 	// looks finished.
 	Changes []ResetChange
-	// Skipped are leases of the lineage left alone.
-	Skipped []ResetSkip
-	// DryRun is true when nothing was written.
-	DryRun bool
+	// Skipped are the leases of the lineage left alone: lease key ->
+	// reason.
+	Skipped map[string]string
 }
 
 // maxResetAttempts bounds the re-reads of one lease whose counter keeps
@@ -169,7 +116,7 @@ type ResetPlan struct {
 const maxResetAttempts = 10
 
 // Reset replays shards: it plans the request against the table's leases
-// (see [ResetRequest] and [PlanReset]) and, unless it is a dry run, resets
+// (see [ResetRequest]) and, unless it is a dry run, resets
 // each lease with one conditional write that also
 // fences the owner: the owner's next renewal or checkpoint is refused, it
 // stops the shard (its processor sees LeaseLost), and any worker takes the
@@ -177,33 +124,26 @@ const maxResetAttempts = 10
 // A write refused because the counter moved is retried on a fresh read.
 //
 // It stops at the first lease it cannot reset and returns the plan, in which
-// the changes written so far have After set, with the error. Errors:
+// the changes written so far are Applied, with the error. Errors:
 // kcl.ErrInvalidCheckpoint for a bad position, ErrNotFound for a named shard
 // without a lease, ErrInvalidArgument for a bad selection, and store errors.
 func (t *Table) Reset(ctx context.Context, req ResetRequest) (ResetPlan, error) {
-	if err := req.Position.Validate(); err != nil {
+	if err := req.validate(); err != nil {
 		return ResetPlan{}, err
 	}
 	leases, err := t.List(ctx)
 	if err != nil {
 		return ResetPlan{}, fmt.Errorf("lease: reset: %w", err)
 	}
-	plan, err := PlanReset(leases, req)
+	plan, err := planReset(leases, req)
 	if err != nil || req.DryRun {
 		return plan, err
-	}
-	log := req.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
 	}
 	for i := range plan.Changes {
 		c := &plan.Changes[i]
 		if err := resetOne(ctx, t.store, c); err != nil {
 			return plan, fmt.Errorf("lease: reset %s: %w (%d of %d leases reset)", c.Shard, err, i, len(plan.Changes))
 		}
-		log.InfoContext(ctx, "lease: checkpoint reset", "shard", c.Shard, "why", c.Why,
-			"from", c.Before.Checkpoint.String(), "to", c.Checkpoint.String(),
-			"previous_owner", c.Before.Owner, "counter", c.After.Counter)
 	}
 	return plan, nil
 }
@@ -215,9 +155,9 @@ func resetOne(ctx context.Context, store ilease.Store, c *ResetChange) error {
 		l := cur.Clone()
 		l.Checkpoint = c.Checkpoint
 		l.CheckpointTimestamp = c.CheckpointTimestamp
-		after, err := store.ResetCheckpoint(ctx, l)
+		_, err := store.ResetCheckpoint(ctx, l)
 		if err == nil {
-			c.Before, c.After = fromInternal(cur), fromInternal(after)
+			c.Before, c.Applied = fromInternal(cur), true
 			return nil
 		}
 		var ce *ilease.ConflictError
@@ -234,12 +174,11 @@ func resetOne(ctx context.Context, store ilease.Store, c *ResetChange) error {
 	}
 }
 
-// PlanReset decides which of leases a reset changes, and how; it writes
-// nothing. See [ResetRequest] for the rules. The plan's DryRun is
-// req.DryRun.
-func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
-	plan := ResetPlan{Position: req.Position, DryRun: req.DryRun}
-	if err := req.Position.Validate(); err != nil {
+// planReset decides which of leases a reset changes, and how; it writes
+// nothing. See [ResetRequest] for the rules.
+func planReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
+	plan := ResetPlan{Skipped: map[string]string{}}
+	if err := req.validate(); err != nil {
 		return plan, err
 	}
 	byKey := make(map[string]Lease, len(leases))
@@ -273,7 +212,7 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 		}
 	}
 	named := ilease.NormalizeShardSet(slices.Clone(req.Shards))
-	sequence := !req.Position.Sequence.IsZero()
+	sequence := !req.Sequence.IsZero()
 	if sequence && len(named) != 1 {
 		return plan, fmt.Errorf("lease: reset: %w: a sequence number belongs to one shard; name exactly one (got %d)", ErrInvalidArgument, len(named))
 	}
@@ -324,7 +263,7 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 		}
 	}
 	walk(named, children, "descendant of", descendant)
-	if req.Position.Initial.Type == kcl.PositionAtTimestamp && !sequence {
+	if req.Position.Sequence() == kcl.AtTimestamp && !sequence {
 		walk(named, parents, "ancestor of", nil)
 	}
 
@@ -335,18 +274,18 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 			existing[id] = true
 		}
 	}
-	cp, ts := req.Position.checkpoint()
+	cp, ts := req.checkpoint()
 	for k, reason := range why {
 		l := byKey[k]
 		switch {
 		case existing != nil && !existing[k]:
-			plan.Skipped = append(plan.Skipped, ResetSkip{Shard: k, Reason: "shard no longer in the stream (trimmed by retention)"})
+			plan.Skipped[k] = "shard no longer in the stream (trimmed by retention)"
 			continue
-		case l.Finished() && existing == nil && !(explicit && isNamed[k]):
-			plan.Skipped = append(plan.Skipped, ResetSkip{Shard: k, Reason: "finished; not reopened without the stream's shard list"})
+		case finished(l) && existing == nil && !(explicit && isNamed[k]):
+			plan.Skipped[k] = "finished; not reopened without the stream's shard list"
 			continue
-		case l.Finished() && req.Position.Sequence.IsZero() && req.Position.Initial.Type == kcl.PositionLatest:
-			plan.Skipped = append(plan.Skipped, ResetSkip{Shard: k, Reason: "finished; nothing to skip"})
+		case finished(l) && !sequence && req.Position == kcl.StartAtLatest():
+			plan.Skipped[k] = "finished; nothing to skip"
 			continue
 		}
 		c := ResetChange{Shard: k, Why: reason, Before: l.clone(), Checkpoint: cp, CheckpointTimestamp: ts}
@@ -360,7 +299,6 @@ func PlanReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
 	slices.SortFunc(plan.Changes, func(a, b ResetChange) int {
 		return cmp.Or(cmp.Compare(depth[a.Shard], depth[b.Shard]), cmp.Compare(a.Shard, b.Shard))
 	})
-	slices.SortFunc(plan.Skipped, func(a, b ResetSkip) int { return cmp.Compare(a.Shard, b.Shard) })
 	return plan, nil
 }
 

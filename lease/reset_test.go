@@ -41,9 +41,10 @@ func planned(p ResetPlan) (changes, skipped []string) {
 		}
 		changes = append(changes, c.Shard+"="+cp+" ("+c.Why+")")
 	}
-	for _, s := range p.Skipped {
-		skipped = append(skipped, s.Shard)
+	for k := range p.Skipped {
+		skipped = append(skipped, k)
 	}
+	slices.Sort(skipped)
 	return changes, skipped
 }
 
@@ -57,47 +58,47 @@ func TestPlanReset(t *testing.T) {
 		skipped []string
 	}{{
 		name: "all at a timestamp, every shard still in the stream",
-		req:  ResetRequest{Position: ResetToTimestamp(ts), StreamShards: all},
+		req:  ResetRequest{Position: kcl.StartAtTimestamp(ts), StreamShards: all},
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (selected)", "p=AT_TIMESTAMP@10:00:00 (selected)",
 			"q=AT_TIMESTAMP@10:00:00 (selected)", "c1=AT_TIMESTAMP@10:00:00 (selected)", "c2=AT_TIMESTAMP@10:00:00 (selected)"},
 	}, {
 		name: "all at a timestamp, the oldest shard trimmed",
-		req:  ResetRequest{Position: ResetToTimestamp(ts), StreamShards: []string{"p", "q", "c1", "c2"}},
+		req:  ResetRequest{Position: kcl.StartAtTimestamp(ts), StreamShards: []string{"p", "q", "c1", "c2"}},
 		changes: []string{"p=AT_TIMESTAMP@10:00:00 (selected)", "q=AT_TIMESTAMP@10:00:00 (selected)",
 			"c1=AT_TIMESTAMP@10:00:00 (selected)", "c2=AT_TIMESTAMP@10:00:00 (selected)"},
 		skipped: []string{"g"},
 	}, {
 		name:    "all without the stream's shard list leaves finished leases finished",
-		req:     ResetRequest{Position: ResetToTrimHorizon()},
+		req:     ResetRequest{Position: kcl.StartAtTrimHorizon()},
 		changes: []string{"q=TRIM_HORIZON (selected)", "c1=TRIM_HORIZON (selected)", "c2=TRIM_HORIZON (selected)"},
 		skipped: []string{"g", "p"},
 	}, {
 		name: "one shard at a timestamp takes in its ancestors, not its cousins",
-		req:  ResetRequest{Shards: []string{"c1"}, Position: ResetToTimestamp(ts), StreamShards: all},
+		req:  ResetRequest{Shards: []string{"c1"}, Position: kcl.StartAtTimestamp(ts), StreamShards: all},
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of c1)", "p=AT_TIMESTAMP@10:00:00 (ancestor of c1)",
 			"c1=AT_TIMESTAMP@10:00:00 (selected)"},
 	}, {
 		name: "a closed shard at a timestamp takes in its descendants too",
-		req:  ResetRequest{Shards: []string{"p"}, Position: ResetToTimestamp(ts), StreamShards: all},
+		req:  ResetRequest{Shards: []string{"p"}, Position: kcl.StartAtTimestamp(ts), StreamShards: all},
 		changes: []string{"g=AT_TIMESTAMP@10:00:00 (ancestor of p)", "p=AT_TIMESTAMP@10:00:00 (selected)",
 			"c1=AT_TIMESTAMP@10:00:00 (descendant of p)", "c2=AT_TIMESTAMP@10:00:00 (descendant of p)"},
 	}, {
 		name:    "a sequence number: the record again, then the descendants from their start",
-		req:     ResetRequest{Shards: []string{"p"}, Position: ResetToSequence(kcl.NewSequence("50")), StreamShards: all},
+		req:     ResetRequest{Shards: []string{"p"}, Sequence: kcl.NewSequence("50"), StreamShards: all},
 		changes: []string{"p=50/-1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
 	}, {
 		name:    "a named finished shard is reopened even without the shard list",
-		req:     ResetRequest{Shards: []string{"p"}, Position: ResetToSequence(kcl.ExtendedSequenceNumber{SequenceNumber: "50", SubSequenceNumber: 2})},
+		req:     ResetRequest{Shards: []string{"p"}, Sequence: kcl.ExtendedSequenceNumber{SequenceNumber: "50", SubSequenceNumber: 2}},
 		changes: []string{"p=50/1 (selected)", "c1=TRIM_HORIZON (descendant of p)", "c2=TRIM_HORIZON (descendant of p)"},
 	}, {
 		name:    "latest skips what is finished",
-		req:     ResetRequest{Position: ResetToLatest(), StreamShards: all},
+		req:     ResetRequest{Position: kcl.StartAtLatest(), StreamShards: all},
 		changes: []string{"q=LATEST (selected)", "c1=LATEST (selected)", "c2=LATEST (selected)"},
 		skipped: []string{"g", "p"},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			plan, err := PlanReset(lineage(), tc.req)
+			plan, err := planReset(lineage(), tc.req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +110,7 @@ func TestPlanReset(t *testing.T) {
 				t.Errorf("skipped: got %q, want %q", skipped, tc.skipped)
 			}
 			for _, c := range plan.Changes {
-				if c.Applied() {
+				if c.Applied {
 					t.Errorf("%s: planned change marked applied", c.Shard)
 				}
 			}
@@ -118,26 +119,26 @@ func TestPlanReset(t *testing.T) {
 }
 
 func TestPlanResetRefuses(t *testing.T) {
-	seq := ResetToSequence(kcl.NewSequence("1"))
+	seq := kcl.NewSequence("1")
 	tests := []struct {
 		name string
 		req  ResetRequest
 		want error
 	}{
-		{"sequence without a shard", ResetRequest{Position: seq}, ErrInvalidArgument},
-		{"sequence on two shards", ResetRequest{Shards: []string{"c1", "c2"}, Position: seq}, ErrInvalidArgument},
-		{"unknown shard", ResetRequest{Shards: []string{"nope"}, Position: ResetToLatest()}, ErrNotFound},
-		{"empty shard name", ResetRequest{Shards: []string{""}, Position: ResetToLatest()}, ErrInvalidArgument},
-		{"worker row", ResetRequest{Shards: []string{"shardline:worker:w1"}, Position: ResetToLatest()}, ErrInvalidArgument},
-		{"timestamp missing", ResetRequest{Position: ResetToTimestamp(time.Time{})}, kcl.ErrInvalidCheckpoint},
-		{"timestamp in the future", ResetRequest{Position: ResetToTimestamp(time.Now().Add(time.Hour))}, kcl.ErrInvalidCheckpoint},
-		{"sentinel as a sequence", ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.TrimHorizon)}, kcl.ErrInvalidCheckpoint},
-		{"negative sub-sequence", ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.NewSequence("5").Before())}, kcl.ErrInvalidCheckpoint},
-		{"garbage sequence", ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.NewSequence("12x"))}, kcl.ErrInvalidCheckpoint},
+		{"sequence without a shard", ResetRequest{Sequence: seq}, ErrInvalidArgument},
+		{"sequence on two shards", ResetRequest{Shards: []string{"c1", "c2"}, Sequence: seq}, ErrInvalidArgument},
+		{"unknown shard", ResetRequest{Shards: []string{"nope"}, Position: kcl.StartAtLatest()}, ErrNotFound},
+		{"empty shard name", ResetRequest{Shards: []string{""}, Position: kcl.StartAtLatest()}, ErrInvalidArgument},
+		{"worker row", ResetRequest{Shards: []string{"shardline:worker:w1"}, Position: kcl.StartAtLatest()}, ErrInvalidArgument},
+		{"timestamp missing", ResetRequest{Position: kcl.StartAtTimestamp(time.Time{})}, kcl.ErrInvalidCheckpoint},
+		{"timestamp in the future", ResetRequest{Position: kcl.StartAtTimestamp(time.Now().Add(time.Hour))}, kcl.ErrInvalidCheckpoint},
+		{"sentinel as a sequence", ResetRequest{Shards: []string{"c1"}, Sequence: kcl.TrimHorizon}, kcl.ErrInvalidCheckpoint},
+		{"negative sub-sequence", ResetRequest{Shards: []string{"c1"}, Sequence: kcl.NewSequence("5").Before()}, kcl.ErrInvalidCheckpoint},
+		{"garbage sequence", ResetRequest{Shards: []string{"c1"}, Sequence: kcl.NewSequence("12x")}, kcl.ErrInvalidCheckpoint},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := PlanReset(lineage(), tc.req); !errors.Is(err, tc.want) {
+			if _, err := planReset(lineage(), tc.req); !errors.Is(err, tc.want) {
 				t.Errorf("error %v, want %v", err, tc.want)
 			}
 		})
@@ -159,12 +160,12 @@ func storeWith(t *testing.T, leases []Lease) *ilease.MemoryStore {
 func TestResetDryRunWritesNothing(t *testing.T) {
 	s := storeWith(t, lineage())
 	before, _ := s.List(t.Context())
-	plan, err := newTableOn(s).Reset(t.Context(), ResetRequest{Position: ResetToTrimHorizon(), DryRun: true})
+	plan, err := newTableOn(s).Reset(t.Context(), ResetRequest{Position: kcl.StartAtTrimHorizon(), DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !plan.DryRun || len(plan.Changes) != 3 {
-		t.Fatalf("plan: dry run %v, %d changes; want a dry run of 3", plan.DryRun, len(plan.Changes))
+	if len(plan.Changes) != 3 || plan.Changes[0].Applied {
+		t.Fatalf("plan: %+v; want 3 changes, none applied", plan.Changes)
 	}
 	after, _ := s.List(t.Context())
 	if !slices.EqualFunc(before, after, func(a, b ilease.Lease) bool { return a.Counter == b.Counter && a.Owner == b.Owner }) {
@@ -191,11 +192,11 @@ func TestResetRetriesWhenTheOwnerRenews(t *testing.T) {
 		}
 		return nil
 	})
-	plan, err := newTableOn(s).Reset(ctx, ResetRequest{Shards: []string{"c1"}, Position: ResetToSequence(kcl.NewSequence("42"))})
+	plan, err := newTableOn(s).Reset(ctx, ResetRequest{Shards: []string{"c1"}, Sequence: kcl.NewSequence("42")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plan.Changes) != 1 || !plan.Changes[0].Applied() {
+	if len(plan.Changes) != 1 || !plan.Changes[0].Applied {
 		t.Fatalf("plan %+v: want c1 applied", plan.Changes)
 	}
 	got, _ := s.Get(ctx, "c1")
@@ -203,8 +204,8 @@ func TestResetRetriesWhenTheOwnerRenews(t *testing.T) {
 	if got.Checkpoint != want || got.Owner != "" || got.Counter != 3+3+1 {
 		t.Errorf("c1 after reset: %+v; want checkpoint %v, no owner, counter 7", got, want)
 	}
-	if plan.Changes[0].After.Counter != got.Counter || plan.Changes[0].Before.Counter != 6 {
-		t.Errorf("change before/after counters %d/%d, want 6/7", plan.Changes[0].Before.Counter, plan.Changes[0].After.Counter)
+	if plan.Changes[0].Before.Counter+1 != got.Counter || plan.Changes[0].Before.Counter != 6 {
+		t.Errorf("change before counter %d (stored %d), want 6 (7)", plan.Changes[0].Before.Counter, got.Counter)
 	}
 }
 
@@ -222,7 +223,7 @@ func TestResetGivesUpOnALeaseThatNeverSettles(t *testing.T) {
 		}
 		return nil
 	})
-	plan, err := newTableOn(s).Reset(ctx, ResetRequest{Position: ResetToLatest()})
+	plan, err := newTableOn(s).Reset(ctx, ResetRequest{Position: kcl.StartAtLatest()})
 	if !errors.Is(err, ilease.ErrConflict) {
 		t.Fatalf("error %v, want a conflict", err)
 	}
@@ -232,7 +233,7 @@ func TestResetGivesUpOnALeaseThatNeverSettles(t *testing.T) {
 	applied := map[string]bool{}
 	for _, c := range plan.Changes {
 		order = append(order, c.Shard)
-		applied[c.Shard] = c.Applied()
+		applied[c.Shard] = c.Applied
 	}
 	if !slices.Equal(order, []string{"q", "c1", "c2"}) || !applied["q"] || !applied["c1"] || applied["c2"] {
 		t.Errorf("order %v, applied %v; want q and c1 applied, then c2 failed", order, applied)
@@ -264,7 +265,7 @@ func TestResetFencesTheOwner(t *testing.T) {
 		}
 
 		at := time.Date(1999, 5, 6, 7, 8, 9, 0, time.UTC) // before the bubble's clock: a reset time must be past
-		if _, err := newTableOn(s).Reset(ctx, ResetRequest{Position: ResetToTimestamp(at)}); err != nil {
+		if _, err := newTableOn(s).Reset(ctx, ResetRequest{Position: kcl.StartAtTimestamp(at)}); err != nil {
 			t.Fatal(err)
 		}
 		// The owner's in-flight checkpoint cannot overwrite the reset.
@@ -311,7 +312,7 @@ func TestResetLosesTheHandleAtTheNextRenewal(t *testing.T) {
 		m.WakeTaker()
 		h := <-acquired
 		start := time.Now()
-		if _, err := newTableOn(s).Reset(ctx, ResetRequest{Position: ResetToTrimHorizon()}); err != nil {
+		if _, err := newTableOn(s).Reset(ctx, ResetRequest{Position: kcl.StartAtTrimHorizon()}); err != nil {
 			t.Fatal(err)
 		}
 		<-h.Lost()
@@ -338,8 +339,8 @@ func TestPlanResetAncestorThroughAMerge(t *testing.T) {
 		{Key: "x", Owner: "w1", Checkpoint: kcl.NewSequence("7")}, // unrelated
 	}
 	at := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
-	plan, err := PlanReset(leases, ResetRequest{
-		Shards: []string{"a", "d"}, Position: ResetToTimestamp(at), StreamShards: []string{"a", "q", "b", "d", "x"},
+	plan, err := planReset(leases, ResetRequest{
+		Shards: []string{"a", "d"}, Position: kcl.StartAtTimestamp(at), StreamShards: []string{"a", "q", "b", "d", "x"},
 	})
 	if err != nil {
 		t.Fatal(err)

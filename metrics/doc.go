@@ -1,6 +1,6 @@
 // Package metrics exports a Shardline worker's activity as Prometheus
 // metrics. The worker itself does not depend on Prometheus: it calls hooks
-// (see worker.Config.Hooks), and a [Metrics] implements them.
+// (see worker.Config.Hooks), and a [Metrics] is one.
 //
 //	m, err := metrics.New() // its own registry; metrics.WithRegistry(reg) to share one
 //	if err != nil { ... }
@@ -100,8 +100,8 @@
 //   - shardline_iterator_expirations_total (counter; -): reads that found
 //     their shard iterator expired; the reader gets a new one.
 //
-// KPL de-aggregation and record decoding (read from the worker's running
-// totals when scraped):
+// KPL de-aggregation and record decoding (from the worker's events for each
+// read):
 //
 //   - shardline_kpl_aggregates_total (counter; -): KPL aggregated records
 //     unpacked.
@@ -159,7 +159,7 @@
 //     stopped; reason is "lease_lost", "shutdown" (graceful stop), "handoff",
 //     "shard_end", "stopped" (hard stop) or "error".
 //
-// Delivery policies (from worker.HookDelivery; see worker.DeliveryPolicy):
+// Delivery policies (see worker.DeliveryPolicy):
 //
 //   - shardline_delivery_filtered_records_total (counter; -): user records
 //     the Filter kept from the processor; they count as processed.

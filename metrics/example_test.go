@@ -50,10 +50,10 @@ func Example() {
 
 	// What a running worker would report, simulated here. A shard's
 	// counters are scraped at 0 once before they count.
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "worker-1", Stream: "orders", ApplicationName: "orders-counter"})
-	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "shardId-000000000000", How: "take"})
-	m.OnShard(worker.ShardEvent{ShardID: "shardId-000000000000", Kind: worker.ShardStarted})
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "shardId-000000000000", Records: 25, Bytes: 2500, Attempt: 1})
+	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "worker-1", Stream: "orders"})
+	m.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "shardId-000000000000", Reason: "take"})
+	m.OnEvent(worker.Event{ShardID: "shardId-000000000000", Kind: worker.EventShardStarted})
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "shardId-000000000000", Records: 25, Bytes: 2500, Attempt: 1})
 	scrape()
 	scrape()
 	// Output:

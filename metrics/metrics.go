@@ -17,16 +17,7 @@ import (
 	"github.com/shardline/shardline/worker"
 )
 
-// The worker hooks Metrics implements.
-var (
-	_ worker.HookWorkerStart    = new(Metrics)
-	_ worker.HookBatchProcessed = new(Metrics)
-	_ worker.HookFetch          = new(Metrics)
-	_ worker.HookLease          = new(Metrics)
-	_ worker.HookCheckpoint     = new(Metrics)
-	_ worker.HookShard          = new(Metrics)
-	_ worker.HookDelivery       = new(Metrics)
-)
+var _ worker.Hook = new(Metrics)
 
 // Default histogram buckets, in seconds.
 var (
@@ -56,7 +47,7 @@ type Metrics struct {
 	gatherer prometheus.Gatherer
 	now      func() time.Time
 
-	id atomic.Pointer[identity] // set by OnWorkerStart
+	id atomic.Pointer[identity] // set by worker.EventWorkerStart
 
 	lagMu      sync.Mutex
 	lag        map[string]int64      // shard -> last MillisBehindLatest; guarded by lagMu
@@ -107,10 +98,11 @@ type Metrics struct {
 	lanesMu         sync.Mutex
 	lanes           map[string]int // shard -> lanes busy; guarded by lanesMu
 
+	// KPL de-aggregation and record decoding.
+	kplAggregates, kplUserRecords, kplMalformed, kplDroppedAggregates, kplDroppedRecords, decodeFailures *prometheus.CounterVec
+
 	all []prometheus.Collector
 
-	// Read from WorkerStartEvent.RecordCounts when scraped.
-	kplAggregates, kplUserRecords, kplMalformed, kplDroppedAggregates, kplDroppedRecords, decodeFailures *prometheus.Desc
 	// Computed from arrivalLag when scraped.
 	behindArrival, behindArrivalMax *prometheus.Desc
 }
@@ -118,7 +110,6 @@ type Metrics struct {
 // identity is the worker a Metrics observes.
 type identity struct {
 	stream, worker string
-	counts         func() worker.RecordCounts
 }
 
 // Option configures [New]. An option given an unusable value makes New fail
@@ -224,10 +215,6 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
 }
 
-// Registerer returns the registry the metrics are registered on, to which
-// the application may add its own collectors.
-func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
-
 func (m *Metrics) build(o options) {
 	perShard := []string{lStream, lWorker, lShard}
 	perWorker := []string{lStream, lWorker}
@@ -327,16 +314,16 @@ func (m *Metrics) build(o options) {
 	desc := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, perWorker, nil)
 	}
-	m.kplAggregates = desc("shardline_kpl_aggregates_total", "KPL aggregated records unpacked.")
-	m.kplUserRecords = desc("shardline_kpl_user_records_total", "User records delivered from KPL aggregated records.")
-	m.kplMalformed = desc("shardline_kpl_malformed_aggregates_total",
-		"Records with the KPL magic bytes that could not be unpacked (delivered raw, with DecodeErr).")
-	m.kplDroppedAggregates = desc("shardline_kpl_dropped_aggregates_total",
-		"KPL aggregated records dropped because a user record's hash key lies outside the shard.")
-	m.kplDroppedRecords = desc("shardline_kpl_dropped_user_records_total",
-		"User records inside the dropped KPL aggregated records.")
-	m.decodeFailures = desc("shardline_record_decode_failures_total",
-		"User records the RecordDecoder failed on (delivered with DecodeErr).")
+	m.kplAggregates = counter("shardline_kpl_aggregates_total", "KPL aggregated records unpacked.", perWorker)
+	m.kplUserRecords = counter("shardline_kpl_user_records_total", "User records delivered from KPL aggregated records.", perWorker)
+	m.kplMalformed = counter("shardline_kpl_malformed_aggregates_total",
+		"Records with the KPL magic bytes that could not be unpacked (delivered raw, with DecodeErr).", perWorker)
+	m.kplDroppedAggregates = counter("shardline_kpl_dropped_aggregates_total",
+		"KPL aggregated records dropped because a user record's hash key lies outside the shard.", perWorker)
+	m.kplDroppedRecords = counter("shardline_kpl_dropped_user_records_total",
+		"User records inside the dropped KPL aggregated records.", perWorker)
+	m.decodeFailures = counter("shardline_record_decode_failures_total",
+		"User records the RecordDecoder failed on (delivered with DecodeErr).", perWorker)
 	m.behindArrival = prometheus.NewDesc("shardline_behind_arrival_seconds",
 		"The largest time from the arrival in Kinesis of a batch's oldest record to the end of its processing, over the shard's batches of the last 30 s (or its last batch).",
 		perShard, nil)
@@ -363,23 +350,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.perShard.collect(ch, id.stream, id.worker)
 	c.m.collectArrivalLag(ch, id)
-	if id.counts == nil {
-		return
-	}
-	rc := id.counts()
-	for _, v := range []struct {
-		d *prometheus.Desc
-		n int64
-	}{
-		{c.m.kplAggregates, rc.Aggregates},
-		{c.m.kplUserRecords, rc.AggregatedUserRecords},
-		{c.m.kplMalformed, rc.MalformedAggregates},
-		{c.m.kplDroppedAggregates, rc.DroppedAggregates},
-		{c.m.kplDroppedRecords, rc.DroppedUserRecords},
-		{c.m.decodeFailures, rc.DecodeFailures},
-	} {
-		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.n), id.stream, id.worker)
-	}
 }
 
 // collectArrivalLag sends shardline_behind_arrival_seconds per shard and
@@ -417,16 +387,44 @@ var (
 	stopReasons         = []string{"lease_lost", "shutdown", "handoff", "shard_end", "stopped", "error"}
 )
 
-// OnWorkerStart implements worker.HookWorkerStart: it takes the stream and
-// worker labels from e and creates the worker's series at zero.
-func (m *Metrics) OnWorkerStart(e worker.WorkerStartEvent) {
-	id := &identity{stream: e.Stream, worker: e.WorkerID, counts: e.RecordCounts}
+// OnEvent implements worker.Hook: it updates the metrics the event
+// concerns.
+func (m *Metrics) OnEvent(e worker.Event) {
+	switch e.Kind {
+	case worker.EventWorkerStart:
+		m.onWorkerStart(e)
+	case worker.EventBatchProcessed:
+		m.onBatchProcessed(e)
+	case worker.EventFetch:
+		m.onFetch(e)
+	case worker.EventAggregatesUnpacked, worker.EventAggregatesMalformed, worker.EventAggregatesDropped,
+		worker.EventDecodeFailed:
+		m.onRecordCounts(e)
+	case worker.EventShardStarted, worker.EventShardStopped:
+		m.onShard(e)
+	case worker.EventLeaseAcquired, worker.EventLeaseLost, worker.EventLeaseReleased, worker.EventLeaseHandedOver,
+		worker.EventHandoffRequested, worker.EventLeaseRenewFailed:
+		m.onLease(e)
+	case worker.EventCheckpoint:
+		m.onCheckpoint(e)
+	case worker.EventRecordsFiltered, worker.EventPartialFailure, worker.EventBisect, worker.EventDeadLetter,
+		worker.EventLanesBusy:
+		m.onDelivery(e)
+	}
+}
+
+// onWorkerStart takes the stream and worker labels from e and creates the
+// worker's series at zero.
+func (m *Metrics) onWorkerStart(e worker.Event) {
+	id := &identity{stream: e.Stream, worker: e.WorkerID}
 	m.id.Store(id)
 	s, w := id.stream, id.worker
 	for _, c := range []*prometheus.CounterVec{m.batchesProcessed, m.processorRetries, m.readRecords, m.readBytes,
 		m.readThrottles, m.iteratorExpirations, m.leasesReleased, m.leasesHanded, m.handoffRequests,
 		m.renewFailures, m.checkpointWrites, m.shardsStarted,
-		m.filteredRecords, m.deadLetters, m.bisects, m.partialFailures} {
+		m.filteredRecords, m.deadLetters, m.bisects, m.partialFailures,
+		m.kplAggregates, m.kplUserRecords, m.kplMalformed, m.kplDroppedAggregates, m.kplDroppedRecords,
+		m.decodeFailures} {
 		c.WithLabelValues(s, w)
 	}
 	for c, values := range map[*prometheus.CounterVec][]string{
@@ -445,8 +443,8 @@ func (m *Metrics) OnWorkerStart(e worker.WorkerStartEvent) {
 	m.lagMu.Unlock()
 }
 
-// OnBatchProcessed implements worker.HookBatchProcessed.
-func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
+// onBatchProcessed counts one ProcessRecords call.
+func (m *Metrics) onBatchProcessed(e worker.Event) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	m.processingDuration.WithLabelValues(s, w).Observe(e.Duration.Seconds())
@@ -473,8 +471,8 @@ func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
 		}
 	}
 	var oldest time.Duration
-	if !e.OldestArrival.IsZero() {
-		oldest = max(0, now.Sub(e.OldestArrival))
+	if len(e.Arrivals) > 0 && !e.Arrivals[0].IsZero() {
+		oldest = max(0, now.Sub(e.Arrivals[0]))
 	}
 	m.lagMu.Lock()
 	wm := m.arrivalLag[e.ShardID]
@@ -486,14 +484,14 @@ func (m *Metrics) OnBatchProcessed(e worker.BatchProcessedEvent) {
 	m.lagMu.Unlock()
 }
 
-// OnFetch implements worker.HookFetch.
-func (m *Metrics) OnFetch(e worker.FetchEvent) {
+// onFetch counts one read call.
+func (m *Metrics) onFetch(e worker.Event) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	m.readCalls.WithLabelValues(s, w, e.Op).Inc()
 	m.readDuration.WithLabelValues(s, w, e.Op).Observe(e.Duration.Seconds())
 	if e.Err != nil {
-		kind := e.ErrorKind
+		kind := e.Reason
 		if kind == "" { // the worker always classifies; an unclassified error is retried
 			kind = "transient"
 		}
@@ -528,19 +526,19 @@ func (m *Metrics) setMaxLocked(id *identity) {
 	m.behindLatestMax.WithLabelValues(id.stream, id.worker).Set(float64(most) / 1000)
 }
 
-// OnShard implements worker.HookShard. When a shard consumer stops, the
+// onShard follows the shard consumers. When a shard consumer stops, the
 // shard's series are removed: the worker no longer reports on it, and the
 // series of the shards a worker does not own would otherwise accumulate and
 // keep reporting a stale lag. The lag gauges go at once; the records and
 // bytes counters after the next scrape (see shardCounters).
-func (m *Metrics) OnShard(e worker.ShardEvent) {
+func (m *Metrics) onShard(e worker.Event) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	switch e.Kind {
-	case worker.ShardStarted:
+	case worker.EventShardStarted:
 		m.shardsStarted.WithLabelValues(s, w).Inc()
 		m.perShard.start(e.ShardID)
-	case worker.ShardStopped:
+	case worker.EventShardStopped:
 		m.shardsStopped.WithLabelValues(s, w, e.Reason).Inc()
 		m.lagMu.Lock()
 		delete(m.lag, e.ShardID)
@@ -553,39 +551,57 @@ func (m *Metrics) OnShard(e worker.ShardEvent) {
 	}
 }
 
-// OnLease implements worker.HookLease. shardline_leases_held goes up by one
+// onLease follows the lease changes. shardline_leases_held goes up by one
 // for every acquisition and down by one for every loss, release and
 // hand-over, so it follows the leases the worker holds.
-func (m *Metrics) OnLease(e worker.LeaseEvent) {
+func (m *Metrics) onLease(e worker.Event) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	switch e.Kind {
-	case worker.LeaseAcquired:
+	case worker.EventLeaseAcquired:
 		m.leasesHeld.WithLabelValues(s, w).Inc()
-		switch e.How {
+		switch e.Reason {
 		case "handoff", "handoff-timeout":
-			m.leasesStolen.WithLabelValues(s, w, e.How).Inc()
+			m.leasesStolen.WithLabelValues(s, w, e.Reason).Inc()
 		default:
-			m.leasesTaken.WithLabelValues(s, w, e.How).Inc()
+			m.leasesTaken.WithLabelValues(s, w, e.Reason).Inc()
 		}
-	case worker.LeaseLost:
+	case worker.EventLeaseLost:
 		m.leasesHeld.WithLabelValues(s, w).Dec()
-		m.leasesLost.WithLabelValues(s, w, e.Cause).Inc()
-	case worker.LeaseReleased:
+		m.leasesLost.WithLabelValues(s, w, e.Reason).Inc()
+	case worker.EventLeaseReleased:
 		m.leasesHeld.WithLabelValues(s, w).Dec()
 		m.leasesReleased.WithLabelValues(s, w).Inc()
-	case worker.LeaseHandedOver:
+	case worker.EventLeaseHandedOver:
 		m.leasesHeld.WithLabelValues(s, w).Dec()
 		m.leasesHanded.WithLabelValues(s, w).Inc()
-	case worker.LeaseHandoffRequested:
+	case worker.EventHandoffRequested:
 		m.handoffRequests.WithLabelValues(s, w).Inc()
-	case worker.LeaseRenewFailed:
+	case worker.EventLeaseRenewFailed:
 		m.renewFailures.WithLabelValues(s, w).Inc()
 	}
 }
 
-// OnCheckpoint implements worker.HookCheckpoint.
-func (m *Metrics) OnCheckpoint(e worker.CheckpointEvent) {
+// onRecordCounts counts what KPL de-aggregation and decoding met.
+func (m *Metrics) onRecordCounts(e worker.Event) {
+	id := m.ident()
+	s, w := id.stream, id.worker
+	switch e.Kind {
+	case worker.EventAggregatesUnpacked:
+		m.kplAggregates.WithLabelValues(s, w).Add(float64(e.Aggregates))
+		m.kplUserRecords.WithLabelValues(s, w).Add(float64(e.Records))
+	case worker.EventAggregatesMalformed:
+		m.kplMalformed.WithLabelValues(s, w).Add(float64(e.Aggregates))
+	case worker.EventAggregatesDropped:
+		m.kplDroppedAggregates.WithLabelValues(s, w).Add(float64(e.Aggregates))
+		m.kplDroppedRecords.WithLabelValues(s, w).Add(float64(e.Records))
+	case worker.EventDecodeFailed:
+		m.decodeFailures.WithLabelValues(s, w).Add(float64(e.Records))
+	}
+}
+
+// onCheckpoint counts one checkpoint write.
+func (m *Metrics) onCheckpoint(e worker.Event) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	m.checkpointWrites.WithLabelValues(s, w).Inc()
@@ -599,21 +615,20 @@ func (m *Metrics) OnCheckpoint(e worker.CheckpointEvent) {
 	}
 }
 
-// OnDelivery implements worker.HookDelivery: the actions of the delivery
-// policies.
-func (m *Metrics) OnDelivery(e worker.DeliveryEvent) {
+// onDelivery counts the actions of the delivery policies.
+func (m *Metrics) onDelivery(e worker.Event) {
 	id := m.ident()
 	s, w := id.stream, id.worker
 	switch e.Kind {
-	case "filtered":
+	case worker.EventRecordsFiltered:
 		m.filteredRecords.WithLabelValues(s, w).Add(float64(e.Records))
-	case "dead_letter":
+	case worker.EventDeadLetter:
 		m.deadLetters.WithLabelValues(s, w).Add(float64(e.Records))
-	case "bisect":
+	case worker.EventBisect:
 		m.bisects.WithLabelValues(s, w).Inc()
-	case "partial_failure":
+	case worker.EventPartialFailure:
 		m.partialFailures.WithLabelValues(s, w).Inc()
-	case "lanes":
+	case worker.EventLanesBusy:
 		m.setLanes(id, e.ShardID, e.LanesBusy)
 	}
 }

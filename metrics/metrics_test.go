@@ -31,7 +31,7 @@ func started(t *testing.T) (*Metrics, prometheus.Gatherer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", ApplicationName: "app"})
+	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w", Stream: "s"})
 	return m, reg
 }
 
@@ -71,20 +71,20 @@ func TestBatchProcessed(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	m.now = func() time.Time { return now }
 
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 3, Bytes: 30, Attempt: 1,
-		Duration: 20 * time.Millisecond, OldestArrival: now.Add(-2 * time.Second),
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 3, Bytes: 30, Attempt: 1,
+		Duration: 20 * time.Millisecond,
 		Arrivals: []time.Time{now.Add(-2 * time.Second), now.Add(-time.Second), now.Add(-time.Second)}})
 	got := Gather(t, g)
 	want(t, got, "shardline_behind_arrival_seconds", with("shard", "a"), 2)
 	want(t, got, "shardline_behind_arrival_max_seconds", sw, 2)
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 2, Bytes: 5, Attempt: 1,
-		Duration: time.Second, Err: errors.New("boom"), OldestArrival: now.Add(-time.Second)})
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 2, Bytes: 5, Attempt: 2,
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 2, Bytes: 5, Attempt: 1,
+		Duration: time.Second, Err: errors.New("boom")})
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 2, Bytes: 5, Attempt: 2,
 		Duration: time.Second, Err: fmt.Errorf("wrapped: %w", &kcl.ProcessorPanicError{Value: "x"})})
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 2, Bytes: 5, Attempt: 3,
-		Duration: 10 * time.Millisecond, OldestArrival: now.Add(time.Second),
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 2, Bytes: 5, Attempt: 3,
+		Duration: 10 * time.Millisecond,
 		Arrivals: []time.Time{now.Add(time.Second), now.Add(time.Second)}}) // arrival "after" now: clock skew
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "b", Attempt: 1}) // empty batch
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "b", Attempt: 1}) // empty batch
 
 	got = Gather(t, g)
 	// The first batch's lag holds for lagWindow; the empty batch's is 0.
@@ -117,19 +117,20 @@ func TestBatchProcessed(t *testing.T) {
 
 func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	m, g := started(t)
-	for _, e := range []worker.FetchEvent{
+	for _, e := range []worker.Event{
 		{ShardID: "a", Op: "GetRecords", Records: 4, Bytes: 400, MillisBehindLatest: 5000, Duration: 50 * time.Millisecond},
 		{ShardID: "b", Op: "GetRecords", Records: 1, Bytes: 10, MillisBehindLatest: 2000},
 		{ShardID: "c", Op: "SubscribeToShardEvent", Records: 2, Bytes: 20, MillisBehindLatest: 1500},
 		{ShardID: "d", Op: "GetShardIterator"}, // reports no lag
-		{ShardID: "a", Op: "GetRecords", Err: errors.New("slow down"), ErrorKind: "throttled"},
-		{ShardID: "a", Op: "GetRecords", Err: errors.New("expired"), ErrorKind: "expired_iterator"},
-		{ShardID: "a", Op: "GetRecords", Err: errors.New("reset"), ErrorKind: "transient"},
+		{ShardID: "a", Op: "GetRecords", Err: errors.New("slow down"), Reason: "throttled"},
+		{ShardID: "a", Op: "GetRecords", Err: errors.New("expired"), Reason: "expired_iterator"},
+		{ShardID: "a", Op: "GetRecords", Err: errors.New("reset"), Reason: "transient"},
 		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("unclassified")}, // unclassified: transient
-		{ShardID: "a", Op: "GetRecords", Err: errors.New("gone"), ErrorKind: "not_found"},
-		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("another subscription"), ErrorKind: "in_use"},
+		{ShardID: "a", Op: "GetRecords", Err: errors.New("gone"), Reason: "not_found"},
+		{ShardID: "a", Op: "SubscribeToShard", Err: errors.New("another subscription"), Reason: "in_use"},
 	} {
-		m.OnFetch(e)
+		e.Kind = worker.EventFetch
+		m.OnEvent(e)
 	}
 	got := Gather(t, g)
 	want(t, got, "shardline_read_calls_total", with("op", "GetRecords"), 6)
@@ -155,7 +156,7 @@ func TestFetchCountsReadsErrorsAndLag(t *testing.T) {
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 5)
 
 	// The lag follows the last read, down as well as up.
-	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 0})
+	m.OnEvent(worker.Event{Kind: worker.EventFetch, ShardID: "a", Op: "GetRecords", MillisBehindLatest: 0})
 	got = Gather(t, g)
 	want(t, got, "shardline_behind_latest_seconds", with("shard", "a"), 0)
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 2)
@@ -189,14 +190,14 @@ func TestWindowMax(t *testing.T) {
 // rate() and increase() count the first batch.
 func TestShardStartCreatesCountersAtZero(t *testing.T) {
 	m, g := started(t)
-	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStarted})
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 3, Bytes: 30, Attempt: 1})
+	m.OnEvent(worker.Event{ShardID: "a", Kind: worker.EventShardStarted})
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 3, Bytes: 30, Attempt: 1})
 	// The first scrape sees 0 even if the first batch came before it...
 	got := Gather(t, g)
 	want(t, got, "shardline_records_processed_total", with("shard", "a"), 0)
 	want(t, got, "shardline_bytes_processed_total", with("shard", "a"), 0)
 	// ... and the next one counts it.
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 1, Bytes: 10, Attempt: 1})
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 1, Bytes: 10, Attempt: 1})
 	got = Gather(t, g)
 	want(t, got, "shardline_records_processed_total", with("shard", "a"), 4)
 	want(t, got, "shardline_bytes_processed_total", with("shard", "a"), 40)
@@ -205,13 +206,13 @@ func TestShardStartCreatesCountersAtZero(t *testing.T) {
 func TestShardStopRemovesShardSeries(t *testing.T) {
 	m, g := started(t)
 	for _, id := range []string{"a", "b"} {
-		m.OnShard(worker.ShardEvent{ShardID: id, Kind: worker.ShardStarted})
-		m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: id, Records: 1, Bytes: 1, Attempt: 1})
+		m.OnEvent(worker.Event{ShardID: id, Kind: worker.EventShardStarted})
+		m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: id, Records: 1, Bytes: 1, Attempt: 1})
 	}
 	Gather(t, g) // the shards' counters are scraped at 0 once
-	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
-	m.OnFetch(worker.FetchEvent{ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
-	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStopped, Reason: "lease_lost"})
+	m.OnEvent(worker.Event{Kind: worker.EventFetch, ShardID: "a", Op: "GetRecords", MillisBehindLatest: 9000})
+	m.OnEvent(worker.Event{Kind: worker.EventFetch, ShardID: "b", Op: "GetRecords", MillisBehindLatest: 3000})
+	m.OnEvent(worker.Event{ShardID: "a", Kind: worker.EventShardStopped, Reason: "lease_lost"})
 
 	// The lag series go at once; the counters show their final values to
 	// one more scrape, then go.
@@ -232,15 +233,15 @@ func TestShardStopRemovesShardSeries(t *testing.T) {
 		}
 	}
 	// A shard started again before the scrape keeps its counters.
-	m.OnShard(worker.ShardEvent{ShardID: "b", Kind: worker.ShardStopped, Reason: "handoff"})
-	m.OnShard(worker.ShardEvent{ShardID: "b", Kind: worker.ShardStarted})
+	m.OnEvent(worker.Event{ShardID: "b", Kind: worker.EventShardStopped, Reason: "handoff"})
+	m.OnEvent(worker.Event{ShardID: "b", Kind: worker.EventShardStarted})
 	Gather(t, g)
 	want(t, Gather(t, g), "shardline_records_processed_total", with("shard", "b"), 1)
 	want(t, got, "shardline_behind_latest_max_seconds", sw, 3) // no longer a's 9s
 	want(t, got, "shardline_shards_started_total", sw, 2)
 	want(t, got, "shardline_shards_stopped_total", with("reason", "lease_lost"), 1)
 
-	m.OnShard(worker.ShardEvent{ShardID: "b", Kind: worker.ShardStopped, Reason: "shutdown"})
+	m.OnEvent(worker.Event{ShardID: "b", Kind: worker.EventShardStopped, Reason: "shutdown"})
 	got = Gather(t, g)
 	Gather(t, g)
 	if n := Count(Gather(t, g), "shardline_records_processed_total", nil); n != 0 {
@@ -254,22 +255,22 @@ func TestShardStopRemovesShardSeries(t *testing.T) {
 
 func TestLeaseEvents(t *testing.T) {
 	m, g := started(t)
-	for _, e := range []worker.LeaseEvent{
-		{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"},
-		{Kind: worker.LeaseAcquired, ShardID: "b", How: "take-released"},
-		{Kind: worker.LeaseAcquired, ShardID: "c", How: "handoff"},
-		{Kind: worker.LeaseAcquired, ShardID: "d", How: "handoff-timeout"},
-		{Kind: worker.LeaseAcquired, ShardID: "e", How: "take"},
-		{Kind: worker.LeaseAcquired, ShardID: "f", How: "take"},
-		{Kind: worker.LeaseHandoffRequested, ShardID: "c", Peer: "other"},
-		{Kind: worker.LeaseRenewFailed, ShardID: "a", Err: errors.New("timeout")},
-		{Kind: worker.LeaseLost, ShardID: "a", Cause: "expired"},
-		{Kind: worker.LeaseLost, ShardID: "c", Cause: "conflict"},
-		{Kind: worker.LeaseLost, ShardID: "f", Cause: "other"},
-		{Kind: worker.LeaseReleased, ShardID: "b"},
-		{Kind: worker.LeaseHandedOver, ShardID: "d", Peer: "other"},
+	for _, e := range []worker.Event{
+		{Kind: worker.EventLeaseAcquired, ShardID: "a", Reason: "take"},
+		{Kind: worker.EventLeaseAcquired, ShardID: "b", Reason: "take-released"},
+		{Kind: worker.EventLeaseAcquired, ShardID: "c", Reason: "handoff"},
+		{Kind: worker.EventLeaseAcquired, ShardID: "d", Reason: "handoff-timeout"},
+		{Kind: worker.EventLeaseAcquired, ShardID: "e", Reason: "take"},
+		{Kind: worker.EventLeaseAcquired, ShardID: "f", Reason: "take"},
+		{Kind: worker.EventHandoffRequested, ShardID: "c", Peer: "other"},
+		{Kind: worker.EventLeaseRenewFailed, ShardID: "a", Err: errors.New("timeout")},
+		{Kind: worker.EventLeaseLost, ShardID: "a", Reason: "expired"},
+		{Kind: worker.EventLeaseLost, ShardID: "c", Reason: "conflict"},
+		{Kind: worker.EventLeaseLost, ShardID: "f", Reason: "other"},
+		{Kind: worker.EventLeaseReleased, ShardID: "b"},
+		{Kind: worker.EventLeaseHandedOver, ShardID: "d", Peer: "other"},
 	} {
-		m.OnLease(e)
+		m.OnEvent(e)
 	}
 	got := Gather(t, g)
 	want(t, got, "shardline_leases_held", sw, 1) // 6 acquired, 3 lost, 1 released, 1 handed over
@@ -288,10 +289,10 @@ func TestLeaseEvents(t *testing.T) {
 
 func TestCheckpointEvents(t *testing.T) {
 	m, g := started(t)
-	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "a", Duration: 10 * time.Millisecond})
-	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "a", Err: fmt.Errorf("checkpoint: %w", kcl.ErrLeaseLost)})
-	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "a", Err: errors.New("throttled")})
-	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "b"})
+	m.OnEvent(worker.Event{Kind: worker.EventCheckpoint, ShardID: "a", Duration: 10 * time.Millisecond})
+	m.OnEvent(worker.Event{Kind: worker.EventCheckpoint, ShardID: "a", Err: fmt.Errorf("checkpoint: %w", kcl.ErrLeaseLost)})
+	m.OnEvent(worker.Event{Kind: worker.EventCheckpoint, ShardID: "a", Err: errors.New("throttled")})
+	m.OnEvent(worker.Event{Kind: worker.EventCheckpoint, ShardID: "b"})
 	got := Gather(t, g)
 	want(t, got, "shardline_checkpoint_writes_total", sw, 4)
 	want(t, got, "shardline_checkpoint_failures_total", with("cause", "lease_lost"), 1)
@@ -299,7 +300,7 @@ func TestCheckpointEvents(t *testing.T) {
 	want(t, got, "shardline_checkpoint_duration_seconds", sw, 4)
 }
 
-func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
+func TestWorkerStartCreatesSeriesAndCountsRecordEvents(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := New(WithRegistry(reg))
 	if err != nil {
@@ -308,14 +309,12 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 	if got := Gather(t, reg); len(got) != 0 {
 		t.Errorf("%d series before the worker started, want none", len(got))
 	}
-	counts := worker.RecordCounts{Aggregates: 7, AggregatedUserRecords: 70, MalformedAggregates: 1,
-		DroppedAggregates: 2, DroppedUserRecords: 20, DecodeFailures: 3}
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() worker.RecordCounts { return counts }})
+	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w", Stream: "s"})
 	got := Gather(t, reg)
 	for name, v := range map[string]float64{
-		"shardline_kpl_aggregates_total": 7, "shardline_kpl_user_records_total": 70,
-		"shardline_kpl_malformed_aggregates_total": 1, "shardline_kpl_dropped_aggregates_total": 2,
-		"shardline_kpl_dropped_user_records_total": 20, "shardline_record_decode_failures_total": 3,
+		"shardline_kpl_aggregates_total": 0, "shardline_kpl_user_records_total": 0,
+		"shardline_kpl_malformed_aggregates_total": 0, "shardline_kpl_dropped_aggregates_total": 0,
+		"shardline_kpl_dropped_user_records_total": 0, "shardline_record_decode_failures_total": 0,
 		"shardline_leases_held": 0, "shardline_behind_latest_max_seconds": 0, "shardline_checkpoint_writes_total": 0,
 	} {
 		want(t, got, name, sw, v)
@@ -324,19 +323,34 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 	want(t, got, "shardline_leases_stolen_total", with("how", "handoff-timeout"), 0)
 	want(t, got, "shardline_shards_stopped_total", with("reason", "shard_end"), 0)
 
-	// Counts are read when scraped, not copied at start.
-	counts.DecodeFailures = 4
-	want(t, Gather(t, reg), "shardline_record_decode_failures_total", sw, 4)
+	for _, e := range []worker.Event{
+		{Kind: worker.EventAggregatesUnpacked, ShardID: "a", Aggregates: 5, Records: 50},
+		{Kind: worker.EventAggregatesUnpacked, ShardID: "b", Aggregates: 2, Records: 20},
+		{Kind: worker.EventAggregatesMalformed, ShardID: "a", Aggregates: 1},
+		{Kind: worker.EventAggregatesDropped, ShardID: "a", Aggregates: 2, Records: 20},
+		{Kind: worker.EventDecodeFailed, ShardID: "a", Records: 3},
+		{Kind: worker.EventDecodeFailed, ShardID: "b", Records: 1},
+	} {
+		m.OnEvent(e)
+	}
+	got = Gather(t, reg)
+	for name, v := range map[string]float64{
+		"shardline_kpl_aggregates_total": 7, "shardline_kpl_user_records_total": 70,
+		"shardline_kpl_malformed_aggregates_total": 1, "shardline_kpl_dropped_aggregates_total": 2,
+		"shardline_kpl_dropped_user_records_total": 20, "shardline_record_decode_failures_total": 4,
+	} {
+		want(t, got, name, sw, v)
+	}
 }
 
 // feedAll sends every kind of event once, so that every metric has a series.
 func feedAll(m *Metrics) {
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() worker.RecordCounts { return worker.RecordCounts{} }})
-	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStarted})
-	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
-	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 1, Bytes: 1, Attempt: 1, OldestArrival: time.Now()})
-	m.OnCheckpoint(worker.CheckpointEvent{ShardID: "a"})
+	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w", Stream: "s"})
+	m.OnEvent(worker.Event{ShardID: "a", Kind: worker.EventShardStarted})
+	m.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "a", Reason: "take"})
+	m.OnEvent(worker.Event{Kind: worker.EventFetch, ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 1, Bytes: 1, Attempt: 1, Arrivals: []time.Time{time.Now()}})
+	m.OnEvent(worker.Event{Kind: worker.EventCheckpoint, ShardID: "a"})
 }
 
 // TestPackageDocListsEveryMetric checks that the package doc lists exactly
@@ -426,11 +440,11 @@ func TestSharedRegistryAndHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m1.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w1", Stream: "s"})
-	m2.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w2", Stream: "s"})
-	m1.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
-	m2.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "b", How: "take"})
-	m2.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "c", How: "take"})
+	m1.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w1", Stream: "s"})
+	m2.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w2", Stream: "s"})
+	m1.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "a", Reason: "take"})
+	m2.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "b", Reason: "take"})
+	m2.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "c", Reason: "take"})
 
 	rec := httptest.NewRecorder()
 	m1.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -445,7 +459,7 @@ func TestSharedRegistryAndHandler(t *testing.T) {
 	}
 	// The application's own metrics are served beside Shardline's.
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "app_things_total", Help: "Things."})
-	m1.Registerer().MustRegister(c)
+	reg.MustRegister(c)
 	rec = httptest.NewRecorder()
 	m2.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if body, _ := io.ReadAll(rec.Result().Body); !strings.Contains(string(body), "app_things_total 0\n") {
@@ -462,8 +476,8 @@ func TestRegistererThatIsNoGatherer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s"})
-	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
+	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w", Stream: "s"})
+	m.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "a", Reason: "take"})
 	want(t, Gather(t, reg), "shardline_leases_held", sw, 1)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -491,8 +505,8 @@ func TestOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s"})
-	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Attempt: 1, Duration: 700 * time.Millisecond, OldestArrival: time.Now()})
+	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w", Stream: "s"})
+	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Attempt: 1, Duration: 700 * time.Millisecond, Arrivals: []time.Time{time.Now()}})
 	mfs, err := m.gatherer.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -525,22 +539,22 @@ func TestConcurrentHooks(t *testing.T) {
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: id, How: "take"})
-			m.OnShard(worker.ShardEvent{ShardID: id, Kind: worker.ShardStarted})
+			m.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: id, Reason: "take"})
+			m.OnEvent(worker.Event{ShardID: id, Kind: worker.EventShardStarted})
 			for range batches {
-				m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: id, Records: 2, Bytes: 3, Attempt: 1})
+				m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: id, Records: 2, Bytes: 3, Attempt: 1})
 			}
 		}()
 		go func() {
 			defer wg.Done()
 			for j := range batches {
-				m.OnFetch(worker.FetchEvent{ShardID: id, Op: "GetRecords", MillisBehindLatest: int64(j)})
+				m.OnEvent(worker.Event{Kind: worker.EventFetch, ShardID: id, Op: "GetRecords", MillisBehindLatest: int64(j)})
 			}
 		}()
 		go func() {
 			defer wg.Done()
 			for range batches {
-				m.OnCheckpoint(worker.CheckpointEvent{ShardID: id})
+				m.OnEvent(worker.Event{Kind: worker.EventCheckpoint, ShardID: id})
 				_ = Gather(t, g) // scrapes race with updates
 			}
 		}()

@@ -13,15 +13,12 @@ var (
 	// ErrClosed: Put after Close, or a record still unwritten when Close's
 	// context ended.
 	ErrClosed = errors.New("producer: closed")
-	// ErrRecordTooLarge: data (after the encoder) and partition key exceed
-	// 1 MiB together.
-	ErrRecordTooLarge = errors.New("producer: record larger than 1 MiB (data and partition key)")
-	// ErrInvalidPartitionKey: empty, longer than 256 characters, or not
-	// UTF-8.
-	ErrInvalidPartitionKey = errors.New("producer: invalid partition key")
-	// ErrInvalidHashKey: an explicit hash key that is not a decimal number
-	// from 0 to 2^128-1.
-	ErrInvalidHashKey = errors.New("producer: invalid explicit hash key")
+	// ErrInvalidRecord: a record Kinesis would refuse: data (after the
+	// encoder) and partition key exceeding 1 MiB together, a partition key
+	// empty, longer than 256 characters or not UTF-8, or an explicit hash
+	// key that is not a decimal number from 0 to 2^128-1. The message says
+	// which.
+	ErrInvalidRecord = errors.New("producer: invalid record")
 	// ErrEncode: the Encoder failed.
 	ErrEncode = errors.New("producer: encoder failed")
 	// ErrRetryTimeout: Kinesis kept refusing the record (throttling,

@@ -23,8 +23,8 @@ func TestRefusedConnectionRetriedUntilRetryTimeout(t *testing.T) {
 		Client:         testenv.NewKinesisClient("http://" + addr),
 		Linger:         -1,
 		RetryTimeout:   retryTimeout,
-		BackoffInitial: 50 * time.Millisecond,
-		BackoffMax:     200 * time.Millisecond,
+		backoffInitial: 50 * time.Millisecond,
+		backoffMax:     200 * time.Millisecond,
 		Logger:         slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

@@ -67,7 +67,7 @@ func Example() {
 		fmt.Println(err)
 	}
 	st := p.Stats()
-	fmt.Println("written:", st.RecordsWritten, "failed:", st.RecordsFailed)
+	fmt.Println("written:", st.Written, "failed:", st.Failed)
 	// Output: written: 1000 failed: 0
 }
 

@@ -121,26 +121,21 @@ type counters struct {
 
 // Stats are running totals of a producer's work.
 type Stats struct {
-	// RecordsAccepted counts user records accepted by Put.
-	RecordsAccepted int64
-	// RecordsWritten counts user records Kinesis stored.
-	RecordsWritten int64
-	// RecordsFailed counts user records whose Result reports an error.
-	RecordsFailed int64
-	// Requests counts PutRecords calls, retries included.
-	Requests int64
-	// EntriesRetried counts PutRecords entries sent again after a failure.
-	EntriesRetried int64
-	// Aggregates counts aggregated records written, and AggregatedRecords
-	// the user records inside them.
-	Aggregates, AggregatedRecords int64
-	// WrongShard counts aggregates Kinesis stored on another shard than the
-	// shard map predicted (the map is then refreshed).
-	WrongShard int64
-	// ShardMapLoads counts ListShards walks.
-	ShardMapLoads int64
+	// Written counts user records Kinesis stored, and Failed those whose
+	// Result reports an error.
+	Written, Failed int64
+	// Retried counts PutRecords entries sent again after a failure
+	// (throttling, internal errors): a rising rate means the stream is
+	// short of capacity.
+	Retried int64
 	// Buffered is the number of accepted records without an outcome yet.
 	Buffered int
+}
+
+// totals are every running total of a producer; tests read them.
+type totals struct {
+	accepted, written, failed, requests, retried, aggregates, aggregated, wrongShard, shardMapLoads int64
+	buffered                                                                                        int
 }
 
 // New validates cfg and returns a running producer. It does not contact
@@ -175,7 +170,7 @@ func New(cfg Config) (*Producer, error) {
 // data (or passes it to the Encoder), so the caller may reuse it.
 //
 // Put fails at once, accepting nothing, for a record over the service
-// limits (ErrRecordTooLarge, ErrInvalidPartitionKey), an Encoder error
+// limits (ErrInvalidRecord), an Encoder error
 // (ErrEncode), after Close (ErrClosed), or with aggregation when the shard
 // map cannot be loaded. It blocks while the buffer is full
 // (Config.MaxBufferedRecords, MaxBufferedBytes) until there is room or ctx
@@ -188,7 +183,7 @@ func (p *Producer) Put(ctx context.Context, partitionKey string, data []byte) (*
 // to 2^128-1) that picks the shard instead of the partition key's hash.
 func (p *Producer) PutWithHashKey(ctx context.Context, partitionKey, explicitHashKey string, data []byte) (*Result, error) {
 	if explicitHashKey == "" {
-		return nil, fmt.Errorf("%w: empty", ErrInvalidHashKey)
+		return nil, fmt.Errorf("%w: empty explicit hash key", ErrInvalidRecord)
 	}
 	return p.put(ctx, partitionKey, explicitHashKey, data)
 }
@@ -199,24 +194,24 @@ func (p *Producer) put(ctx context.Context, pk, ehk string, data []byte) (*Resul
 	}
 	switch {
 	case pk == "":
-		return nil, fmt.Errorf("%w: empty", ErrInvalidPartitionKey)
+		return nil, fmt.Errorf("%w: empty partition key", ErrInvalidRecord)
 	case !utf8.ValidString(pk):
-		return nil, fmt.Errorf("%w: not UTF-8", ErrInvalidPartitionKey)
+		return nil, fmt.Errorf("%w: partition key not UTF-8", ErrInvalidRecord)
 	case utf8.RuneCountInString(pk) > maxPartitionKeyLength:
-		return nil, fmt.Errorf("%w: %d characters, at most %d", ErrInvalidPartitionKey, utf8.RuneCountInString(pk), maxPartitionKeyLength)
+		return nil, fmt.Errorf("%w: partition key of %d characters, at most %d", ErrInvalidRecord, utf8.RuneCountInString(pk), maxPartitionKeyLength)
 	}
 	rec := &record{pk: pk, ehk: ehk}
 	if ehk != "" {
 		k, err := hashkey.Parse(ehk)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q", ErrInvalidHashKey, ehk)
+			return nil, fmt.Errorf("%w: explicit hash key %q is not a decimal number from 0 to 2^128-1", ErrInvalidRecord, ehk)
 		}
 		rec.hash = k
 	} else if p.cfg.Aggregate {
 		rec.hash = hashkey.FromPartitionKey(pk)
 	}
 	if enc := p.cfg.Encoder; enc != nil {
-		out, err := enc.EncodeRecord(ctx, pk, data)
+		out, err := enc(ctx, pk, data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrEncode, err)
 		}
@@ -226,7 +221,7 @@ func (p *Producer) put(ctx context.Context, pk, ehk string, data []byte) (*Resul
 	}
 	rec.size = len(rec.data) + len(pk)
 	if rec.size > maxRecordSize {
-		return nil, fmt.Errorf("%w: %d bytes of data and %d of partition key", ErrRecordTooLarge, len(rec.data), len(pk))
+		return nil, fmt.Errorf("%w: larger than 1 MiB: %d bytes of data and %d of partition key", ErrInvalidRecord, len(rec.data), len(pk))
 	}
 	var m *shardMap
 	if p.cfg.Aggregate {
@@ -542,8 +537,8 @@ func (p *Producer) send(entries []*entry) {
 		p.signal()
 	}()
 	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(p.cfg.BackoffInitial),
-		backoff.WithMaxInterval(p.cfg.BackoffMax),
+		backoff.WithInitialInterval(p.cfg.backoffInitial),
+		backoff.WithMaxInterval(p.cfg.backoffMax),
 		backoff.WithMaxElapsedTime(0),
 	)
 	for len(entries) > 0 {
@@ -909,23 +904,29 @@ func (p *Producer) Close(ctx context.Context) error {
 
 // Stats returns running totals.
 func (p *Producer) Stats() Stats {
+	t := p.totals()
+	return Stats{Written: t.written, Failed: t.failed, Retried: t.retried, Buffered: t.buffered}
+}
+
+// totals returns every running total.
+func (p *Producer) totals() totals {
 	p.mu.Lock()
 	buffered := p.buffered
 	p.mu.Unlock()
 	p.shards.mu.Lock()
 	loads := p.shards.loads
 	p.shards.mu.Unlock()
-	return Stats{
-		RecordsAccepted:   p.stats.accepted.Load(),
-		RecordsWritten:    p.stats.written.Load(),
-		RecordsFailed:     p.stats.failed.Load(),
-		Requests:          p.stats.requests.Load(),
-		EntriesRetried:    p.stats.retried.Load(),
-		Aggregates:        p.stats.aggregates.Load(),
-		AggregatedRecords: p.stats.aggregated.Load(),
-		WrongShard:        p.stats.wrongShard.Load(),
-		ShardMapLoads:     loads,
-		Buffered:          buffered,
+	return totals{
+		accepted:      p.stats.accepted.Load(),
+		written:       p.stats.written.Load(),
+		failed:        p.stats.failed.Load(),
+		requests:      p.stats.requests.Load(),
+		retried:       p.stats.retried.Load(),
+		aggregates:    p.stats.aggregates.Load(),
+		aggregated:    p.stats.aggregated.Load(),
+		wrongShard:    p.stats.wrongShard.Load(),
+		shardMapLoads: loads,
+		buffered:      buffered,
 	}
 }
 

@@ -74,16 +74,13 @@ type Config struct {
 	// children's leases at once; the sync finds new shards, repairs missing
 	// leases and cleans finished ones up.
 	ShardSyncInterval time.Duration
-	// KeepFinishedLeases keeps the leases of finished (SHARD_END) shards
-	// forever. By default a shard sync deletes one once every child shard
-	// has progressed past its start and the shard is gone from the stream
-	// or FinishedLeaseRetention has passed.
-	KeepFinishedLeases bool
-	// FinishedLeaseRetention is how long the lease of a finished shard that
-	// the stream still lists is kept after its children have progressed
-	// (counted from when a worker first sees that). Default, and minimum:
-	// the stream's retention period, so that a lease is never deleted while
-	// its shard may still hold records.
+	// FinishedLeaseRetention is how long the lease of a finished
+	// (SHARD_END) shard that the stream still lists is kept after its
+	// children have progressed (counted from when a worker first sees
+	// that); a shard sync then deletes it, and at once when the shard is
+	// gone from the stream. Default, and minimum: the stream's retention
+	// period, so that a lease is never deleted while its shard may still
+	// hold records. A negative value keeps finished leases forever.
 	FinishedLeaseRetention time.Duration
 	// CheckpointInterval, if positive, coalesces checkpoints: the
 	// processor's Checkpoint records the position at once (the rules of
@@ -168,9 +165,8 @@ type Config struct {
 	// Logger receives structured logs. Default: slog.Default().
 	Logger *slog.Logger
 
-	// Hooks observe the worker: values implementing any of HookWorkerStart,
-	// HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard, HookDelivery (the
-	// metrics package provides one). A value implementing none is refused.
+	// Hooks observe the worker: each receives every [Event] (the metrics
+	// package provides one). A nil hook is refused.
 	Hooks []Hook
 
 	// store replaces the DynamoDB lease table in this package's tests.
@@ -293,9 +289,9 @@ func (c *Config) validate() error {
 		// The error already says "invalid configuration"; the list below
 		// says it once for all.
 		bad("%s", strings.TrimPrefix(err.Error(), kcl.ErrInvalidConfig.Error()+": "))
-	} else if p := c.InitialPosition; p.Type == kcl.PositionAtTimestamp && p.Timestamp.After(time.Now().Add(maxClockSkew)) {
+	} else if at := c.InitialPosition.Timestamp(); at.After(time.Now().Add(maxClockSkew)) {
 		bad("InitialPosition AT_TIMESTAMP %s is in the future (more than %v ahead of this clock): shards would read nothing until then",
-			p.Timestamp.UTC().Format(time.RFC3339), maxClockSkew)
+			at.UTC().Format(time.RFC3339), maxClockSkew)
 	}
 	leaseOK := c.LeaseDuration >= time.Second
 	if !leaseOK {
@@ -314,9 +310,6 @@ func (c *Config) validate() error {
 	}
 	if c.ShardSyncInterval < time.Second {
 		bad("ShardSyncInterval %v is below 1s", c.ShardSyncInterval)
-	}
-	if c.FinishedLeaseRetention < 0 {
-		bad("FinishedLeaseRetention %v is negative", c.FinishedLeaseRetention)
 	}
 	if c.CheckpointInterval < 0 {
 		bad("CheckpointInterval %v is negative", c.CheckpointInterval)
@@ -354,8 +347,8 @@ func (c *Config) validate() error {
 		bad("%v", err)
 	}
 	for i, h := range c.Hooks {
-		if !knownHook(h) {
-			bad("Hooks[%d] (%T) implements no hook interface", i, h)
+		if h == nil {
+			bad("Hooks[%d] is nil", i)
 		}
 	}
 	if len(errs) > 0 {

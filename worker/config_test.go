@@ -96,7 +96,7 @@ func TestConfigErrorsSayEachProblemOnce(t *testing.T) {
 		mutate func(*worker.Config)
 		want   string // the one problem
 	}{
-		"timestamp missing": {func(c *worker.Config) { c.InitialPosition = kcl.InitialPosition{Type: kcl.PositionAtTimestamp} }, "needs a timestamp"},
+		"timestamp missing": {func(c *worker.Config) { c.InitialPosition = kcl.StartAtTimestamp(time.Time{}) }, "needs a timestamp"},
 		"short lease":       {func(c *worker.Config) { c.LeaseDuration = 100 * time.Millisecond }, "LeaseDuration"},
 		"negative lease":    {func(c *worker.Config) { c.LeaseDuration = -time.Second }, "LeaseDuration"},
 		"negative renewal":  {func(c *worker.Config) { c.RenewInterval = -time.Second }, "RenewInterval"},
@@ -120,5 +120,14 @@ func TestConfigErrorsSayEachProblemOnce(t *testing.T) {
 	err := newErr(func(c *worker.Config) { c.LeaseDuration = -time.Second; c.RenewInterval = -time.Second })
 	if msg := err.Error(); !strings.Contains(msg, "LeaseDuration") || !strings.Contains(msg, "RenewInterval") {
 		t.Errorf("%q: want both LeaseDuration and RenewInterval", msg)
+	}
+}
+
+func TestConfigRefusesANilHook(t *testing.T) {
+	err := newErr(func(c *worker.Config) {
+		c.Hooks = []worker.Hook{worker.HookFunc(func(worker.Event) {}), nil}
+	})
+	if !errors.Is(err, kcl.ErrInvalidConfig) || !strings.Contains(err.Error(), "Hooks[1] is nil") {
+		t.Errorf("a nil hook: got %v, want ErrInvalidConfig naming Hooks[1]", err)
 	}
 }

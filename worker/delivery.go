@@ -33,7 +33,7 @@ type DeliveryPolicy struct {
 
 	// Filter, when set, is applied to every record after de-aggregation
 	// and decoding; records for which it returns false are never passed to
-	// the processor, are counted (HookDelivery, "filtered") and count as
+	// the processor, are reported (EventRecordsFiltered) and count as
 	// processed for checkpoints. It must be quick and safe for concurrent
 	// use (shards run in parallel).
 	Filter func(kcl.Record) bool
@@ -89,28 +89,12 @@ func (p DeliveryPolicy) internal() delivery.Policy {
 		Bisect: p.BisectOnError, Filter: p.Filter}
 }
 
-// HookDelivery is called for every action of a delivery policy.
-type HookDelivery interface {
-	OnDelivery(DeliveryEvent)
-}
-
-// DeliveryEvent is one action of a [DeliveryPolicy].
-type DeliveryEvent struct {
-	// ShardID is the shard.
-	ShardID string
-	// Kind is the action: "lanes" (LanesBusy changed), "filtered"
-	// (Records filtered out),
-	// "partial_failure" (the processor reported a partial failure; Records
-	// records before the failed one counted as processed), "bisect" (a
-	// failing batch of Records records was split), "dead_letter" (Records
-	// records went to the dead-letter handler).
-	Kind string
-	// Records counts the records concerned.
-	Records int
-	// LanesBusy counts the shard's lanes running a batch (Kind "lanes").
-	LanesBusy int
-	// Err is the processor's error behind the action, if any.
-	Err error
+// deliveryKinds maps the delivery policies' actions to event kinds.
+var deliveryKinds = map[delivery.EventKind]EventKind{
+	delivery.Filtered:       EventRecordsFiltered,
+	delivery.PartialFailure: EventPartialFailure,
+	delivery.Bisected:       EventBisect,
+	delivery.DeadLettered:   EventDeadLetter,
 }
 
 // newDriver returns the delivery driver of the shard's machine.
@@ -130,7 +114,7 @@ func (s *shardState) newDriver() *delivery.Driver {
 		Wait:    s.backoffWait,
 		Observe: s.observeCall,
 		Event: func(e delivery.Event) {
-			s.w.hooks.onDelivery(DeliveryEvent{ShardID: s.id, Kind: string(e.Kind), Records: e.Records, Err: e.Err})
+			s.w.hooks.emit(Event{Kind: deliveryKinds[e.Kind], ShardID: s.id, Records: e.Records, Err: e.Err})
 		},
 		Log: s.log,
 	})
@@ -162,13 +146,12 @@ func (s *shardState) backoffWait(ctx context.Context, failures int, cause error)
 }
 
 func (s *shardState) observeCall(c delivery.Call) {
-	if len(s.w.hooks.batch) == 0 {
+	if len(s.w.hooks) == 0 {
 		return
 	}
-	s.w.hooks.onBatch(BatchProcessedEvent{
-		ShardID: s.id, Records: len(c.Records), Bytes: bytesOf(c.Records), Attempt: c.Attempt,
-		Duration: c.Duration, Err: c.Err, MillisBehindLatest: c.Behind, OldestArrival: oldestArrival(c.Records),
-		Arrivals: arrivals(c.Records),
+	s.w.hooks.emit(Event{
+		Kind: EventBatchProcessed, ShardID: s.id, Records: len(c.Records), Bytes: bytesOf(c.Records),
+		Attempt: c.Attempt, Duration: c.Duration, Err: c.Err, MillisBehindLatest: c.Behind, Arrivals: arrivals(c.Records),
 	})
 }
 
@@ -239,7 +222,7 @@ func (s *shardState) startLanes(ctx context.Context) *delivery.Lanes {
 	// Records wait in the lanes as they would in the read-ahead queue.
 	limit := s.w.cfg.MaxRecords * s.w.cfg.PrefetchBatches
 	return delivery.NewLanes(ctx, s.d, n, limit, func(busy int) {
-		s.w.hooks.onDelivery(DeliveryEvent{ShardID: s.id, Kind: "lanes", LanesBusy: busy})
+		s.w.hooks.emit(Event{Kind: EventLanesBusy, ShardID: s.id, LanesBusy: busy})
 	})
 }
 

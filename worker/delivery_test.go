@@ -28,28 +28,27 @@ import (
 // deliveryHook records delivery events and stored checkpoints.
 type deliveryHook struct {
 	mu     sync.Mutex
-	events map[string]int // kind -> records
+	events map[worker.EventKind]int // kind -> records
 	last   kcl.ExtendedSequenceNumber
 }
 
-func (h *deliveryHook) OnDelivery(e worker.DeliveryEvent) {
+func (h *deliveryHook) OnEvent(e worker.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.events == nil {
-		h.events = map[string]int{}
+	switch e.Kind {
+	case worker.EventRecordsFiltered, worker.EventPartialFailure, worker.EventBisect, worker.EventDeadLetter:
+		if h.events == nil {
+			h.events = map[worker.EventKind]int{}
+		}
+		h.events[e.Kind] += e.Records
+	case worker.EventCheckpoint:
+		if e.Err == nil {
+			h.last = e.Position
+		}
 	}
-	h.events[e.Kind] += e.Records
 }
 
-func (h *deliveryHook) OnCheckpoint(e worker.CheckpointEvent) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if e.Err == nil {
-		h.last = e.Position
-	}
-}
-
-func (h *deliveryHook) count(kind string) int {
+func (h *deliveryHook) count(kind worker.EventKind) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.events[kind]
@@ -178,7 +177,7 @@ func TestPartialBatchFailureOnEmulators(t *testing.T) {
 	if len(f.failedAt) != 3 {
 		t.Errorf("partial failures at %v, want the 3 poison records", f.failedAt)
 	}
-	if n := hook.count("partial_failure"); n == 0 {
+	if n := hook.count(worker.EventPartialFailure); n == 0 {
 		t.Error("no partial_failure event")
 	}
 	if hook.last.SequenceNumber != seqs[len(seqs)-1] {
@@ -227,7 +226,7 @@ func TestPoisonRecordsGoToADeadLetterStreamOnEmulators(t *testing.T) {
 			t.Errorf("processed %v, want every record but the two poison ones, once, in order", got)
 		}
 	}
-	if hook.count("dead_letter") != 2 || hook.count("bisect") == 0 {
+	if hook.count(worker.EventDeadLetter) != 2 || hook.count(worker.EventBisect) == 0 {
 		t.Errorf("events %v, want 2 dead letters and some bisects", hook.events)
 	}
 	if hook.last.SequenceNumber != seqs[len(seqs)-1] {
@@ -347,8 +346,8 @@ func TestLanesWithFanOutDrainBeforeShardEnd(t *testing.T) {
 		if got, want := len(log.order), 80-10; got != want {
 			t.Errorf("%d records processed, want %d", got, want)
 		}
-		if hook.count("filtered") != 10 {
-			t.Errorf("filtered %d, want 10", hook.count("filtered"))
+		if hook.count(worker.EventRecordsFiltered) != 10 {
+			t.Errorf("filtered %d, want 10", hook.count(worker.EventRecordsFiltered))
 		}
 		if lastParent > firstChild {
 			t.Errorf("a child's record (delivery %d) came before the parent's last one (%d)", firstChild, lastParent)

@@ -10,325 +10,245 @@ import (
 	"github.com/shardline/shardline/kcl"
 )
 
-// Hook is a value implementing one or more of the Hook* interfaces below.
-// Hooks observe the worker (the metrics package is built on them); the
-// worker calls each one synchronously from the goroutine where the event
-// happens, so a hook must be quick, safe for concurrent use, and must not
-// call back into the worker.
-type Hook any
-
-// HookWorkerStart is called once when Run starts, after the start-up checks
-// and before any other hook, with the worker's identity (the metrics package
-// takes its stream and worker labels from it).
-type HookWorkerStart interface {
-	OnWorkerStart(WorkerStartEvent)
+// Hook observes a worker (the metrics package is one). The worker calls
+// OnEvent synchronously from the goroutine where the event happens, so a
+// hook must be quick, safe for concurrent use, and must not call back into
+// the worker.
+type Hook interface {
+	OnEvent(Event)
 }
 
-// WorkerStartEvent identifies a worker that starts consuming.
-type WorkerStartEvent struct {
-	// WorkerID is the worker's ID in the lease table.
-	WorkerID string
-	// Stream is the stream's name, or its ARN when the worker was
-	// configured with StreamARN.
-	Stream string
-	// ApplicationName is the application's name.
-	ApplicationName string
-	// RecordCounts returns the worker's running totals of KPL
-	// de-aggregation and record decoding (as [Worker.RecordCounts]); it may
-	// be called from any goroutine at any time, e.g. when metrics are
-	// scraped.
-	RecordCounts func() RecordCounts
-}
+// HookFunc adapts a function to [Hook].
+type HookFunc func(Event)
 
-// HookBatchProcessed is called after every delivery of a batch to a
-// processor, failed (Err set; the batch will be delivered again) or not.
-type HookBatchProcessed interface {
-	OnBatchProcessed(BatchProcessedEvent)
-}
+// OnEvent calls f(e).
+func (f HookFunc) OnEvent(e Event) { f(e) }
 
-// BatchProcessedEvent describes one call of ProcessRecords.
-type BatchProcessedEvent struct {
-	// ShardID is the shard.
-	ShardID string
-	// Records and Bytes count the user records and their data.
-	Records, Bytes int
-	// Attempt counts deliveries of this batch, from 1.
-	Attempt int
-	// Duration is how long the processor took.
-	Duration time.Duration
-	// Err is the processor's error (a *kcl.ProcessorPanicError after a
-	// panic); nil on success.
-	Err error
-	// MillisBehindLatest is the shard's lag when the batch was fetched.
-	MillisBehindLatest int64
-	// OldestArrival is the approximate arrival time of the batch's first
-	// record (zero for an empty batch).
-	OldestArrival time.Time
-	// Arrivals are the approximate arrival times of the batch's records, in
-	// order (nil for an empty batch). The slice is the hook's own.
-	Arrivals []time.Time
-}
+// EventKind says what an [Event] reports, and so which of its fields are
+// set; the fields not listed for a kind are zero.
+type EventKind string
 
-// HookFetch is called after every read call to Kinesis.
-type HookFetch interface {
-	OnFetch(FetchEvent)
-}
+// The kinds of events. Every kind but EventWorkerStart sets ShardID.
+const (
+	// EventWorkerStart: Run started, after the start-up checks and before
+	// any other event. WorkerID and Stream (the stream's name, or its ARN
+	// when the worker was configured with StreamARN) identify the worker.
+	EventWorkerStart EventKind = "worker_start"
 
-// FetchEvent describes one read call (GetRecords, or one SubscribeToShard
-// event or call). Records and Bytes count Kinesis records as received,
-// before de-aggregation and filtering.
-type FetchEvent struct {
-	// ShardID is the shard read.
-	ShardID string
-	// Op names the call: "GetRecords", "GetShardIterator",
-	// "SubscribeToShard" (a subscribe call, or a subscription that ended
-	// with Err) or "SubscribeToShardEvent" (one event received).
-	Op string
-	// Records and Bytes are what the call returned.
-	Records, Bytes int
-	// Duration is how long the call took (for an event: the wait for it).
-	Duration time.Duration
-	// MillisBehindLatest is the lag the call reported.
-	MillisBehindLatest int64
-	// Err is the call's error, nil on success.
-	Err error
-	// ErrorKind classifies Err: "throttled", "in_use", "expired_iterator",
-	// "transient", "trimmed", "not_found" or "fatal"; empty on success.
-	ErrorKind string
-}
+	// EventBatchProcessed: one call of ProcessRecords returned, failed (Err
+	// set, a *kcl.ProcessorPanicError after a panic; the batch will be
+	// delivered again) or not. Records and Bytes count the user records
+	// and their data, Attempt the deliveries of this batch from 1, Duration
+	// the processor's time, MillisBehindLatest the shard's lag when the
+	// batch was fetched, Arrivals the records' approximate arrival times in
+	// order (nil for an empty batch; the slice is the hook's own).
+	EventBatchProcessed EventKind = "batch_processed"
 
-// RecordCounts are a worker's running totals of KPL de-aggregation and
-// record decoding.
-type RecordCounts struct {
-	// Aggregates counts KPL aggregated records unpacked, and
-	// AggregatedUserRecords the user records delivered from them.
-	Aggregates, AggregatedUserRecords int64
-	// MalformedAggregates counts Kinesis records that started with the KPL
-	// magic bytes but could not be unpacked; each was delivered as one raw
-	// record with DecodeErr matching kcl.ErrMalformedAggregate.
-	MalformedAggregates int64
-	// DroppedAggregates counts aggregates not delivered because one of their
+	// EventFetch: one read call to Kinesis returned. Op names it:
+	// "GetRecords", "GetShardIterator", "SubscribeToShard" (a subscribe
+	// call, or a subscription that ended with Err) or
+	// "SubscribeToShardEvent" (one event received). Records and Bytes count
+	// the Kinesis records received, before de-aggregation and filtering;
+	// Duration is the call's time (for an event: the wait for it);
+	// MillisBehindLatest the lag it reported. On failure Err is set and
+	// Reason classifies it: "throttled", "in_use", "expired_iterator",
+	// "transient", "trimmed", "not_found" or "fatal".
+	EventFetch EventKind = "fetch"
+
+	// EventAggregatesUnpacked: KPL aggregated records of one read were
+	// unpacked: Aggregates of them, holding Records user records.
+	EventAggregatesUnpacked EventKind = "aggregates_unpacked"
+	// EventAggregatesMalformed: Aggregates Kinesis records of one read
+	// started with the KPL magic bytes but could not be unpacked; each was
+	// delivered as one raw record with DecodeErr matching
+	// kcl.ErrMalformedAggregate.
+	EventAggregatesMalformed EventKind = "aggregates_malformed"
+	// EventAggregatesDropped: Aggregates aggregated records of one read,
+	// holding Records user records, were not delivered because one of their
 	// user records has a hash key outside the shard's range (written from a
-	// stale shard map; the producer writes them again), and
-	// DroppedUserRecords the user records they held.
-	DroppedAggregates, DroppedUserRecords int64
-	// DecodeFailures counts user records the RecordDecoder failed on; each
-	// was delivered with DecodeErr matching kcl.ErrRecordDecode.
-	DecodeFailures int64
-}
+	// stale shard map; the producer writes them again).
+	EventAggregatesDropped EventKind = "aggregates_dropped"
+	// EventDecodeFailed: the RecordDecoder failed on Records user records
+	// of one read; each was delivered with DecodeErr matching
+	// kcl.ErrRecordDecode.
+	EventDecodeFailed EventKind = "decode_failed"
 
-// HookLease is called for every lease change of this worker.
-type HookLease interface {
-	OnLease(LeaseEvent)
-}
+	// EventLeaseAcquired: the worker took a lease. Reason says how: "take"
+	// (a new or expired lease), "take-released" (released by its owner),
+	// "handoff" (handed over by its owner) or "handoff-timeout" (taken
+	// after a hand-over request timed out); Peer is the previous owner, if
+	// any.
+	EventLeaseAcquired EventKind = "lease_acquired"
+	// EventLeaseLost: the worker lost a lease without giving it up. Reason
+	// says why: "expired" (not renewed in time), "conflict" (another writer
+	// moved the lease) or "other"; Err is the error behind it; Peer the new
+	// owner, if known.
+	EventLeaseLost EventKind = "lease_lost"
+	// EventLeaseReleased: the worker gave a lease up (graceful stop, shard
+	// end, failed start).
+	EventLeaseReleased EventKind = "lease_released"
+	// EventLeaseHandedOver: the worker handed a lease over to Peer, which
+	// asked for it.
+	EventLeaseHandedOver EventKind = "lease_handed_over"
+	// EventHandoffRequested: the worker asked Peer to hand a lease over.
+	EventHandoffRequested EventKind = "handoff_requested"
+	// EventLeaseRenewFailed: a renewal failed (Err) for a reason other than
+	// a lost lease; it is retried until the lease's deadline.
+	EventLeaseRenewFailed EventKind = "lease_renew_failed"
 
-// LeaseEventKind names a lease change.
-type LeaseEventKind string
+	// EventCheckpoint: a checkpoint write returned. Position is the
+	// checkpoint written (the pending one for a prepared checkpoint),
+	// Duration the write's time, Err its error.
+	EventCheckpoint EventKind = "checkpoint"
 
-// Lease changes reported to [HookLease].
-const (
-	// LeaseAcquired: the worker took a lease; How says how: "take" (a new
-	// or expired lease), "take-released" (released by its owner), "handoff"
-	// (handed over by its owner) or "handoff-timeout" (taken after a
-	// hand-over request timed out).
-	LeaseAcquired LeaseEventKind = "acquired"
-	// LeaseLost: the worker lost a lease (taken by another worker, or not
-	// renewed in time); Cause says why.
-	LeaseLost LeaseEventKind = "lost"
-	// LeaseReleased: the worker gave a lease up (graceful stop, shard end).
-	LeaseReleased LeaseEventKind = "released"
-	// LeaseHandedOver: the worker handed a lease over to Peer.
-	LeaseHandedOver LeaseEventKind = "handed_over"
-	// LeaseHandoffRequested: the worker asked Peer to hand a lease over.
-	LeaseHandoffRequested LeaseEventKind = "handoff_requested"
-	// LeaseRenewFailed: a renewal failed for a reason other than a lost
-	// lease; it is retried until the lease's deadline.
-	LeaseRenewFailed LeaseEventKind = "renew_failed"
+	// EventShardStarted: the worker began processing the shard.
+	EventShardStarted EventKind = "shard_started"
+	// EventShardStopped: the worker stopped processing the shard; Reason
+	// says why: "lease_lost", "shutdown", "handoff", "shard_end", "stopped"
+	// (hard stop) or "error".
+	EventShardStopped EventKind = "shard_stopped"
+
+	// EventRecordsFiltered: the [DeliveryPolicy] Filter kept Records
+	// records from the processor.
+	EventRecordsFiltered EventKind = "records_filtered"
+	// EventPartialFailure: the processor reported a partial failure (Err);
+	// the Records records before the failed one counted as processed.
+	EventPartialFailure EventKind = "partial_failure"
+	// EventBisect: a failing batch of Records records (Err) was split in
+	// halves (BisectOnError).
+	EventBisect EventKind = "bisect"
+	// EventDeadLetter: Records records (last error Err) went to the
+	// dead-letter handler.
+	EventDeadLetter EventKind = "dead_letter"
+	// EventLanesBusy: the number of the shard's lanes running a batch
+	// (Parallelism) changed to LanesBusy.
+	EventLanesBusy EventKind = "lanes_busy"
 )
 
-// LeaseEvent is a lease change of this worker.
-type LeaseEvent struct {
+// Event is one thing a worker reports to its hooks. Kind says what happened
+// and which fields are set (see the EventKind constants).
+type Event struct {
 	// Kind is what happened.
-	Kind LeaseEventKind
-	// ShardID is the lease's shard.
+	Kind EventKind
+	// ShardID is the shard concerned.
 	ShardID string
-	// How qualifies LeaseAcquired.
-	How string
-	// Peer is the other worker involved (previous owner, new owner,
-	// requested owner), if any.
-	Peer string
-	// Cause qualifies LeaseLost: "expired" (not renewed in time),
-	// "conflict" (another writer moved the lease) or "other".
-	Cause string
-	// Err is the error behind a loss or a failed renewal.
-	Err error
-}
-
-// HookCheckpoint is called after every checkpoint write attempt.
-type HookCheckpoint interface {
-	OnCheckpoint(CheckpointEvent)
-}
-
-// CheckpointEvent describes one checkpoint write.
-type CheckpointEvent struct {
-	// ShardID is the shard.
-	ShardID string
-	// Position is the checkpoint written (or the pending one for a
-	// prepared checkpoint).
-	Position kcl.ExtendedSequenceNumber
-	// Duration is how long the write took.
+	// WorkerID and Stream identify the worker (EventWorkerStart).
+	WorkerID, Stream string
+	// Records and Bytes count records and their data bytes.
+	Records, Bytes int
+	// Aggregates counts KPL aggregated records.
+	Aggregates int
+	// Attempt counts the deliveries of a batch, from 1.
+	Attempt int
+	// Duration is how long a call took.
 	Duration time.Duration
-	// Err is the write's error; nil on success.
+	// MillisBehindLatest is the shard's lag a read reported.
+	MillisBehindLatest int64
+	// Arrivals are the approximate arrival times of a batch's records.
+	Arrivals []time.Time
+	// Op names a read call (EventFetch).
+	Op string
+	// Reason qualifies the event: how a lease was acquired, why it was
+	// lost, why a shard stopped, what kind of error a read met.
+	Reason string
+	// Peer is the other worker involved in a lease change, if any.
+	Peer string
+	// Position is a checkpoint's position (EventCheckpoint).
+	Position kcl.ExtendedSequenceNumber
+	// LanesBusy counts the shard's lanes running a batch (EventLanesBusy).
+	LanesBusy int
+	// Err is the error behind the event, if any.
 	Err error
 }
 
-// HookShard is called when a shard consumer starts or stops.
-type HookShard interface {
-	OnShard(ShardEvent)
-}
+// hooks fans events out to the configured hooks.
+type hooks []Hook
 
-// ShardEventKind names a shard consumer's transition.
-type ShardEventKind string
-
-// Shard consumer transitions.
-const (
-	// ShardStarted: the worker began processing the shard.
-	ShardStarted ShardEventKind = "started"
-	// ShardStopped: the worker stopped processing the shard; Reason says
-	// why ("lease_lost", "shutdown", "handoff", "shard_end", "error").
-	ShardStopped ShardEventKind = "stopped"
-)
-
-// ShardEvent describes a shard consumer's transition.
-type ShardEvent struct {
-	// ShardID is the shard.
-	ShardID string
-	// Kind is the transition.
-	Kind ShardEventKind
-	// Reason qualifies ShardStopped.
-	Reason string
-}
-
-// hooks fans events out to the configured hooks, sorted by interface once.
-type hooks struct {
-	start      []HookWorkerStart
-	batch      []HookBatchProcessed
-	fetch      []HookFetch
-	lease      []HookLease
-	checkpoint []HookCheckpoint
-	shard      []HookShard
-	delivery   []HookDelivery
-}
-
-func newHooks(hs []Hook) *hooks {
-	h := &hooks{}
-	for _, x := range hs {
-		if v, ok := x.(HookWorkerStart); ok {
-			h.start = append(h.start, v)
-		}
-		if v, ok := x.(HookBatchProcessed); ok {
-			h.batch = append(h.batch, v)
-		}
-		if v, ok := x.(HookFetch); ok {
-			h.fetch = append(h.fetch, v)
-		}
-		if v, ok := x.(HookLease); ok {
-			h.lease = append(h.lease, v)
-		}
-		if v, ok := x.(HookCheckpoint); ok {
-			h.checkpoint = append(h.checkpoint, v)
-		}
-		if v, ok := x.(HookShard); ok {
-			h.shard = append(h.shard, v)
-		}
-		if v, ok := x.(HookDelivery); ok {
-			h.delivery = append(h.delivery, v)
-		}
-	}
-	return h
-}
-
-// known reports whether x implements at least one hook interface.
-func knownHook(x Hook) bool {
-	switch x.(type) {
-	case HookWorkerStart, HookBatchProcessed, HookFetch, HookLease, HookCheckpoint, HookShard, HookDelivery:
-		return true
-	}
-	return false
-}
-
-func (h *hooks) onWorkerStart(e WorkerStartEvent) {
-	for _, x := range h.start {
-		x.OnWorkerStart(e)
+// emit calls every hook with e.
+func (h hooks) emit(e Event) {
+	for _, x := range h {
+		x.OnEvent(e)
 	}
 }
 
-func (h *hooks) onBatch(e BatchProcessedEvent) {
-	for _, x := range h.batch {
-		x.OnBatchProcessed(e)
+func (h hooks) onFetch(re reader.FetchEvent) {
+	e := Event{Kind: EventFetch, ShardID: re.ShardID, Op: re.Op, Records: re.Records, Bytes: re.Bytes,
+		Duration: re.Duration, MillisBehindLatest: re.MillisBehindLatest, Err: re.Err, Reason: re.ErrorKind}
+	if e.Err != nil && e.Reason == "" {
+		e.Reason = awsx.Label(e.Err)
 	}
+	h.emit(e)
 }
 
-func (h *hooks) onFetch(re reader.FetchEvent) {
-	e := FetchEvent{ShardID: re.ShardID, Op: re.Op, Records: re.Records, Bytes: re.Bytes, Duration: re.Duration,
-		MillisBehindLatest: re.MillisBehindLatest, Err: re.Err, ErrorKind: re.ErrorKind}
-	if e.Err != nil && e.ErrorKind == "" {
-		e.ErrorKind = awsx.Label(e.Err)
-	}
-	for _, x := range h.fetch {
-		x.OnFetch(e)
-	}
+// leaseKinds maps the lease protocol's event kinds to the hooks'.
+var leaseKinds = map[lease.EventKind]EventKind{
+	lease.EventAcquired:         EventLeaseAcquired,
+	lease.EventLost:             EventLeaseLost,
+	lease.EventReleased:         EventLeaseReleased,
+	lease.EventHandedOver:       EventLeaseHandedOver,
+	lease.EventHandoffRequested: EventHandoffRequested,
+	lease.EventRenewFailed:      EventLeaseRenewFailed,
 }
 
-func (h *hooks) onLease(le lease.Event) {
-	e := LeaseEvent{Kind: LeaseEventKind(le.Kind), ShardID: le.Key, How: le.How, Peer: le.Peer, Err: le.Err}
-	if e.Kind == LeaseAcquired && e.How == "" {
-		e.How = "take"
+func (h hooks) onLease(le lease.Event) {
+	e := Event{Kind: leaseKinds[le.Kind], ShardID: le.Key, Reason: le.How, Peer: le.Peer, Err: le.Err}
+	if e.Kind == "" {
+		return
 	}
-	if e.Kind == LeaseLost {
+	switch e.Kind {
+	case EventLeaseAcquired:
+		if e.Reason == "" {
+			e.Reason = "take"
+		}
+	case EventLeaseLost:
 		switch {
 		case errors.Is(le.Err, lease.ErrExpired):
-			e.Cause = "expired"
+			e.Reason = "expired"
 		case errors.Is(le.Err, lease.ErrConflict):
-			e.Cause = "conflict"
+			e.Reason = "conflict"
 		default:
-			e.Cause = "other"
+			e.Reason = "other"
 		}
 	}
-	for _, x := range h.lease {
-		x.OnLease(e)
+	h.emit(e)
+}
+
+// onRecordCounts reports what turning one read's Kinesis records into user
+// records met.
+func (h hooks) onRecordCounts(shardID string, c reader.RecordCounts) {
+	if c.Aggregates > 0 {
+		h.emit(Event{Kind: EventAggregatesUnpacked, ShardID: shardID, Aggregates: int(c.Aggregates), Records: int(c.AggregatedUserRecords)})
+	}
+	if c.MalformedAggregates > 0 {
+		h.emit(Event{Kind: EventAggregatesMalformed, ShardID: shardID, Aggregates: int(c.MalformedAggregates)})
+	}
+	if c.DroppedAggregates > 0 {
+		h.emit(Event{Kind: EventAggregatesDropped, ShardID: shardID, Aggregates: int(c.DroppedAggregates), Records: int(c.DroppedUserRecords)})
+	}
+	if c.DecodeFailures > 0 {
+		h.emit(Event{Kind: EventDecodeFailed, ShardID: shardID, Records: int(c.DecodeFailures)})
 	}
 }
 
-func (h *hooks) onCheckpoint(e CheckpointEvent) {
-	for _, x := range h.checkpoint {
-		x.OnCheckpoint(e)
-	}
-}
-
-func (h *hooks) onDelivery(e DeliveryEvent) {
-	for _, x := range h.delivery {
-		x.OnDelivery(e)
-	}
-}
-
-func (h *hooks) onShard(e ShardEvent) {
-	for _, x := range h.shard {
-		x.OnShard(e)
-	}
-}
-
-// fetchObserver returns the observer for fanout readers, nil without hooks.
-func (h *hooks) fetchObserver() reader.Observer {
-	if len(h.fetch) == 0 {
+// fetchObserver returns the observer for the readers, nil without hooks.
+func (h hooks) fetchObserver() reader.Observer {
+	if len(h) == 0 {
 		return nil
 	}
 	return h.onFetch
 }
 
+// recordCounter returns the readers' record counter, nil without hooks.
+func (h hooks) recordCounter() func(string, reader.RecordCounts) {
+	if len(h) == 0 {
+		return nil
+	}
+	return h.onRecordCounts
+}
+
 // leaseObserver returns the observer for the lease manager, nil without hooks.
-func (h *hooks) leaseObserver() func(lease.Event) {
-	if len(h.lease) == 0 {
+func (h hooks) leaseObserver() func(lease.Event) {
+	if len(h) == 0 {
 		return nil
 	}
 	return h.onLease

@@ -220,7 +220,7 @@ func (g *lineage) rangeOf(id string) (hashkey.Range, bool) {
 // childStart is where a child lease starts: TRIM_HORIZON, or AT_TIMESTAMP
 // for an application that starts at a timestamp.
 func childStart(initial kcl.InitialPosition) kcl.ExtendedSequenceNumber {
-	if initial.Type == kcl.PositionAtTimestamp {
+	if initial.Sequence() == kcl.AtTimestamp {
 		return kcl.AtTimestamp
 	}
 	return kcl.TrimHorizon
@@ -245,7 +245,7 @@ func (g *lineage) candidate(id string, initial kcl.InitialPosition, anyGeneratio
 			// Gone from the stream (trimmed): nothing left to read.
 		case g.leasedBelowBefore(p):
 			continues = true // finished, and its lease cleaned up
-		case initial.Type == kcl.PositionLatest && !g.leasedAbove(p):
+		case initial == kcl.StartAtLatest() && !g.leasedAbove(p):
 			// Closed before the application started at LATEST: never read.
 		default:
 			return lease.Lease{}, false // the parent must be leased and read first
@@ -260,7 +260,7 @@ func (g *lineage) candidate(id string, initial kcl.InitialPosition, anyGeneratio
 	switch {
 	case continues:
 		l.Checkpoint = childStart(initial)
-	case initial.Type == kcl.PositionLatest && n.Closed:
+	case initial == kcl.StartAtLatest() && n.Closed:
 		return lease.Lease{}, false // nothing of it lies after LATEST
 	default:
 		l.Checkpoint = initial.Sequence()

@@ -557,9 +557,9 @@ func TestPropertyParentsFinishBeforeChildren(t *testing.T) {
 				_, started := f.started[id]
 				sh := stream.shards[id]
 				switch {
-				case initial.Type == kcl.PositionLatest && before[id] && started:
+				case initial == latest && before[id] && started:
 					f.fail("latest: %s, closed before the start, was read", id)
-				case (initial.Type != kcl.PositionLatest || !before[id]) && !started:
+				case (initial != latest || !before[id]) && !started:
 					f.fail("%s (closed before start: %v) never read with initial position %v", id, before[id], initial)
 				case sh.node.Closed && started && !f.ended[id]:
 					f.fail("closed shard %s never reached SHARD_END", id)

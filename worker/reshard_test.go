@@ -331,7 +331,7 @@ func TestFinishedLeaseCleanup(t *testing.T) {
 	})
 }
 
-// Finished leases are kept with KeepFinishedLeases.
+// Finished leases are kept with a negative FinishedLeaseRetention.
 func TestKeepFinishedLeases(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fs := newFakeStream("s", 1)
@@ -346,14 +346,14 @@ func TestKeepFinishedLeases(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := fakeWorkerConfig(t, fs, store, "w1", newKeyLog())
-		cfg.KeepFinishedLeases = true
+		cfg.FinishedLeaseRetention = -1
 		cfg.ShardSyncInterval = 10 * time.Minute
 		cfg.IdleTimeBetweenReads = 5 * time.Second
 		_, stop := runFake(t, cfg)
 		time.Sleep(3 * time.Hour)
 		synctest.Wait()
 		if _, ok := leaseOf(t, store, shard0); !ok {
-			t.Error("finished lease deleted although KeepFinishedLeases is set")
+			t.Error("finished lease deleted although FinishedLeaseRetention is negative")
 		}
 		if err := stop(); err != nil {
 			t.Fatal(err)

@@ -111,7 +111,7 @@ func (s *shardState) run(base context.Context) {
 		out = outLost
 	}
 	if s.started {
-		s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStopped, Reason: out.String()})
+		s.w.hooks.emit(Event{Kind: EventShardStopped, ShardID: s.id, Reason: out.String()})
 	}
 	if out == outHard {
 		s.flushCheckpoint(dctx, true)
@@ -276,7 +276,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	defer rd.Close()
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
 	s.started = true
-	s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStarted})
+	s.w.hooks.emit(Event{Kind: EventShardStarted, ShardID: s.id})
 
 	pol := s.w.cfg.Delivery
 	g := &gatherer{rd: rd, window: pol.MaxBatchingWindow, size: pol.MaxBatchSize, maxBytes: s.w.cfg.PrefetchBytes}
@@ -485,7 +485,7 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 		if !st.Pending.IsZero() {
 			pos = st.Pending
 		}
-		s.w.hooks.onCheckpoint(CheckpointEvent{ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
+		s.w.hooks.emit(Event{Kind: EventCheckpoint, ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
 	}()
 	_, err = s.h.UpdateCheckpoint(ctx, checkpointEdit(st))
 	return err
@@ -534,7 +534,7 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 	}
 }
 
-// String names the outcome as ShardEvent.Reason does.
+// String names the outcome as the Reason of EventShardStopped does.
 func (o outcome) String() string {
 	switch o {
 	case outLost:
@@ -571,11 +571,4 @@ func arrivals(recs []kcl.Record) []time.Time {
 		at[i] = r.ApproximateArrivalTimestamp
 	}
 	return at
-}
-
-func oldestArrival(recs []kcl.Record) time.Time {
-	if len(recs) == 0 {
-		return time.Time{}
-	}
-	return recs[0].ApproximateArrivalTimestamp
 }

@@ -115,7 +115,7 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.
 	created := 0
 	for _, l := range create { // parents before children
 		if l.Checkpoint.SequenceNumber == kcl.AtTimestamp.SequenceNumber {
-			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp
+			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp()
 		}
 		if err := w.store.Create(ctx, l); err != nil {
 			if errors.Is(err, lease.ErrConflict) {
@@ -160,13 +160,14 @@ func (w *Worker) reportGaps(gaps []hashkey.Range) {
 // cleanupLeases deletes the leases of finished shards once every child has
 // progressed past its start and the shard is gone from the stream, or the
 // stream's retention period (at least FinishedLeaseRetention) has passed
-// since this worker first saw it so. leases is the table as read before the
+// since this worker first saw it so; never with a negative
+// FinishedLeaseRetention. leases is the table as read before the
 // sync created any (new leases have not progressed, so they change
 // nothing). Deletes are conditional on the counter read, so a lease that
 // changed meanwhile is kept.
 func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode, leases []lease.Lease) error {
-	if w.cfg.KeepFinishedLeases {
-		return nil
+	if w.cfg.FinishedLeaseRetention < 0 {
+		return nil // kept forever
 	}
 	cands := newLineage(shards, leases).cleanable()
 	now := time.Now()

@@ -37,7 +37,7 @@ func (w shardWriter) WriteCheckpointTx(ctx context.Context, st checkpoint.State,
 	}
 	began := time.Now()
 	defer func() {
-		s.w.hooks.onCheckpoint(CheckpointEvent{ShardID: s.id, Position: st.Checkpoint, Duration: time.Since(began), Err: err})
+		s.w.hooks.emit(Event{Kind: EventCheckpoint, ShardID: s.id, Position: st.Checkpoint, Duration: time.Since(began), Err: err})
 	}()
 	_, err = s.h.Transact(ctx, checkpointEdit(st), items)
 	return err

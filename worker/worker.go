@@ -58,11 +58,9 @@ type Worker struct {
 	syncNow    chan struct{}
 	shards     sync.WaitGroup
 	manager    *lease.Manager
-	hooks      *hooks
+	hooks      hooks
 	running    map[string]*shardState // shard ID -> consumer, for introspection
 	reshard    reshardState           // shard syncs, lineage waits, cleanup
-	// recordStats counts de-aggregation and decoding anomalies.
-	recordStats reader.RecordStats
 	// health times the renewal and sync loops for Health.
 	health healthState
 }
@@ -82,7 +80,7 @@ func New(cfg Config) (*Worker, error) {
 		fatalCh:    make(chan error, 1),
 		syncNow:    make(chan struct{}, 1),
 		running:    map[string]*shardState{},
-		hooks:      newHooks(cfg.Hooks),
+		hooks:      hooks(cfg.Hooks),
 	}
 	w.store = cfg.store
 	if w.store == nil {
@@ -96,7 +94,7 @@ func New(cfg Config) (*Worker, error) {
 	records := reader.RecordOptions{
 		DisableDeaggregation: cfg.DisableDeaggregation,
 		Decoder:              cfg.RecordDecoder,
-		Stats:                &w.recordStats,
+		Counted:              w.hooks.recordCounter(),
 	}
 	opts := reader.Options{
 		StreamName:           cfg.StreamName,
@@ -122,17 +120,6 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	return w, nil
-}
-
-// RecordCounts returns running totals of what KPL de-aggregation and the
-// RecordDecoder met on every shard this worker read: aggregates unpacked,
-// malformed aggregates delivered raw, aggregates dropped as outside a shard's
-// hash key range, decoder failures.
-func (w *Worker) RecordCounts() RecordCounts {
-	c := w.recordStats.Counts()
-	return RecordCounts{Aggregates: c.Aggregates, AggregatedUserRecords: c.AggregatedUserRecords,
-		MalformedAggregates: c.MalformedAggregates, DroppedAggregates: c.DroppedAggregates,
-		DroppedUserRecords: c.DroppedUserRecords, DecodeFailures: c.DecodeFailures}
 }
 
 // ID returns the worker's ID as written in the lease table.
@@ -208,8 +195,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.FanOut.ConsumerName, err)
 		}
 	}
-	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
-		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts})
+	w.hooks.emit(Event{Kind: EventWorkerStart, WorkerID: w.cfg.WorkerID, Stream: w.streamID()})
 	w.manager = lease.NewManager(lease.ManagerConfig{
 		Store:         healthStore{Store: w.store, h: &w.health},
 		WorkerID:      w.cfg.WorkerID,

@@ -341,7 +341,7 @@ func TestInvalidConfigIsRefused(t *testing.T) {
 		"short lease":       func(c *worker.Config) { c.LeaseDuration = 100 * time.Millisecond },
 		"slow renewal":      func(c *worker.Config) { c.LeaseDuration = 4 * time.Second; c.RenewInterval = 3 * time.Second },
 		"max records":       func(c *worker.Config) { c.MaxRecords = 10001 },
-		"timestamp missing": func(c *worker.Config) { c.InitialPosition = kcl.InitialPosition{Type: kcl.PositionAtTimestamp} },
+		"timestamp missing": func(c *worker.Config) { c.InitialPosition = kcl.StartAtTimestamp(time.Time{}) },
 		"negative idle":     func(c *worker.Config) { c.IdleTimeBetweenReads = -time.Second },
 		"tiny prefetch":     func(c *worker.Config) { c.PrefetchBytes = 10 },
 		"retry range":       func(c *worker.Config) { c.RetryInitialInterval = time.Minute; c.RetryMaxInterval = time.Second },

@@ -132,7 +132,7 @@ func measureLags(ctx context.Context, c *common, kc kinesisAPI, leases []lease.L
 	sem := make(chan struct{}, lagConcurrency)
 	var wg sync.WaitGroup
 	for i, l := range leases {
-		if l.Finished() {
+		if l.Checkpoint.IsShardEnd() {
 			continue
 		}
 		wg.Add(1)

@@ -21,7 +21,6 @@ import (
 	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/lease"
 )
 
 // result is what one kclctl run printed and returned.
@@ -109,15 +108,15 @@ func TestParsePosition(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		in   string
-		want lease.ResetPosition
+		want target
 	}{
-		{"trim_horizon", lease.ResetToTrimHorizon()},
-		{"TRIM-HORIZON", lease.ResetToTrimHorizon()},
-		{"latest", lease.ResetToLatest()},
-		{"2026-04-30T08:00:00.5+02:00", lease.ResetToTimestamp(time.Date(2026, 4, 30, 6, 0, 0, 5e8, time.UTC))},
-		{"-90m", lease.ResetToTimestamp(now.Add(-90 * time.Minute))},
-		{"49590338271490256608559692538361571095921575989136588898", lease.ResetToSequence(kcl.NewSequence("49590338271490256608559692538361571095921575989136588898"))},
-		{"123/4", lease.ResetToSequence(kcl.ExtendedSequenceNumber{SequenceNumber: "123", SubSequenceNumber: 4})},
+		{"trim_horizon", target{initial: kcl.StartAtTrimHorizon()}},
+		{"TRIM-HORIZON", target{initial: kcl.StartAtTrimHorizon()}},
+		{"latest", target{initial: kcl.StartAtLatest()}},
+		{"2026-04-30T08:00:00.5+02:00", target{initial: kcl.StartAtTimestamp(time.Date(2026, 4, 30, 6, 0, 0, 5e8, time.UTC))}},
+		{"-90m", target{initial: kcl.StartAtTimestamp(now.Add(-90 * time.Minute))}},
+		{"49590338271490256608559692538361571095921575989136588898", target{seq: kcl.NewSequence("49590338271490256608559692538361571095921575989136588898")}},
+		{"123/4", target{seq: kcl.ExtendedSequenceNumber{SequenceNumber: "123", SubSequenceNumber: 4}}},
 	}
 	for _, tc := range tests {
 		got, err := parsePosition(tc.in, now)
@@ -125,7 +124,7 @@ func TestParsePosition(t *testing.T) {
 			t.Errorf("%q: %v", tc.in, err)
 			continue
 		}
-		if got.String() != tc.want.String() || !got.Initial.Timestamp.Equal(tc.want.Initial.Timestamp) {
+		if got.String() != tc.want.String() || !got.initial.Timestamp().Equal(tc.want.initial.Timestamp()) {
 			t.Errorf("%q: got %v, want %v", tc.in, got, tc.want)
 		}
 	}

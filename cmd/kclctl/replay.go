@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +32,29 @@ func (s *shardList) Set(v string) error {
 		*s = append(*s, id)
 	}
 	return nil
+}
+
+// target is where `replay --to` restarts the shards: an initial position,
+// or the record at seq (when set).
+type target struct {
+	initial kcl.InitialPosition
+	seq     kcl.ExtendedSequenceNumber
+}
+
+// String describes the target.
+func (t target) String() string {
+	if !t.seq.IsZero() {
+		return "AT_SEQUENCE_NUMBER(" + t.seq.String() + ")"
+	}
+	return t.initial.String()
+}
+
+// replayed is a reset as `replay` prints it: the plan (or its result), the
+// target asked for and whether it was a dry run.
+type replayed struct {
+	plan   lease.ResetPlan
+	to     target
+	dryRun bool
 }
 
 // replayChange is one lease reset as `replay` prints it.
@@ -88,7 +113,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usagef("--to %q: %v", *to, err)
 	}
-	if !pos.Sequence.IsZero() && len(shards) != 1 {
+	if !pos.seq.IsZero() && len(shards) != 1 {
 		return usagef("a sequence number belongs to one shard: name exactly one with --shard")
 	}
 
@@ -106,13 +131,13 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := lease.ResetRequest{Shards: shards, Position: pos, DryRun: true}
+	req := lease.ResetRequest{Shards: shards, Position: pos.initial, Sequence: pos.seq, DryRun: true}
 	req.StreamShards = make([]string, 0, len(listed))
 	for _, s := range listed {
 		req.StreamShards = append(req.StreamShards, aws.ToString(s.ShardId))
 	}
-	if !pos.Sequence.IsZero() {
-		if err := checkSequence(ctx, &c, kc, shards[0], pos.Sequence); err != nil {
+	if !pos.seq.IsZero() {
+		if err := checkSequence(ctx, &c, kc, shards[0], pos.seq); err != nil {
 			return err
 		}
 	}
@@ -122,7 +147,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return c.tableError(err)
 	}
 	if *dryRun || len(plan.Changes) == 0 {
-		if err := printReplay(e.stdout, &c, plan); err != nil {
+		if err := printReplay(e.stdout, &c, replayed{plan, pos, true}); err != nil {
 			return err
 		}
 		if len(plan.Changes) == 0 {
@@ -131,7 +156,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	if !*yes {
-		if err := printReplayTable(e.stderr, plan); err != nil {
+		if err := printReplayTable(e.stderr, replayed{plan, pos, true}); err != nil {
 			return err
 		}
 		ok, err := confirmCtx(ctx, e, fmt.Sprintf(
@@ -146,7 +171,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	}
 	req.DryRun = false
 	plan, err = store.Reset(ctx, req)
-	if perr := printReplay(e.stdout, &c, plan); perr != nil && err == nil {
+	if perr := printReplay(e.stdout, &c, replayed{plan, pos, false}); perr != nil && err == nil {
 		err = perr
 	}
 	return c.tableError(err)
@@ -201,49 +226,49 @@ func isDigits(s string, maxLen int) bool {
 }
 
 // parsePosition reads a --to value.
-func parsePosition(s string, now time.Time) (lease.ResetPosition, error) {
+func parsePosition(s string, now time.Time) (target, error) {
 	v := strings.TrimSpace(s)
 	switch strings.ToLower(strings.ReplaceAll(v, "-", "_")) {
 	case "trim_horizon":
-		return lease.ResetToTrimHorizon(), nil
+		return target{initial: kcl.StartAtTrimHorizon()}, nil
 	case "latest":
-		return lease.ResetToLatest(), nil
+		return target{initial: kcl.StartAtLatest()}, nil
 	}
 	if seq, sub, hasSub := strings.Cut(v, "/"); isDigits(seq, 128) && (!hasSub || isDigits(sub, 18)) {
 		pos := kcl.NewSequence(seq)
 		if hasSub {
 			n, err := strconv.ParseInt(sub, 10, 64)
 			if err != nil {
-				return lease.ResetPosition{}, err
+				return target{}, err
 			}
 			pos.SubSequenceNumber = n
 		}
-		return lease.ResetToSequence(pos), nil
+		return target{seq: pos}, nil
 	}
 	if ago, ok := strings.CutPrefix(v, "-"); ok {
 		d, err := time.ParseDuration(ago)
 		if err != nil || d < 0 || strings.HasPrefix(ago, "+") {
-			return lease.ResetPosition{}, fmt.Errorf("-DURATION is a time before now, such as -30m; %q is not a positive duration", ago)
+			return target{}, fmt.Errorf("-DURATION is a time before now, such as -30m; %q is not a positive duration", ago)
 		}
-		return lease.ResetToTimestamp(now.Add(-d)), nil
+		return target{initial: kcl.StartAtTimestamp(now.Add(-d))}, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return lease.ResetPosition{}, errors.New("want trim_horizon, latest, an RFC 3339 time, -DURATION or a sequence number")
+		return target{}, errors.New("want trim_horizon, latest, an RFC 3339 time, -DURATION or a sequence number")
 	}
 	if t.After(now.Add(time.Minute)) {
-		return lease.ResetPosition{}, fmt.Errorf("%s is in the future (now is %s): a replay starts at a past time",
+		return target{}, fmt.Errorf("%s is in the future (now is %s): a replay starts at a past time",
 			t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	return lease.ResetToTimestamp(t), nil
+	return target{initial: kcl.StartAtTimestamp(t)}, nil
 }
 
-func replayReportOf(c *common, plan lease.ResetPlan) replayReport {
-	rep := replayReport{Table: c.table, Position: plan.Position.String(), DryRun: plan.DryRun, Changes: []replayChange{}}
-	for _, ch := range plan.Changes {
+func replayReportOf(c *common, r replayed) replayReport {
+	rep := replayReport{Table: c.table, Position: r.to.String(), DryRun: r.dryRun, Changes: []replayChange{}}
+	for _, ch := range r.plan.Changes {
 		counter := ch.Before.Counter
-		if ch.Applied() {
-			counter = ch.After.Counter
+		if ch.Applied {
+			counter++ // the reset's write
 		}
 		rep.Changes = append(rep.Changes, replayChange{
 			Shard:       ch.Shard,
@@ -252,39 +277,39 @@ func replayReportOf(c *common, plan lease.ResetPlan) replayReport {
 			From:        ch.Before.Checkpoint.String(),
 			To:          ch.Checkpoint.String(),
 			ToTimestamp: timePtr(ch.CheckpointTimestamp),
-			Applied:     ch.Applied(),
+			Applied:     ch.Applied,
 			Counter:     counter,
 		})
 	}
-	for _, s := range plan.Skipped {
-		rep.Skipped = append(rep.Skipped, skipRow{Shard: s.Shard, Reason: s.Reason})
+	for _, k := range slices.Sorted(maps.Keys(r.plan.Skipped)) {
+		rep.Skipped = append(rep.Skipped, skipRow{Shard: k, Reason: r.plan.Skipped[k]})
 	}
 	return rep
 }
 
 // printReplay writes the plan or its result in the chosen format.
-func printReplay(w io.Writer, c *common, plan lease.ResetPlan) error {
+func printReplay(w io.Writer, c *common, r replayed) error {
 	if c.output == "json" {
-		return writeJSON(w, replayReportOf(c, plan))
+		return writeJSON(w, replayReportOf(c, r))
 	}
-	return printReplayTable(w, plan)
+	return printReplayTable(w, r)
 }
 
-func printReplayTable(w io.Writer, plan lease.ResetPlan) error {
+func printReplayTable(w io.Writer, r replayed) error {
 	t := newTable(w, "SHARD", "OWNER", "FROM", "TO", "WHY", "STATUS")
-	for _, ch := range plan.Changes {
+	for _, ch := range r.plan.Changes {
 		status := "not reset"
 		switch {
-		case plan.DryRun:
+		case r.dryRun:
 			status = "planned"
-		case ch.Applied():
+		case ch.Applied:
 			status = "reset"
 		}
 		t.row(ch.Shard, ch.Before.Owner, describeCheckpoint(ch.Before.Checkpoint, ch.Before.CheckpointTimestamp),
 			describeCheckpoint(ch.Checkpoint, ch.CheckpointTimestamp), ch.Why, status)
 	}
-	for _, s := range plan.Skipped {
-		t.row(s.Shard, "", "", "", "", "skipped: "+s.Reason)
+	for _, k := range slices.Sorted(maps.Keys(r.plan.Skipped)) {
+		t.row(k, "", "", "", "", "skipped: "+r.plan.Skipped[k])
 	}
 	return t.flush()
 }

@@ -100,7 +100,7 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 	}
 	rep := workersReport{}
 	for _, l := range leases {
-		if l.Finished() {
+		if l.Checkpoint.IsShardEnd() {
 			continue
 		}
 		rep.ActiveLeases++

@@ -36,7 +36,7 @@ func TestFlagsOverrideProperties(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.StreamName != "s2" || cfg.InitialPosition.Type != kcl.PositionTrimHorizon || cfg.FailoverTime != 3*time.Second {
+	if cfg.StreamName != "s2" || cfg.InitialPosition != kcl.StartAtTrimHorizon() || cfg.FailoverTime != 3*time.Second {
 		t.Errorf("config %+v", cfg)
 	}
 	if cfg.ApplicationName != "app" || cfg.Executable != "go run app.go" {

@@ -72,7 +72,7 @@ func newCodec(key []byte) (*codec, error) {
 	return &codec{aead: aead}, nil
 }
 
-// EncodeRecord implements producer.Encoder.
+// EncodeRecord is the producer's Encoder.
 func (c *codec) EncodeRecord(_ context.Context, partitionKey string, data []byte) ([]byte, error) {
 	out := make([]byte, c.aead.NonceSize(), c.aead.NonceSize()+len(data)+c.aead.Overhead())
 	if _, err := rand.Read(out); err != nil {
@@ -81,7 +81,7 @@ func (c *codec) EncodeRecord(_ context.Context, partitionKey string, data []byte
 	return c.aead.Seal(out, out, data, []byte(partitionKey)), nil
 }
 
-// DecodeRecord implements kcl.RecordDecoder.
+// DecodeRecord is the worker's RecordDecoder.
 func (c *codec) DecodeRecord(_ context.Context, partitionKey string, data []byte) ([]byte, error) {
 	n := c.aead.NonceSize()
 	if len(data) < n+c.aead.Overhead() {
@@ -89,11 +89,6 @@ func (c *codec) DecodeRecord(_ context.Context, partitionKey string, data []byte
 	}
 	return c.aead.Open(nil, data[:n], data[n:], []byte(partitionKey))
 }
-
-var (
-	_ producer.Encoder  = (*codec)(nil)
-	_ kcl.RecordDecoder = (*codec)(nil)
-)
 
 func main() {
 	if err := run(); err != nil {
@@ -135,7 +130,7 @@ func run() error {
 	}
 
 	// Produce: every record encrypted, aggregated, batched.
-	p, err := producer.New(producer.Config{StreamName: *stream, Client: kc, Aggregate: true, Encoder: c, Logger: log})
+	p, err := producer.New(producer.Config{StreamName: *stream, Client: kc, Aggregate: true, Encoder: c.EncodeRecord, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -148,7 +143,7 @@ func run() error {
 		return err
 	}
 	st := p.Stats()
-	fmt.Printf("wrote %d encrypted records in %d aggregates (%d failed)\n", st.RecordsWritten, st.Aggregates, st.RecordsFailed)
+	fmt.Printf("wrote %d encrypted records, aggregated (%d failed)\n", st.Written, st.Failed)
 
 	// Consume: decrypted before the processor sees them.
 	var mu sync.Mutex
@@ -157,7 +152,7 @@ func run() error {
 	var once sync.Once
 	w, err := worker.New(worker.Config{
 		StreamName: *stream, ApplicationName: *app, Kinesis: kc, DynamoDB: dc,
-		InitialPosition: kcl.StartAtTrimHorizon(), RecordDecoder: c, Logger: log,
+		InitialPosition: kcl.StartAtTrimHorizon(), RecordDecoder: c.DecodeRecord, Logger: log,
 		IdleTimeBetweenReads: 200 * time.Millisecond,
 		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
 			return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {

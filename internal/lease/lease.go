@@ -113,7 +113,7 @@ func (l Lease) InitialPosition(configured kcl.InitialPosition) kcl.InitialPositi
 		if !l.CheckpointTimestamp.IsZero() {
 			return kcl.StartAtTimestamp(l.CheckpointTimestamp)
 		}
-		if configured.Type == kcl.PositionAtTimestamp {
+		if configured.Sequence() == kcl.AtTimestamp {
 			return configured
 		}
 		return kcl.StartAtTrimHorizon()

@@ -92,11 +92,11 @@ var knownKeys = map[string]setter{
 	"initialPositionInStream": func(c *Config, v string) error {
 		switch strings.ToUpper(v) {
 		case kcl.TrimHorizon.SequenceNumber:
-			c.InitialPosition.Type = kcl.PositionTrimHorizon
+			c.InitialPosition = kcl.StartAtTrimHorizon()
 		case kcl.Latest.SequenceNumber:
-			c.InitialPosition.Type = kcl.PositionLatest
+			c.InitialPosition = kcl.StartAtLatest()
 		case kcl.AtTimestamp.SequenceNumber:
-			c.InitialPosition.Type = kcl.PositionAtTimestamp
+			c.InitialPosition = kcl.StartAtTimestamp(c.InitialPosition.Timestamp())
 		default:
 			return fmt.Errorf("want TRIM_HORIZON, LATEST or AT_TIMESTAMP, not %q", v)
 		}
@@ -263,7 +263,7 @@ func (c *Config) Validate() error {
 	if c.StreamARN != "" && !strings.HasPrefix(c.StreamARN, "arn:") {
 		errs = append(errs, fmt.Sprintf("streamArn %q is not an ARN", c.StreamARN))
 	}
-	if c.InitialPosition.Type == kcl.PositionAtTimestamp && !c.timestampSeen && c.InitialPosition.Timestamp.IsZero() {
+	if c.InitialPosition.Sequence() == kcl.AtTimestamp && !c.timestampSeen && c.InitialPosition.Timestamp().IsZero() {
 		errs = append(errs, "initialPositionInStream AT_TIMESTAMP needs initialPositionInStreamExtended (epoch seconds)")
 	}
 	if len(errs) > 0 {

@@ -77,7 +77,7 @@ func TestReadConfig(t *testing.T) {
 		c.DynamoDBEndpoint != "http://127.0.0.1:8000" {
 		t.Errorf("config = %+v", c)
 	}
-	if c.InitialPosition.Type != kcl.PositionTrimHorizon || c.MaxRecords != 500 ||
+	if c.InitialPosition != kcl.StartAtTrimHorizon() || c.MaxRecords != 500 ||
 		c.IdleTimeBetweenReads != 250*time.Millisecond || c.FailoverTime != 15*time.Second ||
 		c.ChildTimeout != 45*time.Second || c.ShutdownGrace != 20*time.Second {
 		t.Errorf("config = %+v", c)
@@ -138,7 +138,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.InitialPosition.Type != kcl.PositionAtTimestamp || !c.InitialPosition.Timestamp.Equal(time.Unix(1700000000, 0)) {
+	if c.InitialPosition.Sequence() != kcl.AtTimestamp || !c.InitialPosition.Timestamp().Equal(time.Unix(1700000000, 0)) {
 		t.Errorf("initial position %v", c.InitialPosition)
 	}
 }

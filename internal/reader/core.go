@@ -279,11 +279,11 @@ func (r *shardReader) position(resumeType types.ShardIteratorType) position {
 	case isRecordPosition(r.start.After):
 		return position{typ: types.ShardIteratorTypeAtSequenceNumber, seq: r.start.After.SequenceNumber}
 	}
-	switch init := r.start.Initial; init.Type {
-	case kcl.PositionTrimHorizon:
+	switch init := r.start.Initial; init.Sequence() {
+	case kcl.TrimHorizon:
 		return position{typ: types.ShardIteratorTypeTrimHorizon}
-	case kcl.PositionAtTimestamp:
-		return position{typ: types.ShardIteratorTypeAtTimestamp, at: init.Timestamp}
+	case kcl.AtTimestamp:
+		return position{typ: types.ShardIteratorTypeAtTimestamp, at: init.Timestamp()}
 	}
 	if r.latestAt.IsZero() {
 		return position{typ: types.ShardIteratorTypeLatest}

@@ -701,7 +701,7 @@ func TestPollerOpenRefusesBadStart(t *testing.T) {
 			t.Errorf("Open(%+v) = %v, want kcl.ErrInvalidCheckpoint", start, err)
 		}
 	}
-	if _, err := p.Open(t.Context(), fakeShardID, StartPosition{Initial: kcl.InitialPosition{Type: kcl.PositionAtTimestamp}}); !errors.Is(err, kcl.ErrInvalidConfig) {
+	if _, err := p.Open(t.Context(), fakeShardID, StartPosition{Initial: kcl.StartAtTimestamp(time.Time{})}); !errors.Is(err, kcl.ErrInvalidConfig) {
 		t.Errorf("Open at a zero timestamp = %v, want kcl.ErrInvalidConfig", err)
 	}
 	if n, _ := f.calls(); n != 0 || len(f.iteratorRequests()) != 0 {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
@@ -26,18 +25,13 @@ type RecordOptions struct {
 	// de-aggregation (client-side decryption, decompression). A record it
 	// fails on is delivered with its data as read and DecodeErr set.
 	Decoder kcl.RecordDecoder
-	// Stats, when set, counts what de-aggregation and decoding met, across
-	// every reader sharing it. A nil Stats counts nothing.
-	Stats *RecordStats
+	// Counted, when set, is called with what de-aggregation and decoding
+	// met in one response's records, after each response that met
+	// something (from the reader's goroutine).
+	Counted func(shardID string, c RecordCounts)
 }
 
-// RecordStats counts, safely for concurrent use, the anomalies met while
-// turning Kinesis records into user records. The zero value is ready.
-type RecordStats struct {
-	aggregates, userRecords, malformed, dropped, droppedAggregates, decodeFailures atomic.Int64
-}
-
-// RecordCounts is a snapshot of [RecordStats].
+// RecordCounts count what turning Kinesis records into user records met.
 type RecordCounts struct {
 	// Aggregates counts KPL aggregated records unpacked, and
 	// AggregatedUserRecords the user records delivered from them.
@@ -55,24 +49,6 @@ type RecordCounts struct {
 	// delivered with DecodeErr matching kcl.ErrRecordDecode.
 	DecodeFailures int64
 }
-
-// Counts returns the current counts. A nil s returns zeros.
-func (s *RecordStats) Counts() RecordCounts {
-	if s == nil {
-		return RecordCounts{}
-	}
-	return RecordCounts{
-		Aggregates:            s.aggregates.Load(),
-		AggregatedUserRecords: s.userRecords.Load(),
-		MalformedAggregates:   s.malformed.Load(),
-		DroppedAggregates:     s.droppedAggregates.Load(),
-		DroppedUserRecords:    s.dropped.Load(),
-		DecodeFailures:        s.decodeFailures.Load(),
-	}
-}
-
-// add adds n to c, one of s's counters.
-func (s *RecordStats) add(c *atomic.Int64, n int64) { c.Add(n) }
 
 // HashKeyRange is a shard's inclusive range of hash keys, in decimal as the
 // Kinesis API and the lease table write them.
@@ -94,10 +70,7 @@ type recordTransform func(ctx context.Context, in []types.Record) []kcl.Record
 // hashRange (which may be zero: no range check) are the shard's. Every
 // reader, polling or subscribed, must use it.
 func (o RecordOptions) transformer(shardID string, hashRange HashKeyRange, log *slog.Logger) recordTransform {
-	t := &shardTransform{opts: o, log: log}
-	if t.opts.Stats == nil {
-		t.opts.Stats = new(RecordStats) // counted, never read
-	}
+	t := &shardTransform{opts: o, shardID: shardID, log: log}
 	if !hashRange.IsZero() {
 		r, err := hashkey.ParseRange(hashRange.StartingHashKey, hashRange.EndingHashKey)
 		if err != nil {
@@ -113,6 +86,7 @@ func (o RecordOptions) transformer(shardID string, hashRange HashKeyRange, log *
 // shardTransform holds one shard's transform settings.
 type shardTransform struct {
 	opts       RecordOptions
+	shardID    string
 	log        *slog.Logger
 	hashRange  hashkey.Range
 	checkRange bool
@@ -122,7 +96,7 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 	if len(in) == 0 {
 		return nil
 	}
-	stats := t.opts.Stats
+	var c RecordCounts
 	out := make([]kcl.Record, 0, len(in))
 	for _, kr := range in {
 		base := kcl.Record{
@@ -133,14 +107,14 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 		}
 		if t.opts.DisableDeaggregation || !kpl.IsAggregated(kr.Data) {
 			if t.opts.Decoder != nil {
-				base = t.decode(ctx, base)
+				base = t.decode(ctx, base, &c)
 			}
 			out = append(out, base)
 			continue
 		}
 		users, err := kpl.Unmarshal(kr.Data)
 		if err != nil {
-			stats.add(&stats.malformed, 1)
+			c.MalformedAggregates++
 			t.log.WarnContext(ctx, "reader: malformed KPL aggregated record delivered as one raw record",
 				slog.String("sequence", base.SequenceNumber), slog.Int("bytes", len(kr.Data)), slog.Any("error", err))
 			base.DecodeErr = fmt.Errorf("%w: %w", kcl.ErrMalformedAggregate, err)
@@ -152,16 +126,16 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 				// As the KCL does: the whole aggregate goes. It was written
 				// from a stale shard map, and a producer that learns so
 				// (the KPL, Shardline's) writes all of it again.
-				stats.add(&stats.droppedAggregates, 1)
-				stats.add(&stats.dropped, int64(len(users)))
+				c.DroppedAggregates++
+				c.DroppedUserRecords += int64(len(users))
 				t.log.WarnContext(ctx, "reader: KPL aggregate dropped: a user record's hash key is outside the shard's range",
 					slog.String("sequence", base.SequenceNumber), slog.Int("user_records", len(users)),
 					slog.Int("index", i), slog.String("hash_key", k))
 				continue
 			}
 		}
-		stats.add(&stats.aggregates, 1)
-		stats.add(&stats.userRecords, int64(len(users)))
+		c.Aggregates++
+		c.AggregatedUserRecords += int64(len(users))
 		for i, u := range users {
 			r := base
 			r.Data = u.Data
@@ -169,8 +143,11 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 			r.ExplicitHashKey = u.ExplicitHashKey
 			r.SubSequenceNumber = int64(i)
 			r.Aggregated = true
-			out = append(out, t.decode(ctx, r))
+			out = append(out, t.decode(ctx, r, &c))
 		}
+	}
+	if t.opts.Counted != nil && c != (RecordCounts{}) {
+		t.opts.Counted(t.shardID, c)
 	}
 	return out
 }
@@ -190,14 +167,14 @@ func (t *shardTransform) outOfRange(users []kpl.Record) (index int, key string, 
 	return 0, "", true
 }
 
-// decode applies the decoder to one user record.
-func (t *shardTransform) decode(ctx context.Context, r kcl.Record) kcl.Record {
+// decode applies the decoder to one user record, counting a failure in c.
+func (t *shardTransform) decode(ctx context.Context, r kcl.Record, c *RecordCounts) kcl.Record {
 	if t.opts.Decoder == nil {
 		return r
 	}
 	data, err := decodeSafely(ctx, t.opts.Decoder, r)
 	if err != nil {
-		t.opts.Stats.add(&t.opts.Stats.decodeFailures, 1)
+		c.DecodeFailures++
 		t.log.WarnContext(ctx, "reader: record decoder failed; record delivered undecoded with DecodeErr set",
 			slog.String("position", r.Position().String()), slog.Any("error", err))
 		r.DecodeErr = fmt.Errorf("%w: %w", kcl.ErrRecordDecode, err)
@@ -214,7 +191,7 @@ func decodeSafely(ctx context.Context, d kcl.RecordDecoder, r kcl.Record) (data 
 			err = fmt.Errorf("decoder panicked: %v", v)
 		}
 	}()
-	return d.DecodeRecord(ctx, r.PartitionKey, r.Data)
+	return d(ctx, r.PartitionKey, r.Data)
 }
 
 // toRecords converts without de-aggregation or decoding: one user record

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 
@@ -54,8 +55,8 @@ func describe(recs []kcl.Record) string {
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestTransformDeaggregates(t *testing.T) {
-	var stats RecordStats
-	tr := RecordOptions{Stats: &stats}.transformer("s-1", HashKeyRange{}, discard())
+	var stats recordTally
+	tr := RecordOptions{Counted: stats.add}.transformer("s-1", HashKeyRange{}, discard())
 	in := []types.Record{
 		plain("10", "p", "plain-1"),
 		aggregated(t, "11", user("a", "u0"), kpl.Record{PartitionKey: "b", ExplicitHashKey: "5", Data: []byte("u1")}, user("a", "u2")),
@@ -90,10 +91,10 @@ func TestTransformMalformedAggregateDeliveredRaw(t *testing.T) {
 	badProto := []byte("\xF3\x89\x9A\xC2\xFF\xFF")
 	sum := md5sum(badProto[4:])
 	badProto = append(badProto, sum...)
-	var stats RecordStats
+	var stats recordTally
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	tr := RecordOptions{Stats: &stats}.transformer("s-1", HashKeyRange{}, log)
+	tr := RecordOptions{Counted: stats.add}.transformer("s-1", HashKeyRange{}, log)
 	in := []types.Record{
 		{Data: badDigest, PartitionKey: aws.String("a"), SequenceNumber: aws.String("10")},
 		{Data: badProto, PartitionKey: aws.String("a"), SequenceNumber: aws.String("11")},
@@ -147,8 +148,8 @@ func TestTransformDropsAggregatesOutsideShardRange(t *testing.T) {
 	lr, _ := hashkey.ParseRange(lower.StartingHashKey, lower.EndingHashKey)
 	ur, _ := hashkey.ParseRange("170141183460469231731687303715884105728", "340282366920938463463374607431768211455")
 	in1, out1 := keyIn(t, lr), keyIn(t, ur)
-	var stats RecordStats
-	tr := RecordOptions{Stats: &stats}.transformer("s-1", lower, discard())
+	var stats recordTally
+	tr := RecordOptions{Counted: stats.add}.transformer("s-1", lower, discard())
 	in := []types.Record{
 		aggregated(t, "10", user(in1, "a"), user(in1, "b")),
 		aggregated(t, "11", user(in1, "c"), user(out1, "d"), user(in1, "e")), // stale map: dropped whole
@@ -177,7 +178,7 @@ func TestTransformDropsAggregatesOutsideShardRange(t *testing.T) {
 }
 
 func TestTransformDecoder(t *testing.T) {
-	dec := kcl.RecordDecoderFunc(func(ctx context.Context, pk string, data []byte) ([]byte, error) {
+	dec := kcl.RecordDecoder(func(ctx context.Context, pk string, data []byte) ([]byte, error) {
 		switch {
 		case bytes.HasPrefix(data, []byte("bad")):
 			return nil, errors.New("cannot decode")
@@ -186,8 +187,8 @@ func TestTransformDecoder(t *testing.T) {
 		}
 		return append([]byte(pk+":"), bytes.ToUpper(data)...), nil
 	})
-	var stats RecordStats
-	tr := RecordOptions{Decoder: dec, Stats: &stats}.transformer("s-1", HashKeyRange{}, discard())
+	var stats recordTally
+	tr := RecordOptions{Decoder: dec, Counted: stats.add}.transformer("s-1", HashKeyRange{}, discard())
 	in := []types.Record{
 		plain("10", "p", "one"),
 		aggregated(t, "11", user("a", "two"), user("b", "bad-three"), user("c", "four")),
@@ -240,9 +241,6 @@ func TestPollerResumesInsideRealAggregate(t *testing.T) {
 		if it := f.iteratorRequests()[0]; it.ShardIteratorType != types.ShardIteratorTypeAtSequenceNumber || aws.ToString(it.StartingSequenceNumber) != seq(1) {
 			t.Fatalf("first iterator %s %s, want AT_SEQUENCE_NUMBER %s", it.ShardIteratorType, aws.ToString(it.StartingSequenceNumber), seq(1))
 		}
-		if c := p.opts.Records.Stats.Counts(); c != (RecordCounts{}) {
-			t.Fatalf("a poller without Stats counted %+v", c)
-		}
 	})
 }
 
@@ -257,9 +255,9 @@ func TestPollerAppliesRecordOptions(t *testing.T) {
 			aggregated(t, seq(1), kpl.Record{PartitionKey: "a", ExplicitHashKey: "500", Data: []byte("dropped")}),
 			plain(seq(2), "a", "x"))
 		f.mu.Unlock()
-		var stats RecordStats
-		dec := kcl.RecordDecoderFunc(func(_ context.Context, _ string, d []byte) ([]byte, error) { return bytes.ToUpper(d), nil })
-		p := newTestPoller(t, f, Options{Records: RecordOptions{Decoder: dec, Stats: &stats}})
+		var stats recordTally
+		dec := kcl.RecordDecoder(func(_ context.Context, _ string, d []byte) ([]byte, error) { return bytes.ToUpper(d), nil })
+		p := newTestPoller(t, f, Options{Records: RecordOptions{Decoder: dec, Counted: stats.add}})
 		start := trimHorizon()
 		start.HashKeyRange = HashKeyRange{StartingHashKey: "0", EndingHashKey: "100"}
 		recs, _ := collect(t, open(t, p, start), 2)
@@ -270,4 +268,28 @@ func TestPollerAppliesRecordOptions(t *testing.T) {
 			t.Fatalf("counts %+v", c)
 		}
 	})
+}
+
+// recordTally sums the counts a transform reports.
+type recordTally struct {
+	mu sync.Mutex
+	c  RecordCounts
+}
+
+func (t *recordTally) add(_ string, c RecordCounts) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.c.Aggregates += c.Aggregates
+	t.c.AggregatedUserRecords += c.AggregatedUserRecords
+	t.c.MalformedAggregates += c.MalformedAggregates
+	t.c.DroppedAggregates += c.DroppedAggregates
+	t.c.DroppedUserRecords += c.DroppedUserRecords
+	t.c.DecodeFailures += c.DecodeFailures
+}
+
+// Counts returns the sums.
+func (t *recordTally) Counts() RecordCounts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.c
 }
