@@ -117,7 +117,8 @@ type RecordCounts struct {
 	DecodeFailures int64
 }
 
-// HookLease is called for every lease change of this worker.
+// HookLease is called for every lease change of this worker, and for lease
+// rows it cannot use (LeaseUnreadable, LeaseTakeRefused).
 type HookLease interface {
 	OnLease(LeaseEvent)
 }
@@ -144,6 +145,15 @@ const (
 	// LeaseRenewFailed: a renewal failed for a reason other than a lost
 	// lease; it is retried until the lease's deadline.
 	LeaseRenewFailed LeaseEventKind = "renew_failed"
+	// LeaseUnreadable: a row of the lease table cannot be read as a lease
+	// (an attribute of an unexpected type; Err says which). The worker does
+	// not take it and goes on with the others; reported when first seen
+	// and whenever the reason changes.
+	LeaseUnreadable LeaseEventKind = "unreadable"
+	// LeaseTakeRefused: taking a lease was refused although the row still
+	// showed the owner (Peer) and counter the take was conditioned on, so
+	// the next try will be refused too; reported for every such refusal.
+	LeaseTakeRefused LeaseEventKind = "take_refused"
 )
 
 // LeaseEvent is a lease change of this worker.
