@@ -14,15 +14,15 @@ import (
 // sequence number of another shard, as the Java KCL's SequenceNumberValidator
 // does; a sequence number in another format is left to the other rules.
 const (
-	seqBits        = 186
-	seqVersionAt   = 184
-	seqVersion     = 2
-	seqShardAt     = 4
-	seqShardMask   = 1<<32 - 1
-	seqMaxDigits   = 57 // 2^186 has 56 decimal digits
-	shardIDPrefix  = "shardId-"
-	shardIDDigits  = 12
-	noShardNumber  = -1
+	seqBits       = 186
+	seqVersionAt  = 184
+	seqVersion    = 2
+	seqShardAt    = 4
+	seqShardMask  = 1<<32 - 1
+	seqMaxDigits  = 57 // 2^186 has 56 decimal digits
+	shardIDPrefix = "shardId-"
+	shardIDDigits = 12
+	noShardNumber = -1
 )
 
 // seqShard returns the shard number a sequence number of today's format
