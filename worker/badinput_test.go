@@ -222,4 +222,3 @@ func TestWorkerWithHandWrittenRows(t *testing.T) {
 	rec.waitFor(t, 60*time.Second, "every record once the row is repaired", func() bool { return rec.count() >= 60 })
 	checkOrder(t, rec.byShard, want)
 }
-
