@@ -578,18 +578,23 @@ func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (o
 	get := func(key string) (lease.Lease, error) { return s.w.store.Get(gctx, key) }
 	var began time.Time
 	logged := ""
+	failing := false // a failed read was reported at WARN; repeats go to DEBUG
 	for {
 		ended := s.w.reshard.ended.wait() // before the check: no end is missed
 		pending, err := pendingParent(l.ParentShardIDs, get)
+		failing = failing && err != nil
 		switch {
 		case err == nil && pending == "":
 			if logged != "" {
 				s.log.Info("parent shards finished; starting", "waited", time.Since(began).Round(time.Millisecond))
 			}
 			return 0, true
+		case err != nil && failing:
+			s.log.Debug("reading a parent lease failed again", "parent", pending, "err", err)
 		case err != nil:
 			if gctx.Err() == nil {
 				s.log.Warn("reading a parent lease failed; will check again", "parent", pending, "err", err)
+				failing = true
 			}
 		case pending != logged:
 			if logged == "" {
