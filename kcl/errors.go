@@ -14,7 +14,9 @@ var (
 	// another worker now holds the lease (or it expired).
 	ErrLeaseLost = errors.New("shardline: lease lost")
 	// ErrInvalidCheckpoint reports a checkpoint position before the last
-	// checkpoint or after the last delivered record, or malformed.
+	// checkpoint or after the last delivered record, a sequence number of
+	// another shard, or a malformed one; also a stored checkpoint that
+	// cannot be read from.
 	ErrInvalidCheckpoint = errors.New("shardline: invalid checkpoint position")
 	// ErrStreamNotFound reports a stream that does not exist.
 	ErrStreamNotFound = errors.New("shardline: stream not found")

@@ -55,8 +55,10 @@ type Checkpointer interface {
 	// Checkpoint stores the position of the last record delivered so far.
 	Checkpoint(ctx context.Context) error
 	// CheckpointAt stores a given position. It must not be before the last
-	// stored checkpoint nor after the last delivered record; otherwise it
-	// fails with [ErrInvalidCheckpoint].
+	// stored checkpoint nor after the last delivered record, and must be a
+	// sequence number of this shard (refused where the sequence number's
+	// format tells the shard, as the Java KCL does); otherwise it fails
+	// with [ErrInvalidCheckpoint].
 	CheckpointAt(ctx context.Context, pos ExtendedSequenceNumber) error
 	// CheckpointRecord stores the position of r. It is CheckpointAt(r.Position()).
 	CheckpointRecord(ctx context.Context, r Record) error

@@ -95,6 +95,16 @@ const (
 	// EventLeaseRenewFailed: a renewal failed (Err) for a reason other than
 	// a lost lease; it is retried until the lease's deadline.
 	EventLeaseRenewFailed EventKind = "lease_renew_failed"
+	// EventLeaseUnreadable: a row of the lease table (ShardID is its key)
+	// cannot be read as a lease (an attribute of an unexpected type; Err
+	// says which). The worker does not take it and goes on with the
+	// others; reported when first seen and whenever the reason changes.
+	EventLeaseUnreadable EventKind = "lease_unreadable"
+	// EventLeaseTakeRefused: taking a lease was refused although the row
+	// still showed the owner (Peer) and counter the take was conditioned
+	// on, so the next try will be refused too; reported for every such
+	// refusal.
+	EventLeaseTakeRefused EventKind = "lease_take_refused"
 
 	// EventCheckpoint: a checkpoint write returned. Position is the
 	// checkpoint written (the pending one for a prepared checkpoint),
@@ -188,6 +198,8 @@ var leaseKinds = map[lease.EventKind]EventKind{
 	lease.EventHandedOver:       EventLeaseHandedOver,
 	lease.EventHandoffRequested: EventHandoffRequested,
 	lease.EventRenewFailed:      EventLeaseRenewFailed,
+	lease.EventUnreadable:       EventLeaseUnreadable,
+	lease.EventTakeRefused:      EventLeaseTakeRefused,
 }
 
 func (h hooks) onLease(le lease.Event) {

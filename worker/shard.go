@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/internal/delivery"
 	"github.com/shardline/shardline/internal/lease"
@@ -34,7 +36,28 @@ type shardState struct {
 	lanes   *delivery.Lanes       // with Parallelism: runs d's batches per key lane
 	co      *checkpoint.Coalescer // nil unless Config.CheckpointInterval
 	started bool                  // ShardStarted was reported
+
+	// stall is why the shard cannot progress (stallBadCheckpoint,
+	// stallOpenFailed); nil while it can. See setStall.
+	stall atomic.Pointer[string]
 }
+
+// Why a held shard cannot progress (see shardState.setStall).
+const (
+	// stallBadCheckpoint: the stored checkpoint cannot be read from: it is
+	// not a position (an unknown word, a number of more than 128 digits),
+	// or Kinesis refuses it (a sequence number of another shard, or made
+	// up). Only a repair of the lease row (kclctl replay, lease.Reset)
+	// helps.
+	stallBadCheckpoint = "bad_checkpoint"
+	// stallOpenFailed: the shard could not be opened for another reason
+	// (access denied, say); retried with backoff.
+	stallOpenFailed = "open_failed"
+)
+
+// maxLoggedCheckpoint caps a stored checkpoint quoted in a log line: one
+// written by hand may be of any length.
+const maxLoggedCheckpoint = 64
 
 // outcome is why a shard consumer stopped.
 type outcome int
@@ -141,7 +164,11 @@ func (s *shardState) run(base context.Context) {
 		if s.m != nil {
 			s.m.Stop()
 		}
-	case outShardEnd, outGiveUp:
+	case outGiveUp:
+		if s.m != nil {
+			s.m.Stop() // released to restart from a repaired checkpoint
+		}
+	case outShardEnd:
 	}
 	if out == outGraceful {
 		s.flushCheckpoint(dctx, true)
@@ -235,6 +262,13 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	if out, ok := s.waitForParents(ctx, gctx, l); !ok {
 		return out
 	}
+	// A stored checkpoint that is no position is found before a processor
+	// is made for it; the shard then waits for its repair.
+	if err := storedCheckpointError(l); err != nil {
+		if out, ok := s.untilOpen(ctx, gctx, l, err, func() error { return nil }); !ok {
+			return out
+		}
+	}
 	proc, err := s.w.cfg.ProcessorFactory(s.id)
 	if err != nil || proc == nil {
 		s.log.Error("processor factory failed; releasing the lease for a later retry", shardproc.ErrAttr(err))
@@ -253,27 +287,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		return s.classify(ctx)
 	}
 
-	var rd reader.Reader
-	err = s.retry(ctx, gctx, "open shard", func(int) error {
-		var err error
-		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
-			HashKeyRange: reader.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
-		if errors.Is(err, kcl.ErrStreamNotFound) {
-			return backoff.Permanent(err)
-		}
-		return err
-	})
-	if errors.Is(err, kcl.ErrStreamNotFound) && ctx.Err() == nil && gctx.Err() == nil {
-		if out, ok := s.shardGone(ctx, gctx, err); ok {
-			return out
-		}
-		s.w.fatal(err)
-		return outHard
+	rd, out, ok := s.open(ctx, gctx, l, nil)
+	if !ok {
+		return out
 	}
-	if err != nil {
-		return s.classify(ctx)
-	}
-	defer rd.Close()
+	defer func() { rd.Close() }() // the reader open at the end
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
 	s.started = true
 	s.w.hooks.emit(Event{Kind: EventShardStarted, ShardID: s.id})
@@ -284,6 +302,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		s.lanes = s.startLanes(ctx)
 		defer s.lanes.Close()
 	}
+	read := false // a batch came: the start position was accepted
 	for {
 		if s.stopping() {
 			s.drain(ctx)
@@ -291,6 +310,18 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		}
 		b, err := g.next(gctx)
 		s.flushCheckpoint(ctx, false)
+		if err != nil && !read && ctx.Err() == nil && gctx.Err() == nil &&
+			(s.checkpointRefused(err, l) || errors.Is(err, kcl.ErrStreamNotFound) && recordCheckpoint(l)) {
+			// A subscription reports a refused start position on its
+			// stream, not when it opens.
+			rd.Close()
+			if rd, out, ok = s.open(ctx, gctx, l, err); !ok {
+				return out
+			}
+			g.rd = rd
+			continue
+		}
+		read = read || err == nil
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if !s.drain(ctx) {
@@ -330,6 +361,148 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			}
 			return s.shardEnded(ctx, gctx, b.ChildShardIDs)
 		}
+	}
+}
+
+// open opens the shard's reader at the lease's checkpoint; prev, when set,
+// is the error of a reader opened before whose first read failed. See
+// untilOpen for what happens while it fails.
+func (s *shardState) open(ctx, gctx context.Context, l lease.Lease, prev error) (rd reader.Reader, out outcome, ok bool) {
+	out, ok = s.untilOpen(ctx, gctx, l, prev, func() (err error) {
+		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
+			HashKeyRange: reader.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
+		return err
+	})
+	return rd, out, ok
+}
+
+// untilOpen calls try (after checking the stored checkpoint, and first
+// taking prev, if set, as its failure) until it succeeds. Meanwhile the
+// shard keeps its lease and is stalled: the failure is reported once per
+// reason (see setStall), and try is called again with backoff, from
+// RetryInitialInterval doubling up to RetryMaxInterval, so that no
+// take/release cycle of the shard repeats without pause in the fleet. While
+// the stored checkpoint is what fails, the lease is read again at each
+// step: once the row changed (the checkpoint was repaired, or the lease
+// reset or deleted) the shard stops with outGiveUp, and its lease is
+// released so that it starts again from the row as it is. ok is false, with
+// the outcome, when the shard stops.
+func (s *shardState) untilOpen(ctx, gctx context.Context, l lease.Lease, prev error, try func() error) (outcome, bool) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = s.w.cfg.RetryInitialInterval
+	bo.MaxInterval = s.w.cfg.RetryMaxInterval
+	bo.MaxElapsedTime = 0
+	bo.Reset()
+	for {
+		err := prev
+		prev = nil
+		if err == nil {
+			err = storedCheckpointError(l)
+		}
+		if err == nil {
+			if err = shardproc.Recover(try); err == nil {
+				s.clearStall()
+				return 0, true
+			}
+		}
+		if ctx.Err() != nil || gctx.Err() != nil {
+			return s.classify(ctx), false
+		}
+		reason := stallOpenFailed
+		switch {
+		case s.checkpointRefused(err, l):
+			reason = stallBadCheckpoint
+		case errors.Is(err, kcl.ErrStreamNotFound):
+			shards, lerr := s.w.listShards(ctx)
+			if lerr != nil || !slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.id }) {
+				if out, ok := s.shardGone(ctx, gctx, err); ok {
+					return out, false
+				}
+				s.w.fatal(err)
+				return outHard, false
+			}
+			// The stream lists the shard: what was not found is the
+			// checkpoint's record (kinesis-mock's answer to a sequence
+			// number of another shard).
+			if recordCheckpoint(l) {
+				reason = stallBadCheckpoint
+			}
+		}
+		s.setStall(reason, err, l.Checkpoint)
+		if awsx.Sleep(gctx, bo.NextBackOff()) != nil {
+			return s.classify(ctx), false
+		}
+		if reason == stallBadCheckpoint && s.rowChanged(gctx, l) {
+			return outGiveUp, false
+		}
+	}
+}
+
+// recordCheckpoint reports whether the lease's checkpoint is a record's
+// position (not a sentinel).
+func recordCheckpoint(l lease.Lease) bool {
+	return !l.Checkpoint.IsZero() && !l.Checkpoint.IsSentinel()
+}
+
+// storedCheckpointError returns why the lease's stored checkpoint is no
+// position to read from (an unknown word, a number of more than 128
+// digits, a negative sub-sequence number), nil if it is one. The value is
+// quoted cut short.
+func storedCheckpointError(l lease.Lease) error {
+	if err := l.Checkpoint.Validate(); err == nil || l.Checkpoint.IsZero() {
+		return nil
+	}
+	return fmt.Errorf("%w: stored checkpoint %q (sub-sequence %d) is neither a sentinel nor a sequence number",
+		kcl.ErrInvalidCheckpoint, shardproc.Truncate(l.Checkpoint.SequenceNumber, maxLoggedCheckpoint), l.Checkpoint.SubSequenceNumber)
+}
+
+// checkpointRefused reports whether err says that the stored checkpoint
+// cannot be read from: malformed, or refused by Kinesis as a starting
+// sequence number of this shard.
+func (s *shardState) checkpointRefused(err error, l lease.Lease) bool {
+	return errors.Is(err, kcl.ErrInvalidCheckpoint) || recordCheckpoint(l) && awsx.InvalidArgument(err)
+}
+
+// rowChanged reads the lease again and reports whether it is no longer as
+// the shard took it: another checkpoint, owner or counter, or deleted.
+func (s *shardState) rowChanged(ctx context.Context, l lease.Lease) bool {
+	cur, err := s.w.store.Get(ctx, s.id)
+	if err != nil && !errors.Is(err, lease.ErrNotFound) {
+		return false // look again at the next step
+	}
+	held := s.h.Lease()
+	if err == nil && cur.Checkpoint == l.Checkpoint && cur.CheckpointTimestamp.Equal(l.CheckpointTimestamp) &&
+		cur.Owner == held.Owner && cur.Counter == held.Counter {
+		return false
+	}
+	s.log.Info("the lease row changed while the shard was stalled on its checkpoint; releasing the lease to start again from the row",
+		"checkpoint", shardproc.Truncate(cur.Checkpoint.String(), maxLoggedCheckpoint), "err", err)
+	return true
+}
+
+// setStall records why the shard cannot progress. The first report of a
+// reason is a WARN naming the shard, the reason, the stored checkpoint (cut
+// short) and the error; repeats of the same reason are logged at DEBUG.
+func (s *shardState) setStall(reason string, err error, cp kcl.ExtendedSequenceNumber) {
+	if prev := s.stall.Swap(&reason); prev != nil && *prev == reason {
+		s.log.Debug("shard still stalled", "reason", reason, shardproc.ErrAttr(err))
+		return
+	}
+	attrs := []any{"reason", reason, "checkpoint", shardproc.Truncate(cp.String(), maxLoggedCheckpoint), shardproc.ErrAttr(err)}
+	if other, ok := checkpoint.OtherShard(s.id, cp.SequenceNumber); ok {
+		attrs = append(attrs, "checkpoint_of_shard", other)
+	}
+	if reason == stallBadCheckpoint {
+		s.log.Warn("stored checkpoint cannot be read from: the shard keeps its lease but processes nothing until the checkpoint is repaired (kclctl replay, lease.Reset)", attrs...)
+		return
+	}
+	s.log.Warn("opening the shard failed; retrying with backoff", attrs...)
+}
+
+// clearStall records that the shard progresses again.
+func (s *shardState) clearStall() {
+	if prev := s.stall.Swap(nil); prev != nil {
+		s.log.Info("shard opened; no longer stalled", "was", *prev)
 	}
 }
 
@@ -405,18 +578,23 @@ func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (o
 	get := func(key string) (lease.Lease, error) { return s.w.store.Get(gctx, key) }
 	var began time.Time
 	logged := ""
+	failing := false // a failed read was reported at WARN; repeats go to DEBUG
 	for {
 		ended := s.w.reshard.ended.wait() // before the check: no end is missed
 		pending, err := pendingParent(l.ParentShardIDs, get)
+		failing = failing && err != nil
 		switch {
 		case err == nil && pending == "":
 			if logged != "" {
 				s.log.Info("parent shards finished; starting", "waited", time.Since(began).Round(time.Millisecond))
 			}
 			return 0, true
+		case err != nil && failing:
+			s.log.Debug("reading a parent lease failed again", "parent", pending, "err", err)
 		case err != nil:
 			if gctx.Err() == nil {
 				s.log.Warn("reading a parent lease failed; will check again", "parent", pending, "err", err)
+				failing = true
 			}
 		case pending != logged:
 			if logged == "" {

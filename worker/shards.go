@@ -108,12 +108,18 @@ func (w *Worker) syncShards(ctx context.Context) error {
 // and the lease table as it is now, and returns the table as read.
 func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.Lease, error) {
 	leases, err := w.store.List(ctx)
-	if err != nil {
+	var unreadable *lease.UnreadableError
+	if err != nil && !errors.As(err, &unreadable) {
 		return nil, fmt.Errorf("shardline: list leases: %w", err)
 	}
+	// Rows that cannot be read are left out of the plan (the lease manager
+	// names them); their shards are not leased again: the rows exist.
 	create, gaps := newLineage(shards, leases).plan(w.cfg.InitialPosition)
 	created := 0
 	for _, l := range create { // parents before children
+		if unreadable != nil && unreadable.Rows[l.Key] != "" {
+			continue
+		}
 		if l.Checkpoint.SequenceNumber == kcl.AtTimestamp.SequenceNumber {
 			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp()
 		}

@@ -210,6 +210,14 @@ func isTrimmedMessage(msg string) bool {
 	return false
 }
 
+// InvalidArgument reports whether err is Kinesis' InvalidArgumentException
+// (a Fatal error): a request with a value the service refuses, such as a
+// starting sequence number that is not one of the shard's.
+func InvalidArgument(err error) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidArgumentException" && Classify(err) == Fatal
+}
+
 // Label names the class of an error for metrics and logs: "throttled",
 // "in_use", "expired_iterator", "transient", "trimmed", "not_found",
 // "conflict" or "fatal"; empty for nil.

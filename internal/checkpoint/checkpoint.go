@@ -1,6 +1,8 @@
 // Package checkpoint implements the [kcl.Checkpointer] handed to record
 // processors: it validates every checkpoint against the rule
-// last checkpoint <= target <= largest delivered record, supports two-phase
+// last checkpoint <= target <= largest delivered record (and refuses the
+// sequence numbers of other shards where their format tells, see
+// [OtherShard]), supports two-phase
 // (prepared) checkpoints carrying application state, and stores them through
 // a small [Writer] that the lease layer satisfies with conditional writes.
 package checkpoint
@@ -46,6 +48,10 @@ type Checkpointer struct {
 	last      kcl.ExtendedSequenceNumber
 	pending   kcl.ExtendedSequenceNumber
 	delivered kcl.ExtendedSequenceNumber
+	// shardNo is the shard number the delivered records' sequence numbers
+	// carry (see seqShard); noShardNumber until one is seen, or when their
+	// format does not carry one.
+	shardNo int64
 }
 
 var _ kcl.Checkpointer = (*Checkpointer)(nil)
@@ -53,7 +59,7 @@ var _ kcl.Checkpointer = (*Checkpointer)(nil)
 // New returns the checkpointer of shardID whose stored checkpoint is last
 // (a sentinel when the shard was never checkpointed).
 func New(shardID string, w Writer, last kcl.ExtendedSequenceNumber) *Checkpointer {
-	return &Checkpointer{shardID: shardID, w: w, last: last}
+	return &Checkpointer{shardID: shardID, w: w, last: last, shardNo: noShardNumber}
 }
 
 // SetDelivered records that every record up to pos has been handed to the
@@ -64,6 +70,9 @@ func (c *Checkpointer) SetDelivered(pos kcl.ExtendedSequenceNumber) {
 	defer c.mu.Unlock()
 	if c.delivered.IsZero() || pos.Compare(c.delivered) > 0 {
 		c.delivered = pos
+		if !pos.IsSentinel() {
+			c.shardNo = seqShard(pos.SequenceNumber)
+		}
 	}
 }
 
@@ -141,6 +150,12 @@ func (c *Checkpointer) checkLocked(pos kcl.ExtendedSequenceNumber) error {
 	if pos.Compare(c.last) < 0 {
 		return c.wrap("checkpoint", fmt.Errorf("%w: %s is before the stored checkpoint %s",
 			kcl.ErrInvalidCheckpoint, pos, c.last))
+	}
+	// Within that range, the sequence numbers of other shards (and made-up
+	// ones) are refused where the format tells: records of one shard carry
+	// its number.
+	if !pos.IsShardEnd() && c.shardNo != noShardNumber && seqShard(pos.SequenceNumber) != c.shardNo {
+		return c.wrap("checkpoint", fmt.Errorf("%w: %s is not a sequence number of this shard", kcl.ErrInvalidCheckpoint, pos))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -229,10 +230,19 @@ func (s *DynamoStore) list(ctx context.Context, op string, consistent bool) ([]L
 		return nil, err
 	}
 	out := make([]Lease, 0, len(items))
+	var bad *UnreadableError
 	for _, item := range items {
 		l, err := decodeLease(item)
 		if err != nil {
-			return nil, fmt.Errorf("lease: %s table %s: %w", op, s.table, err)
+			key := itemKeyOf(item)
+			if key == "" || IsWorkerKey(key) {
+				return nil, fmt.Errorf("lease: %s table %s: %w", op, s.table, err)
+			}
+			if bad == nil {
+				bad = &UnreadableError{Op: op, Table: s.table, Rows: map[string]string{}}
+			}
+			bad.Rows[key] = err.Error()
+			continue
 		}
 		if IsWorkerKey(l.Key) { // the filter already did; never trust a page blindly
 			continue
@@ -240,6 +250,9 @@ func (s *DynamoStore) list(ctx context.Context, op string, consistent bool) ([]L
 		out = append(out, l)
 	}
 	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(a.Key, b.Key) })
+	if bad != nil {
+		return out, bad
+	}
 	return out, nil
 }
 
@@ -360,8 +373,7 @@ func (s *DynamoStore) RequestHandoff(ctx context.Context, l Lease, to string) (L
 	}
 	u := newUpdate()
 	u.set(attrHandoffTo, stringValue(to))
-	cond := fmt.Sprintf("%s = %s AND %s = %s AND attribute_not_exists(%s)",
-		u.name(attrLeaseCounter), u.value(numberValue(l.Counter)),
+	cond := fmt.Sprintf("%s AND %s = %s AND attribute_not_exists(%s)", u.counterIs(l.Counter),
 		u.name(attrLeaseOwner), u.value(stringValue(l.Owner)), u.name(attrHandoffTo))
 	out, err := s.client.UpdateItem(ctx, u.input(s.table, l.Key, cond))
 	if err != nil {
@@ -475,21 +487,38 @@ func (s *DynamoStore) updateFenced(ctx context.Context, op string, l Lease, chec
 // fence adds the leaseCounter increment to u and returns the condition on
 // leaseCounter (and, with checkOwner, leaseOwner) that every fenced write
 // of l carries, with u.extraCond.
+//
+// The conditions hold for every item that reads as l: a row without
+// leaseCounter (written by hand or by another tool) reads as counter 0 and
+// is written as if it had 0, and a leaseOwner that is absent, NULL or empty
+// reads as no owner. Otherwise such rows could never be taken.
 func (u *update) fence(l Lease, checkOwner bool) string {
-	c := u.name(attrLeaseCounter)
-	u.sets = append(u.sets, fmt.Sprintf("%s = %s + %s", c, c, u.value(numberValue(1))))
-	cond := fmt.Sprintf("%s = %s", c, u.value(numberValue(l.Counter)))
+	u.increment(attrLeaseCounter)
+	cond := u.counterIs(l.Counter)
 	if u.extraCond != "" {
 		cond += " AND " + u.extraCond
 	}
 	if checkOwner {
+		o := u.name(attrLeaseOwner)
 		if l.Owner == "" {
-			cond += fmt.Sprintf(" AND attribute_not_exists(%s)", u.name(attrLeaseOwner))
+			cond += fmt.Sprintf(" AND (attribute_not_exists(%s) OR attribute_type(%s, %s) OR %s = %s)",
+				o, o, u.value(stringValue("NULL")), o, u.value(stringValue("")))
 		} else {
-			cond += fmt.Sprintf(" AND %s = %s", u.name(attrLeaseOwner), u.value(stringValue(l.Owner)))
+			cond += fmt.Sprintf(" AND %s = %s", o, u.value(stringValue(l.Owner)))
 		}
 	}
 	return cond
+}
+
+// counterIs returns the condition that leaseCounter is n; for 0 it also
+// holds when the row exists without leaseCounter (see fence).
+func (u *update) counterIs(n int64) string {
+	c := u.name(attrLeaseCounter)
+	if n == 0 {
+		return fmt.Sprintf("(%s = %s OR (attribute_not_exists(%s) AND attribute_exists(%s)))",
+			c, u.value(numberValue(0)), c, u.name(attrLeaseKey))
+	}
+	return fmt.Sprintf("%s = %s", c, u.value(numberValue(n)))
 }
 
 // Delete removes the item, conditional on leaseCounter.
@@ -501,12 +530,14 @@ func (s *DynamoStore) Delete(ctx context.Context, l Lease) error {
 }
 
 func (s *DynamoStore) deleteFenced(ctx context.Context, op, key string, counter int64) error {
+	u := newUpdate()
+	cond := u.counterIs(counter)
 	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                           aws.String(s.table),
 		Key:                                 itemKey(key),
-		ConditionExpression:                 aws.String("#c = :c"),
-		ExpressionAttributeNames:            map[string]string{"#c": attrLeaseCounter},
-		ExpressionAttributeValues:           map[string]types.AttributeValue{":c": numberValue(counter)},
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            u.names,
+		ExpressionAttributeValues:           u.values,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	if err != nil {
@@ -735,11 +766,64 @@ type itemDecoder struct {
 
 func (d *itemDecoder) fail(attr string, v types.AttributeValue, want string) {
 	if d.err == nil {
-		key := ""
-		if k, ok := d.item[attrLeaseKey].(*types.AttributeValueMemberS); ok {
-			key = k.Value
-		}
-		d.err = fmt.Errorf("decode item %q: attribute %s is %T, want %s", key, attr, v, want)
+		d.err = fmt.Errorf("decode item %q: attribute %s is %s, want %s", clipValue(itemKeyOf(d.item)), attr, typeName(v), want)
+	}
+}
+
+// itemKeyOf returns an item's leaseKey ("" if it has none of type S).
+func itemKeyOf(item map[string]types.AttributeValue) string {
+	if k, ok := item[attrLeaseKey].(*types.AttributeValueMemberS); ok {
+		return k.Value
+	}
+	return ""
+}
+
+// typeName names the DynamoDB type of an attribute value ("S", "N", ...).
+func typeName(v types.AttributeValue) string {
+	switch v.(type) {
+	case *types.AttributeValueMemberS:
+		return "S"
+	case *types.AttributeValueMemberN:
+		return "N"
+	case *types.AttributeValueMemberB:
+		return "B"
+	case *types.AttributeValueMemberBOOL:
+		return "BOOL"
+	case *types.AttributeValueMemberSS:
+		return "SS"
+	case *types.AttributeValueMemberNS:
+		return "NS"
+	case *types.AttributeValueMemberBS:
+		return "BS"
+	case *types.AttributeValueMemberL:
+		return "L"
+	case *types.AttributeValueMemberM:
+		return "M"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// maxValueInError caps a stored value quoted in an error: a row written by
+// hand may hold anything, and the error ends up in logs.
+const maxValueInError = 64
+
+// clipValue returns s, cut to maxValueInError bytes (on a rune boundary)
+// with the number of bytes cut when longer.
+func clipValue(s string) string {
+	if len(s) <= maxValueInError {
+		return s
+	}
+	cut := maxValueInError
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s...[%d bytes cut]", s[:cut], len(s)-cut)
+}
+
+// badValue records that attribute attr holds v, which is not want.
+func (d *itemDecoder) badValue(attr, v, want string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("decode item %q: attribute %s: %q is not %s", clipValue(itemKeyOf(d.item)), attr, clipValue(v), want)
 	}
 }
 
@@ -764,8 +848,8 @@ func (d *itemDecoder) time(attr string) time.Time {
 		return time.Time{}
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil && d.err == nil {
-		d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
+	if err != nil {
+		d.badValue(attr, v, "an RFC 3339 time")
 	}
 	return t
 }
@@ -786,8 +870,8 @@ func (d *itemDecoder) num(attr string) int64 {
 		return 0
 	case *types.AttributeValueMemberN:
 		n, err := strconv.ParseInt(v.Value, 10, 64)
-		if err != nil && d.err == nil {
-			d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
+		if err != nil {
+			d.badValue(attr, v.Value, "an integer")
 		}
 		return n
 	default:
@@ -803,8 +887,8 @@ func (d *itemDecoder) float(attr string) float64 {
 		return 0
 	case *types.AttributeValueMemberN:
 		f, err := strconv.ParseFloat(v.Value, 64)
-		if err != nil && d.err == nil {
-			d.err = fmt.Errorf("decode item: attribute %s: %w", attr, err)
+		if err != nil {
+			d.badValue(attr, v.Value, "a number")
 		}
 		return f
 	default:

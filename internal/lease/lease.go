@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shardline/shardline/kcl"
@@ -159,6 +160,37 @@ var (
 	ErrNotFound = errors.New("lease: not found")
 )
 
+// UnreadableError reports rows of the lease table that cannot be read as
+// leases (an attribute of the wrong type, a number that is not an integer:
+// rows written by hand or by another tool). List and ListStale return it
+// together with every lease they could read, so that one bad row does not
+// stop the others: callers that can work without those rows use the leases
+// and name the rows (the manager does not take them); the others fail.
+type UnreadableError struct {
+	// Op is the store operation ("list", "liststale").
+	Op string
+	// Table is the lease table's name.
+	Table string
+	// Rows maps the leaseKey of each unreadable row to why it cannot be
+	// read (stored values in it are cut short).
+	Rows map[string]string
+}
+
+// Error implements error. It names at most a few rows.
+func (e *UnreadableError) Error() string {
+	keys := slices.Sorted(maps.Keys(e.Rows))
+	var b strings.Builder
+	fmt.Fprintf(&b, "lease: %s table %s: %d unreadable row(s)", e.Op, e.Table, len(keys))
+	for i, k := range keys {
+		if i == 3 {
+			fmt.Fprintf(&b, "; and %d more", len(keys)-i)
+			break
+		}
+		fmt.Fprintf(&b, "; %s", e.Rows[k])
+	}
+	return b.String()
+}
+
 // ConflictError is the error a store returns for a refused conditional
 // write. It matches [ErrConflict] and, when the lease had changed owner,
 // kcl.ErrLeaseLost.
@@ -197,7 +229,9 @@ type Store interface {
 	// EnsureTable creates the table if it is missing and waits until it can
 	// be used. Safe when many workers call it at once.
 	EnsureTable(ctx context.Context) error
-	// List returns every lease, read consistently, sorted by Key.
+	// List returns every lease, read consistently, sorted by Key. Rows that
+	// cannot be read as leases are left out and named by an
+	// *[UnreadableError] returned with the others.
 	List(ctx context.Context) ([]Lease, error)
 	// Get returns one lease or an error matching ErrNotFound.
 	Get(ctx context.Context, key string) (Lease, error)

@@ -130,9 +130,11 @@ type Manager struct {
 	withdrawn bool
 
 	wg              sync.WaitGroup
-	hwg             sync.WaitGroup  // hand-over waiters, joined by StopTaking
-	pendingHandoffs int             // hand-over requests being waited for
-	awaiting        map[string]bool // leases whose hand-over is being waited for
+	hwg             sync.WaitGroup    // hand-over waiters, joined by StopTaking
+	pendingHandoffs int               // hand-over requests being waited for
+	awaiting        map[string]bool   // leases whose hand-over is being waited for
+	unreadable      map[string]string // lease rows the last read could not decode -> why (m.mu)
+	refusedAt       map[string]int64  // lease key -> counter+1 of the last take refused without cause (m.mu)
 	stopRenew       context.CancelFunc
 	stopTake        context.CancelFunc
 	takeDone        chan struct{}
@@ -192,6 +194,8 @@ func NewManager(cfg ManagerConfig) *Manager {
 		dead:       map[string]bool{},
 		asks:       map[string]time.Time{},
 		awaiting:   map[string]bool{},
+		unreadable: map[string]string{},
+		refusedAt:  map[string]int64{},
 		rnd:        cfg.Rand,
 		takeWakeup: make(chan struct{}, 1),
 		beatWakeup: make(chan struct{}, 1),
@@ -216,7 +220,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	// Best effort: a worker that cannot read the leases cannot take them
 	// either, and the stale-lease rule of PlanTakes covers what is planned
 	// for it meanwhile.
-	if leases, err := m.store.List(ctx); err == nil {
+	if leases, err := m.readable(m.store.List(ctx)); err == nil {
 		now := m.now()
 		m.mu.Lock()
 		m.view, m.scanned = leases, now
@@ -962,9 +966,9 @@ func (m *Manager) maybeScan(ctx context.Context) error {
 	var leases []Lease
 	var err error
 	if consistent {
-		leases, err = m.store.List(ctx)
+		leases, err = m.readable(m.store.List(ctx))
 	} else {
-		leases, err = m.store.ListStale(ctx)
+		leases, err = m.readable(m.store.ListStale(ctx))
 	}
 	if err != nil {
 		if consistent {
@@ -1017,6 +1021,63 @@ func (m *Manager) maybeScan(ctx context.Context) error {
 		h.markLost(lostTo[i])
 	}
 	return nil
+}
+
+// readable takes the result of a List: the rows it could not read (see
+// UnreadableError) are reported, once each time the set of such rows or
+// their reasons change, and left out, so that the others can be taken; a
+// clean read reports that the rows reported before are readable (or gone).
+func (m *Manager) readable(leases []Lease, err error) ([]Lease, error) {
+	var ue *UnreadableError
+	if err != nil && !errors.As(err, &ue) {
+		return nil, err
+	}
+	rows := map[string]string{}
+	if ue != nil {
+		rows = ue.Rows
+	}
+	m.mu.Lock()
+	var news, gone []string
+	for key, why := range rows {
+		if m.unreadable[key] != why {
+			news = append(news, key)
+		}
+	}
+	for key := range m.unreadable {
+		if _, ok := rows[key]; !ok {
+			gone = append(gone, key)
+		}
+	}
+	m.unreadable = maps.Clone(rows)
+	m.mu.Unlock()
+	slices.Sort(news)
+	slices.Sort(gone)
+	for _, key := range news {
+		m.log.Warn("lease row cannot be read; it is not taken until it is repaired or deleted",
+			"worker", m.cfg.WorkerID, "shard", key, "reason", rows[key])
+		m.emit(Event{Kind: EventUnreadable, Key: key, Err: errors.New(rows[key])})
+	}
+	for _, key := range gone {
+		m.log.Info("lease row readable again (or deleted)", "worker", m.cfg.WorkerID, "shard", key)
+	}
+	return leases, nil
+}
+
+// refused reports a take refused although the lease, as the refusal
+// returned it, still had the owner and counter the take was conditioned
+// on: the row is one this worker cannot write (a mistyped attribute, say),
+// and the take would fail at every round. It is reported once per lease
+// and counter.
+func (m *Manager) refused(l Lease, err error) {
+	m.mu.Lock()
+	first := m.refusedAt[l.Key] != l.Counter+1
+	m.refusedAt[l.Key] = l.Counter + 1
+	m.mu.Unlock()
+	m.emit(Event{Kind: EventTakeRefused, Key: l.Key, Peer: l.Owner, Err: err})
+	if first {
+		m.log.Warn("taking a lease was refused although the row shows the owner and counter it was conditioned on; the row may hold an attribute of an unexpected type",
+			"worker", m.cfg.WorkerID, "shard", l.Key, "owner", l.Owner, "counter", l.Counter, "err", err)
+	}
 }
 
 // noteWrite records in the view a lease as this worker wrote it or found
@@ -1151,6 +1212,9 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 				m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
 			}
 			m.mu.Unlock()
+			if c.Counter == l.Counter && c.Owner == l.Owner {
+				m.refused(l, err)
+			}
 		}
 		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
 			m.log.Warn("taking lease failed", "shard", l.Key, "err", err)
@@ -1228,6 +1292,14 @@ const (
 	// EventRenewFailed: a renewal failed for a reason other than a lost
 	// lease (it is retried until the lease's deadline).
 	EventRenewFailed EventKind = "renew_failed"
+	// EventUnreadable: a row of the lease table cannot be read as a lease
+	// (Err says why); it is not taken. Reported when first seen and when
+	// the reason changes.
+	EventUnreadable EventKind = "unreadable"
+	// EventTakeRefused: taking a lease was refused although the row still
+	// showed the owner (Peer) and counter the take was conditioned on, so
+	// it will be refused again. Reported for every such refusal.
+	EventTakeRefused EventKind = "take_refused"
 )
 
 // Event is a lease change of this worker.
