@@ -218,6 +218,8 @@ type hooks struct {
 	checkpoint []HookCheckpoint
 	shard      []HookShard
 	delivery   []HookDelivery
+	// guard recovers, counts and logs the panics of hooks.
+	guard hookGuard
 }
 
 func newHooks(hs []Hook) *hooks {
@@ -259,13 +261,13 @@ func knownHook(x Hook) bool {
 
 func (h *hooks) onWorkerStart(e WorkerStartEvent) {
 	for _, x := range h.start {
-		x.OnWorkerStart(e)
+		h.guard.call("worker_start", func() { x.OnWorkerStart(e) })
 	}
 }
 
 func (h *hooks) onBatch(e BatchProcessedEvent) {
 	for _, x := range h.batch {
-		x.OnBatchProcessed(e)
+		h.guard.call("batch", func() { x.OnBatchProcessed(e) })
 	}
 }
 
@@ -276,7 +278,7 @@ func (h *hooks) onFetch(re reader.FetchEvent) {
 		e.ErrorKind = awsx.Label(e.Err)
 	}
 	for _, x := range h.fetch {
-		x.OnFetch(e)
+		h.guard.call("fetch", func() { x.OnFetch(e) })
 	}
 }
 
@@ -296,25 +298,25 @@ func (h *hooks) onLease(le lease.Event) {
 		}
 	}
 	for _, x := range h.lease {
-		x.OnLease(e)
+		h.guard.call("lease", func() { x.OnLease(e) })
 	}
 }
 
 func (h *hooks) onCheckpoint(e CheckpointEvent) {
 	for _, x := range h.checkpoint {
-		x.OnCheckpoint(e)
+		h.guard.call("checkpoint", func() { x.OnCheckpoint(e) })
 	}
 }
 
 func (h *hooks) onDelivery(e DeliveryEvent) {
 	for _, x := range h.delivery {
-		x.OnDelivery(e)
+		h.guard.call("delivery", func() { x.OnDelivery(e) })
 	}
 }
 
 func (h *hooks) onShard(e ShardEvent) {
 	for _, x := range h.shard {
-		x.OnShard(e)
+		h.guard.call("shard", func() { x.OnShard(e) })
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -34,6 +36,14 @@ type shardState struct {
 	lanes   *delivery.Lanes       // with Parallelism: runs d's batches per key lane
 	co      *checkpoint.Coalescer // nil unless Config.CheckpointInterval
 	started bool                  // ShardStarted was reported
+
+	// For a stop that passes its bound (see Worker.abandon), read from
+	// another goroutine: whether the goroutine is in user code, and the
+	// reader to close for it.
+	inFactory atomic.Bool
+	mach      atomic.Pointer[shardproc.Machine]
+	rdMu      sync.Mutex
+	rd        reader.Reader
 }
 
 // outcome is why a shard consumer stopped.
@@ -44,7 +54,7 @@ const (
 	outGraceful                // planned stop: ShutdownRequested, checkpoint, release
 	outHard                    // hard stop: release without callbacks
 	outShardEnd                // shard finished: SHARD_END stored, release
-	outGiveUp                  // could not start (factory error): release for a later retry
+	outGiveUp                  // unused since the factory is retried in place; kept for ShardEvent's "error"
 	outHandoff                 // another worker asked for the shard: like graceful, then hand over
 )
 
@@ -60,16 +70,16 @@ func (w *Worker) startShard(base context.Context, h *lease.Handle) {
 		s.prev = old
 	}
 	w.running[s.id] = s
-	w.shards.Add(1)
+	w.live[s] = struct{}{}
 	w.mu.Unlock()
 	go func() {
-		defer w.shards.Done()
 		defer close(s.done)
 		defer func() {
 			w.mu.Lock()
 			if w.running[s.id] == s {
 				delete(w.running, s.id)
 			}
+			delete(w.live, s)
 			w.mu.Unlock()
 		}()
 		s.run(base)
@@ -104,8 +114,9 @@ func (s *shardState) run(base context.Context) {
 	<-watchDone
 
 	// The duties of a stop must not be cut short by the cancellation that
-	// caused it: they get their own bounded context.
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(base), s.w.cfg.LeaseDuration)
+	// caused it: they get their own context, bounded by the lease duration
+	// and ended when a bounded stop passes its bound.
+	dctx, dcancel := context.WithTimeout(s.w.dutyCtx, s.w.cfg.LeaseDuration)
 	defer dcancel()
 	if (s.h.Err() != nil || !s.h.Valid()) && out != outShardEnd {
 		out = outLost
@@ -235,10 +246,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	if out, ok := s.waitForParents(ctx, gctx, l); !ok {
 		return out
 	}
-	proc, err := s.w.cfg.ProcessorFactory(s.id)
-	if err != nil || proc == nil {
-		s.log.Error("processor factory failed; releasing the lease for a later retry", shardproc.ErrAttr(err))
-		return outGiveUp
+	proc, ok := s.newProcessor(gctx)
+	if !ok {
+		return s.classify(ctx)
 	}
 	var cw checkpoint.Writer = shardWriter{s}
 	if s.w.cfg.CheckpointInterval > 0 {
@@ -248,13 +258,14 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
 		Writer: cw, Checkpoint: l.Checkpoint,
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
+	s.mach.Store(s.m)
 	s.d = s.newDriver()
 	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
 		return s.classify(ctx)
 	}
 
 	var rd reader.Reader
-	err = s.retry(ctx, gctx, "open shard", func(int) error {
+	err := s.retry(ctx, gctx, "open shard", func(int) error {
 		var err error
 		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
 			HashKeyRange: reader.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
@@ -274,6 +285,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		return s.classify(ctx)
 	}
 	defer rd.Close()
+	s.rdMu.Lock()
+	s.rd = rd
+	s.rdMu.Unlock()
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
 	s.started = true
 	s.w.hooks.onShard(ShardEvent{ShardID: s.id, Kind: ShardStarted})
@@ -387,7 +401,7 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 	s.log.Info("shard ended", "children", children)
 	// SHARD_END is stored: creating the children's leases needs no lease,
 	// and must not be cut short by the loss of this one.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.w.cfg.LeaseDuration)
+	fctx, cancel := context.WithTimeout(s.w.dutyCtx, s.w.cfg.LeaseDuration)
 	defer cancel()
 	s.w.finishShard(fctx, s.id, children, shards)
 	return outShardEnd
@@ -491,15 +505,10 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 	return err
 }
 
-// retry calls fn until it succeeds, backing off exponentially with jitter.
-// It gives up only when wait (or ctx) ends, or fn returns a permanent error
-// or a call the shard's lifecycle refuses. A panic in fn counts as an error.
+// retry calls fn until it succeeds, backing off (Worker.retryDelay). It
+// gives up only when wait (or ctx) ends, or fn returns a permanent error or
+// a call the shard's lifecycle refuses. A panic in fn counts as an error.
 func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attempt int) error) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = s.w.cfg.RetryInitialInterval
-	bo.MaxInterval = s.w.cfg.RetryMaxInterval
-	bo.MaxElapsedTime = 0
-	bo.Reset()
 	for attempt := 1; ; attempt++ {
 		err := shardproc.Recover(func() error { return fn(attempt) })
 		if err == nil {
@@ -519,7 +528,7 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 		if errors.Is(err, kcl.ErrLeaseLost) && s.h.Err() != nil {
 			return err
 		}
-		d := bo.NextBackOff()
+		d := s.w.retryDelay(attempt)
 		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, shardproc.ErrAttr(err))
 		t := time.NewTimer(d)
 		select {
