@@ -94,10 +94,11 @@ type Config struct {
 	// checkpoint at once.
 	CheckpointInterval time.Duration
 
-	// MaxRecords caps the records of one GetRecords call (1 to 10000).
-	// Default 10000. With FanOut it caps the records of one batch handed to
-	// the processor instead: a larger event is split into several batches,
-	// in order (by default an event, at most 10000 records, is one batch).
+	// MaxRecords caps the records of one GetRecords call (1 to 10000),
+	// and the user records of one batch read: the user records unpacked
+	// from KPL aggregates (a 1 MiB aggregate may hold some 175,000) and,
+	// with FanOut, the records of an event are split into batches of at
+	// most MaxRecords, in order. Default 10000.
 	MaxRecords int
 	// IdleTimeBetweenReads is the pause after a GetRecords call that
 	// returned nothing new. Default 1s (5 calls/s per shard are shared by all
@@ -107,8 +108,11 @@ type Config struct {
 	// received) ahead of the processor per shard. Default 3. With FanOut a
 	// full queue stops reading the subscription, and Kinesis stops sending.
 	PrefetchBatches int
-	// PrefetchBytes bounds the bytes fetched (or received) ahead of the
-	// processor per shard. Default 16 MiB.
+	// PrefetchBytes bounds the memory of the records fetched (or
+	// received) ahead of the processor per shard: each record counts its
+	// data, keys and sequence number and the record itself (some 200
+	// bytes), so that many empty records cannot pass for nothing. Default
+	// 16 MiB.
 	PrefetchBytes int
 
 	// FanOut, when set, reads with enhanced fan-out (SubscribeToShard

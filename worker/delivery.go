@@ -146,7 +146,7 @@ func (s *shardState) backoffWait(ctx context.Context, failures int, cause error)
 }
 
 func (s *shardState) observeCall(c delivery.Call) {
-	if len(s.w.hooks) == 0 {
+	if s.w.hooks.none() {
 		return
 	}
 	s.w.hooks.emit(Event{
@@ -180,8 +180,8 @@ func (g *gatherer) next(ctx context.Context) (reader.Batch, error) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, g.window)
 	defer cancel()
-	bytes := bytesOf(b.Records)
-	for (g.size == 0 || len(b.Records) < g.size) && bytes < g.maxBytes {
+	bytes := reader.RecordsMemory(b.Records)
+	for (g.size == 0 || len(b.Records) < g.size) && bytes < int64(g.maxBytes) {
 		more, err := g.rd.Next(wctx)
 		if err != nil {
 			if wctx.Err() == nil || ctx.Err() != nil {
@@ -192,7 +192,7 @@ func (g *gatherer) next(ctx context.Context) (reader.Batch, error) {
 		b.Records = append(b.Records, more.Records...)
 		b.MillisBehindLatest = more.MillisBehindLatest
 		b.Gap = b.Gap || more.Gap
-		bytes += bytesOf(more.Records)
+		bytes += reader.RecordsMemory(more.Records)
 		if more.ShardEnded {
 			b.ShardEnded, b.ChildShardIDs = true, more.ChildShardIDs
 			break

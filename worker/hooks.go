@@ -172,16 +172,25 @@ type Event struct {
 }
 
 // hooks fans events out to the configured hooks.
-type hooks []Hook
+type hooks struct {
+	list []Hook
+	// guard recovers, counts and logs the panics of hooks.
+	guard hookGuard
+}
 
-// emit calls every hook with e.
-func (h hooks) emit(e Event) {
-	for _, x := range h {
-		x.OnEvent(e)
+func newHooks(hs []Hook) *hooks { return &hooks{list: hs} }
+
+// none reports whether no hook is configured.
+func (h *hooks) none() bool { return len(h.list) == 0 }
+
+// emit calls every hook with e, each under the guard.
+func (h *hooks) emit(e Event) {
+	for _, x := range h.list {
+		h.guard.call(string(e.Kind), func() { x.OnEvent(e) })
 	}
 }
 
-func (h hooks) onFetch(re reader.FetchEvent) {
+func (h *hooks) onFetch(re reader.FetchEvent) {
 	e := Event{Kind: EventFetch, ShardID: re.ShardID, Op: re.Op, Records: re.Records, Bytes: re.Bytes,
 		Duration: re.Duration, MillisBehindLatest: re.MillisBehindLatest, Err: re.Err, Reason: re.ErrorKind}
 	if e.Err != nil && e.Reason == "" {
@@ -202,7 +211,7 @@ var leaseKinds = map[lease.EventKind]EventKind{
 	lease.EventTakeRefused:      EventLeaseTakeRefused,
 }
 
-func (h hooks) onLease(le lease.Event) {
+func (h *hooks) onLease(le lease.Event) {
 	e := Event{Kind: leaseKinds[le.Kind], ShardID: le.Key, Reason: le.How, Peer: le.Peer, Err: le.Err}
 	if e.Kind == "" {
 		return
@@ -227,7 +236,7 @@ func (h hooks) onLease(le lease.Event) {
 
 // onRecordCounts reports what turning one read's Kinesis records into user
 // records met.
-func (h hooks) onRecordCounts(shardID string, c reader.RecordCounts) {
+func (h *hooks) onRecordCounts(shardID string, c reader.RecordCounts) {
 	if c.Aggregates > 0 {
 		h.emit(Event{Kind: EventAggregatesUnpacked, ShardID: shardID, Aggregates: int(c.Aggregates), Records: int(c.AggregatedUserRecords)})
 	}
@@ -243,24 +252,24 @@ func (h hooks) onRecordCounts(shardID string, c reader.RecordCounts) {
 }
 
 // fetchObserver returns the observer for the readers, nil without hooks.
-func (h hooks) fetchObserver() reader.Observer {
-	if len(h) == 0 {
+func (h *hooks) fetchObserver() reader.Observer {
+	if h.none() {
 		return nil
 	}
 	return h.onFetch
 }
 
 // recordCounter returns the readers' record counter, nil without hooks.
-func (h hooks) recordCounter() func(string, reader.RecordCounts) {
-	if len(h) == 0 {
+func (h *hooks) recordCounter() func(string, reader.RecordCounts) {
+	if h.none() {
 		return nil
 	}
 	return h.onRecordCounts
 }
 
 // leaseObserver returns the observer for the lease manager, nil without hooks.
-func (h hooks) leaseObserver() func(lease.Event) {
-	if len(h) == 0 {
+func (h *hooks) leaseObserver() func(lease.Event) {
+	if h.none() {
 		return nil
 	}
 	return h.onLease

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,14 @@ type shardState struct {
 	// stall is why the shard cannot progress (stallBadCheckpoint,
 	// stallOpenFailed); nil while it can. See setStall.
 	stall atomic.Pointer[string]
+
+	// For a stop that passes its bound (see Worker.abandon), read from
+	// another goroutine: whether the goroutine is in user code, and the
+	// reader to close for it.
+	inFactory atomic.Bool
+	mach      atomic.Pointer[shardproc.Machine]
+	rdMu      sync.Mutex
+	rd        reader.Reader
 }
 
 // Why a held shard cannot progress (see shardState.setStall).
@@ -67,7 +76,7 @@ const (
 	outGraceful                // planned stop: ShutdownRequested, checkpoint, release
 	outHard                    // hard stop: release without callbacks
 	outShardEnd                // shard finished: SHARD_END stored, release
-	outGiveUp                  // could not start (factory error): release for a later retry
+	outGiveUp                  // unused since the factory is retried in place; kept for ShardEvent's "error"
 	outHandoff                 // another worker asked for the shard: like graceful, then hand over
 )
 
@@ -83,16 +92,16 @@ func (w *Worker) startShard(base context.Context, h *lease.Handle) {
 		s.prev = old
 	}
 	w.running[s.id] = s
-	w.shards.Add(1)
+	w.live[s] = struct{}{}
 	w.mu.Unlock()
 	go func() {
-		defer w.shards.Done()
 		defer close(s.done)
 		defer func() {
 			w.mu.Lock()
 			if w.running[s.id] == s {
 				delete(w.running, s.id)
 			}
+			delete(w.live, s)
 			w.mu.Unlock()
 		}()
 		s.run(base)
@@ -127,8 +136,9 @@ func (s *shardState) run(base context.Context) {
 	<-watchDone
 
 	// The duties of a stop must not be cut short by the cancellation that
-	// caused it: they get their own bounded context.
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(base), s.w.cfg.LeaseDuration)
+	// caused it: they get their own context, bounded by the lease duration
+	// and ended when a bounded stop passes its bound.
+	dctx, dcancel := context.WithTimeout(s.w.dutyCtx, s.w.cfg.LeaseDuration)
 	defer dcancel()
 	if (s.h.Err() != nil || !s.h.Valid()) && out != outShardEnd {
 		out = outLost
@@ -269,10 +279,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			return out
 		}
 	}
-	proc, err := s.w.cfg.ProcessorFactory(s.id)
-	if err != nil || proc == nil {
-		s.log.Error("processor factory failed; releasing the lease for a later retry", shardproc.ErrAttr(err))
-		return outGiveUp
+	proc, ok := s.newProcessor(gctx)
+	if !ok {
+		return s.classify(ctx)
 	}
 	var cw checkpoint.Writer = shardWriter{s}
 	if s.w.cfg.CheckpointInterval > 0 {
@@ -282,6 +291,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
 		Writer: cw, Checkpoint: l.Checkpoint,
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
+	s.mach.Store(s.m)
 	s.d = s.newDriver()
 	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
 		return s.classify(ctx)
@@ -292,6 +302,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		return out
 	}
 	defer func() { rd.Close() }() // the reader open at the end
+	s.setReader(rd)
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
 	s.started = true
 	s.w.hooks.emit(Event{Kind: EventShardStarted, ShardID: s.id})
@@ -318,6 +329,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			if rd, out, ok = s.open(ctx, gctx, l, err); !ok {
 				return out
 			}
+			s.setReader(rd)
 			g.rd = rd
 			continue
 		}
@@ -367,6 +379,13 @@ func (s *shardState) consume(ctx context.Context) outcome {
 // open opens the shard's reader at the lease's checkpoint; prev, when set,
 // is the error of a reader opened before whose first read failed. See
 // untilOpen for what happens while it fails.
+// setReader records the shard's open reader for closeReader.
+func (s *shardState) setReader(rd reader.Reader) {
+	s.rdMu.Lock()
+	s.rd = rd
+	s.rdMu.Unlock()
+}
+
 func (s *shardState) open(ctx, gctx context.Context, l lease.Lease, prev error) (rd reader.Reader, out outcome, ok bool) {
 	out, ok = s.untilOpen(ctx, gctx, l, prev, func() (err error) {
 		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
@@ -560,7 +579,7 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 	s.log.Info("shard ended", "children", children)
 	// SHARD_END is stored: creating the children's leases needs no lease,
 	// and must not be cut short by the loss of this one.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.w.cfg.LeaseDuration)
+	fctx, cancel := context.WithTimeout(s.w.dutyCtx, s.w.cfg.LeaseDuration)
 	defer cancel()
 	s.w.finishShard(fctx, s.id, children, shards)
 	return outShardEnd
@@ -669,15 +688,10 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 	return err
 }
 
-// retry calls fn until it succeeds, backing off exponentially with jitter.
-// It gives up only when wait (or ctx) ends, or fn returns a permanent error
-// or a call the shard's lifecycle refuses. A panic in fn counts as an error.
+// retry calls fn until it succeeds, backing off (Worker.retryDelay). It
+// gives up only when wait (or ctx) ends, or fn returns a permanent error or
+// a call the shard's lifecycle refuses. A panic in fn counts as an error.
 func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attempt int) error) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = s.w.cfg.RetryInitialInterval
-	bo.MaxInterval = s.w.cfg.RetryMaxInterval
-	bo.MaxElapsedTime = 0
-	bo.Reset()
 	for attempt := 1; ; attempt++ {
 		err := shardproc.Recover(func() error { return fn(attempt) })
 		if err == nil {
@@ -697,7 +711,7 @@ func (s *shardState) retry(ctx, wait context.Context, what string, fn func(attem
 		if errors.Is(err, kcl.ErrLeaseLost) && s.h.Err() != nil {
 			return err
 		}
-		d := bo.NextBackOff()
+		d := s.w.retryDelay(attempt)
 		s.log.Warn("retrying", "op", what, "attempt", attempt, "backoff", d, shardproc.ErrAttr(err))
 		t := time.NewTimer(d)
 		select {

@@ -18,7 +18,8 @@ import (
 func (s *shardState) retryStop(ctx context.Context, what string, op func() error) error {
 	return s.retry(ctx, ctx, what, func(int) error {
 		err := op()
-		if errors.Is(err, kcl.ErrLeaseLost) || errors.Is(err, lease.ErrConflict) || errors.Is(err, kcl.ErrInvalidCheckpoint) {
+		if errors.Is(err, kcl.ErrLeaseLost) || errors.Is(err, lease.ErrConflict) || errors.Is(err, kcl.ErrInvalidCheckpoint) ||
+			errors.Is(err, kcl.ErrTableNotFound) {
 			return backoff.Permanent(err)
 		}
 		return err

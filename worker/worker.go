@@ -53,14 +53,21 @@ type Worker struct {
 	graceful   chan struct{} // closed when shards must wind down
 	gracefulMu sync.Once
 	hardCancel context.CancelFunc
-	done       chan struct{} // closed when Run returns
-	fatalCh    chan error
-	syncNow    chan struct{}
-	shards     sync.WaitGroup
-	manager    *lease.Manager
-	hooks      hooks
-	running    map[string]*shardState // shard ID -> consumer, for introspection
-	reshard    reshardState           // shard syncs, lineage waits, cleanup
+	// dutyCtx is the parent of every stop duty's context (final
+	// checkpoint, release, hand-over); cancelDuties ends them when a
+	// bounded stop passes its bound.
+	dutyCtx      context.Context
+	cancelDuties context.CancelFunc
+	stopc        stopClock
+	stuckErr     error         // the stop bound's error (abandoned shards), set before done closes
+	done         chan struct{} // closed when Run returns
+	fatalCh      chan error
+	syncNow      chan struct{}
+	manager      *lease.Manager
+	hooks        *hooks
+	running      map[string]*shardState   // shard ID -> consumer, for introspection
+	live         map[*shardState]struct{} // every consumer whose goroutine runs
+	reshard      reshardState             // shard syncs, lineage waits, cleanup
 	// health times the renewal and sync loops for Health.
 	health healthState
 }
@@ -80,8 +87,11 @@ func New(cfg Config) (*Worker, error) {
 		fatalCh:    make(chan error, 1),
 		syncNow:    make(chan struct{}, 1),
 		running:    map[string]*shardState{},
-		hooks:      hooks(cfg.Hooks),
+		live:       map[*shardState]struct{}{},
+		hooks:      newHooks(cfg.Hooks),
 	}
+	w.stopc.ended = make(chan struct{})
+	w.hooks.guard.log = w.log
 	w.store = cfg.store
 	if w.store == nil {
 		ds, err := lease.NewDynamoStore(cfg.DynamoDB, cfg.TableName, lease.WithDynamoLogger(cfg.Logger),
@@ -157,9 +167,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	base, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.hardCancel = hardCancel
+	w.dutyCtx, w.cancelDuties = context.WithCancel(context.WithoutCancel(ctx))
 	w.mu.Unlock()
 	defer close(w.done)
 	defer hardCancel()
+	defer w.cancelDuties()
+	defer w.stopc.stopTimers()
 
 	if err := w.start(ctx, base); err != nil {
 		return err
@@ -167,10 +180,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	err := w.loop(ctx)
 	if err == nil && ctx.Err() != nil {
 		// Stopping because ctx ended: bound the graceful stop.
-		timer := time.AfterFunc(w.cfg.ShutdownTimeout, hardCancel)
-		defer timer.Stop()
+		w.boundStopBy(time.Now().Add(w.cfg.ShutdownTimeout))
 	}
-	w.stop(err != nil)
+	if stuck := w.stop(err != nil); len(stuck) > 0 {
+		w.stuckErr = stuckError(stuck)
+		err = errors.Join(err, w.stuckErr)
+	}
 	return err
 }
 
@@ -206,6 +221,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		OnAcquired:    func(h *lease.Handle) { w.startShard(base, h) },
 		OnEvent:       w.hooks.leaseObserver(),
 		BalanceByLoad: w.cfg.BalanceByLoad,
+		OnTableLost:   w.tableLost,
 	})
 	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
@@ -241,6 +257,10 @@ func (w *Worker) loop(ctx context.Context) error {
 			if errors.Is(err, kcl.ErrStreamNotFound) {
 				return err
 			}
+			if errors.Is(err, kcl.ErrTableNotFound) {
+				w.tableLost(err)
+				return err
+			}
 			if ctx.Err() == nil {
 				w.log.Warn("shard sync failed; will retry", "err", err)
 			}
@@ -249,30 +269,40 @@ func (w *Worker) loop(ctx context.Context) error {
 }
 
 // stop winds the worker down: gracefully (shards finish, checkpoint and
-// release) unless hard, in which case shards stop at once and release.
-func (w *Worker) stop(hard bool) {
+// release) unless hard, in which case shards stop at once and release. A
+// bounded stop (see stopClock) abandons the shards still running at its
+// bound; stop returns their IDs.
+func (w *Worker) stop(hard bool) []string {
 	w.health.set(func(h *healthState) { h.stopping = true })
 	w.manager.StopTaking()
 	w.gracefulMu.Do(func() { close(w.graceful) })
 	if hard {
-		w.hardCancel()
+		w.boundStopNow()
 	}
-	w.shards.Wait()
-	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	stuck := w.waitShards()
+	cctx, cancel := w.stopc.closeContext()
 	defer cancel()
 	if err := w.manager.Close(cctx); err != nil {
 		w.log.Warn("removing presence row failed", "err", err)
 	}
 	w.log.Info("worker stopped")
+	return stuck
 }
 
 // Shutdown stops the worker gracefully: it stops taking leases, asks every
 // processor to finish (ShutdownRequested, with a working checkpointer),
 // writes final checkpoints, releases the leases so that other workers take
-// them at once, and waits for every goroutine. If ctx ends first, Shutdown
-// stops the processors at once (cancelling their contexts), still waits for
-// them to return, and returns ctx's error. Calling it before Run makes Run
-// return kcl.ErrShutdown at once.
+// them at once, and waits for every goroutine. ctx bounds it: with a
+// deadline, the processors' contexts are cancelled a fifth of the time left
+// (at most 2 s) before it (a hard stop: shards release without a final
+// checkpoint); when ctx is cancelled without a deadline, at once. Shutdown
+// and Run return by the deadline (within 2 s of a cancellation). A
+// processor or factory call still running then, because it ignores its
+// context, cannot be killed: its goroutine is abandoned, its lease is not
+// released (it expires), and Shutdown and Run return an error matching
+// context.DeadlineExceeded that names the shards. Otherwise Shutdown
+// returns ctx's error if it ended, else nil. Calling it before Run makes
+// Run return kcl.ErrShutdown at once.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.shutOnce.Do(func() { close(w.shutdownCh) })
 	w.mu.Lock()
@@ -281,19 +311,38 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	if !started {
 		return nil
 	}
+	if d, ok := ctx.Deadline(); ok {
+		w.boundStopBy(d)
+	}
 	select {
 	case <-w.done:
-		return nil
 	case <-ctx.Done():
-		w.mu.Lock()
-		hc := w.hardCancel
-		w.mu.Unlock()
-		if hc != nil {
-			hc()
-		}
+		w.boundStopNow()
 		<-w.done
-		return ctx.Err()
 	}
+	if w.stuckErr != nil {
+		return w.stuckErr
+	}
+	return ctx.Err()
+}
+
+// tableLost stops the worker because the lease table is gone (deleted, or
+// deleted and created again): the worker does not go on in a table that
+// has lost its checkpoints, nor create leases at InitialPosition that
+// would skip the records written since. It logs, at ERROR, the last
+// checkpoint stored for every shard it holds, for the operator to restore
+// (kclctl) before workers start on a new table.
+func (w *Worker) tableLost(err error) {
+	w.mu.Lock()
+	held := make(map[string]string, len(w.running))
+	for id, s := range w.running {
+		held[id] = s.h.Lease().Checkpoint.String()
+	}
+	w.mu.Unlock()
+	w.log.Error("the lease table is gone; stopping. The last checkpoints this worker held are listed: "+
+		"restore them in a new table before starting workers, or they start at InitialPosition",
+		"table", w.cfg.TableName, "checkpoints", held, "err", err)
+	w.fatal(fmt.Errorf("shardline: lease table %s: %w", w.cfg.TableName, err))
 }
 
 // fatal stops the worker with err (first error wins).

@@ -65,6 +65,17 @@ type ManagerConfig struct {
 	// counts a requested lease as the requester's already, so a larger cap
 	// only makes a joining worker reach its share in fewer rounds.
 	MaxPendingHandoffs int
+	// OnTableLost, if set, is called once when the lease table turns out
+	// to be gone while the manager runs: a heartbeat or a taking round
+	// failed with an error matching kcl.ErrTableNotFound, or the fleet row
+	// came back older than one already seen (the table was deleted and
+	// created again between two heartbeats). In the second case the
+	// manager stops heartbeating and taking leases at once: leases of the
+	// new table would start wherever whoever created them chose, while
+	// the holders of the old one may still know their checkpoints. The
+	// error matches kcl.ErrTableNotFound. It is called from the manager's
+	// goroutines, before the handles are lost; it must not block.
+	OnTableLost func(error)
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
 	// it anyway. Default: LeaseDuration. The owner's handle turns invalid
@@ -128,6 +139,11 @@ type Manager struct {
 	// withdrawn is set by StopTaking: the fleet row marks the worker
 	// withdrawn, so that the others plan without it.
 	withdrawn bool
+	// reset is set when the table was found created again (see
+	// OnTableLost): the manager then writes nothing more.
+	reset error
+	// tableLostOnce guards OnTableLost.
+	tableLostOnce sync.Once
 
 	wg              sync.WaitGroup
 	hwg             sync.WaitGroup    // hand-over waiters, joined by StopTaking
@@ -394,6 +410,10 @@ func (m *Manager) deadline() time.Time {
 // again as a new worker.
 func (m *Manager) heartbeat(ctx context.Context) error {
 	m.mu.Lock()
+	if err := m.reset; err != nil {
+		m.mu.Unlock()
+		return err
+	}
 	from, withdrawn, bump := m.hb, m.withdrawn, m.bump
 	m.bump = false
 	m.mu.Unlock()
@@ -493,7 +513,19 @@ func (m *Manager) releaseExpired(ctx context.Context) {
 // of ours was applied after all (the entry is hb+1), this worker was
 // fenced; it loses every handle and joins again.
 func (m *Manager) fenced(ctx context.Context, hb int64) {
-	if f, err := m.store.ReadFleet(ctx); err == nil && f.Members[m.cfg.WorkerID] == hb+1 && hb != 0 {
+	f, err := m.store.ReadFleet(ctx)
+	m.mu.Lock()
+	seen := m.fleet.Version
+	m.mu.Unlock()
+	if err == nil && f.Version < seen {
+		// A consistent read older than what a write of ours returned: the
+		// row (with the whole table, as nothing else deletes it) was
+		// created again.
+		m.tableReset(fmt.Errorf("%w: the lease table was deleted and created again while this worker ran "+
+			"(its fleet row went back from version %d to %d)", kcl.ErrTableNotFound, seen, f.Version))
+		return
+	}
+	if err == nil && f.Members[m.cfg.WorkerID] == hb+1 && hb != 0 {
 		// Our last write was applied: go on from there, without extending
 		// the deadline (we do not know when that write was sent).
 		m.mu.Lock()
@@ -515,6 +547,44 @@ func (m *Manager) fenced(ctx context.Context, hb int64) {
 	m.mu.Unlock()
 	for _, h := range hs {
 		h.markLost(errFenced)
+	}
+}
+
+// tableMissing reports err to OnTableLost if it says that the table is gone.
+func (m *Manager) tableMissing(err error) {
+	if errors.Is(err, kcl.ErrTableNotFound) {
+		m.tableLost(err)
+	}
+}
+
+// tableLost calls OnTableLost once.
+func (m *Manager) tableLost(err error) {
+	m.tableLostOnce.Do(func() {
+		if m.cfg.OnTableLost != nil {
+			m.cfg.OnTableLost(err)
+		}
+	})
+}
+
+// tableReset stops the manager's writes for good (the table it worked in
+// is gone, see OnTableLost) and loses every handle.
+func (m *Manager) tableReset(err error) {
+	m.log.Error("the lease table was created again under this worker; it takes and writes nothing more", "worker", m.cfg.WorkerID, "err", err)
+	m.mu.Lock()
+	m.reset = err
+	m.mu.Unlock()
+	m.tableLost(err)
+	m.mu.Lock()
+	var hs []*Handle
+	for key, h := range m.held {
+		hs = append(hs, h)
+		delete(m.held, key)
+	}
+	m.viewVer++
+	m.mu.Unlock()
+	lost := fmt.Errorf("%w: %w", kcl.ErrLeaseLost, err)
+	for _, h := range hs {
+		h.markLost(lost)
 	}
 }
 
@@ -591,6 +661,7 @@ func (m *Manager) beatLoop(ctx context.Context) {
 		case <-m.beatWakeup:
 		}
 		if err := m.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			m.tableMissing(err)
 			m.log.Warn("heartbeat failed", "worker", m.cfg.WorkerID, "err", err)
 		}
 		if m.cfg.BalanceByLoad {
@@ -636,6 +707,7 @@ func (m *Manager) takeLoop(ctx context.Context) {
 	for {
 		expiry, err := m.takeRound(ctx)
 		if err != nil && ctx.Err() == nil {
+			m.tableMissing(err)
 			m.log.Warn("lease taking round failed", "worker", m.cfg.WorkerID, "err", err)
 		}
 		// Jitter the period by up to ±10% so workers do not act in lockstep.
@@ -678,6 +750,12 @@ func (m *Manager) fullScanPeriod(workers int) time.Duration {
 // It returns when the next worker could be judged dead if its heartbeat
 // stood still (zero if none).
 func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
+	m.mu.Lock()
+	reset := m.reset
+	m.mu.Unlock()
+	if reset != nil {
+		return time.Time{}, reset
+	}
 	now := m.now()
 	if !now.Before(m.deadline()) {
 		return time.Time{}, nil // heartbeats are failing: nothing can be taken

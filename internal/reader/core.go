@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/kpl"
 )
 
 // Shards opens readers on the shards of one stream, all polling or all by
@@ -349,11 +351,62 @@ func (r *shardReader) deliver(ctx context.Context, f fetched) (bool, error) {
 		r.resume = f.resume
 		r.trimHorizon = false
 	}
-	recs := filterAfter(r.transform(ctx, raw), r.after)
-	if len(recs) > 0 {
-		r.after = recs[len(recs)-1].Position()
+	maxBatch := r.opts.MaxRecords
+	if f.maxBatch > 0 {
+		maxBatch = min(maxBatch, f.maxBatch)
 	}
-	if len(recs) == 0 && !f.ended && f.idleEvery > 0 {
+	// One KPL aggregate of empty records unpacks into some 175,000 user
+	// records (about 36 MiB) per MiB: the records are transformed one
+	// aggregate (or one run of plain records) at a time, and queued in
+	// batches of at most maxBatch as they fill, so that the queue's bounds
+	// hold the memory, whatever a read returned.
+	var pending []kcl.Record
+	pushed, split := false, false
+	push := func(recs []kcl.Record, last bool) error {
+		b := Batch{Records: recs, MillisBehindLatest: f.millisBehind, Gap: r.gap}
+		if len(recs) == 0 {
+			b.Records = nil
+		}
+		if last && f.ended {
+			b.ShardEnded = true
+			b.ChildShardIDs = childShardIDs(f.children)
+		}
+		if err := r.queue.push(ctx, b); err != nil {
+			return err
+		}
+		r.gap, pushed = false, true
+		return nil
+	}
+	for len(raw) > 0 {
+		n := r.segment(raw)
+		recs := filterAfter(r.transform(ctx, raw[:n]), r.after)
+		raw = raw[n:]
+		if len(recs) == 0 {
+			continue
+		}
+		r.after = recs[len(recs)-1].Position()
+		if len(pending) == 0 {
+			pending = recs
+		} else {
+			pending = append(pending, recs...)
+		}
+		// The last batch of the read is queued below: it carries the shard's
+		// end.
+		for len(pending) > maxBatch || len(pending) == maxBatch && len(raw) > 0 {
+			// A copy: the queued batch must not keep the whole aggregate's
+			// records alive (nor a processor appending to its batch
+			// overwrite the next one).
+			if err := push(slices.Clone(pending[:maxBatch]), false); err != nil {
+				return false, err
+			}
+			pending = pending[maxBatch:]
+			split = true
+		}
+	}
+	if split {
+		pending = slices.Clone(pending)
+	}
+	if !pushed && len(pending) == 0 && !f.ended && f.idleEvery > 0 {
 		// An empty batch lets the worker see the lag (and call processors on
 		// empty reads, if so configured). At most one per idleEvery; one
 		// dropped here loses nothing, the next batch has a fresher lag.
@@ -363,28 +416,29 @@ func (r *shardReader) deliver(ctx context.Context, f fetched) (bool, error) {
 		}
 		r.lastIdle = now
 	}
-	for first := true; first || len(recs) > 0; first = false {
-		n := len(recs)
-		if f.maxBatch > 0 {
-			n = min(n, f.maxBatch)
-		}
-		// A full slice expression: a processor appending to its batch must
-		// not overwrite the next one.
-		b := Batch{Records: recs[:n:n], MillisBehindLatest: f.millisBehind, Gap: r.gap}
-		recs = recs[n:]
-		if n == 0 {
-			b.Records = nil
-		}
-		if len(recs) == 0 && f.ended {
-			b.ShardEnded = true
-			b.ChildShardIDs = childShardIDs(f.children)
-		}
-		if err := r.queue.push(ctx, b); err != nil {
+	if len(pending) > 0 || !pushed || f.ended {
+		if err := push(pending[:len(pending):len(pending)], true); err != nil {
 			return false, err
 		}
-		r.gap = false
 	}
 	return f.ended, nil
+}
+
+// segment returns how many of raw's first records to transform together:
+// one KPL aggregate alone, or a run of plain records (all of them without
+// de-aggregation).
+func (r *shardReader) segment(raw []types.Record) int {
+	if r.opts.Records.DisableDeaggregation {
+		return len(raw)
+	}
+	if kpl.IsAggregated(raw[0].Data) {
+		return 1
+	}
+	n := 1
+	for n < len(raw) && !kpl.IsAggregated(raw[n].Data) {
+		n++
+	}
+	return n
 }
 
 // retry waits out a backoff after a retryable error, or returns the error

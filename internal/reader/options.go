@@ -22,7 +22,7 @@ const (
 	// DefaultPrefetchBatches is the default number of batches a reader keeps
 	// ready ahead of the consumer.
 	DefaultPrefetchBatches = 3
-	// DefaultPrefetchBytes is the default bound on the record data a reader
+	// DefaultPrefetchBytes is the default bound on the record memory a reader
 	// keeps ready ahead of the consumer.
 	DefaultPrefetchBytes = 16 << 20
 	// DefaultBackoffInitial is the default first retry delay after an error.
@@ -63,8 +63,9 @@ type Options struct {
 	ConsumerARN string
 
 	// MaxRecords, 1 to 10000 (default 10000), is the GetRecords limit per
-	// call when polling, and with fan-out the cap on the records of one
-	// batch: a larger event is split into several batches, in order.
+	// call when polling, and the cap on the user records of one batch: the
+	// records of a fan-out event, and those unpacked from KPL aggregates,
+	// are split into several batches, in order.
 	MaxRecords int
 	// IdleTimeBetweenReads is the pause after a GetRecords call that
 	// returned no records (default 1s; a negative value means no pause).
@@ -91,9 +92,9 @@ type Options struct {
 	// the subscription stops, and Kinesis stops sending (HTTP/2 flow
 	// control).
 	PrefetchBatches int
-	// PrefetchBytes bounds the record data fetched ahead of the consumer
-	// (default 16 MiB). One batch larger than this is still accepted when
-	// nothing else is waiting.
+	// PrefetchBytes bounds the memory of the records fetched ahead of the
+	// consumer, as [RecordsMemory] counts it (default 16 MiB). One batch
+	// larger than this is still accepted when nothing else is waiting.
 	PrefetchBytes int64
 	// BackoffInitial is the first delay before retrying after a throttled or
 	// failed call (default 100ms). Delays grow exponentially with jitter.

@@ -537,7 +537,9 @@ func TestPollerPrefetchBound(t *testing.T) {
 		wantQueued int
 	}{
 		{"batches", 3, 1 << 20, 3},
-		{"bytes", 100, 5, 2},           // 2-byte batches: a third would make 6
+		// Batches of one record of 2 bytes of data, a 3-byte key and a
+		// 56-digit sequence number: a third would pass 2.5 of them.
+		{"bytes", 100, (recordOverhead + 2 + 3 + 56) * 5 / 2, 2},
 		{"oversized batch", 100, 1, 1}, // one batch above the bound still fits an empty queue
 	} {
 		t.Run(tc.name, func(t *testing.T) {

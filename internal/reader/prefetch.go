@@ -7,9 +7,9 @@ import (
 
 // prefetchQueue is the FIFO between a reader's fetch goroutine (the only
 // producer) and Next (the consumer). It is bounded both by a number of
-// batches and by the bytes of record data they hold; a single batch larger
-// than the byte bound is still accepted when the queue is empty, so an
-// oversized response cannot wedge the reader.
+// batches and by the memory of their records (RecordsMemory); a single
+// batch larger than the byte bound is still accepted when the queue is
+// empty, so an oversized response cannot wedge the reader.
 //
 // Waiting uses one-slot signal channels instead of sync.Cond so that both
 // sides can also wait on a context. A signal is sent after every change and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
@@ -217,14 +218,29 @@ func filterAfter(recs []kcl.Record, after kcl.ExtendedSequenceNumber) []kcl.Reco
 	return recs[i:]
 }
 
-// batchBytes is the size of a batch's record data, for the prefetch bound.
-func batchBytes(b Batch) int64 {
+// recordOverhead is the memory of one user record besides its strings and
+// data: the kcl.Record itself.
+const recordOverhead = int64(unsafe.Sizeof(kcl.Record{}))
+
+// RecordsMemory is the memory records take, as the prefetch bound counts
+// it: per record its struct, its data, partition key and explicit hash key,
+// and its sequence number (once per Kinesis record: the user records of one
+// aggregate share it). Records without data still count, so many empty
+// records cannot pass for nothing.
+func RecordsMemory(recs []kcl.Record) int64 {
 	var n int64
-	for _, r := range b.Records {
-		n += int64(len(r.Data))
+	for i := range recs {
+		r := &recs[i]
+		n += recordOverhead + int64(len(r.Data)+len(r.PartitionKey)+len(r.ExplicitHashKey))
+		if r.SubSequenceNumber == 0 {
+			n += int64(len(r.SequenceNumber))
+		}
 	}
 	return n
 }
+
+// batchBytes is the memory of a batch's records, for the prefetch bound.
+func batchBytes(b Batch) int64 { return RecordsMemory(b.Records) }
 
 // childShardIDs lists the shard IDs of a GetRecords response's child shards.
 func childShardIDs(in []types.ChildShard) []string {

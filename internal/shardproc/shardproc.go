@@ -256,6 +256,16 @@ func NewMachine(c Config) *Machine {
 // State returns the current state (during a call: the state before it).
 func (m *Machine) State() State { return State(m.state.Load()) }
 
+// Busy reports whether a call is running now (a processor call, lanes'
+// shared deliveries included). It does not wait.
+func (m *Machine) Busy() bool {
+	if m.call.TryLock() {
+		m.call.Unlock()
+		return false
+	}
+	return true
+}
+
 // Checkpointer returns the shard's checkpointer, the one every processor
 // call receives.
 func (m *Machine) Checkpointer() *checkpoint.Checkpointer { return m.cp }

@@ -1,0 +1,57 @@
+package worker
+
+import (
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardline/shardline/internal/shardproc"
+	"github.com/shardline/shardline/kcl"
+)
+
+// hookPanicLogEvery is how often, at most, the panics of hooks of one kind
+// are logged after the first (each log line carries the running count).
+const hookPanicLogEvery = time.Minute
+
+// hookGuard keeps a panicking hook from crashing the worker: the panic is
+// recovered, counted, and logged at ERROR with its stack, the first time for
+// each kind of event and then at most once per hookPanicLogEvery.
+type hookGuard struct {
+	log    *slog.Logger
+	panics atomic.Int64
+	mu     sync.Mutex
+	logged map[string]time.Time // event kind -> last log line
+}
+
+// call runs one hook call for an event of the given kind under the guard.
+func (g *hookGuard) call(kind string, fn func()) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		n := g.panics.Add(1)
+		now := time.Now()
+		g.mu.Lock()
+		last, seen := g.logged[kind]
+		due := !seen || now.Sub(last) >= hookPanicLogEvery
+		if due {
+			if g.logged == nil {
+				g.logged = map[string]time.Time{}
+			}
+			g.logged[kind] = now
+		}
+		g.mu.Unlock()
+		if due && g.log != nil {
+			err := &kcl.ProcessorPanicError{Value: v, Stack: debug.Stack()}
+			g.log.Error("a hook panicked; the panic was recovered and the event skipped for that hook",
+				"event", kind, "hook_panics", n, shardproc.ErrAttr(err), "stack", string(err.Stack))
+		}
+	}()
+	fn()
+}
+
+// Panics returns how many hook calls panicked.
+func (g *hookGuard) Panics() int64 { return g.panics.Load() }
