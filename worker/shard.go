@@ -146,7 +146,12 @@ func (s *shardState) run(base context.Context) {
 	if out == outGraceful {
 		s.flushCheckpoint(dctx, true)
 	}
-	if err := s.retryStop(dctx, "release", func() error { return s.h.Release(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
+	give, how := s.h.Release, "release"
+	if out == outGraceful {
+		// To the worker planned to take it, which needs no taking round.
+		give, how = s.h.Pass, "hand-over"
+	}
+	if err := s.retryStop(dctx, how, func() error { return give(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
 		s.log.Warn("releasing lease failed; it will expire instead", "err", err)
 	}
 }
