@@ -135,9 +135,11 @@ const (
 	// LeaseLost: the worker lost a lease (taken by another worker, or not
 	// renewed in time); Cause says why.
 	LeaseLost LeaseEventKind = "lost"
-	// LeaseReleased: the worker gave a lease up (graceful stop, shard end).
+	// LeaseReleased: the worker gave a lease up (shard end; a graceful stop
+	// with no other live worker to hand it to).
 	LeaseReleased LeaseEventKind = "released"
-	// LeaseHandedOver: the worker handed a lease over to Peer.
+	// LeaseHandedOver: the worker handed a lease over to Peer (which asked
+	// for it, or, on a graceful stop, which the fleet-wide plan names).
 	LeaseHandedOver LeaseEventKind = "handed_over"
 	// LeaseHandoffRequested: the worker asked Peer to hand a lease over.
 	LeaseHandoffRequested LeaseEventKind = "handoff_requested"

@@ -41,7 +41,7 @@ type outcome int
 
 const (
 	outLost     outcome = iota // lease lost: LeaseLost, no checkpoint
-	outGraceful                // planned stop: ShutdownRequested, checkpoint, release
+	outGraceful                // planned stop: ShutdownRequested, checkpoint, hand to the planned survivor
 	outHard                    // hard stop: release without callbacks
 	outShardEnd                // shard finished: SHARD_END stored, release
 	outGiveUp                  // could not start (factory error): release for a later retry
@@ -126,7 +126,7 @@ func (s *shardState) run(base context.Context) {
 		}
 		return
 	case outGraceful:
-		s.log.Info("shard stopping for a graceful shutdown: final checkpoint, then release")
+		s.log.Info("shard stopping for a graceful shutdown: final checkpoint, then hand-over")
 		s.shutdownRequested(dctx)
 	case outHandoff:
 		s.log.Info("shard stopping for a hand-over another worker asked for: final checkpoint, then hand-over")

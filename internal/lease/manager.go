@@ -61,9 +61,11 @@ type ManagerConfig struct {
 	// DefaultLoadTolerance.
 	LoadTolerance float64
 	// MaxPendingHandoffs caps the hand-overs a worker asks for at once (to
-	// different owners, or several leases of one); default 8. The plan
+	// different owners, or several leases of one); default 32. The plan
 	// counts a requested lease as the requester's already, so a larger cap
-	// only makes a joining worker reach its share in fewer rounds.
+	// only makes a joining worker reach its share in fewer rounds; each
+	// request is waited for by polling the lease until its owner's next
+	// heartbeat, so the reads a join costs do not grow with the cap.
 	MaxPendingHandoffs int
 	// HandoffTimeout is how long a worker that asked for a lease (to
 	// balance the fleet) waits for the owner to hand it over before taking
@@ -180,7 +182,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg.Now = time.Now
 	}
 	if cfg.MaxPendingHandoffs <= 0 {
-		cfg.MaxPendingHandoffs = 8
+		cfg.MaxPendingHandoffs = 32
 	}
 	m := &Manager{
 		cfg:        cfg,
@@ -327,8 +329,8 @@ func wake(c chan struct{}) {
 // StopTaking stops the taking loop and waits for it. Held leases stay
 // valid while heartbeats go on. The worker withdraws from the fleet: the
 // fleet row marks it so at the next heartbeat, so that the other workers
-// plan without it and take the leases it releases at once (they still
-// count it while it holds leases).
+// plan without it (they still count it while it holds leases). It also
+// plans which live worker each held lease goes to (see Handle.Pass).
 func (m *Manager) StopTaking() {
 	if m.stopTake == nil {
 		return
@@ -397,8 +399,8 @@ func (m *Manager) passTarget(key string) string {
 }
 
 // Close stops both loops, waits for them, and removes this worker's entry
-// from the fleet row. Held leases are not released: call Release on each
-// handle first for a graceful hand-over (others then take what is left a
+// from the fleet row. Held leases are not released: call Pass (or Release)
+// on each handle first for a graceful hand-over (others then take what is left a
 // lease duration after they see the entry gone). Handles still held are
 // lost afterwards, with an error matching kcl.ErrLeaseLost, and Held
 // returns none.

@@ -62,7 +62,9 @@ func (b *bench) startAndRelease(ctx context.Context, l lib) (startAndRelease, er
 		res.first = min(res.first, e.Time.Sub(t0).Seconds())
 	}
 
-	owners, err := r.settleWithin(ctx, reactLimit)
+	// At the defaults a shard is read every second or so (idle 1 s after
+	// an empty read; slower on a loaded machine): look back 5 s.
+	owners, err := r.settleWithin(ctx, reactLimit, 5*time.Second)
 	if err != nil {
 		return res, err
 	}
