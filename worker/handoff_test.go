@@ -241,3 +241,105 @@ func TestBalanceByLoadRecordsThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// leaseLog records the lease events of one worker.
+type leaseLog struct {
+	mu  sync.Mutex
+	evs []worker.Event
+}
+
+func (l *leaseLog) OnEvent(e worker.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = append(l.evs, e)
+}
+
+func (l *leaseLog) acquired() map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]string{}
+	for _, e := range l.evs {
+		if e.Kind == worker.EventLeaseAcquired {
+			out[e.ShardID] = e.Reason
+		}
+	}
+	return out
+}
+
+// A worker stopping gracefully hands each of its shards to the survivor
+// (a hand-over, not a release the survivor takes at its next round): the
+// survivor delivers on them without a duplicate.
+func TestGracefulStopHandsShardsToSurvivor(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 4)
+	app := testenv.UniqueName("app")
+	log := &fleetLog{ch: make(chan struct{}, 1)}
+	leasesB := &leaseLog{}
+
+	cfgA := baseConfig(t, stream, app, log.factory("A"))
+	cfgA.WorkerID = "A"
+	a, err := worker.New(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := start(t, a)
+	cfgB := baseConfig(t, stream, app, log.factory("B"))
+	cfgB.WorkerID = "B"
+	cfgB.Hooks = []worker.Hook{leasesB}
+	b, err := worker.New(cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopB := start(t, b)
+
+	pctx, stopProducer := context.WithCancel(context.Background())
+	produced := produce(pctx, t, kc, stream, 25*time.Millisecond)
+	deadline := time.Now().Add(60 * time.Second)
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			select {
+			case <-log.ch:
+			case <-tick.C:
+			}
+		}
+	}
+	waitUntil("a 2/2 split", func() bool { return len(a.HeldShards()) == 2 && len(b.HeldShards()) == 2 })
+	handed := a.HeldShards()
+	settled := len(log.snapshot())
+	waitUntil("records on both workers", func() bool { return len(log.snapshot()) > settled+40 })
+
+	stopped := time.Now()
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("B holding every shard", func() bool { return len(b.HeldShards()) == 4 })
+	t.Logf("B held A's shards %v after A's Shutdown began", time.Since(stopped).Round(time.Millisecond))
+	how := leasesB.acquired()
+	for _, shard := range handed {
+		if how[shard] != "handoff" {
+			t.Errorf("B acquired %s by %q, want a hand-over from the stopping worker", shard, how[shard])
+		}
+	}
+	stopProducer()
+	n := <-produced
+	waitUntil("every record", func() bool { return len(log.snapshot()) >= n })
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]delivery{}
+	for _, d := range log.snapshot() {
+		if prev, ok := seen[d.shard+"/"+d.seq]; ok {
+			t.Errorf("record %s/%s delivered twice (by %s, then %s)", d.shard, d.seq, prev.worker, d.worker)
+		}
+		seen[d.shard+"/"+d.seq] = d
+	}
+	if len(seen) != n {
+		t.Errorf("delivered %d distinct records, produced %d", len(seen), n)
+	}
+}

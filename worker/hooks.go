@@ -84,11 +84,12 @@ const (
 	// moved the lease) or "other"; Err is the error behind it; Peer the new
 	// owner, if known.
 	EventLeaseLost EventKind = "lease_lost"
-	// EventLeaseReleased: the worker gave a lease up (graceful stop, shard
-	// end, failed start).
+	// EventLeaseReleased: the worker gave a lease up (shard end, failed
+	// start; a graceful stop with no other live worker to hand it to).
 	EventLeaseReleased EventKind = "lease_released"
-	// EventLeaseHandedOver: the worker handed a lease over to Peer, which
-	// asked for it.
+	// EventLeaseHandedOver: the worker handed a lease over to Peer (which
+	// asked for it, or, on a graceful stop, which the fleet-wide plan
+	// names).
 	EventLeaseHandedOver EventKind = "lease_handed_over"
 	// EventHandoffRequested: the worker asked Peer to hand a lease over.
 	EventHandoffRequested EventKind = "handoff_requested"

@@ -73,7 +73,7 @@ type outcome int
 
 const (
 	outLost     outcome = iota // lease lost: LeaseLost, no checkpoint
-	outGraceful                // planned stop: ShutdownRequested, checkpoint, release
+	outGraceful                // planned stop: ShutdownRequested, checkpoint, hand to the planned survivor
 	outHard                    // hard stop: release without callbacks
 	outShardEnd                // shard finished: SHARD_END stored, release
 	outGiveUp                  // unused since the factory is retried in place; kept for ShardEvent's "error"
@@ -159,7 +159,7 @@ func (s *shardState) run(base context.Context) {
 		}
 		return
 	case outGraceful:
-		s.log.Info("shard stopping for a graceful shutdown: final checkpoint, then release")
+		s.log.Info("shard stopping for a graceful shutdown: final checkpoint, then hand-over")
 		s.shutdownRequested(dctx)
 	case outHandoff:
 		s.log.Info("shard stopping for a hand-over another worker asked for: final checkpoint, then hand-over")
@@ -183,7 +183,12 @@ func (s *shardState) run(base context.Context) {
 	if out == outGraceful {
 		s.flushCheckpoint(dctx, true)
 	}
-	if err := s.retryStop(dctx, "release", func() error { return s.h.Release(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
+	give, how := s.h.Release, "release"
+	if out == outGraceful {
+		// To the worker planned to take it, which needs no taking round.
+		give, how = s.h.Pass, "hand-over"
+	}
+	if err := s.retryStop(dctx, how, func() error { return give(dctx) }); err != nil && !errors.Is(err, kcl.ErrLeaseLost) {
 		s.log.Warn("releasing lease failed; it will expire instead", "err", err)
 	}
 }

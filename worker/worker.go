@@ -10,9 +10,10 @@
 // Config.ShutdownTimeout) or when [Worker.Shutdown] is called (bounded by
 // Shutdown's context): it stops taking leases, lets every shard finish the
 // batch in flight, calls ShutdownRequested with a working checkpointer,
-// checkpoints the last batch that was processed successfully, releases the
-// leases so that other workers take them at once, and joins every goroutine
-// before returning.
+// checkpoints the last batch that was processed successfully, hands each
+// lease to the live worker the fleet-wide plan names (which holds it from its
+// next heartbeat on, without a taking round; with no other live worker the
+// lease is released), and joins every goroutine before returning.
 //
 // # Concurrency
 //
@@ -291,8 +292,8 @@ func (w *Worker) stop(hard bool) []string {
 
 // Shutdown stops the worker gracefully: it stops taking leases, asks every
 // processor to finish (ShutdownRequested, with a working checkpointer),
-// writes final checkpoints, releases the leases so that other workers take
-// them at once, and waits for every goroutine. ctx bounds it: with a
+// writes final checkpoints, hands the leases to the other workers (see the
+// package doc; with no other live worker it releases them), and waits for every goroutine. ctx bounds it: with a
 // deadline, the processors' contexts are cancelled a fifth of the time left
 // (at most 2 s) before it (a hard stop: shards release without a final
 // checkpoint); when ctx is cancelled without a deadline, at once. Shutdown

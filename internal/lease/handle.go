@@ -517,6 +517,37 @@ func (h *Handle) HandOver(ctx context.Context) error {
 	return err
 }
 
+// Pass gives the lease up on a graceful stop (after StopTaking): to the
+// worker that asked for it, if one did; else to the live worker that the
+// fleet-wide plan gives it once this worker is gone, by a write conditional
+// on this worker's ownership and counter, as a hand-over is, which the new
+// owner learns of at its next heartbeat (it needs no taking round); else,
+// with no such worker, it releases the lease. Checkpoint first. The handle is
+// lost afterwards (with ErrReleased).
+func (h *Handle) Pass(ctx context.Context) error {
+	if h.Lease().HandoffTo != "" {
+		return h.HandOver(ctx)
+	}
+	to := h.m.passTarget(h.key)
+	if to == "" {
+		return h.Release(ctx)
+	}
+	nl, err := h.write(ctx, true, nil, func(ctx context.Context, l Lease) (Lease, error) { return h.m.store.Take(ctx, l, to) })
+	h.m.changed() // the others read the leases again (on a failure too: the write may have been applied)
+	if err != nil {
+		return err
+	}
+	h.m.log.Info("lease handed over", "shard", h.Key(), "to", to)
+	h.m.emit(Event{Kind: EventHandedOver, Key: h.key, Peer: to})
+	// The record tells the new owner at its next heartbeat. Without it
+	// (a failure here) the new owner finds the lease at its next read of
+	// the table, its own without a handle: see Manager.expiredLocked.
+	if err := h.m.store.AskHandoff(ctx, nl.Key, to); err != nil && ctx.Err() == nil {
+		h.m.log.Warn("recording a lease hand-over failed", "shard", h.Key(), "to", to, "err", err)
+	}
+	return nil
+}
+
 // Release gives the lease up so that another worker can take it at once.
 // The handle is lost afterwards (with ErrReleased).
 func (h *Handle) Release(ctx context.Context) error {

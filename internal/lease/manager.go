@@ -61,9 +61,11 @@ type ManagerConfig struct {
 	// DefaultLoadTolerance.
 	LoadTolerance float64
 	// MaxPendingHandoffs caps the hand-overs a worker asks for at once (to
-	// different owners, or several leases of one); default 8. The plan
+	// different owners, or several leases of one); default 32. The plan
 	// counts a requested lease as the requester's already, so a larger cap
-	// only makes a joining worker reach its share in fewer rounds.
+	// only makes a joining worker reach its share in fewer rounds; each
+	// request is waited for by polling the lease until its owner's next
+	// heartbeat, so the reads a join costs do not grow with the cap.
 	MaxPendingHandoffs int
 	// OnTableLost, if set, is called once when the lease table turns out
 	// to be gone while the manager runs: a heartbeat or a taking round
@@ -144,6 +146,9 @@ type Manager struct {
 	reset error
 	// tableLostOnce guards OnTableLost.
 	tableLostOnce sync.Once
+	// passTo maps the leases held when StopTaking ran to the worker
+	// planned to receive each (see Handle.Pass).
+	passTo map[string]string
 
 	wg              sync.WaitGroup
 	hwg             sync.WaitGroup    // hand-over waiters, joined by StopTaking
@@ -195,7 +200,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg.Now = time.Now
 	}
 	if cfg.MaxPendingHandoffs <= 0 {
-		cfg.MaxPendingHandoffs = 8
+		cfg.MaxPendingHandoffs = 32
 	}
 	m := &Manager{
 		cfg:        cfg,
@@ -221,8 +226,10 @@ func NewManager(cfg ManagerConfig) *Manager {
 }
 
 // Start joins the fleet row and starts the heartbeat and taking loops. The
-// first taking round waits one TakeInterval so that workers started
-// together see each other before they divide the leases.
+// first taking round runs a moment later (gatherDelay, at most a
+// TakeInterval), with the fleet row read again, so that workers started
+// together see each other before they divide the leases; a worker joining
+// a running fleet asks for its share of the held leases in that round.
 //
 // An entry left by an earlier run with the same WorkerID (a crash) is
 // removed first, so that the heartbeat counts from 1 again: the other
@@ -342,8 +349,8 @@ func wake(c chan struct{}) {
 // StopTaking stops the taking loop and waits for it. Held leases stay
 // valid while heartbeats go on. The worker withdraws from the fleet: the
 // fleet row marks it so at the next heartbeat, so that the other workers
-// plan without it and take the leases it releases at once (they still
-// count it while it holds leases).
+// plan without it (they still count it while it holds leases). It also
+// plans which live worker each held lease goes to (see Handle.Pass).
 func (m *Manager) StopTaking() {
 	if m.stopTake == nil {
 		return
@@ -353,13 +360,67 @@ func (m *Manager) StopTaking() {
 	m.hwg.Wait()
 	m.mu.Lock()
 	m.withdrawn = true
+	m.passTo = m.passPlanLocked(m.now())
 	m.mu.Unlock()
 	wake(m.beatWakeup)
 }
 
+// passPlanLocked returns, for each lease this worker holds, the live
+// worker that the fleet-wide plan gives it once this worker is gone (see
+// Handle.Pass): the survivors' own planners, shown the leases released,
+// would take the same ones. Empty when no other live worker is known.
+// m.mu is held.
+func (m *Manager) passPlanLocked(now time.Time) map[string]string {
+	var survivors []string
+	young := map[string]bool{}
+	for id, o := range m.members {
+		if id == m.cfg.WorkerID || o.counter == Dead || m.fleet.Withdrawn[id] || now.Sub(o.at) >= m.cfg.LeaseDuration {
+			continue
+		}
+		survivors = append(survivors, id)
+		if m.young(o.counter) {
+			young[id] = true
+		}
+	}
+	if len(survivors) == 0 || len(m.held) == 0 {
+		return nil
+	}
+	slices.Sort(survivors)
+	view := View{Self: survivors[0], LiveWorkers: survivors, Expired: map[string]bool{}, Young: young,
+		ByLoad: m.cfg.BalanceByLoad, LoadTolerance: m.cfg.LoadTolerance}
+	view.Leases = make([]Lease, 0, len(m.view))
+	for _, l := range m.view {
+		if l.Owner == m.cfg.WorkerID {
+			l.Owner, l.HandoffTo = "", ""
+		} else if l.Owner != "" && m.expiredLocked(l, now) {
+			view.Expired[l.Key] = true
+		}
+		view.Leases = append(view.Leases, l)
+	}
+	out := map[string]string{}
+	for _, mv := range PlanFleet(view) {
+		if h := m.held[mv.Lease.Key]; h != nil && !mv.Steal {
+			out[mv.Lease.Key] = mv.To
+		}
+	}
+	return out
+}
+
+// passTarget returns the worker planned to receive lease key when this
+// worker withdrew, if it is still a live member; "" otherwise.
+func (m *Manager) passTarget(key string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	to := m.passTo[key]
+	if o, ok := m.members[to]; to == "" || !ok || o.counter == Dead || m.fleet.Withdrawn[to] {
+		return ""
+	}
+	return to
+}
+
 // Close stops both loops, waits for them, and removes this worker's entry
-// from the fleet row. Held leases are not released: call Release on each
-// handle first for a graceful hand-over (others then take what is left a
+// from the fleet row. Held leases are not released: call Pass (or Release)
+// on each handle first for a graceful hand-over (others then take what is left a
 // lease duration after they see the entry gone). Handles still held are
 // lost afterwards, with an error matching kcl.ErrLeaseLost, and Held
 // returns none.
@@ -457,16 +518,23 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 		hs = append(hs, h)
 	}
 	asks := m.pendingAsksLocked()
+	handed, stale := m.handedLocked()
 	changed := f.Gen != m.scanGen
 	for id, hb := range f.Members {
 		changed = changed || hb == Dead && !m.dead[id]
 	}
 	m.mu.Unlock()
-	if changed {
-		wake(m.takeWakeup) // read the leases now
-	}
 	for _, h := range hs {
 		h.rearm()
+	}
+	for _, key := range handed {
+		m.receive(ctx, key)
+	}
+	for _, key := range stale {
+		_ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID)
+	}
+	if changed {
+		wake(m.takeWakeup) // read the leases now
 	}
 	for key, since := range asks {
 		m.noticeHandoff(ctx, key, since)
@@ -629,6 +697,62 @@ func (m *Manager) pendingAsksLocked() map[string]time.Time {
 	return out
 }
 
+// handedLocked returns the records of the fleet row that name this worker
+// for a lease it neither holds nor asked for: leases another worker handed
+// it on a graceful stop (see Handle.Pass). Those that were already there
+// when this worker (re)joined are returned as stale instead: they may have
+// been meant for an earlier run under the same ID, which may still act
+// until it notices it was fenced; such a lease is this worker's orphan
+// (see releaseOrphans). pendingAsksLocked ran first. m.mu is held.
+func (m *Manager) handedLocked() (handed, stale []string) {
+	for key, to := range m.fleet.Handoffs {
+		if to != m.cfg.WorkerID || m.awaiting[key] {
+			continue
+		}
+		if h := m.held[key]; h != nil && !h.isLost() {
+			stale = append(stale, key) // already held: only the record is left
+			continue
+		}
+		if m.asks[key].Before(m.joined) {
+			stale = append(stale, key)
+			continue
+		}
+		handed = append(handed, key)
+	}
+	slices.Sort(handed)
+	return handed, stale
+}
+
+// receive adopts a lease handed to this worker (see handedLocked): it reads
+// it and, if it still names this worker, holds it, acquired no later than
+// the read was sent. If a third worker already asked for it, it hands it on
+// at once instead (it has not processed anything). The record is cleared.
+func (m *Manager) receive(ctx context.Context, key string) {
+	defer func() { _ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID) }()
+	sent := m.now()
+	cur, err := m.store.Get(ctx, key)
+	if err != nil || cur.Owner != m.cfg.WorkerID || m.holds(key) || !sent.Before(m.deadline()) {
+		return
+	}
+	m.mu.Lock()
+	withdrawn := m.withdrawn
+	m.mu.Unlock()
+	if withdrawn {
+		// Handed to this worker as it withdrew: give it up at once.
+		if _, err := m.store.Release(ctx, cur); err == nil {
+			m.changed()
+		}
+		return
+	}
+	if cur.HandoffTo != "" && cur.HandoffTo != m.cfg.WorkerID {
+		if _, err := m.store.HandOver(ctx, cur); err == nil {
+			m.log.Info("lease handed on at once to the worker that asked for it", "shard", key, "to", cur.HandoffTo)
+		}
+		return
+	}
+	m.install(cur, sent, "handoff", "")
+}
+
 // noticeHandoff reads a lease another worker asked for and, if the request
 // stands in its row, tells the holder (see Handle.HandoffRequested). since
 // is a time no later than the request.
@@ -696,13 +820,23 @@ func (m *Manager) renewLoads(ctx context.Context) {
 }
 
 func (m *Manager) takeLoop(ctx context.Context) {
-	first := time.NewTimer(m.cfg.TakeInterval)
+	first := time.NewTimer(m.firstRoundDelay())
 	defer first.Stop()
 	select {
 	case <-ctx.Done():
 		return
 	case <-first.C:
-	case <-m.takeWakeup:
+	}
+	// Plan the first round with every worker that joined meanwhile: workers
+	// started together then divide the free leases without moving any.
+	if f, err := m.store.ReadFleet(ctx); err == nil {
+		m.mu.Lock()
+		m.observeLocked(f, m.now())
+		m.mu.Unlock()
+	}
+	select {
+	case <-m.takeWakeup: // the first round reads the leases anyway
+	default:
 	}
 	for {
 		expiry, err := m.takeRound(ctx)
@@ -731,6 +865,17 @@ func (m *Manager) takeLoop(ctx context.Context) {
 			t.Stop()
 		}
 	}
+}
+
+// gatherDelay is how long the first taking round waits after Start (at
+// most a TakeInterval): long enough for workers started together to see
+// each other in the fleet row, short enough that a worker holds its first
+// leases well within a second of its start.
+const gatherDelay = 100 * time.Millisecond
+
+// firstRoundDelay is how long after Start the first taking round runs.
+func (m *Manager) firstRoundDelay() time.Duration {
+	return min(gatherDelay, m.cfg.TakeInterval)
 }
 
 // fullScanPeriod is how long a worker goes without reading the whole lease
@@ -962,7 +1107,7 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 	var orphans []Lease
 	if !now.Before(m.joined.Add(m.cfg.LeaseDuration)) {
 		for _, l := range m.view {
-			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) {
+			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) && !m.incomingLocked(l.Key) {
 				orphans = append(orphans, l)
 			}
 		}
@@ -989,6 +1134,14 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 	}
 }
 
+// incomingLocked reports whether lease key is on its way to this worker: a
+// hand-over it asked for is being waited for, or the fleet row records one
+// handed to it (see receive). Such a lease, once it names this worker, is
+// no orphan. m.mu is held.
+func (m *Manager) incomingLocked(key string) bool {
+	return m.awaiting[key] || m.fleet.Handoffs[key] == m.cfg.WorkerID
+}
+
 // expiredLocked reports whether lease l, owned, may be taken: its owner
 // was fenced, or is missing from the fleet row and the lease's counter
 // stood still for a lease duration, or is
@@ -997,7 +1150,7 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
 	if l.Owner == m.cfg.WorkerID {
 		h := m.held[l.Key]
-		return (h == nil || h.isLost()) && !now.Before(m.joined.Add(m.cfg.LeaseDuration))
+		return (h == nil || h.isLost()) && !now.Before(m.joined.Add(m.cfg.LeaseDuration)) && !m.incomingLocked(l.Key)
 	}
 	o, ok := m.members[l.Owner]
 	if ok {
@@ -1212,11 +1365,14 @@ func (m *Manager) requestHandoff(ctx context.Context, l Lease) {
 	m.hwg.Add(1)
 	go func() {
 		defer m.hwg.Done()
-		defer done()
 		m.awaitHandoff(ctx, req)
 		if err := m.store.ClearHandoff(context.WithoutCancel(ctx), req.Key, m.cfg.WorkerID); err != nil && !errors.Is(err, ErrConflict) {
 			m.log.Warn("clearing a lease hand-over request failed", "shard", req.Key, "err", err)
 		}
+		done()
+		// Plan again at once: a worker short of its share asks for its
+		// next lease as soon as a request ends, not a TakeInterval later.
+		wake(m.takeWakeup)
 	}()
 }
 

@@ -140,11 +140,17 @@ func latest(evs fleet.Events, since time.Time) map[string]string {
 // settle waits until every shard is being delivered and its deliverer has
 // stayed the same for two checks a second apart; it returns the owners.
 func (r *run) settle(ctx context.Context) (map[string]string, error) {
+	return r.settleWithin(ctx, 90*time.Second, time.Second)
+}
+
+// settleWithin is settle, waiting at most limit, with a shard delivering
+// when it delivered within the last window.
+func (r *run) settleWithin(ctx context.Context, limit, window time.Duration) (map[string]string, error) {
 	var prev map[string]string
 	stable := 0
 	var owners map[string]string
-	err := poll(ctx, 90*time.Second, time.Second, "every shard delivering with stable owners", func() (bool, error) {
-		owners = latest(r.events(), time.Now().Add(-time.Second))
+	err := poll(ctx, limit, time.Second, "every shard delivering with stable owners", func() (bool, error) {
+		owners = latest(r.events(), time.Now().Add(-window))
 		if len(owners) < len(r.shards) {
 			stable = 0
 			prev = owners

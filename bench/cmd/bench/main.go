@@ -9,9 +9,10 @@
 //	leases         one worker holding 1,000 leases on DynamoDB Local
 //	scale          10,000 leases × 100 workers in virtual time (bench/leasescale)
 //	fleet          worker processes on the emulators, side by side with vmware-go-kcl-v2
+//	react          reaction times at both libraries' defaults: cold start, graceful stop, join (minutes: the peer's sync loop)
 //	peer-defaults  not by default: one cold start with both libraries at their defaults (minutes)
 //
-// The leases and fleet sections need the emulators (scripts/emulators.sh
+// The leases, fleet and react sections need the emulators (scripts/emulators.sh
 // start). Each figure is the median of several runs with min and max.
 package main
 
@@ -59,7 +60,7 @@ func main() {
 func runBench() error {
 	runs := flag.Int("runs", 3, "runs of each fleet scenario")
 	count := flag.Int("count", 4, "go test -count for the Go benchmarks")
-	sections := flag.String("sections", "overhead,deagg,leases,scale,fleet", "sections to run")
+	sections := flag.String("sections", "overhead,deagg,leases,scale,fleet,react", "sections to run")
 	md := flag.String("md", "", "also write the machine and the table as Markdown to this file")
 	leaseProfile := flag.String("leaseworker-cpuprofile", "", "leases section: write the worker's CPU profile to this file")
 	flag.Parse()
@@ -83,7 +84,7 @@ func runBench() error {
 	for _, s := range strings.Split(*sections, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
-	if want["leases"] || want["fleet"] || want["peer-defaults"] {
+	if want["leases"] || want["fleet"] || want["react"] || want["peer-defaults"] {
 		if err := emulatorsUp(); err != nil {
 			return fmt.Errorf("%w (run scripts/emulators.sh start)", err)
 		}
@@ -103,6 +104,7 @@ func runBench() error {
 		{"leases", b.leaseCost},
 		{"scale", b.leaseScale},
 		{"fleet", b.fleetRows},
+		{"react", b.reactRows},
 		{"peer-defaults", b.peerDefaults},
 	} {
 		if !want[s.name] {

@@ -1,0 +1,198 @@
+package lease_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/shardline/shardline/internal/lease"
+)
+
+// Reaction-time tests (issue 17), in virtual time with the timing of
+// manager_test.go: lease 10 s, heartbeat every 2 s, taking rounds every 3 s.
+// The bounds are far below a TakeInterval, which is what each change
+// removes from the path, and far above what the protocol needs.
+
+// TestFirstRoundRunsAtOnce: a worker takes the free leases a moment after
+// Start, not a TakeInterval later.
+func TestFirstRoundRunsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 8)
+		defer f.closeAll()
+		start := time.Now()
+		m := f.start("a", nil)
+		advance(takeInterval / 3)
+		if n := len(m.Held()); n != 8 {
+			t.Fatalf("%v after Start the worker holds %d of 8 leases, want all (the first round must not wait a TakeInterval of %v)",
+				time.Since(start), n, takeInterval)
+		}
+		for _, a := range f.acquisitions() {
+			t.Logf("%s acquired %v after Start", a.h.Key(), a.at.Sub(start))
+		}
+	})
+}
+
+// TestStartedTogetherDivideWithoutMoves: workers started at the same moment
+// see each other at their first round and divide the free leases evenly,
+// each lease acquired once.
+func TestStartedTogetherDivideWithoutMoves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 12)
+		defer f.closeAll()
+		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil), f.start("c", nil)}
+		advance(takeInterval / 3)
+		if got := counts(ms); !slices.Equal(got, []int{4, 4, 4}) {
+			t.Fatalf("%v after a start together the workers hold %v, want 4/4/4", takeInterval/3, got)
+		}
+		advance(3 * takeInterval)
+		if n := len(f.acquisitions()); n != 12 {
+			t.Errorf("%d acquisitions for 12 leases, want 12 (none moved)", n)
+		}
+		checkOwnership(t, f.store, []string{"a", "b", "c"}, ms)
+	})
+}
+
+// TestJoinerAsksAtFirstRound: a worker joining a balanced fleet asks for
+// its share at its first round, right after Start, and holds it once the
+// owners' next heartbeats have shown them the requests.
+func TestJoinerAsksAtFirstRound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 12)
+		defer f.closeAll()
+		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil)}
+		advance(3 * takeInterval)
+		if got := counts(ms); !slices.Equal(got, []int{6, 6}) {
+			t.Fatalf("two managers hold %v, want 6/6", got)
+		}
+		start := time.Now()
+		ms = append(ms, f.start("c", nil))
+		advance(takeInterval / 3)
+		fl, err := f.store.ReadFleet(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		asked := 0
+		for _, to := range fl.Handoffs {
+			if to == "c" {
+				asked++
+			}
+		}
+		if asked != 4 {
+			t.Fatalf("%v after its Start the joiner asked for %d leases, want its share of 4 at its first round", time.Since(start), asked)
+		}
+		// The owners learn of the requests at their next heartbeat.
+		for !slices.Equal(counts(ms), []int{4, 4, 4}) {
+			if time.Since(start) > takeInterval/3+2*renewInterval {
+				t.Fatalf("%v after the join the managers hold %v, want 4/4/4", time.Since(start), counts(ms))
+			}
+			advance(renewInterval / 10)
+		}
+		t.Logf("joiner held its share %v after its start", time.Since(start))
+		checkOwnership(t, f.store, []string{"a", "b", "c"}, ms)
+	})
+}
+
+// TestGracefulStopPassesToPlannedSurvivors: a worker that stops hands each
+// lease, by a write conditional on its ownership, to the survivor the plan
+// names: the leases are never unowned, split evenly, each acquired once,
+// and held by the survivors within a heartbeat period, without waiting for
+// a taking round.
+func TestGracefulStopPassesToPlannedSurvivors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 12)
+		defer f.closeAll()
+		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil), f.start("c", nil)}
+		advance(3 * takeInterval)
+		if got := counts(ms); !slices.Equal(got, []int{4, 4, 4}) {
+			t.Fatalf("managers hold %v, want 4/4/4", got)
+		}
+		n0 := len(f.acquisitions())
+		c := ms[2]
+		keys := heldKeys(c)
+		stop := time.Now()
+		c.StopTaking()
+		for _, h := range c.Held() {
+			if err := h.Pass(t.Context()); err != nil {
+				t.Fatalf("pass %s: %v", h.Key(), err)
+			}
+		}
+		to := map[string]int{}
+		for _, k := range keys {
+			l := getLease(t, f.store, k)
+			if l.Owner != "a" && l.Owner != "b" {
+				t.Fatalf("after Pass lease %s names %q, want a survivor", k, l.Owner)
+			}
+			to[l.Owner]++
+		}
+		if to["a"] != 2 || to["b"] != 2 {
+			t.Errorf("passed %v, want 2 to each survivor", to)
+		}
+		survivors := ms[:2]
+		for !slices.Equal(counts(survivors), []int{6, 6}) {
+			if time.Since(stop) > renewInterval+takeInterval/3 {
+				t.Fatalf("%v after the stop the survivors hold %v, want 6/6 within a heartbeat period", time.Since(stop), counts(survivors))
+			}
+			advance(renewInterval / 20)
+		}
+		t.Logf("survivors held the passed leases %v after the stop", time.Since(stop))
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		advance(3 * takeInterval)
+		if n := len(f.acquisitions()) - n0; n != len(keys) {
+			t.Errorf("%d acquisitions after the stop, want %d (each passed lease once)", n, len(keys))
+		}
+		checkOwnership(t, f.store, []string{"a", "b"}, survivors)
+		fl, err := f.store.ReadFleet(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fl.Handoffs) != 0 {
+			t.Errorf("hand-over records left in the fleet row: %v", fl.Handoffs)
+		}
+	})
+}
+
+// TestHandedBeforeJoinIsNotAdopted: a hand-over recorded for a worker ID
+// before that worker (re)joined may have been meant for an earlier run,
+// which may still act until it notices it was fenced. The new run does not
+// adopt it on the record's word; it treats the lease as its orphan, taken
+// only a lease duration after it joined.
+func TestHandedBeforeJoinIsNotAdopted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 1)
+		defer f.closeAll()
+		ctx := t.Context()
+		l := getLease(t, f.store, "shard-00")
+		if _, err := f.store.Take(ctx, l, "x"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.AskHandoff(ctx, "shard-00", "x"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		x := f.start("x", nil)
+		advance(3 * renewInterval)
+		if n := len(x.Held()); n != 0 {
+			t.Fatalf("x adopted a lease handed before it joined, %v after its start", time.Since(start))
+		}
+		fl, err := f.store.ReadFleet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fl.Handoffs["shard-00"]; ok {
+			t.Errorf("the stale hand-over record was not cleared")
+		}
+		for len(x.Held()) == 0 {
+			if time.Since(start) > leaseDuration+3*maxTakePeriod {
+				t.Fatalf("x never took its orphan lease")
+			}
+			advance(takeInterval / 4)
+		}
+		if d := time.Since(start); d < leaseDuration {
+			t.Errorf("x held the lease %v after its start, before a lease duration", d)
+		}
+	})
+}
