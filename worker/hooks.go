@@ -15,6 +15,10 @@ import (
 // worker calls each one synchronously from the goroutine where the event
 // happens, so a hook must be quick, safe for concurrent use, and must not
 // call back into the worker.
+//
+// In a multi-stream worker (Config.Streams or StreamsFunc) the ShardID of
+// every event is the shard's lease key, ACCOUNT:STREAM:EPOCH:SHARD, so that
+// it names the stream too, and WorkerStartEvent.Stream is empty.
 type Hook any
 
 // HookWorkerStart is called once when Run starts, after the start-up checks
@@ -29,7 +33,7 @@ type WorkerStartEvent struct {
 	// WorkerID is the worker's ID in the lease table.
 	WorkerID string
 	// Stream is the stream's name, or its ARN when the worker was
-	// configured with StreamARN.
+	// configured with StreamARN; empty in a multi-stream worker.
 	Stream string
 	// ApplicationName is the application's name.
 	ApplicationName string

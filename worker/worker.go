@@ -31,7 +31,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
@@ -41,10 +41,9 @@ import (
 // application. Create it with [New], start it with [Worker.Run] and stop it
 // with [Worker.Shutdown] or by cancelling Run's context.
 type Worker struct {
-	cfg    Config
-	log    *slog.Logger
-	store  lease.Store
-	source *reader.Shards
+	cfg   Config
+	log   *slog.Logger
+	store lease.Store
 
 	mu         sync.Mutex
 	started    bool
@@ -59,8 +58,11 @@ type Worker struct {
 	shards     sync.WaitGroup
 	manager    *lease.Manager
 	hooks      *hooks
-	running    map[string]*shardState // shard ID -> consumer, for introspection
-	reshard    reshardState           // shard syncs, lineage waits, cleanup
+	running    map[string]*shardState // lease key -> consumer, for introspection
+	// smu guards streams, the streams consumed now by stream identifier
+	// ("" in a single-stream worker). It is taken after mu, never before.
+	smu     sync.RWMutex
+	streams map[string]*streamState
 	// recordStats counts de-aggregation and decoding anomalies.
 	recordStats reader.RecordStats
 	// health times the renewal and sync loops for Health.
@@ -83,6 +85,7 @@ func New(cfg Config) (*Worker, error) {
 		syncNow:    make(chan struct{}, 1),
 		running:    map[string]*shardState{},
 		hooks:      newHooks(cfg.Hooks),
+		streams:    map[string]*streamState{},
 	}
 	w.store = cfg.store
 	if w.store == nil {
@@ -93,33 +96,13 @@ func New(cfg Config) (*Worker, error) {
 		}
 		w.store = ds
 	}
-	records := reader.RecordOptions{
-		DisableDeaggregation: cfg.DisableDeaggregation,
-		Decoder:              cfg.RecordDecoder,
-		Stats:                &w.recordStats,
-	}
-	opts := reader.Options{
-		StreamName:           cfg.StreamName,
-		StreamARN:            cfg.StreamARN,
-		MaxRecords:           cfg.MaxRecords,
-		IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
-		PrefetchBatches:      cfg.PrefetchBatches,
-		PrefetchBytes:        int64(cfg.PrefetchBytes),
-		Logger:               cfg.Logger,
-		Observer:             w.hooks.fetchObserver(),
-		Records:              records,
-	}
-	if cfg.FanOut != nil {
-		opts.ConsumerName, opts.EventTimeout = cfg.FanOut.ConsumerName, cfg.FanOut.EventTimeout
-	}
-	var err error
-	if cfg.FanOut != nil {
-		w.source, err = reader.NewFanOut(cfg.Kinesis.(fanout.FanOutAPI), opts)
-	} else {
-		w.source, err = reader.NewPolling(cfg.Kinesis, opts)
-	}
-	if err != nil {
-		return nil, err
+	if !cfg.multiStream() {
+		st, err := w.newStream(awsx.Stream{Name: cfg.StreamName, ARN: cfg.StreamARN}, "",
+			cfg.StreamName, cfg.InitialPosition, cfg.ProcessorFactory)
+		if err != nil {
+			return nil, err
+		}
+		w.streams[""] = st
 	}
 	return w, nil
 }
@@ -138,7 +121,8 @@ func (w *Worker) RecordCounts() RecordCounts {
 // ID returns the worker's ID as written in the lease table.
 func (w *Worker) ID() string { return w.cfg.WorkerID }
 
-// HeldShards returns the IDs of the shards this worker is processing now.
+// HeldShards returns the IDs of the shards this worker is processing now
+// (in a multi-stream worker, their lease keys ACCOUNT:STREAM:EPOCH:SHARD).
 func (w *Worker) HeldShards() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -192,26 +176,30 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) start(ctx, base context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.StartupTimeout)
 	defer cancel()
-	if err := w.retryStartup(sctx, "describe stream", func() error { return w.describeStream(sctx) }); err != nil {
+	if w.cfg.multiStream() {
+		if err := w.retryStartup(sctx, "resolve streams", func() error { return w.refreshStreams(sctx, true) }); err != nil {
+			return err
+		}
+	} else if err := w.retryStartup(sctx, "describe stream", func() error { return w.describeStream(sctx, w.streams[""]) }); err != nil {
 		return err
 	}
 	if err := w.retryStartup(sctx, "ensure lease table", func() error { return w.store.EnsureTable(sctx) }); err != nil {
 		return fmt.Errorf("shardline: lease table %s: %w", w.cfg.TableName, err)
 	}
-	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncShards(sctx) }); err != nil {
+	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncAll(sctx) }); err != nil {
 		return err
 	}
-	if w.cfg.FanOut != nil {
+	if w.cfg.FanOut != nil && !w.cfg.multiStream() { // multi-stream: see refreshStreams
 		// Register (or find) the fan-out consumer now, so that a stream at
 		// its consumer limit stops Run with a clear error.
-		if err := w.source.Prepare(sctx); err != nil {
+		if err := w.streams[""].source.Prepare(sctx); err != nil {
 			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.FanOut.ConsumerName, err)
 		}
 	}
 	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
 		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts})
 	w.manager = lease.NewManager(lease.ManagerConfig{
-		Store:         healthStore{Store: w.store, h: &w.health},
+		Store:         healthStore{Store: streamsStore{Store: w.store, w: w}, h: &w.health},
 		WorkerID:      w.cfg.WorkerID,
 		LeaseDuration: w.cfg.LeaseDuration,
 		RenewInterval: w.cfg.RenewInterval,
@@ -249,7 +237,14 @@ func (w *Worker) loop(ctx context.Context) error {
 		case <-w.syncNow:
 		}
 		w.health.set(func(h *healthState) { h.syncSince = time.Now() })
-		err := w.syncShards(ctx)
+		var err error
+		if w.cfg.multiStream() {
+			err = w.refreshStreams(ctx, false)
+			if err != nil && ctx.Err() == nil {
+				w.log.Warn("refreshing the configured streams failed; keeping them as they are", "err", err)
+			}
+		}
+		err = w.syncAll(ctx)
 		w.health.set(func(h *healthState) { h.syncSince = time.Time{} })
 		if err != nil {
 			if errors.Is(err, kcl.ErrStreamNotFound) {
@@ -318,7 +313,13 @@ func (w *Worker) fatal(err error) {
 	}
 }
 
+// streamID names the consumed stream (its ARN if configured so); in a
+// multi-stream worker, "" (hooks and metrics learn the stream from the lease
+// key).
 func (w *Worker) streamID() string {
+	if w.cfg.multiStream() {
+		return ""
+	}
 	if w.cfg.StreamARN != "" {
 		return w.cfg.StreamARN
 	}

@@ -1,0 +1,410 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/shardline/shardline/internal/faults"
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/internal/testenv"
+	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/worker"
+)
+
+// msRecorder records what the processors of a multi-stream fleet saw. A
+// session is one processor (one lease acquisition); within a session the
+// sequence numbers of a shard must increase.
+type msRecorder struct {
+	mu        sync.Mutex
+	delivered map[string]map[string]bool // "stream/shard" -> sequence numbers delivered
+	byWorker  map[string]int             // worker -> records delivered
+	disorder  []string                   // order violations within a session
+	dead      map[string]bool            // workers killed: their later deliveries are not counted
+	changed   chan struct{}
+}
+
+func newMSRecorder() *msRecorder {
+	return &msRecorder{delivered: map[string]map[string]bool{}, byWorker: map[string]int{},
+		dead: map[string]bool{}, changed: make(chan struct{}, 1)}
+}
+
+// factory returns the processor factory of one worker for one stream: the
+// closure is how a processor learns its stream.
+func (r *msRecorder) factory(workerID, stream string) kcl.ProcessorFactory {
+	return func(shardID string) (kcl.RecordProcessor, error) {
+		var last kcl.ExtendedSequenceNumber
+		key := stream + "/" + shardID
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			if in.ShardID != shardID {
+				return fmt.Errorf("processor of %s got records of %s", shardID, in.ShardID)
+			}
+			r.mu.Lock()
+			if r.dead[workerID] {
+				r.mu.Unlock()
+				return errors.New("worker killed")
+			}
+			if r.delivered[key] == nil {
+				r.delivered[key] = map[string]bool{}
+			}
+			for _, rec := range in.Records {
+				pos := kcl.NewSequence(rec.SequenceNumber)
+				if !last.IsZero() && pos.Compare(last) <= 0 {
+					r.disorder = append(r.disorder, fmt.Sprintf("%s: %s after %s", key, rec.SequenceNumber, last.SequenceNumber))
+				}
+				last = pos
+				r.delivered[key][rec.SequenceNumber] = true
+			}
+			r.byWorker[workerID] += len(in.Records)
+			r.mu.Unlock()
+			select {
+			case r.changed <- struct{}{}:
+			default:
+			}
+			return in.Checkpointer.Checkpoint(ctx)
+		}), nil
+	}
+}
+
+// missing returns how many of the produced records (stream -> shard ->
+// sequence numbers) were not delivered.
+func (r *msRecorder) missing(produced map[string]map[string][]string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for stream, shards := range produced {
+		for shard, seqs := range shards {
+			for _, s := range seqs {
+				if !r.delivered[stream+"/"+shard][s] {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+func (r *msRecorder) deliveredAny(stream string, seqs map[string][]string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for shard, ss := range seqs {
+		for _, s := range ss {
+			if r.delivered[stream+"/"+shard][s] {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// waitUntil re-checks cond on every delivery and every 200ms, and fails the
+// test after d.
+func (r *msRecorder) waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-r.changed:
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// produced collects what was put, by stream and shard.
+type produced map[string]map[string][]string
+
+func (p produced) add(stream string, got map[string][]string) {
+	if p[stream] == nil {
+		p[stream] = map[string][]string{}
+	}
+	for shard, seqs := range got {
+		p[stream][shard] = append(p[stream][shard], seqs...)
+	}
+}
+
+// rawLeases scans the lease table as DynamoDB holds it.
+func rawLeases(t *testing.T, table string) []map[string]dtypes.AttributeValue {
+	t.Helper()
+	out, err := testenv.DynamoDB(t).Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []map[string]dtypes.AttributeValue
+	for _, it := range out.Items {
+		if k, _ := it["leaseKey"].(*dtypes.AttributeValueMemberS); k != nil && !lease.IsWorkerKey(k.Value) {
+			items = append(items, it)
+		}
+	}
+	return items
+}
+
+func attrS(it map[string]dtypes.AttributeValue, name string) string {
+	if v, ok := it[name].(*dtypes.AttributeValueMemberS); ok {
+		return v.Value
+	}
+	return ""
+}
+
+// streamIdentifier returns ACCOUNT:NAME:EPOCH of a stream, as the Java KCL
+// writes it.
+func streamIdentifier(t *testing.T, kc *kinesis.Client, name string) string {
+	t.Helper()
+	d, err := kc.DescribeStreamSummary(context.Background(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arn := strings.Split(aws.ToString(d.StreamDescriptionSummary.StreamARN), ":")
+	return fmt.Sprintf("%s:%s:%d", arn[4], name, d.StreamDescriptionSummary.StreamCreationTimestamp.Unix())
+}
+
+func msConfig(t *testing.T, app, id string) worker.Config {
+	return worker.Config{
+		ApplicationName:      app,
+		WorkerID:             id,
+		Kinesis:              testenv.Kinesis(t),
+		DynamoDB:             testenv.DynamoDB(t),
+		InitialPosition:      kcl.StartAtTrimHorizon(),
+		LeaseDuration:        3 * time.Second,
+		RenewInterval:        time.Second,
+		TakeInterval:         500 * time.Millisecond,
+		ShardSyncInterval:    time.Second,
+		IdleTimeBetweenReads: 100 * time.Millisecond,
+		RetryInitialInterval: 50 * time.Millisecond,
+		Logger:               slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+}
+
+// One worker consumes two streams, each shard in order, and writes its
+// leases as the Java KCL's multi-stream mode does: key
+// ACCOUNT:STREAM:EPOCH:SHARD, attributes streamName (the stream
+// identifier) and shardId.
+func TestMultiStreamOneWorkerTwoStreams(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	a, b := testenv.CreateStream(t, kc, 2), testenv.CreateStream(t, kc, 2)
+	want := produced{}
+	want.add(a, put(t, kc, a, 100, "a"))
+	want.add(b, put(t, kc, b, 100, "b"))
+	rec := newMSRecorder()
+	app := testenv.UniqueName("app")
+	cfg := msConfig(t, app, "w1")
+	// Stream b by ARN, a by name; b with its own initial position.
+	arnOut, err := kc.DescribeStreamSummary(context.Background(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trim := kcl.StartAtTrimHorizon()
+	cfg.InitialPosition = kcl.StartAtLatest() // b overrides it; a would miss its records
+	cfg.Streams = []worker.StreamConfig{
+		{Stream: a, ProcessorFactory: rec.factory("w1", a), InitialPosition: &trim},
+		{Stream: aws.ToString(arnOut.StreamDescriptionSummary.StreamARN), ProcessorFactory: rec.factory("w1", b), InitialPosition: &trim},
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	rec.waitUntil(t, 60*time.Second, "200 records of two streams", func() bool { return rec.missing(want) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.disorder) > 0 {
+		t.Fatalf("order violations: %v", rec.disorder)
+	}
+	ids := map[string]string{a: streamIdentifier(t, kc, a), b: streamIdentifier(t, kc, b)}
+	items := rawLeases(t, app)
+	if len(items) != 4 {
+		t.Fatalf("%d leases, want 4", len(items))
+	}
+	perStream := map[string]int{}
+	for _, it := range items {
+		key, sn, shard := attrS(it, "leaseKey"), attrS(it, "streamName"), attrS(it, "shardId")
+		if !strings.HasPrefix(shard, "shardId-") || key != sn+":"+shard {
+			t.Errorf("lease %q: streamName %q shardId %q", key, sn, shard)
+		}
+		perStream[sn]++
+		if attrS(it, "checkpoint") == "" || attrS(it, "leaseOwner") != "" {
+			t.Errorf("lease %q: checkpoint %q owner %q after a graceful stop", key, attrS(it, "checkpoint"), attrS(it, "leaseOwner"))
+		}
+	}
+	if perStream[ids[a]] != 2 || perStream[ids[b]] != 2 {
+		t.Fatalf("leases per stream identifier %v, want 2 each of %v", perStream, slices.Collect(maps.Values(ids)))
+	}
+}
+
+// killable returns Kinesis and DynamoDB clients for the emulators whose
+// calls all fail once kill is called: the worker using them stops
+// heartbeating and cannot release its leases, as if its process had died.
+func killable(t *testing.T) (*kinesis.Client, *dynamodb.Client, func()) {
+	t.Helper()
+	fk, err := faults.NewKinesis(faults.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := faults.NewDynamoDB(faults.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kinesis.NewFromConfig(testenv.AWSConfig(), func(o *kinesis.Options) {
+		o.BaseEndpoint, o.HTTPClient = aws.String(testenv.KinesisEndpoint()), fk
+	})
+	d := dynamodb.NewFromConfig(testenv.AWSConfig(), func(o *dynamodb.Options) {
+		o.BaseEndpoint, o.HTTPClient, o.DisableValidateResponseChecksum = aws.String(testenv.DynamoDBEndpoint()), fd, true
+	})
+	return k, d, func() { fk.Outage(faults.Refuse); fd.Outage(faults.Refuse) }
+}
+
+// owners counts the unfinished leases of the table per owner ("" for none),
+// leaving out the streams of skip, and the leases per stream identifier
+// held by anyone.
+func owners(t *testing.T, table string, skip ...string) (perOwner map[string]int, heldPerStream map[string]int) {
+	t.Helper()
+	perOwner, heldPerStream = map[string]int{}, map[string]int{}
+	for _, it := range rawLeases(t, table) {
+		if attrS(it, "checkpoint") == kcl.ShardEnd.SequenceNumber || slices.Contains(skip, attrS(it, "streamName")) {
+			continue
+		}
+		o := attrS(it, "leaseOwner")
+		perOwner[o]++
+		if o != "" {
+			heldPerStream[attrS(it, "streamName")]++
+		}
+	}
+	return perOwner, heldPerStream
+}
+
+// balanced reports whether the workers of ids hold the unfinished leases
+// of the table evenly (within one), and nobody else holds any.
+func balanced(perOwner map[string]int, ids []string) bool {
+	total := 0
+	for _, n := range perOwner {
+		total += n
+	}
+	held := 0
+	for _, id := range ids {
+		n := perOwner[id]
+		held += n
+		if n < total/len(ids) || n > (total+len(ids)-1)/len(ids) {
+			return false
+		}
+	}
+	return held == total
+}
+
+// A fleet of three workers consumes three streams of four shards; a fourth
+// stream is added and the first removed while it runs, and one worker is
+// killed (it stops heartbeating and cannot release). Nothing is lost, every
+// shard is delivered in order within each processor's session, the removed
+// stream's later records are not read, and the leases of all streams are
+// balanced across the live workers by number of shards.
+func TestMultiStreamFleetAddRemoveKill(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	a, b, c, d := testenv.CreateStream(t, kc, 4), testenv.CreateStream(t, kc, 4), testenv.CreateStream(t, kc, 4), testenv.CreateStream(t, kc, 4)
+	app := testenv.UniqueName("app")
+	rec := newMSRecorder()
+
+	var mu sync.Mutex
+	current := []string{a, b, c}
+	setStreams := func(names ...string) { mu.Lock(); current = names; mu.Unlock() }
+	ids := []string{"w1", "w2", "w3"}
+	kills := map[string]func(){}
+	stops := map[string]func() error{}
+	workers := map[string]*worker.Worker{}
+	for _, id := range ids {
+		cfg := msConfig(t, app, id)
+		var kill func()
+		cfg.Kinesis, cfg.DynamoDB, kill = killable(t)
+		kills[id] = kill
+		cfg.StreamsFunc = func(ctx context.Context) ([]worker.StreamConfig, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			out := make([]worker.StreamConfig, len(current))
+			for i, name := range current {
+				out[i] = worker.StreamConfig{Stream: name, ProcessorFactory: rec.factory(id, name)}
+			}
+			return out, nil
+		}
+		w, err := worker.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		workers[id] = w
+		stops[id] = start(t, w)
+	}
+
+	want := produced{}
+	for _, s := range []string{a, b, c} {
+		want.add(s, put(t, kc, s, 200, s))
+	}
+	rec.waitUntil(t, 90*time.Second, "600 records of three streams", func() bool { return rec.missing(want) == 0 })
+	rec.waitUntil(t, 90*time.Second, "12 leases balanced 4/4/4", func() bool {
+		per, _ := owners(t, app)
+		return balanced(per, ids)
+	})
+
+	// Remove a, add d.
+	idA := streamIdentifier(t, kc, a)
+	setStreams(b, c, d)
+	rec.waitUntil(t, 60*time.Second, "stream a's leases released", func() bool {
+		_, held := owners(t, app)
+		return held[idA] == 0 && held[streamIdentifier(t, kc, d)] == 4
+	})
+	lateA := put(t, kc, a, 100, "late-a") // not to be read: a is no longer consumed
+	for _, s := range []string{b, c, d} {
+		want.add(s, put(t, kc, s, 200, s+"-2"))
+	}
+
+	// Kill w1 while records keep coming.
+	rec.mu.Lock()
+	rec.dead["w1"] = true
+	rec.mu.Unlock()
+	kills["w1"]()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	killed := make(chan struct{})
+	go func() { // a stop without any grace: processors cancelled, nothing released (every call fails)
+		defer close(killed)
+		_ = workers["w1"].Shutdown(ctx)
+	}()
+	t.Cleanup(func() { <-killed })
+	for _, s := range []string{b, c, d} {
+		want.add(s, put(t, kc, s, 200, s+"-3"))
+	}
+	rec.waitUntil(t, 120*time.Second, "every record of b, c, d and a's first 200", func() bool { return rec.missing(want) == 0 })
+	live := []string{"w2", "w3"}
+	rec.waitUntil(t, 90*time.Second, "12 leases of b, c, d balanced 6/6 on the live workers", func() bool {
+		per, _ := owners(t, app, idA)
+		return balanced(per, live)
+	})
+	for _, id := range live {
+		if err := stops[id](); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
+	}
+	if len(rec.disorder) > 0 {
+		t.Fatalf("order violations: %v", rec.disorder)
+	}
+	if n := rec.deliveredAny(a, lateA); n > 0 {
+		t.Errorf("%d records put on stream a after its removal were delivered", n)
+	}
+	rec.mu.Lock()
+	t.Logf("records delivered per worker: %v", rec.byWorker)
+	rec.mu.Unlock()
+}
