@@ -408,3 +408,78 @@ func TestMultiStreamFleetAddRemoveKill(t *testing.T) {
 	t.Logf("records delivered per worker: %v", rec.byWorker)
 	rec.mu.Unlock()
 }
+
+// A stream deleted and re-created under the same name is a new stream (its
+// creation time, part of the stream identifier, differs): its shards get
+// fresh leases from the initial position, whatever the old stream's leases
+// say (its shard IDs are the same), and the old leases are deleted.
+func TestMultiStreamRecreatedStream(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	ctx := context.Background()
+	name := testenv.CreateStream(t, kc, 2)
+	other := testenv.CreateStream(t, kc, 1)
+	app := testenv.UniqueName("app")
+	rec := newMSRecorder()
+	cfg := msConfig(t, app, "w1")
+	cfg.ProcessorFactory = rec.factory("w1", name)
+	cfg.Streams = []worker.StreamConfig{{Stream: name}, {Stream: other, ProcessorFactory: rec.factory("w1", other)}}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	first := produced{}
+	first.add(name, put(t, kc, name, 50, "old"))
+	rec.waitUntil(t, 60*time.Second, "the first stream's records", func() bool { return rec.missing(first) == 0 })
+	oldID := streamIdentifier(t, kc, name)
+
+	if _, err := kc.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String(name)}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitUntil(t, 60*time.Second, "the stream's deletion", func() bool {
+		_, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
+		return err != nil
+	})
+	// Creation times are compared in seconds: the new stream must be
+	// created in a later second than the old one (a wait for the clock,
+	// not for an event).
+	_, _, oldEpoch, _ := lease.ParseStreamIdentifier(oldID)
+	for time.Now().Unix() <= oldEpoch {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := testenv.CreateStreamNamed(cctx, kc, name, 2); err != nil {
+		t.Fatal(err)
+	}
+	newID := streamIdentifier(t, kc, name)
+	if newID == oldID {
+		t.Fatalf("re-created stream has the same identifier %s", oldID)
+	}
+	second := produced{}
+	second.add(name, put(t, kc, name, 50, "new"))
+	rec.waitUntil(t, 60*time.Second, "the re-created stream's records", func() bool { return rec.missing(second) == 0 })
+	rec.waitUntil(t, 30*time.Second, "the old stream's leases deleted", func() bool {
+		for _, it := range rawLeases(t, app) {
+			if attrS(it, "streamName") == oldID {
+				return false
+			}
+		}
+		return true
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.disorder) > 0 {
+		t.Fatalf("order violations: %v", rec.disorder)
+	}
+	n := 0
+	for _, it := range rawLeases(t, app) {
+		if attrS(it, "streamName") == newID {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d leases of the re-created stream %s, want 2", n, newID)
+	}
+}

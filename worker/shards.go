@@ -107,6 +107,9 @@ func (w *Worker) createLeases(ctx context.Context, st *streamState, shards []sha
 	if err != nil {
 		return nil, fmt.Errorf("shardline: list leases: %w", err)
 	}
+	if err := w.dropFormerIncarnations(ctx, st, all); err != nil {
+		return nil, err
+	}
 	leases := st.ownLeases(all)
 	create, gaps := newLineage(shards, leases).plan(st.initial)
 	created := 0

@@ -264,20 +264,18 @@ func (w *Worker) refreshStreams(ctx context.Context, starting bool) error {
 		}
 		want[r.id] = r
 	}
-	w.smu.Lock()
-	defer w.smu.Unlock()
-	for id, st := range w.streams {
-		if _, ok := want[id]; ok || keep[st.ref.String()] {
-			continue
-		}
-		delete(w.streams, id)
-		st.remove(w.cfg.DrainRemovedStreams)
-		w.log.Info("stream removed; stopping its shards", "stream", st, "drain", w.cfg.DrainRemovedStreams)
-	}
+	// New streams are made (and their fan-out consumers registered)
+	// before the lock is taken: the lease manager's listings wait on it.
+	w.smu.RLock()
+	var add []resolved
 	for id, r := range want {
-		if w.streams[id] != nil {
-			continue
+		if w.streams[id] == nil {
+			add = append(add, r)
 		}
+	}
+	w.smu.RUnlock()
+	var made []*streamState
+	for _, r := range add {
 		initial, factory := w.cfg.InitialPosition, w.cfg.ProcessorFactory
 		if r.sc.InitialPosition != nil {
 			initial = *r.sc.InitialPosition
@@ -285,7 +283,7 @@ func (w *Worker) refreshStreams(ctx context.Context, starting bool) error {
 		if r.sc.ProcessorFactory != nil {
 			factory = r.sc.ProcessorFactory
 		}
-		st, err := w.newStream(r.ref, id, r.name, initial, factory)
+		st, err := w.newStream(r.ref, r.id, r.name, initial, factory)
 		if err != nil {
 			return err
 		}
@@ -300,8 +298,48 @@ func (w *Worker) refreshStreams(ctx context.Context, starting bool) error {
 				continue
 			}
 		}
-		w.streams[id] = st
-		w.log.Info("stream added", "stream", st, "initial_position", initial.String())
+		made = append(made, st)
+	}
+	w.smu.Lock()
+	defer w.smu.Unlock()
+	for id, st := range w.streams {
+		if _, ok := want[id]; ok || keep[st.ref.String()] {
+			continue
+		}
+		delete(w.streams, id)
+		st.remove(w.cfg.DrainRemovedStreams)
+		w.log.Info("stream removed; stopping its shards", "stream", st, "drain", w.cfg.DrainRemovedStreams)
+	}
+	for _, st := range made {
+		w.streams[st.id] = st
+		w.log.Info("stream added", "stream", st, "initial_position", st.initial.String())
+	}
+	return nil
+}
+
+// dropFormerIncarnations deletes the leases of earlier streams of the same
+// account and name as st (a stream deleted and re-created under its name:
+// the stream identifier's creation time tells them apart). Their shards are
+// gone with their stream; their leases would only accumulate. Deletes are
+// conditional on the counter read. Nothing is deleted with
+// KeepFinishedLeases.
+func (w *Worker) dropFormerIncarnations(ctx context.Context, st *streamState, all []lease.Lease) error {
+	account, name, epoch, ok := lease.ParseStreamIdentifier(st.id)
+	if !ok || w.cfg.KeepFinishedLeases {
+		return nil
+	}
+	for _, l := range all {
+		a, n, e, ok := lease.ParseStreamIdentifier(lease.StreamOfKey(l.Key))
+		if !ok || a != account || n != name || e >= epoch {
+			continue
+		}
+		if err := w.store.Delete(ctx, l); err != nil {
+			if errors.Is(err, lease.ErrConflict) {
+				continue
+			}
+			return fmt.Errorf("shardline: delete lease %s of a former stream: %w", l.Key, err)
+		}
+		w.log.Info("deleted the lease of a deleted stream re-created under the same name", "lease", l.Key, "stream", st)
 	}
 	return nil
 }
