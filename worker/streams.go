@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/lease"
@@ -212,17 +210,12 @@ func (w *Worker) resolveStream(ctx context.Context, sc StreamConfig) (resolved, 
 	if err != nil {
 		return resolved{}, fmt.Errorf("shardline: %w", err)
 	}
-	arn := aws.ToString(d.StreamARN)
-	if ref.ARN != "" {
-		arn = ref.ARN
+	ident, err := ref.IdentityOf(d)
+	if err != nil {
+		return resolved{}, fmt.Errorf("shardline: %w", err)
 	}
-	parts := strings.SplitN(arn, ":", 6)
-	if len(parts) != 6 || parts[4] == "" || d.StreamCreationTimestamp == nil {
-		return resolved{}, fmt.Errorf("shardline: stream %s: DescribeStreamSummary gave no usable ARN (%q) or creation time", ref, arn)
-	}
-	name := strings.TrimPrefix(parts[5], "stream/")
-	r := resolved{sc: sc, ref: ref, name: name,
-		id: lease.StreamIdentifier(parts[4], name, d.StreamCreationTimestamp.Unix())}
+	r := resolved{sc: sc, ref: ref, name: ident.Name,
+		id: lease.StreamIdentifier(ident.Account, ident.Name, ident.CreationEpoch)}
 	if d.RetentionPeriodHours != nil {
 		r.retention = time.Duration(*d.RetentionPeriodHours) * time.Hour
 	}
