@@ -44,8 +44,9 @@ type Config struct {
 	StreamsFunc func(ctx context.Context) ([]StreamConfig, error)
 	// DrainRemovedStreams, in a multi-stream worker, keeps reading each
 	// held shard of a stream removed from the configuration until it has
-	// caught up with the stream's tip (a read reports nothing left behind),
-	// then checkpoints and releases it. By default (false) the shards of a
+	// caught up with the stream's tip (a read finds no more records), then
+	// checkpoints and releases it, as in a graceful shutdown. A shard
+	// written to faster than it is read never catches up. By default (false) the shards of a
 	// removed stream stop at once, as in a graceful shutdown: the processor
 	// may checkpoint in ShutdownRequested, then the lease is released. The
 	// leases stay in the table either way, so adding the stream again

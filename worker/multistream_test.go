@@ -483,3 +483,94 @@ func TestMultiStreamRecreatedStream(t *testing.T) {
 		t.Fatalf("%d leases of the re-created stream %s, want 2", n, newID)
 	}
 }
+
+// A stream removed from the configuration stops at once by default: the
+// batch in flight completes, the checkpoint is written and the lease
+// released. With DrainRemovedStreams its shards are read up to the tip
+// first.
+func TestMultiStreamRemovedStreamStopsOrDrains(t *testing.T) {
+	for _, drain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("drain=%v", drain), func(t *testing.T) {
+			kc := testenv.Kinesis(t)
+			a, b := testenv.CreateStream(t, kc, 1), testenv.CreateStream(t, kc, 1)
+			want := produced{}
+			want.add(a, put(t, kc, a, 300, "a"))
+			app := testenv.UniqueName("app")
+			rec := newMSRecorder()
+			firstIn, unblock := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			gated := func(shardID string) (kcl.RecordProcessor, error) {
+				p, err := rec.factory("w1", a)(shardID)
+				return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+					once.Do(func() { close(firstIn); <-unblock })
+					return p.ProcessRecords(ctx, in)
+				}), err
+			}
+			var mu sync.Mutex
+			current, calls := []string{a, b}, 0
+			cfg := msConfig(t, app, "w1")
+			cfg.MaxRecords = 10
+			cfg.DrainRemovedStreams = drain
+			cfg.StreamsFunc = func(context.Context) ([]worker.StreamConfig, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				var out []worker.StreamConfig
+				for _, s := range current {
+					f := rec.factory("w1", s)
+					if s == a {
+						f = gated
+					}
+					out = append(out, worker.StreamConfig{Stream: s, ProcessorFactory: f})
+				}
+				return out, nil
+			}
+			w, err := worker.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := start(t, w)
+			select {
+			case <-firstIn:
+			case <-time.After(60 * time.Second):
+				t.Fatal("no delivery on stream a")
+			}
+			mu.Lock()
+			current, calls = []string{b}, 0
+			mu.Unlock()
+			// The second call after the change comes after the refresh that
+			// removed a (refreshes run one at a time).
+			rec.waitUntil(t, 30*time.Second, "two refreshes without stream a", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return calls >= 2
+			})
+			close(unblock)
+			idA := streamIdentifier(t, kc, a)
+			rec.waitUntil(t, 60*time.Second, "stream a's lease released", func() bool {
+				_, held := owners(t, app)
+				return held[idA] == 0 && rec.deliveredAny(a, want[a]) > 0
+			})
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			got := rec.deliveredAny(a, want[a])
+			if drain && got != 300 || !drain && got != 10 {
+				t.Errorf("%d records of the removed stream delivered; want %d", got, map[bool]int{false: 10, true: 300}[drain])
+			}
+			if len(rec.disorder) > 0 {
+				t.Fatalf("order violations: %v", rec.disorder)
+			}
+			// The checkpoint is the last record delivered.
+			for _, it := range rawLeases(t, app) {
+				if attrS(it, "streamName") != idA {
+					continue
+				}
+				seqs := want[a][attrS(it, "shardId")]
+				if cp := attrS(it, "checkpoint"); cp != seqs[got-1] {
+					t.Errorf("checkpoint %s, want the last record delivered %s", cp, seqs[got-1])
+				}
+			}
+		})
+	}
+}

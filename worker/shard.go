@@ -361,7 +361,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				}
 			}
 		}
-		if removed, drain := s.st.removed(); removed && drain && b.MillisBehindLatest == 0 && !b.ShardEnded {
+		// Caught up: a read found nothing more (MillisBehindLatest alone
+		// is a time: records written together read as 0 behind).
+		if removed, drain := s.st.removed(); removed && drain && len(b.Records) == 0 && b.MillisBehindLatest == 0 && !b.ShardEnded {
 			s.caughtUp = true
 			s.log.Info("stream removed, and its shard read up to its tip: stopping")
 		}
