@@ -17,6 +17,8 @@ import (
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
@@ -572,5 +574,43 @@ func TestMultiStreamRemovedStreamStopsOrDrains(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// With enhanced fan-out, a multi-stream worker registers the application's
+// consumer on every stream and reads each through its own.
+func TestMultiStreamFanOut(t *testing.T) {
+	kc := efotest.EmulatorKinesis(t)
+	a, b := testenv.CreateStream(t, kc, 2), testenv.CreateStream(t, kc, 2)
+	want := produced{}
+	want.add(a, put(t, kc, a, 60, "a"))
+	want.add(b, put(t, kc, b, 60, "b"))
+	app := testenv.UniqueName("app")
+	rec := newMSRecorder()
+	cfg := msConfig(t, app, "w1")
+	cfg.Kinesis = kc
+	cfg.FanOut = &fanout.Options{}
+	cfg.Streams = []worker.StreamConfig{{Stream: a, ProcessorFactory: rec.factory("w1", a)}, {Stream: b, ProcessorFactory: rec.factory("w1", b)}}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	rec.waitUntil(t, 60*time.Second, "120 records through fan-out", func() bool { return rec.missing(want) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.disorder) > 0 {
+		t.Fatalf("order violations: %v", rec.disorder)
+	}
+	for _, s := range []string{a, b} {
+		arn, err := fanout.StreamARN(t.Context(), kc, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		consumers, err := fanout.ListConsumers(t.Context(), kc, arn)
+		if err != nil || len(consumers) != 1 || consumers[0].Name != app {
+			t.Errorf("consumers of %s: %+v, %v; want one named %s", s, consumers, err, app)
+		}
 	}
 }
