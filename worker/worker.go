@@ -1,5 +1,5 @@
 // Package worker runs a Shardline consumer: it discovers the shards of a
-// stream, shares their leases with the other workers of the same application
+// stream (or of several, see Config.Streams), shares their leases with the other workers of the same application
 // through a DynamoDB table, reads each held shard in order and hands the
 // records to the application's processors.
 //
@@ -60,7 +60,8 @@ type Worker struct {
 	hooks      *hooks
 	running    map[string]*shardState // lease key -> consumer, for introspection
 	// smu guards streams, the streams consumed now by stream identifier
-	// ("" in a single-stream worker). It is taken after mu, never before.
+	// ("" in a single-stream worker). A leaf lock: nothing is taken
+	// while it is held.
 	smu     sync.RWMutex
 	streams map[string]*streamState
 	// recordStats counts de-aggregation and decoding anomalies.
@@ -137,7 +138,10 @@ func (w *Worker) HeldShards() []string {
 // gracefully (see the package doc) and returns nil. It returns an error
 // without consuming anything when the stream or its endpoint cannot be
 // reached, and an error matching kcl.ErrStreamNotFound if the stream is
-// deleted while the worker runs. Run may be called once.
+// deleted while the worker runs. A multi-stream worker fails at start only
+// when a configured stream cannot be described (a missing one is skipped
+// with a warning), and goes on without a stream deleted while it runs. Run
+// may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
