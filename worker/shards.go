@@ -87,12 +87,16 @@ func toShardNode(s ktypes.Shard) shardNode {
 // the leases that are due (see lineage.go), reports hash-key ranges no
 // unfinished lease covers, and deletes the leases of finished shards that
 // are no longer needed.
-func (w *Worker) syncShards(ctx context.Context, st *streamState) error {
+//
+// all is the lease table as read for this sync (nil: read it now); one
+// read serves the syncs of every stream of a multi-stream worker, since the
+// leases one stream's sync creates change nothing for the others.
+func (w *Worker) syncShards(ctx context.Context, st *streamState, all []lease.Lease) error {
 	shards, err := w.listShards(ctx, st)
 	if err != nil {
 		return err
 	}
-	leases, err := w.createLeases(ctx, st, shards)
+	leases, err := w.createLeases(ctx, st, shards, all)
 	if err != nil {
 		return err
 	}
@@ -100,12 +104,14 @@ func (w *Worker) syncShards(ctx context.Context, st *streamState) error {
 }
 
 // createLeases creates the leases due for the given listing of the stream
-// and the lease table as it is now, and returns the stream's leases as read,
-// keyed by shard ID (see streamState.ownLeases).
-func (w *Worker) createLeases(ctx context.Context, st *streamState, shards []shardNode) ([]lease.Lease, error) {
-	all, err := w.store.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("shardline: list leases: %w", err)
+// and the lease table all (nil: as it is now), and returns the stream's
+// leases as read, keyed by shard ID (see streamState.ownLeases).
+func (w *Worker) createLeases(ctx context.Context, st *streamState, shards []shardNode, all []lease.Lease) ([]lease.Lease, error) {
+	if all == nil {
+		var err error
+		if all, err = w.store.List(ctx); err != nil {
+			return nil, fmt.Errorf("shardline: list leases: %w", err)
+		}
 	}
 	if err := w.dropFormerIncarnations(ctx, st, all); err != nil {
 		return nil, err
@@ -249,7 +255,7 @@ func (w *Worker) finishShard(ctx context.Context, st *streamState, id string, ch
 		}
 	}
 	if err == nil {
-		_, err = w.createLeases(ctx, st, shards)
+		_, err = w.createLeases(ctx, st, shards, nil)
 	}
 	if err != nil {
 		w.log.Warn("creating the child leases of a finished shard failed; the next shard sync creates them", "shard", id, "err", err)

@@ -340,9 +340,17 @@ func (w *Worker) dropFormerIncarnations(ctx context.Context, st *streamState, al
 // syncAll runs a shard sync for every consumed stream. In a multi-stream
 // worker a stream found deleted is removed; the other errors are joined.
 func (w *Worker) syncAll(ctx context.Context) error {
+	streams := w.currentStreams()
+	var all []lease.Lease
+	if len(streams) > 1 {
+		var err error
+		if all, err = w.store.List(ctx); err != nil {
+			return fmt.Errorf("shardline: list leases: %w", err)
+		}
+	}
 	var errs []error
-	for _, st := range w.currentStreams() {
-		err := w.syncShards(ctx, st)
+	for _, st := range streams {
+		err := w.syncShards(ctx, st, all)
 		if err != nil && st.id != "" && errors.Is(err, kcl.ErrStreamNotFound) {
 			w.smu.Lock()
 			if w.streams[st.id] == st {

@@ -226,6 +226,18 @@ func (w *Worker) start(ctx, base context.Context) error {
 func (w *Worker) loop(ctx context.Context) error {
 	t := time.NewTicker(w.cfg.ShardSyncInterval)
 	defer t.Stop()
+	// A shard sync in flight (several streams' in a multi-stream worker)
+	// is cut short by Shutdown, which must not wait for it: its writes are
+	// conditional, and the next worker's sync completes it.
+	syncCtx, cancelSync := context.WithCancel(ctx)
+	defer cancelSync()
+	go func() {
+		select {
+		case <-w.shutdownCh:
+			cancelSync()
+		case <-syncCtx.Done():
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -243,18 +255,18 @@ func (w *Worker) loop(ctx context.Context) error {
 		w.health.set(func(h *healthState) { h.syncSince = time.Now() })
 		var err error
 		if w.cfg.multiStream() {
-			err = w.refreshStreams(ctx, false)
-			if err != nil && ctx.Err() == nil {
+			err = w.refreshStreams(syncCtx, false)
+			if err != nil && syncCtx.Err() == nil {
 				w.log.Warn("refreshing the configured streams failed; keeping them as they are", "err", err)
 			}
 		}
-		err = w.syncAll(ctx)
+		err = w.syncAll(syncCtx)
 		w.health.set(func(h *healthState) { h.syncSince = time.Time{} })
 		if err != nil {
 			if errors.Is(err, kcl.ErrStreamNotFound) {
 				return err
 			}
-			if ctx.Err() == nil {
+			if syncCtx.Err() == nil {
 				w.log.Warn("shard sync failed; will retry", "err", err)
 			}
 		}
