@@ -35,12 +35,15 @@ type msRecorder struct {
 	byWorker  map[string]int             // worker -> records delivered
 	disorder  []string                   // order violations within a session
 	dead      map[string]bool            // workers killed: their later deliveries are not counted
+	batches   int                        // batches delivered
+	first     map[string]int             // "stream/shard" -> number of the batch that first delivered it
+	last      map[string]int             // "stream/shard" -> number of its last batch
 	changed   chan struct{}
 }
 
 func newMSRecorder() *msRecorder {
 	return &msRecorder{delivered: map[string]map[string]bool{}, byWorker: map[string]int{},
-		dead: map[string]bool{}, changed: make(chan struct{}, 1)}
+		dead: map[string]bool{}, first: map[string]int{}, last: map[string]int{}, changed: make(chan struct{}, 1)}
 }
 
 // factory returns the processor factory of one worker for one stream: the
@@ -70,6 +73,11 @@ func (r *msRecorder) factory(workerID, stream string) kcl.ProcessorFactory {
 				r.delivered[key][rec.SequenceNumber] = true
 			}
 			r.byWorker[workerID] += len(in.Records)
+			r.batches++
+			if _, ok := r.first[key]; !ok {
+				r.first[key] = r.batches
+			}
+			r.last[key] = r.batches
 			r.mu.Unlock()
 			select {
 			case r.changed <- struct{}{}:
@@ -611,6 +619,84 @@ func TestMultiStreamFanOut(t *testing.T) {
 		consumers, err := fanout.ListConsumers(t.Context(), kc, arn)
 		if err != nil || len(consumers) != 1 || consumers[0].Name != app {
 			t.Errorf("consumers of %s: %+v, %v; want one named %s", s, consumers, err, app)
+		}
+	}
+}
+
+// A split in one stream of a multi-stream worker: the parent is read to its
+// end before its children; the children's leases carry the stream's key
+// prefix and name their parent by shard ID, as the Java KCL writes them;
+// the other stream goes on meanwhile.
+func TestMultiStreamSplitShard(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	ctx := context.Background()
+	a, b := testenv.CreateStream(t, kc, 1), testenv.CreateStream(t, kc, 1)
+	app := testenv.UniqueName("app")
+	rec := newMSRecorder()
+	cfg := msConfig(t, app, "w1")
+	cfg.Streams = []worker.StreamConfig{{Stream: a, ProcessorFactory: rec.factory("w1", a)}, {Stream: b, ProcessorFactory: rec.factory("w1", b)}}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	want := produced{}
+	want.add(a, put(t, kc, a, 50, "before"))
+	want.add(b, put(t, kc, b, 50, "b"))
+	rec.waitUntil(t, 60*time.Second, "the records before the split", func() bool { return rec.missing(want) == 0 })
+
+	shards, err := kc.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(a)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := shards.Shards[0]
+	pid := aws.ToString(parent.ShardId)
+	if _, err := kc.SplitShard(ctx, &kinesis.SplitShardInput{StreamName: aws.String(a), ShardToSplit: parent.ShardId,
+		NewStartingHashKey: aws.String(midpoint(parent))}); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := testenv.WaitStreamActive(actx, kc, a); err != nil {
+		t.Fatal(err)
+	}
+	after := put(t, kc, a, 100, "after")
+	want.add(a, after)
+	want.add(b, put(t, kc, b, 50, "b2"))
+	rec.waitUntil(t, 60*time.Second, "every record after the split", func() bool { return rec.missing(want) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.disorder) > 0 {
+		t.Fatalf("order violations: %v", rec.disorder)
+	}
+	if len(after) != 2 {
+		t.Fatalf("records after the split went to shards %v, want the two children", slices.Collect(maps.Keys(after)))
+	}
+	rec.mu.Lock()
+	for child := range after {
+		if rec.first[a+"/"+child] <= rec.last[a+"/"+pid] {
+			t.Errorf("child %s delivered (batch %d) before its parent's last batch (%d)", child, rec.first[a+"/"+child], rec.last[a+"/"+pid])
+		}
+	}
+	rec.mu.Unlock()
+	id := streamIdentifier(t, kc, a)
+	items := map[string]map[string]dtypes.AttributeValue{}
+	for _, it := range rawLeases(t, app) {
+		items[attrS(it, "leaseKey")] = it
+	}
+	p := items[id+":"+pid]
+	if attrS(p, "checkpoint") != kcl.ShardEnd.SequenceNumber {
+		t.Errorf("parent lease %s: checkpoint %q, want SHARD_END", id+":"+pid, attrS(p, "checkpoint"))
+	}
+	if cs, _ := p["childShardIds"].(*dtypes.AttributeValueMemberSS); cs == nil || len(cs.Value) != 2 {
+		t.Errorf("parent lease childShardIds %v, want the two children", p["childShardIds"])
+	}
+	for child := range after {
+		c := items[id+":"+child]
+		ps, _ := c["parentShardId"].(*dtypes.AttributeValueMemberSS)
+		if c == nil || ps == nil || !slices.Equal(ps.Value, []string{pid}) || attrS(c, "shardId") != child || attrS(c, "streamName") != id {
+			t.Errorf("child lease %s: %v", id+":"+child, c)
 		}
 	}
 }
