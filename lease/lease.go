@@ -29,7 +29,9 @@ import (
 
 // Lease is one shard's row of the lease table.
 type Lease struct {
-	// Key is the lease key: the shard ID.
+	// Key is the lease key: the shard ID, or in the table of a
+	// multi-stream application ACCOUNT:STREAM:EPOCH:SHARD (the Java KCL's
+	// format; see the README).
 	Key string
 	// Owner is the worker ID of the holder; empty when the lease is free.
 	Owner string

@@ -31,8 +31,15 @@ const maxClockSkew = time.Minute
 // replay restart at TRIM_HORIZON, other descendants at the same position.
 // Children wait for their parents to finish again, as always.
 type ResetRequest struct {
-	// Shards names the shards to reset; empty means every lease of the table.
-	// A Sequence needs exactly one shard.
+	// Stream selects one stream's leases in the table of a multi-stream
+	// application (lease keys ACCOUNT:STREAM:EPOCH:SHARD): its identifier
+	// ACCOUNT:STREAM:EPOCH, or its name when one identifier of the table has
+	// it. Shards then names shard IDs, and leases of other streams are left
+	// alone. Required when the table holds multi-stream leases; ignored when
+	// it holds none.
+	Stream string
+	// Shards names the shards to reset; empty means every lease of the table
+	// (of the Stream). A Sequence needs exactly one shard.
 	Shards []string
 	// Position is where the shards restart: TRIM_HORIZON, LATEST (the zero
 	// value, which skips every record written so far) or a timestamp no
@@ -177,6 +184,67 @@ func resetOne(ctx context.Context, store ilease.Store, c *ResetChange) error {
 // planReset decides which of leases a reset changes, and how; it writes
 // nothing. See [ResetRequest] for the rules.
 func planReset(leases []Lease, req ResetRequest) (ResetPlan, error) {
+	streamID, leases, err := streamLeases(leases, req.Stream)
+	if err != nil {
+		return ResetPlan{Skipped: map[string]string{}}, err
+	}
+	plan, err := planStream(leases, req)
+	if streamID != "" { // back from shard IDs to lease keys
+		for i := range plan.Changes {
+			c := &plan.Changes[i]
+			c.Shard = ilease.MultiStreamKey(streamID, c.Shard)
+			c.Before.Key = c.Shard
+		}
+		skipped := make(map[string]string, len(plan.Skipped))
+		for shard, why := range plan.Skipped {
+			skipped[ilease.MultiStreamKey(streamID, shard)] = why
+		}
+		plan.Skipped = skipped
+	}
+	return plan, err
+}
+
+// streamLeases returns the leases of the stream a reset names (see
+// ResetRequest.Stream), keyed by shard ID, with the stream's identifier;
+// the leases as they are, and "", for a table without multi-stream leases.
+func streamLeases(leases []Lease, stream string) (string, []Lease, error) {
+	ids := map[string]bool{}
+	for _, l := range leases {
+		if id := ilease.StreamOfKey(l.Key); id != "" {
+			ids[id] = true
+		}
+	}
+	if len(ids) == 0 {
+		return "", leases, nil
+	}
+	var match []string
+	for id := range ids {
+		_, name, _, _ := ilease.ParseStreamIdentifier(id)
+		if id == stream || name == stream {
+			match = append(match, id)
+		}
+	}
+	slices.Sort(match)
+	switch {
+	case stream == "":
+		return "", nil, fmt.Errorf("lease: reset: %w: the table holds the leases of several streams (multi-stream); name one", ErrInvalidArgument)
+	case len(match) == 0:
+		return "", nil, fmt.Errorf("lease: reset: stream %s: %w (no lease in the table)", stream, ErrNotFound)
+	case len(match) > 1:
+		return "", nil, fmt.Errorf("lease: reset: %w: stream name %s matches %v; name one by ACCOUNT:STREAM:EPOCH", ErrInvalidArgument, stream, match)
+	}
+	var out []Lease
+	for _, l := range leases {
+		if sid, shard, ok := ilease.SplitKey(l.Key); ok && sid == match[0] {
+			l.Key = shard
+			out = append(out, l)
+		}
+	}
+	return match[0], out, nil
+}
+
+// planStream is planReset over the leases of one stream, keyed by shard ID.
+func planStream(leases []Lease, req ResetRequest) (ResetPlan, error) {
 	plan := ResetPlan{Skipped: map[string]string{}}
 	if err := req.validate(); err != nil {
 		return plan, err

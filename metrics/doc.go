@@ -24,6 +24,11 @@
 // whose records are still being processed. The other labels take the few
 // values listed below.
 //
+// A multi-stream worker (worker.Config.Streams or StreamsFunc): per-shard
+// metrics take stream from the shard's stream (its name) and shard from its
+// shard ID; the per-worker metrics sum over all streams and have an empty
+// stream label.
+//
 // # Metrics
 //
 // Each entry gives the name, the type and the labels beyond stream and

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
 )
@@ -362,9 +363,27 @@ func (m *Metrics) collectArrivalLag(ch chan<- prometheus.Metric, id *identity) {
 	for shard, wm := range m.arrivalLag {
 		lag := wm.max(now)
 		most = max(most, lag)
-		ch <- prometheus.MustNewConstMetric(m.behindArrival, prometheus.GaugeValue, lag.Seconds(), id.stream, id.worker, shard)
+		ch <- prometheus.MustNewConstMetric(m.behindArrival, prometheus.GaugeValue, lag.Seconds(), shardLabelValues(id.stream, id.worker, shard)...)
 	}
 	ch <- prometheus.MustNewConstMetric(m.behindArrivalMax, prometheus.GaugeValue, most.Seconds(), id.stream, id.worker)
+}
+
+// shardLabels returns the stream and shard label values of a shard as the
+// worker's hooks name it: a multi-stream worker names its shards by lease
+// key (ACCOUNT:STREAM:EPOCH:SHARD), whose stream name and shard ID become the
+// labels; otherwise stream (the worker's) and the shard ID as they are.
+func shardLabels(stream, key string) (string, string) {
+	if sid, shard, ok := ilease.SplitKey(key); ok && sid != "" {
+		_, name, _, _ := ilease.ParseStreamIdentifier(sid)
+		return name, shard
+	}
+	return stream, key
+}
+
+// shardLabelValues returns the label values of a per-shard series.
+func shardLabelValues(stream, worker, key string) []string {
+	s, shard := shardLabels(stream, key)
+	return []string{s, worker, shard}
 }
 
 // ident returns the observed worker's identity (empty before it started).
@@ -511,7 +530,7 @@ func (m *Metrics) onFetch(e worker.Event) {
 	case "GetRecords", "SubscribeToShardEvent": // the reads that report the shard's lag
 		m.lagMu.Lock()
 		m.lag[e.ShardID] = e.MillisBehindLatest
-		m.behindLatest.WithLabelValues(s, w, e.ShardID).Set(float64(e.MillisBehindLatest) / 1000)
+		m.behindLatest.WithLabelValues(shardLabelValues(s, w, e.ShardID)...).Set(float64(e.MillisBehindLatest) / 1000)
 		m.setMaxLocked(id)
 		m.lagMu.Unlock()
 	}
@@ -543,7 +562,7 @@ func (m *Metrics) onShard(e worker.Event) {
 		m.lagMu.Lock()
 		delete(m.lag, e.ShardID)
 		delete(m.arrivalLag, e.ShardID)
-		m.behindLatest.DeleteLabelValues(s, w, e.ShardID)
+		m.behindLatest.DeleteLabelValues(shardLabelValues(s, w, e.ShardID)...)
 		m.perShard.stop(e.ShardID)
 		m.setMaxLocked(id)
 		m.lagMu.Unlock()

@@ -76,16 +76,17 @@ func (c *shardCounters) stop(shard string) {
 func (c *shardCounters) collect(ch chan<- prometheus.Metric, stream, worker string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for shard, sc := range c.shards {
-		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, sc.records, stream, worker, shard)
-		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, sc.bytes, stream, worker, shard)
+	for key, sc := range c.shards {
+		st, shard := shardLabels(stream, key)
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, sc.records, st, worker, shard)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, sc.bytes, st, worker, shard)
 		switch {
 		case sc.fresh:
 			sc.fresh = false
 			sc.records, sc.bytes = sc.heldRecords, sc.heldBytes
 			sc.heldRecords, sc.heldBytes = 0, 0
 		case sc.stopped:
-			delete(c.shards, shard)
+			delete(c.shards, key)
 		}
 	}
 }

@@ -26,10 +26,32 @@ import (
 // each; [New] validates the whole and refuses anything unusable.
 type Config struct {
 	// StreamName is the Kinesis stream to consume. Either StreamName or
-	// StreamARN is required.
+	// StreamARN is required, unless Streams or StreamsFunc is set.
 	StreamName string
 	// StreamARN identifies the stream by ARN instead of by name.
 	StreamARN string
+	// Streams makes a multi-stream worker: it consumes every stream listed,
+	// with one lease table, as the Java KCL's multi-stream mode does (lease
+	// keys ACCOUNT:STREAM:CREATIONEPOCH:SHARD, see the README). Mutually
+	// exclusive with StreamName, StreamARN and StreamsFunc.
+	Streams []StreamConfig
+	// StreamsFunc makes a multi-stream worker whose streams may change: it
+	// returns the streams to consume, and is called at start and before
+	// every shard sync (every ShardSyncInterval). Streams it no longer
+	// returns are stopped (see DrainRemovedStreams); a failing call keeps
+	// the streams as they were. Mutually exclusive with StreamName,
+	// StreamARN and Streams.
+	StreamsFunc func(ctx context.Context) ([]StreamConfig, error)
+	// DrainRemovedStreams, in a multi-stream worker, keeps reading each
+	// held shard of a stream removed from the configuration until it has
+	// caught up with the stream's tip (a read finds no more records), then
+	// checkpoints and releases it, as in a graceful shutdown. A shard
+	// written to faster than it is read never catches up. By default (false) the shards of a
+	// removed stream stop at once, as in a graceful shutdown: the processor
+	// may checkpoint in ShutdownRequested, then the lease is released. The
+	// leases stay in the table either way, so adding the stream again
+	// resumes at its checkpoints.
+	DrainRemovedStreams bool
 	// ApplicationName names the consuming application. Required. Workers with
 	// the same application name share the work.
 	ApplicationName string
@@ -177,6 +199,58 @@ type Config struct {
 	store ilease.Store
 }
 
+// StreamConfig is one stream of a multi-stream worker (see Config.Streams).
+type StreamConfig struct {
+	// Stream is the stream's name or its ARN (arn:...:stream/NAME); an ARN
+	// may name a stream of another account, which the Kinesis client's
+	// credentials must be allowed to read. Required.
+	Stream string
+	// InitialPosition is where this stream's shards with no checkpoint
+	// start; nil means Config.InitialPosition.
+	InitialPosition *kcl.InitialPosition
+	// ProcessorFactory makes the processors of this stream's shards; nil
+	// means Config.ProcessorFactory. A closure learns the stream this way.
+	ProcessorFactory kcl.ProcessorFactory
+}
+
+// multiStream reports whether the configuration names streams through
+// Streams or StreamsFunc.
+func (c *Config) multiStream() bool { return c.Streams != nil || c.StreamsFunc != nil }
+
+// validateStreams checks a multi-stream configuration's stream list (also
+// each StreamsFunc result); it returns one message per problem.
+func (c *Config) validateStreams(streams []StreamConfig) []string {
+	var errs []string
+	seen := map[string]bool{}
+	for i, sc := range streams {
+		name := sc.Stream
+		if strings.HasPrefix(sc.Stream, "arn:") {
+			n, err := streamNameOfARN(sc.Stream)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("Streams[%d] %q is not a Kinesis stream ARN: %v", i, sc.Stream, err))
+				continue
+			}
+			name = n
+		} else if name == "" || len(name) > 128 || !validTableName(name) {
+			errs = append(errs, fmt.Sprintf("Streams[%d] %q is not a stream name (1-128 of a-z A-Z 0-9 _ - .) or ARN", i, sc.Stream))
+			continue
+		}
+		if seen[sc.Stream] {
+			errs = append(errs, fmt.Sprintf("Streams[%d] %q is listed twice", i, sc.Stream))
+		}
+		seen[sc.Stream] = true
+		if sc.ProcessorFactory == nil && c.ProcessorFactory == nil {
+			errs = append(errs, fmt.Sprintf("Streams[%d] %q has no ProcessorFactory, and Config has none", i, sc.Stream))
+		}
+		if p := sc.InitialPosition; p != nil {
+			if err := p.Validate(); err != nil {
+				errs = append(errs, fmt.Sprintf("Streams[%d] %q: %s", i, sc.Stream, strings.TrimPrefix(err.Error(), kcl.ErrInvalidConfig.Error()+": ")))
+			}
+		}
+	}
+	return errs
+}
+
 // KinesisAPI is the part of the Kinesis client a worker uses for polling and
 // shard discovery. A *kinesis.Client satisfies it (and [fanout.FanOutAPI],
 // which enhanced fan-out needs as well).
@@ -259,8 +333,15 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	if c.StreamName == "" && c.StreamARN == "" {
-		bad("StreamName or StreamARN is required")
+	switch {
+	case c.multiStream() && (c.StreamName != "" || c.StreamARN != ""):
+		bad("StreamName/StreamARN (one stream) and Streams/StreamsFunc (several) are mutually exclusive")
+	case c.Streams != nil && c.StreamsFunc != nil:
+		bad("Streams and StreamsFunc are mutually exclusive")
+	case c.multiStream():
+		errs = append(errs, c.validateStreams(c.Streams)...)
+	case c.StreamName == "" && c.StreamARN == "":
+		bad("StreamName or StreamARN (or Streams or StreamsFunc) is required")
 	}
 	if c.StreamARN != "" {
 		name, err := streamNameOfARN(c.StreamARN)
@@ -286,7 +367,7 @@ func (c *Config) validate() error {
 	if c.DynamoDB == nil && c.store == nil {
 		bad("DynamoDB client is required")
 	}
-	if c.ProcessorFactory == nil {
+	if c.ProcessorFactory == nil && !c.multiStream() {
 		bad("ProcessorFactory is required")
 	}
 	if err := c.InitialPosition.Validate(); err != nil {

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -129,5 +130,53 @@ func TestConfigRefusesANilHook(t *testing.T) {
 	})
 	if !errors.Is(err, kcl.ErrInvalidConfig) || !strings.Contains(err.Error(), "Hooks[1] is nil") {
 		t.Errorf("a nil hook: got %v, want ErrInvalidConfig naming Hooks[1]", err)
+	}
+}
+
+func TestConfigMultiStream(t *testing.T) {
+	f := func(string) (kcl.RecordProcessor, error) { return nil, nil }
+	streams := []worker.StreamConfig{{Stream: "orders"}, {Stream: "arn:aws:kinesis:us-east-1:111122223333:stream/payments"}}
+	if err := newErr(func(c *worker.Config) { c.StreamName = ""; c.Streams = streams }); err != nil {
+		t.Fatalf("two streams, one of another account: %v", err)
+	}
+	// Without a Config-wide factory each stream names one.
+	if err := newErr(func(c *worker.Config) {
+		c.StreamName, c.ProcessorFactory = "", nil
+		c.Streams = []worker.StreamConfig{{Stream: "orders", ProcessorFactory: f}}
+	}); err != nil {
+		t.Fatalf("per-stream factory: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		mutate func(*worker.Config)
+		want   string
+	}{
+		"mixed": {func(c *worker.Config) { c.Streams = streams }, "mutually exclusive"},
+		"mixed func": {func(c *worker.Config) {
+			c.StreamName = ""
+			c.StreamARN = "arn:aws:kinesis:us-east-1:000000000000:stream/orders"
+			c.StreamsFunc = func(context.Context) ([]worker.StreamConfig, error) { return nil, nil }
+		}, "mutually exclusive"},
+		"both lists": {func(c *worker.Config) {
+			c.StreamName, c.Streams = "", streams
+			c.StreamsFunc = func(context.Context) ([]worker.StreamConfig, error) { return nil, nil }
+		}, "Streams and StreamsFunc"},
+		"bad name": {func(c *worker.Config) { c.StreamName, c.Streams = "", []worker.StreamConfig{{Stream: "a b"}} }, "not a stream name"},
+		"bad arn": {func(c *worker.Config) {
+			c.StreamName, c.Streams = "", []worker.StreamConfig{{Stream: "arn:aws:kinesis:x"}}
+		}, "not a Kinesis stream ARN"},
+		"twice": {func(c *worker.Config) {
+			c.StreamName, c.Streams = "", []worker.StreamConfig{{Stream: "a"}, {Stream: "a"}}
+		}, "listed twice"},
+		"no factory": {func(c *worker.Config) {
+			c.StreamName, c.ProcessorFactory, c.Streams = "", nil, []worker.StreamConfig{{Stream: "a"}}
+		}, "no ProcessorFactory"},
+		"bad position": {func(c *worker.Config) {
+			c.StreamName, c.Streams = "", []worker.StreamConfig{{Stream: "a", InitialPosition: new(kcl.StartAtTimestamp(time.Time{}))}}
+		}, `"a"`},
+	} {
+		err := newErr(tc.mutate)
+		if !errors.Is(err, kcl.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want ErrInvalidConfig saying %q", name, err, tc.want)
+		}
 	}
 }

@@ -71,7 +71,7 @@ func (s *shardState) callFactory() (kcl.RecordProcessor, error) {
 	s.inFactory.Store(true)
 	defer s.inFactory.Store(false)
 	err := shardproc.Recover(func() (err error) {
-		proc, err = s.w.cfg.ProcessorFactory(s.id)
+		proc, err = s.st.factory(s.shard)
 		return err
 	})
 	if err == nil && proc == nil {

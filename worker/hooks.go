@@ -14,6 +14,10 @@ import (
 // OnEvent synchronously from the goroutine where the event happens, so a
 // hook must be quick, safe for concurrent use, and must not call back into
 // the worker.
+//
+// In a multi-stream worker (Config.Streams or StreamsFunc) the ShardID of
+// every event is the shard's lease key, ACCOUNT:STREAM:EPOCH:SHARD, so that
+// it names the stream too, and the EventWorkerStart event's Stream is empty.
 type Hook interface {
 	OnEvent(Event)
 }

@@ -24,10 +24,15 @@ import (
 
 // shardState is one held shard's consumer.
 type shardState struct {
-	w   *Worker
-	h   *lease.Handle
-	id  string
-	log *slog.Logger
+	w     *Worker
+	h     *lease.Handle
+	st    *streamState // the shard's stream
+	id    string       // the lease key
+	shard string       // the shard ID
+	log   *slog.Logger
+	// caughtUp is set once a removed stream's shard, draining, has read
+	// up to the stream's tip.
+	caughtUp bool
 
 	done chan struct{} // closed when the consumer goroutine ends
 	prev *shardState   // an earlier consumer of the same shard still winding down
@@ -82,7 +87,27 @@ const (
 
 // startShard launches the consumer goroutine of a newly acquired lease.
 func (w *Worker) startShard(base context.Context, h *lease.Handle) {
-	s := &shardState{w: w, h: h, id: h.Key(), log: w.log.With("shard", h.Key()), done: make(chan struct{})}
+	st := w.streamFor(h.Key())
+	if st == nil {
+		// A stream removed meanwhile (the manager plans only with the
+		// leases of streams this worker consumes).
+		w.releases.Add(1)
+		go func() {
+			defer w.releases.Done()
+			// Bounded like the stop duties: a bounded stop cancels it.
+			ctx, cancel := context.WithTimeout(w.dutyCtx, w.cfg.LeaseDuration)
+			defer cancel()
+			if err := h.Release(ctx); err != nil {
+				w.log.Warn("releasing the lease of a stream not consumed failed; it will expire instead", "lease", h.Key(), "err", err)
+			}
+		}()
+		return
+	}
+	s := &shardState{w: w, h: h, st: st, id: h.Key(), shard: lease.ShardIDOf(h.Key()), done: make(chan struct{})}
+	s.log = w.log.With("shard", s.shard)
+	if st.id != "" {
+		s.log = s.log.With("stream", st.name)
+	}
 	w.mu.Lock()
 	if old := w.running[s.id]; old != nil {
 		// The old consumer lost its lease but its processor has not returned
@@ -217,8 +242,13 @@ func (s *shardState) shutdownRequested(ctx context.Context) {
 }
 
 // stopping reports whether the shard should wind down gracefully: the
-// worker is shutting down, or another worker asked for the lease.
+// worker is shutting down, another worker asked for the lease, or the
+// stream was removed from the configuration (and, when draining, the shard
+// has caught up).
 func (s *shardState) stopping() bool {
+	if removed, drain := s.st.removed(); removed && (!drain || s.caughtUp) {
+		return true
+	}
 	select {
 	case <-s.w.graceful:
 		return true
@@ -255,12 +285,22 @@ func (s *shardState) gracefulCtx(ctx context.Context) (context.Context, func()) 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		select {
-		case <-s.w.graceful:
-			cancel()
-		case <-s.h.HandoffRequested():
-			cancel()
-		case <-gctx.Done():
+		stopped := s.st.stopped
+		for {
+			select {
+			case <-s.w.graceful:
+				cancel()
+			case <-s.h.HandoffRequested():
+				cancel()
+			case <-stopped:
+				if _, drain := s.st.removed(); drain {
+					stopped = nil // read on until caught up (see stopping)
+					continue
+				}
+				cancel()
+			case <-gctx.Done():
+			}
+			return
 		}
 	}()
 	return gctx, func() { cancel(); <-done }
@@ -293,7 +333,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		s.co = checkpoint.NewCoalescer(cw, s.w.cfg.CheckpointInterval, nil)
 		cw = s.co
 	}
-	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.id, Processor: proc,
+	s.m = shardproc.NewMachine(shardproc.Config{ShardID: s.shard, Processor: proc,
 		Writer: cw, Checkpoint: l.Checkpoint,
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
 	s.mach.Store(s.m)
@@ -354,8 +394,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				if out, ok := s.shardGone(ctx, gctx, err); ok {
 					return out
 				}
-				s.w.fatal(err)
-				return outHard
+				return s.streamGone(err)
 			}
 			s.log.Error("reading shard failed", "err", err)
 			return outHard
@@ -371,6 +410,12 @@ func (s *shardState) consume(ctx context.Context) outcome {
 					return out
 				}
 			}
+		}
+		// Caught up: a read found nothing more (MillisBehindLatest alone
+		// is a time: records written together read as 0 behind).
+		if removed, drain := s.st.removed(); removed && drain && len(b.Records) == 0 && b.MillisBehindLatest == 0 && !b.ShardEnded {
+			s.caughtUp = true
+			s.log.Info("stream removed, and its shard read up to its tip: stopping")
 		}
 		if b.ShardEnded {
 			if !s.drain(ctx) {
@@ -393,7 +438,7 @@ func (s *shardState) setReader(rd reader.Reader) {
 
 func (s *shardState) open(ctx, gctx context.Context, l lease.Lease, prev error) (rd reader.Reader, out outcome, ok bool) {
 	out, ok = s.untilOpen(ctx, gctx, l, prev, func() (err error) {
-		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
+		rd, err = s.st.source.Open(gctx, s.shard, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
 			HashKeyRange: reader.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
 		return err
 	})
@@ -437,13 +482,12 @@ func (s *shardState) untilOpen(ctx, gctx context.Context, l lease.Lease, prev er
 		case s.checkpointRefused(err, l):
 			reason = stallBadCheckpoint
 		case errors.Is(err, kcl.ErrStreamNotFound):
-			shards, lerr := s.w.listShards(ctx)
-			if lerr != nil || !slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.id }) {
+			shards, lerr := s.w.listShards(ctx, s.st)
+			if lerr != nil || !slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.shard }) {
 				if out, ok := s.shardGone(ctx, gctx, err); ok {
 					return out, false
 				}
-				s.w.fatal(err)
-				return outHard, false
+				return s.streamGone(err), false
 			}
 			// The stream lists the shard: what was not found is the
 			// checkpoint's record (kinesis-mock's answer to a sequence
@@ -533,7 +577,7 @@ func (s *shardState) clearStall() {
 // initialFor maps a lease's starting sentinel to an initial position (an
 // AT_TIMESTAMP checkpoint reset by a replay carries its own timestamp).
 func (s *shardState) initialFor(l lease.Lease) kcl.InitialPosition {
-	return l.InitialPosition(s.w.cfg.InitialPosition)
+	return l.InitialPosition(s.st.initial)
 }
 
 // deliver hands one batch to the processor, under the delivery policy,
@@ -564,12 +608,12 @@ func (s *shardState) deliver(ctx, gctx context.Context, b reader.Batch) (outcome
 // children waiting in this worker are woken; the children's leases are
 // created at once, starting at TRIM_HORIZON.
 func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) outcome {
-	shards, err := s.w.listShards(ctx)
+	shards, err := s.w.listShards(ctx, s.st)
 	if err != nil {
 		s.log.Warn("listing shards at shard end failed; using the children the read reported", "err", err)
 		shards = nil
 	}
-	children = mergeIDs(children, childrenInListing(shards, s.id))
+	children = mergeIDs(children, childrenInListing(shards, s.shard))
 	if len(children) > 0 {
 		// Recorded before SHARD_END, so a finished lease always names its
 		// children, even if this worker dies right after.
@@ -586,7 +630,7 @@ func (s *shardState) shardEnded(ctx, gctx context.Context, children []string) ou
 	// and must not be cut short by the loss of this one.
 	fctx, cancel := context.WithTimeout(s.w.dutyCtx, s.w.cfg.LeaseDuration)
 	defer cancel()
-	s.w.finishShard(fctx, s.id, children, shards)
+	s.w.finishShard(fctx, s.st, s.shard, children, shards)
 	return outShardEnd
 }
 
@@ -599,12 +643,12 @@ func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (o
 	if len(l.ParentShardIDs) == 0 {
 		return 0, true
 	}
-	get := func(key string) (lease.Lease, error) { return s.w.store.Get(gctx, key) }
+	get := func(shard string) (lease.Lease, error) { return s.w.store.Get(gctx, s.st.leaseKey(shard)) }
 	var began time.Time
 	logged := ""
 	failing := false // a failed read was reported at WARN; repeats go to DEBUG
 	for {
-		ended := s.w.reshard.ended.wait() // before the check: no end is missed
+		ended := s.st.reshard.ended.wait() // before the check: no end is missed
 		pending, err := pendingParent(l.ParentShardIDs, get)
 		failing = failing && err != nil
 		switch {
@@ -645,19 +689,32 @@ func (s *shardState) waitForParents(ctx, gctx context.Context, l lease.Lease) (o
 // that its children do not wait for it forever. ok is false when the stream
 // itself is gone (the caller stops the worker).
 func (s *shardState) shardGone(ctx, gctx context.Context, cause error) (out outcome, ok bool) {
-	shards, err := s.w.listShards(ctx)
+	shards, err := s.w.listShards(ctx, s.st)
 	switch {
 	case errors.Is(err, kcl.ErrStreamNotFound):
 		return 0, false
 	case err != nil:
 		s.log.Warn("shard not found, and listing the stream's shards failed; releasing it for a later retry", "err", cause, "list_err", err)
 		return outHard, true
-	case slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.id }):
+	case slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.shard }):
 		s.log.Warn("shard not found although the stream lists it; releasing it for a later retry", "err", cause)
 		return outHard, true
 	}
 	s.log.Warn("shard no longer exists (trimmed by the stream's retention); finishing it so that its children can start", "err", cause)
 	return s.shardEnded(ctx, gctx, nil), true
+}
+
+// streamGone stops the shard of a stream found deleted: a single-stream
+// worker stops with the error; a multi-stream worker stops the shard
+// without callbacks and lets a shard sync remove the stream.
+func (s *shardState) streamGone(err error) outcome {
+	if s.st.id == "" {
+		s.w.fatal(err)
+	} else {
+		s.log.Warn("stream deleted; stopping the shard", "err", err)
+		s.w.requestSync()
+	}
+	return outHard
 }
 
 // flushCheckpoint writes the checkpoint coalescing holds (see

@@ -36,31 +36,26 @@ type reshardState struct {
 	gaps string
 }
 
-// stream is the stream the worker reads.
-func (w *Worker) stream() awsx.Stream {
-	return awsx.Stream{Name: w.cfg.StreamName, ARN: w.cfg.StreamARN}
-}
-
 // describeStream checks that the stream exists and can be read, and notes
 // its retention period. An error matches kcl.ErrStreamNotFound if the stream
 // does not exist.
-func (w *Worker) describeStream(ctx context.Context) error {
-	d, err := w.stream().Describe(ctx, w.cfg.Kinesis)
+func (w *Worker) describeStream(ctx context.Context, st *streamState) error {
+	d, err := st.ref.Describe(ctx, w.cfg.Kinesis)
 	if err != nil {
 		return fmt.Errorf("shardline: %w", err)
 	}
 	if d.RetentionPeriodHours != nil {
-		w.reshard.mu.Lock()
-		w.reshard.retention = time.Duration(*d.RetentionPeriodHours) * time.Hour
-		w.reshard.mu.Unlock()
+		st.reshard.mu.Lock()
+		st.reshard.retention = time.Duration(*d.RetentionPeriodHours) * time.Hour
+		st.reshard.mu.Unlock()
 	}
 	return nil
 }
 
 // listShards returns every shard of the stream (open and closed, as far as
 // the stream still retains them).
-func (w *Worker) listShards(ctx context.Context) ([]shardNode, error) {
-	shards, err := awsx.ListShards(ctx, w.cfg.Kinesis, w.stream(), nil)
+func (w *Worker) listShards(ctx context.Context, st *streamState) ([]shardNode, error) {
+	shards, err := awsx.ListShards(ctx, w.cfg.Kinesis, st.ref, nil)
 	if err != nil {
 		return nil, fmt.Errorf("shardline: %w", err)
 	}
@@ -92,37 +87,49 @@ func toShardNode(s ktypes.Shard) shardNode {
 // the leases that are due (see lineage.go), reports hash-key ranges no
 // unfinished lease covers, and deletes the leases of finished shards that
 // are no longer needed.
-func (w *Worker) syncShards(ctx context.Context) error {
-	shards, err := w.listShards(ctx)
+//
+// all is the lease table as read for this sync (nil: read it now); one
+// read serves the syncs of every stream of a multi-stream worker, since the
+// leases one stream's sync creates change nothing for the others.
+func (w *Worker) syncShards(ctx context.Context, st *streamState, all []lease.Lease) error {
+	shards, err := w.listShards(ctx, st)
 	if err != nil {
 		return err
 	}
-	leases, err := w.createLeases(ctx, shards)
+	leases, err := w.createLeases(ctx, st, shards, all)
 	if err != nil {
 		return err
 	}
-	return w.cleanupLeases(ctx, shards, leases)
+	return w.cleanupLeases(ctx, st, shards, leases)
 }
 
 // createLeases creates the leases due for the given listing of the stream
-// and the lease table as it is now, and returns the table as read.
-func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.Lease, error) {
-	leases, err := w.store.List(ctx)
+// and the lease table all (nil: as it is now), and returns the stream's
+// leases as read, keyed by shard ID (see streamState.ownLeases).
+func (w *Worker) createLeases(ctx context.Context, st *streamState, shards []shardNode, all []lease.Lease) ([]lease.Lease, error) {
 	var unreadable *lease.UnreadableError
-	if err != nil && !errors.As(err, &unreadable) {
-		return nil, fmt.Errorf("shardline: list leases: %w", err)
+	if all == nil {
+		var err error
+		if all, err = w.store.List(ctx); err != nil && !errors.As(err, &unreadable) {
+			return nil, fmt.Errorf("shardline: list leases: %w", err)
+		}
+	}
+	if err := w.dropFormerIncarnations(ctx, st, all); err != nil {
+		return nil, err
 	}
 	// Rows that cannot be read are left out of the plan (the lease manager
 	// names them); their shards are not leased again: the rows exist.
-	create, gaps := newLineage(shards, leases).plan(w.cfg.InitialPosition)
+	leases := st.ownLeases(all)
+	create, gaps := newLineage(shards, leases).plan(st.initial)
 	created := 0
 	for _, l := range create { // parents before children
 		if unreadable != nil && unreadable.Rows[l.Key] != "" {
 			continue
 		}
 		if l.Checkpoint.SequenceNumber == kcl.AtTimestamp.SequenceNumber {
-			l.CheckpointTimestamp = w.cfg.InitialPosition.Timestamp()
+			l.CheckpointTimestamp = st.initial.Timestamp()
 		}
+		l = st.tableLease(l)
 		if err := w.store.Create(ctx, l); err != nil {
 			if errors.Is(err, lease.ErrConflict) {
 				continue // another worker created it first
@@ -130,11 +137,11 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.
 			return nil, fmt.Errorf("shardline: create lease %s: %w", l.Key, err)
 		}
 		created++
-		w.log.Info("created lease", "shard", l.Key, "start", l.Checkpoint.String(), "parents", l.ParentShardIDs)
+		w.log.Info("created lease", "lease", l.Key, "start", l.Checkpoint.String(), "parents", l.ParentShardIDs)
 	}
-	w.reportGaps(gaps)
+	w.reportGaps(st, gaps)
 	if created > 0 {
-		w.log.Info("created leases for new shards", "count", created, "shards", len(shards))
+		w.log.Info("created leases for new shards", "stream", st, "count", created, "shards", len(shards))
 		if w.manager != nil {
 			w.manager.WakeTaker()
 		}
@@ -144,22 +151,22 @@ func (w *Worker) createLeases(ctx context.Context, shards []shardNode) ([]lease.
 
 // reportGaps logs hash-key ranges that no unfinished lease covers and that
 // the shard listing could not fill, once each time they change.
-func (w *Worker) reportGaps(gaps []hashkey.Range) {
+func (w *Worker) reportGaps(st *streamState, gaps []hashkey.Range) {
 	parts := make([]string, len(gaps))
 	for i, g := range gaps {
 		parts[i] = g.String()
 	}
 	desc := strings.Join(parts, ", ")
-	w.reshard.mu.Lock()
-	prev := w.reshard.gaps
-	w.reshard.gaps = desc
-	w.reshard.mu.Unlock()
+	st.reshard.mu.Lock()
+	prev := st.reshard.gaps
+	st.reshard.gaps = desc
+	st.reshard.mu.Unlock()
 	switch {
 	case desc == prev:
 	case desc == "":
-		w.log.Info("hash key space covered by leases again")
+		w.log.Info("hash key space covered by leases again", "stream", st)
 	default:
-		w.log.Warn("hash key ranges covered by no unfinished lease; the shard listing cannot fill them", "gaps", desc)
+		w.log.Warn("hash key ranges covered by no unfinished lease; the shard listing cannot fill them", "stream", st, "gaps", desc)
 	}
 }
 
@@ -171,22 +178,22 @@ func (w *Worker) reportGaps(gaps []hashkey.Range) {
 // sync created any (new leases have not progressed, so they change
 // nothing). Deletes are conditional on the counter read, so a lease that
 // changed meanwhile is kept.
-func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode, leases []lease.Lease) error {
+func (w *Worker) cleanupLeases(ctx context.Context, st *streamState, shards []shardNode, leases []lease.Lease) error {
 	if w.cfg.FinishedLeaseRetention < 0 {
 		return nil // kept forever
 	}
 	cands := newLineage(shards, leases).cleanable()
 	now := time.Now()
 	var due, listed []lease.Lease
-	w.reshard.mu.Lock()
+	st.reshard.mu.Lock()
 	seen := make(map[string]time.Time, len(cands))
-	retention := max(w.reshard.retention, w.cfg.FinishedLeaseRetention)
+	retention := max(st.reshard.retention, w.cfg.FinishedLeaseRetention)
 	for _, c := range cands {
 		if c.Gone {
 			due = append(due, c.Lease)
 			continue
 		}
-		first, ok := w.reshard.cleanable[c.Lease.Key]
+		first, ok := st.reshard.cleanable[c.Lease.Key]
 		if !ok {
 			first = now
 		}
@@ -195,31 +202,32 @@ func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode, leases [
 			listed = append(listed, c.Lease)
 		}
 	}
-	w.reshard.cleanable = seen
-	w.reshard.mu.Unlock()
+	st.reshard.cleanable = seen
+	st.reshard.mu.Unlock()
 
 	if len(listed) > 0 {
 		// The retention period may have been raised since it was read.
-		if err := w.describeStream(ctx); err != nil {
+		if err := w.describeStream(ctx, st); err != nil {
 			return err
 		}
-		w.reshard.mu.Lock()
-		retention = max(w.reshard.retention, w.cfg.FinishedLeaseRetention)
+		st.reshard.mu.Lock()
+		retention = max(st.reshard.retention, w.cfg.FinishedLeaseRetention)
 		for _, l := range listed {
-			if now.Sub(w.reshard.cleanable[l.Key]) >= retention {
+			if now.Sub(st.reshard.cleanable[l.Key]) >= retention {
 				due = append(due, l)
 			}
 		}
-		w.reshard.mu.Unlock()
+		st.reshard.mu.Unlock()
 	}
 	for _, l := range due {
+		l = st.tableLease(l)
 		if err := w.store.Delete(ctx, l); err != nil {
 			if errors.Is(err, lease.ErrConflict) {
 				continue // changed or deleted meanwhile: look again next time
 			}
 			return fmt.Errorf("shardline: delete finished lease %s: %w", l.Key, err)
 		}
-		w.log.Info("deleted the lease of a finished shard", "shard", l.Key, "children", l.ChildShardIDs)
+		w.log.Info("deleted the lease of a finished shard", "lease", l.Key, "children", l.ChildShardIDs)
 	}
 	return nil
 }
@@ -229,8 +237,8 @@ func (w *Worker) cleanupLeases(ctx context.Context, shards []shardNode, leases [
 // children from the given listing of the stream. If that listing is missing
 // or lacks a child the read reported, the stream is listed again (a few
 // times, briefly apart). When that fails, the next shard sync creates them.
-func (w *Worker) finishShard(ctx context.Context, id string, children []string, shards []shardNode) {
-	w.reshard.ended.notify()
+func (w *Worker) finishShard(ctx context.Context, st *streamState, id string, children []string, shards []shardNode) {
+	st.reshard.ended.notify()
 	var err error
 	for attempt := 0; shards == nil || !listsAll(shards, children); attempt++ {
 		if attempt == 4 {
@@ -249,12 +257,12 @@ func (w *Worker) finishShard(ctx context.Context, id string, children []string, 
 				break
 			}
 		}
-		if shards, err = w.listShards(ctx); err != nil {
+		if shards, err = w.listShards(ctx, st); err != nil {
 			break
 		}
 	}
 	if err == nil {
-		_, err = w.createLeases(ctx, shards)
+		_, err = w.createLeases(ctx, st, shards, nil)
 	}
 	if err != nil {
 		w.log.Warn("creating the child leases of a finished shard failed; the next shard sync creates them", "shard", id, "err", err)

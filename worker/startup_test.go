@@ -80,10 +80,10 @@ func TestStartupRetriesTransientErrors(t *testing.T) {
 
 // refusedWorker returns a worker reading stream "s" through kc, with its
 // lease table at the DynamoDB endpoint addr.
-func refusedWorker(t *testing.T, kc reader.KinesisAPI, addr string, timeout time.Duration) *Worker {
+func refusedWorker(t *testing.T, kc reader.KinesisAPI, addr, stream string, timeout time.Duration) *Worker {
 	t.Helper()
 	w, err := New(Config{
-		StreamName:       "s",
+		StreamName:       stream,
 		ApplicationName:  "app-refused",
 		Kinesis:          kc,
 		DynamoDB:         testenv.NewDynamoDBClient("http://" + addr),
@@ -104,7 +104,7 @@ func refusedWorker(t *testing.T, kc reader.KinesisAPI, addr string, timeout time
 func TestStartupRetriesRefusedEndpointUntilTimeout(t *testing.T) {
 	addr := testenv.RefusedAddr(t)
 	const timeout = 2 * time.Second
-	w := refusedWorker(t, testenv.NewKinesisClient("http://"+addr), addr, timeout)
+	w := refusedWorker(t, testenv.NewKinesisClient("http://"+addr), addr, "s", timeout)
 	begin := time.Now()
 	err := w.Run(t.Context())
 	took := time.Since(begin)
@@ -132,8 +132,7 @@ func TestStartupRetriesRefusedDynamoDBUntilTimeout(t *testing.T) {
 	stream := testenv.CreateStream(t, kc, 1)
 	addr := testenv.RefusedAddr(t)
 	const timeout = 2 * time.Second
-	w := refusedWorker(t, kc, addr, timeout)
-	w.cfg.StreamName = stream
+	w := refusedWorker(t, kc, addr, stream, timeout)
 	begin := time.Now()
 	err := w.Run(t.Context())
 	took := time.Since(begin)
@@ -172,7 +171,7 @@ func TestStartupRetriesRefusedEndpointVirtualTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 4 * time.Second
 		kc := &refusedKinesis{err: refused}
-		w := refusedWorker(t, kc, addr, timeout)
+		w := refusedWorker(t, kc, addr, "s", timeout)
 		begin := time.Now()
 		err := w.Run(t.Context())
 		took := time.Since(begin)

@@ -127,6 +127,7 @@ func (w *Worker) waitShards() []string {
 		}
 		w.mu.Unlock()
 		if s == nil {
+			w.releases.Wait() // bounded: the duties' context ends with the stop bound
 			return nil
 		}
 		select {

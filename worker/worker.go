@@ -1,5 +1,5 @@
 // Package worker runs a Shardline consumer: it discovers the shards of a
-// stream, shares their leases with the other workers of the same application
+// stream (or of several, see Config.Streams), shares their leases with the other workers of the same application
 // through a DynamoDB table, reads each held shard in order and hands the
 // records to the application's processors.
 //
@@ -32,9 +32,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/lease"
-	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -42,10 +41,9 @@ import (
 // application. Create it with [New], start it with [Worker.Run] and stop it
 // with [Worker.Shutdown] or by cancelling Run's context.
 type Worker struct {
-	cfg    Config
-	log    *slog.Logger
-	store  lease.Store
-	source *reader.Shards
+	cfg   Config
+	log   *slog.Logger
+	store lease.Store
 
 	mu         sync.Mutex
 	started    bool
@@ -66,9 +64,15 @@ type Worker struct {
 	syncNow      chan struct{}
 	manager      *lease.Manager
 	hooks        *hooks
-	running      map[string]*shardState   // shard ID -> consumer, for introspection
+	running      map[string]*shardState   // lease key -> consumer, for introspection
 	live         map[*shardState]struct{} // every consumer whose goroutine runs
+	releases     sync.WaitGroup           // releases of leases of streams no longer consumed
 	reshard      reshardState             // shard syncs, lineage waits, cleanup
+	// smu guards streams, the streams consumed now by stream identifier
+	// ("" in a single-stream worker). A leaf lock: nothing is taken
+	// while it is held.
+	smu     sync.RWMutex
+	streams map[string]*streamState
 	// health times the renewal and sync loops for Health.
 	health healthState
 }
@@ -90,6 +94,7 @@ func New(cfg Config) (*Worker, error) {
 		running:    map[string]*shardState{},
 		live:       map[*shardState]struct{}{},
 		hooks:      newHooks(cfg.Hooks),
+		streams:    map[string]*streamState{},
 	}
 	w.stopc.ended = make(chan struct{})
 	w.hooks.guard.log = w.log
@@ -102,33 +107,13 @@ func New(cfg Config) (*Worker, error) {
 		}
 		w.store = ds
 	}
-	records := reader.RecordOptions{
-		DisableDeaggregation: cfg.DisableDeaggregation,
-		Decoder:              cfg.RecordDecoder,
-		Counted:              w.hooks.recordCounter(),
-	}
-	opts := reader.Options{
-		StreamName:           cfg.StreamName,
-		StreamARN:            cfg.StreamARN,
-		MaxRecords:           cfg.MaxRecords,
-		IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
-		PrefetchBatches:      cfg.PrefetchBatches,
-		PrefetchBytes:        int64(cfg.PrefetchBytes),
-		Logger:               cfg.Logger,
-		Observer:             w.hooks.fetchObserver(),
-		Records:              records,
-	}
-	if cfg.FanOut != nil {
-		opts.ConsumerName, opts.EventTimeout = cfg.FanOut.ConsumerName, cfg.FanOut.EventTimeout
-	}
-	var err error
-	if cfg.FanOut != nil {
-		w.source, err = reader.NewFanOut(cfg.Kinesis.(fanout.FanOutAPI), opts)
-	} else {
-		w.source, err = reader.NewPolling(cfg.Kinesis, opts)
-	}
-	if err != nil {
-		return nil, err
+	if !cfg.multiStream() {
+		st, err := w.newStream(awsx.Stream{Name: cfg.StreamName, ARN: cfg.StreamARN}, "",
+			cfg.StreamName, cfg.InitialPosition, cfg.ProcessorFactory)
+		if err != nil {
+			return nil, err
+		}
+		w.streams[""] = st
 	}
 	return w, nil
 }
@@ -136,7 +121,8 @@ func New(cfg Config) (*Worker, error) {
 // ID returns the worker's ID as written in the lease table.
 func (w *Worker) ID() string { return w.cfg.WorkerID }
 
-// HeldShards returns the IDs of the shards this worker is processing now.
+// HeldShards returns the IDs of the shards this worker is processing now
+// (in a multi-stream worker, their lease keys ACCOUNT:STREAM:EPOCH:SHARD).
 func (w *Worker) HeldShards() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -151,7 +137,10 @@ func (w *Worker) HeldShards() []string {
 // gracefully (see the package doc) and returns nil. It returns an error
 // without consuming anything when the stream or its endpoint cannot be
 // reached, and an error matching kcl.ErrStreamNotFound if the stream is
-// deleted while the worker runs. Run may be called once.
+// deleted while the worker runs. A multi-stream worker fails at start only
+// when a configured stream cannot be described (a missing one is skipped
+// with a warning), and goes on without a stream deleted while it runs. Run
+// may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
@@ -195,25 +184,29 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) start(ctx, base context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.StartupTimeout)
 	defer cancel()
-	if err := w.retryStartup(sctx, "describe stream", func() error { return w.describeStream(sctx) }); err != nil {
+	if w.cfg.multiStream() {
+		if err := w.retryStartup(sctx, "resolve streams", func() error { return w.refreshStreams(sctx, true) }); err != nil {
+			return err
+		}
+	} else if err := w.retryStartup(sctx, "describe stream", func() error { return w.describeStream(sctx, w.streams[""]) }); err != nil {
 		return err
 	}
 	if err := w.retryStartup(sctx, "ensure lease table", func() error { return w.store.EnsureTable(sctx) }); err != nil {
 		return fmt.Errorf("shardline: lease table %s: %w", w.cfg.TableName, err)
 	}
-	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncShards(sctx) }); err != nil {
+	if err := w.retryStartup(sctx, "shard sync", func() error { return w.syncAll(sctx) }); err != nil {
 		return err
 	}
-	if w.cfg.FanOut != nil {
+	if w.cfg.FanOut != nil && !w.cfg.multiStream() { // multi-stream: see refreshStreams
 		// Register (or find) the fan-out consumer now, so that a stream at
 		// its consumer limit stops Run with a clear error.
-		if err := w.source.Prepare(sctx); err != nil {
+		if err := w.streams[""].source.Prepare(sctx); err != nil {
 			return fmt.Errorf("shardline: enhanced fan-out consumer %s: %w", w.cfg.FanOut.ConsumerName, err)
 		}
 	}
 	w.hooks.emit(Event{Kind: EventWorkerStart, WorkerID: w.cfg.WorkerID, Stream: w.streamID()})
 	w.manager = lease.NewManager(lease.ManagerConfig{
-		Store:         healthStore{Store: w.store, h: &w.health},
+		Store:         healthStore{Store: streamsStore{Store: w.store, w: w}, h: &w.health},
 		WorkerID:      w.cfg.WorkerID,
 		LeaseDuration: w.cfg.LeaseDuration,
 		RenewInterval: w.cfg.RenewInterval,
@@ -237,6 +230,18 @@ func (w *Worker) start(ctx, base context.Context) error {
 func (w *Worker) loop(ctx context.Context) error {
 	t := time.NewTicker(w.cfg.ShardSyncInterval)
 	defer t.Stop()
+	// A shard sync in flight (several streams' in a multi-stream worker)
+	// is cut short by Shutdown, which must not wait for it: its writes are
+	// conditional, and the next worker's sync completes it.
+	syncCtx, cancelSync := context.WithCancel(ctx)
+	defer cancelSync()
+	go func() {
+		select {
+		case <-w.shutdownCh:
+			cancelSync()
+		case <-syncCtx.Done():
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -252,7 +257,14 @@ func (w *Worker) loop(ctx context.Context) error {
 		case <-w.syncNow:
 		}
 		w.health.set(func(h *healthState) { h.syncSince = time.Now() })
-		err := w.syncShards(ctx)
+		var err error
+		if w.cfg.multiStream() {
+			err = w.refreshStreams(syncCtx, false)
+			if err != nil && syncCtx.Err() == nil {
+				w.log.Warn("refreshing the configured streams failed; keeping them as they are", "err", err)
+			}
+		}
+		err = w.syncAll(syncCtx)
 		w.health.set(func(h *healthState) { h.syncSince = time.Time{} })
 		if err != nil {
 			if errors.Is(err, kcl.ErrStreamNotFound) {
@@ -262,7 +274,7 @@ func (w *Worker) loop(ctx context.Context) error {
 				w.tableLost(err)
 				return err
 			}
-			if ctx.Err() == nil {
+			if syncCtx.Err() == nil {
 				w.log.Warn("shard sync failed; will retry", "err", err)
 			}
 		}
@@ -354,7 +366,13 @@ func (w *Worker) fatal(err error) {
 	}
 }
 
+// streamID names the consumed stream (its ARN if configured so); in a
+// multi-stream worker, "" (hooks and metrics learn the stream from the lease
+// key).
 func (w *Worker) streamID() string {
+	if w.cfg.multiStream() {
+		return ""
+	}
 	if w.cfg.StreamARN != "" {
 		return w.cfg.StreamARN
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/shardline/shardline/internal/awsx"
+	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/lease"
 )
@@ -108,6 +109,21 @@ func (c *common) streamError(op string, err error) error {
 		return fmt.Errorf("stream %q not found: %s", c.stream, apiErr.ErrorMessage())
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// streamIdentifier returns the stream's identifier in the lease table of a
+// multi-stream application: ACCOUNT:NAME:CREATIONEPOCH.
+func (c *common) streamIdentifier(ctx context.Context, kc kinesisAPI) (string, error) {
+	s := c.kinesisStream()
+	d, err := s.Describe(ctx, kc)
+	if err != nil {
+		return "", c.streamError("describe stream", err)
+	}
+	id, err := s.IdentityOf(d)
+	if err != nil {
+		return "", err
+	}
+	return ilease.StreamIdentifier(id.Account, id.Name, id.CreationEpoch), nil
 }
 
 // listShards returns every shard of the stream, open and closed.

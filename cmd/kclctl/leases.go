@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	ilease "github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/lease"
 )
@@ -131,8 +133,20 @@ func runLeases(ctx context.Context, e *env, args []string) error {
 func measureLags(ctx context.Context, c *common, kc kinesisAPI, leases []lease.Lease, rows []leaseRow) {
 	sem := make(chan struct{}, lagConcurrency)
 	var wg sync.WaitGroup
+	// In a multi-stream table, only the leases of --stream are measured.
+	streamID := ""
+	if slices.ContainsFunc(leases, func(l lease.Lease) bool { return ilease.StreamOfKey(l.Key) != "" }) {
+		id, err := c.streamIdentifier(ctx, kc)
+		if err != nil {
+			for i := range rows {
+				rows[i].Lag = &lagInfo{Error: err.Error()}
+			}
+			return
+		}
+		streamID = id
+	}
 	for i, l := range leases {
-		if l.Checkpoint.IsShardEnd() {
+		if l.Checkpoint.IsShardEnd() || ilease.StreamOfKey(l.Key) != streamID {
 			continue
 		}
 		wg.Add(1)
@@ -153,7 +167,7 @@ func measureLags(ctx context.Context, c *common, kc kinesisAPI, leases []lease.L
 // how far that is behind the tip of the shard, and the record when it arrived.
 func measureLag(ctx context.Context, c *common, kc kinesisAPI, l lease.Lease) lagInfo {
 	name, arn := c.streamRef()
-	in := &kinesis.GetShardIteratorInput{StreamName: name, StreamARN: arn, ShardId: aws.String(l.Key)}
+	in := &kinesis.GetShardIteratorInput{StreamName: name, StreamARN: arn, ShardId: aws.String(ilease.ShardIDOf(l.Key))}
 	cp := l.Checkpoint
 	switch {
 	case cp.SequenceNumber == kcl.Latest.SequenceNumber:

@@ -457,3 +457,71 @@ func TestBinary(t *testing.T) {
 	exe("", append([]string{"leases", "--app", "no-such-app"}, endpoints()...)...).oneErrorLine(t, exitFail, `lease table "no-such-app" not found`)
 	exe("", "replay", "--app", "x").oneErrorLine(t, exitUsage, "--stream is required")
 }
+
+// In the table of a multi-stream application (lease keys
+// ACCOUNT:STREAM:EPOCH:SHARD), replay resets the leases of --stream only,
+// and --shard names shard IDs; leases shows the lag of that stream's
+// shards.
+func TestReplayMultiStream(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	d, err := f.kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(f.stream)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct := strings.Split(aws.ToString(d.StreamDescriptionSummary.StreamARN), ":")[4]
+	ours := ilease.StreamIdentifier(acct, f.stream, d.StreamDescriptionSummary.StreamCreationTimestamp.Unix())
+	other := ilease.StreamIdentifier(acct, "other-stream", 1)
+	app := testenv.UniqueName("kclctl-ms")
+	store, err := ilease.NewDynamoStore(testenv.DynamoDB(t), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.EnsureTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = testenv.DynamoDB(t).DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(app)})
+	})
+	for _, id := range []string{ours, other} {
+		for _, shard := range []string{"shardId-000000000000", "shardId-000000000001"} {
+			cp := kcl.NewSequence(f.seqs[shard][2])
+			if err := store.Create(ctx, ilease.Lease{Key: ilease.MultiStreamKey(id, shard), Checkpoint: cp}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	args := func(cmd string, more ...string) []string {
+		return append(append([]string{cmd, "--app", app, "--stream", f.stream}, endpoints()...), more...)
+	}
+	rep := decode[replayReport](t, kclctl(t, "", args("replay", "--shard", "shardId-000000000001", "--to", "trim_horizon", "--yes", "-o", "json")...))
+	if len(rep.Changes) != 1 || !rep.Changes[0].Applied {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, id := range []string{ours, other} {
+		for _, shard := range []string{"shardId-000000000000", "shardId-000000000001"} {
+			l, err := store.Get(ctx, ilease.MultiStreamKey(id, shard))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reset := l.Checkpoint == kcl.TrimHorizon; reset != (id == ours && shard == "shardId-000000000001") {
+				t.Errorf("lease %s: checkpoint %s", l.Key, l.Checkpoint)
+			}
+		}
+	}
+	rows := decode[[]leaseRow](t, kclctl(t, "", args("leases", "-o", "json")...))
+	measured := 0
+	for _, r := range rows {
+		if r.Lag != nil && r.Lag.Error == "" {
+			measured++
+			if ilease.StreamOfKey(r.Shard) != ours {
+				t.Errorf("lag measured for %s, a lease of another stream", r.Shard)
+			}
+		}
+	}
+	if measured != 2 {
+		t.Errorf("lag measured for %d leases, want the 2 of %s: %+v", measured, f.stream, rows)
+	}
+}

@@ -87,8 +87,8 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	var c common
 	fs := newFlagSet(e, "replay", "--app APP --stream STREAM (--all | --shard ID...) --to POSITION [--dry-run] [--yes]", &c)
 	var shards shardList
-	fs.Var(&shards, "shard", "shard to reset (repeat, or separate with commas); its descendants follow, and for a time its ancestors")
-	all := fs.Bool("all", false, "reset every shard of the application")
+	fs.Var(&shards, "shard", "shard ID to reset (repeat, or separate with commas); its descendants follow, and for a time its ancestors")
+	all := fs.Bool("all", false, "reset every shard of the application (of --stream in a multi-stream application)")
 	to := fs.String("to", "", "position: trim_horizon, latest, an RFC 3339 time, a duration before now (-30m), or a sequence number of the one --shard (delivered again)")
 	dryRun := fs.Bool("dry-run", false, "show what would change and change nothing")
 	yes := fs.Bool("yes", false, "do not ask for confirmation")
@@ -131,7 +131,12 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := lease.ResetRequest{Shards: shards, Position: pos.initial, Sequence: pos.seq, DryRun: true}
+	// The stream's leases in a multi-stream table (ignored in another).
+	streamID, err := c.streamIdentifier(ctx, kc)
+	if err != nil {
+		return err
+	}
+	req := lease.ResetRequest{Stream: streamID, Shards: shards, Position: pos.initial, Sequence: pos.seq, DryRun: true}
 	req.StreamShards = make([]string, 0, len(listed))
 	for _, s := range listed {
 		req.StreamShards = append(req.StreamShards, aws.ToString(s.ShardId))

@@ -92,6 +92,30 @@ func (s Stream) ResolveARN(ctx context.Context, client StreamDescriber) (string,
 	return "", fmt.Errorf("describe stream %s: no ARN in the response", s)
 }
 
+// Identity is what tells a stream apart from every other, also from an
+// earlier stream of the same name: its account, name and creation time in
+// seconds since the Unix epoch (the parts of the Java KCL's multi-stream
+// stream identifier).
+type Identity struct {
+	Account, Name string
+	CreationEpoch int64
+}
+
+// IdentityOf reads a stream's identity from its summary; s.ARN, when set,
+// gives the account (a stream of another account).
+func (s Stream) IdentityOf(d *types.StreamDescriptionSummary) (Identity, error) {
+	arn := aws.ToString(d.StreamARN)
+	if s.ARN != "" {
+		arn = s.ARN
+	}
+	parts := strings.SplitN(arn, ":", 6)
+	name, ok := strings.CutPrefix(parts[len(parts)-1], "stream/")
+	if len(parts) != 6 || parts[4] == "" || !ok || name == "" || d.StreamCreationTimestamp == nil {
+		return Identity{}, fmt.Errorf("describe stream %s: no usable ARN (%q) or creation time in the response", s, arn)
+	}
+	return Identity{Account: parts[4], Name: name, CreationEpoch: d.StreamCreationTimestamp.Unix()}, nil
+}
+
 // ShardLister is the part of the Kinesis client that lists shards.
 type ShardLister interface {
 	ListShards(ctx context.Context, in *kinesis.ListShardsInput, opts ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)

@@ -43,6 +43,8 @@ const (
 	attrGeneration      = "shardlineGeneration" // fleet row only
 	attrHandoffTo       = "shardlineHandoffTo"
 	attrThroughput      = "shardlineThroughput"
+	attrStreamName      = "streamName" // multi-stream leases: the stream identifier (see SplitKey)
+	attrShardID         = "shardId"    // multi-stream leases
 )
 
 // DynamoStore is the [Store] kept in a DynamoDB table laid out like the
@@ -724,6 +726,11 @@ func encodeLease(l Lease) map[string]types.AttributeValue {
 	putString(attrHandoffTo, l.HandoffTo)
 	if l.Throughput > 0 {
 		item[attrThroughput] = floatValue(l.Throughput)
+	}
+	if stream, shard, ok := SplitKey(l.Key); ok && stream != "" {
+		// As the Java KCL's multi-stream serializer writes them.
+		item[attrStreamName] = stringValue(stream)
+		item[attrShardID] = stringValue(shard)
 	}
 	return item
 }
