@@ -159,6 +159,7 @@ func TestDynamoStoreReadsJavaKCLItems(t *testing.T) {
 			ParentShardIDs:               []string{"shardId-000000000000", "shardId-000000000001"},
 			StartingHashKey:              "0",
 			EndingHashKey:                "170141183460469231731687303715884105727",
+			CheckpointOwner:              "java-worker-1",
 		},
 	}
 	got, err := st.List(ctx)
@@ -176,18 +177,24 @@ func TestDynamoStoreReadsJavaKCLItems(t *testing.T) {
 		t.Fatalf("Get:\n got %+v\nwant %+v", one, want[1])
 	}
 
-	// Taking over from the Java worker keeps the attributes it wrote.
+	// Taking over from the Java worker keeps the attributes it wrote, but
+	// for the graceful hand-off it ends and the load it measured.
 	taken, err := st.Take(ctx, one, "go-worker")
 	if err != nil {
 		t.Fatalf("Take: %v", err)
 	}
-	if taken.Counter != 1235 || taken.OwnerSwitchesSinceCheckpoint != 4 || taken.Owner != "go-worker" {
+	if taken.Counter != 1235 || taken.OwnerSwitchesSinceCheckpoint != 4 || taken.Owner != "go-worker" || taken.CheckpointOwner != "" {
 		t.Errorf("taken lease = %+v", taken)
 	}
 	raw := getRaw(t, client, table, one.Key)
-	for _, attr := range []string{"throughputKBps", "leaseDurationMillis", "checkpointOwner", "someFutureAttribute"} {
+	for _, attr := range []string{"leaseDurationMillis", "someFutureAttribute"} {
 		if _, ok := raw[attr]; !ok {
 			t.Errorf("Take dropped the attribute %s", attr)
+		}
+	}
+	for _, attr := range []string{"throughputKBps", "checkpointOwner"} {
+		if v, ok := raw[attr]; ok {
+			t.Errorf("Take left the attribute %s: %v", attr, v)
 		}
 	}
 }

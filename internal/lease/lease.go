@@ -83,6 +83,12 @@ type Lease struct {
 	// thousandths; negative, NaN and infinite values read as zero.
 	// Load-aware balancing weighs leases by it.
 	Throughput float64
+	// CheckpointOwner is the worker finishing a graceful hand-off of the
+	// Java KCL 3.x (attribute checkpointOwner): it still processes the
+	// shard and may checkpoint, while Owner waits to start. Shardline never
+	// writes it: the lease is in use until its counter stands still for a
+	// lease duration, and a take removes it. Empty otherwise.
+	CheckpointOwner string
 }
 
 // Clone returns a deep copy of l.

@@ -913,6 +913,11 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 // this worker without a handle for it (an earlier run's, or one lost) a
 // lease duration after this worker joined. m.mu is held.
 func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
+	if l.CheckpointOwner != "" && l.CheckpointOwner != l.Owner {
+		// A graceful hand-off of the Java KCL 3.x: the checkpoint owner
+		// still works the shard, whoever Owner is. It renews the counter.
+		return !now.Before(m.observed[l.Key].at.Add(m.cfg.LeaseDuration))
+	}
 	if l.Owner == m.cfg.WorkerID {
 		h := m.held[l.Key]
 		return (h == nil || h.isLost()) && !now.Before(m.joined.Add(m.cfg.LeaseDuration))
