@@ -144,7 +144,9 @@ func (l Lease) Key() string {
 // its serializer writes at creation and updates, with their types.
 func Item(v Version, l Lease) map[string]types.AttributeValue {
 	s := func(x string) types.AttributeValue { return &types.AttributeValueMemberS{Value: x} }
-	n := func(x int64) types.AttributeValue { return &types.AttributeValueMemberN{Value: strconv.FormatInt(x, 10)} }
+	n := func(x int64) types.AttributeValue {
+		return &types.AttributeValueMemberN{Value: strconv.FormatInt(x, 10)}
+	}
 	item := map[string]types.AttributeValue{
 		"leaseKey":                     s(l.Key()),
 		"leaseCounter":                 n(l.Counter),
@@ -197,9 +199,13 @@ func Item(v Version, l Lease) map[string]types.AttributeValue {
 // applications one stream info row per stream.
 func EntityRows(workers, streams []string, now time.Time) []map[string]types.AttributeValue {
 	s := func(x string) types.AttributeValue { return &types.AttributeValueMemberS{Value: x} }
-	n := func(x int64) types.AttributeValue { return &types.AttributeValueMemberN{Value: strconv.FormatInt(x, 10)} }
+	n := func(x int64) types.AttributeValue {
+		return &types.AttributeValueMemberN{Value: strconv.FormatInt(x, 10)}
+	}
 	l := func(xs ...types.AttributeValue) types.AttributeValue { return &types.AttributeValueMemberL{Value: xs} }
-	m := func(kv map[string]types.AttributeValue) types.AttributeValue { return &types.AttributeValueMemberM{Value: kv} }
+	m := func(kv map[string]types.AttributeValue) types.AttributeValue {
+		return &types.AttributeValueMemberM{Value: kv}
+	}
 	rows := []map[string]types.AttributeValue{
 		{ // written by the DynamoDB lock client
 			"leaseKey": s("Leader"), AttrEntityType: s("LEADER"),
