@@ -126,28 +126,53 @@ func TestTakeOverFromJavaKCL(t *testing.T) {
 	}
 	for _, v := range javakcl.Versions {
 		t.Run(v.String(), func(t *testing.T) {
-			f := newReplayStream(t, 4)
-			f.put("rec", 100)
-			recs, shards := shardRecords(t, f.kc, f.stream)
-			ctx := t.Context()
-			dc := testenv.DynamoDB(t)
-			if err := javakcl.CreateTable(ctx, dc, f.app, v); err != nil {
-				t.Fatal(err)
-			}
-			leases, want := javaTakeOverLeases(t, "", recs, shards)
-			for _, l := range leases {
-				if err := javakcl.Put(ctx, dc, f.app, javakcl.Item(v, l)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if v == javakcl.V35 {
-				if err := javakcl.Put(ctx, dc, f.app, javakcl.EntityRows([]string{"java-a", "java-b"}, nil, time.Now())...); err != nil {
-					t.Fatal(err)
-				}
-			}
+			f, leases, want := javaTable(t, v, false)
 			checkTakeOver(t, f, leases, want)
 		})
 	}
+}
+
+// javaTable creates a stream of four shards with records and the lease
+// table a stopped Java application of version v left on it (see
+// javaTakeOverLeases), single- or multi-stream; for 3.5 with its leader
+// lock, migration state, worker metrics (and stream info) rows. Every
+// fixture is one the Java reader reads.
+func javaTable(t *testing.T, v javakcl.Version, multiStream bool) (*replayFleet, []javakcl.Lease, map[string][]string) {
+	t.Helper()
+	f := newReplayStream(t, 4)
+	f.put("rec", 100)
+	recs, shards := shardRecords(t, f.kc, f.stream)
+	ctx := t.Context()
+	dc := testenv.DynamoDB(t)
+	if err := javakcl.CreateTable(ctx, dc, f.app, v); err != nil {
+		t.Fatal(err)
+	}
+	var streamID string
+	var streams []string
+	if multiStream {
+		desc, err := f.kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(f.stream)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streamID = fmt.Sprintf("000000000000:%s:%d", f.stream, aws.ToTime(desc.StreamDescriptionSummary.StreamCreationTimestamp).Unix())
+		streams = []string{streamID}
+	}
+	leases, want := javaTakeOverLeases(t, streamID, recs, shards)
+	for _, l := range leases {
+		item := javakcl.Item(v, l)
+		if p := javakcl.Problems(v, multiStream, item); len(p) > 0 {
+			t.Fatalf("fixture %s unreadable by Java %s: %v", l.Key(), v, p)
+		}
+		if err := javakcl.Put(ctx, dc, f.app, item); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v == javakcl.V35 {
+		if err := javakcl.Put(ctx, dc, f.app, javakcl.EntityRows([]string{"java-a", "java-b"}, streams, time.Now())...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f, leases, want
 }
 
 // checkTakeOver runs a Shardline worker on f's table and checks what it
@@ -209,34 +234,7 @@ func TestTakeOverFromJavaKCLMultiStream(t *testing.T) {
 	}
 	for _, v := range javakcl.Versions {
 		t.Run(v.String(), func(t *testing.T) {
-			f := newReplayStream(t, 4)
-			f.put("rec", 100)
-			recs, shards := shardRecords(t, f.kc, f.stream)
-			ctx := t.Context()
-			dc := testenv.DynamoDB(t)
-			if err := javakcl.CreateTable(ctx, dc, f.app, v); err != nil {
-				t.Fatal(err)
-			}
-			desc, err := f.kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(f.stream)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			streamID := fmt.Sprintf("000000000000:%s:%d", f.stream, aws.ToTime(desc.StreamDescriptionSummary.StreamCreationTimestamp).Unix())
-			leases, want := javaTakeOverLeases(t, streamID, recs, shards)
-			for _, l := range leases {
-				item := javakcl.Item(v, l)
-				if p := javakcl.Problems(v, true, item); len(p) > 0 {
-					t.Fatalf("fixture %s unreadable by Java %s: %v", l.Key(), v, p)
-				}
-				if err := javakcl.Put(ctx, dc, f.app, item); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if v == javakcl.V35 {
-				if err := javakcl.Put(ctx, dc, f.app, javakcl.EntityRows([]string{"java-a", "java-b"}, []string{streamID}, time.Now())...); err != nil {
-					t.Fatal(err)
-				}
-			}
+			f, leases, want := javaTable(t, v, true)
 			if startMultiStreamWorker == nil {
 				t.Skip("this build has no multi-stream worker (issue 15's multi-stream keys and config): set startMultiStreamWorker once they land")
 			}

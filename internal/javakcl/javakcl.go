@@ -285,7 +285,7 @@ func Problems(v Version, multiStream bool, item map[string]types.AttributeValue)
 		case *types.AttributeValueMemberS:
 			return x.Value, true
 		default:
-			bad("%s is %s, want S", attr, typeName(x))
+			bad("%s is %s, want S", attr, TypeName(x))
 			return "", false
 		}
 	}
@@ -300,14 +300,14 @@ func Problems(v Version, multiStream bool, item map[string]types.AttributeValue)
 				bad("%s = %q is not a long", attr, x.Value)
 			}
 		default:
-			bad("%s is %s, want N", attr, typeName(x))
+			bad("%s is %s, want N", attr, TypeName(x))
 		}
 	}
 	stringSet := func(attr string) {
 		switch x := item[attr].(type) {
 		case nil, *types.AttributeValueMemberSS:
 		default:
-			bad("%s is %s, want SS", attr, typeName(x))
+			bad("%s is %s, want SS", attr, TypeName(x))
 		}
 	}
 	if k, _ := str("leaseKey", true); k == "" && item["leaseKey"] != nil {
@@ -325,7 +325,7 @@ func Problems(v Version, multiStream bool, item map[string]types.AttributeValue)
 	case nil, *types.AttributeValueMemberB:
 	case *types.AttributeValueMemberN: // what Java's own lease creation writes; read as no state
 	default:
-		bad("pendingCheckpointState is %s, want B", typeName(x))
+		bad("pendingCheckpointState is %s, want B", TypeName(x))
 	}
 	stringSet("parentShardId")
 	stringSet("childShardIds")
@@ -349,7 +349,7 @@ func Problems(v Version, multiStream bool, item map[string]types.AttributeValue)
 				bad("throughputKBps = %q is not a double", x.Value)
 			}
 		default:
-			bad("throughputKBps is %s, want N", typeName(x))
+			bad("throughputKBps is %s, want N", TypeName(x))
 		}
 		str("checkpointOwner", false)
 	}
@@ -365,8 +365,8 @@ func Problems(v Version, multiStream bool, item map[string]types.AttributeValue)
 	return out
 }
 
-// typeName names an attribute value's DynamoDB type.
-func typeName(v types.AttributeValue) string {
+// TypeName names an attribute value's DynamoDB type (S, N, B, SS, M...).
+func TypeName(v types.AttributeValue) string {
 	switch v.(type) {
 	case *types.AttributeValueMemberS:
 		return "S"

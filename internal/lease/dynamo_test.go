@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/shardline/shardline/internal/javakcl"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/lease/storetest"
 	"github.com/shardline/shardline/internal/testenv"
@@ -225,21 +226,8 @@ func TestDynamoStoreItemFormat(t *testing.T) {
 		"pendingCheckpointState": "B", "ownerSwitchesSinceCheckpoint": "N", "parentShardId": "SS",
 		"childShardIds": "SS", "startingHashKey": "S", "endingHashKey": "S",
 	}
-	typeOf := func(v types.AttributeValue) string {
-		switch v.(type) {
-		case *types.AttributeValueMemberS:
-			return "S"
-		case *types.AttributeValueMemberN:
-			return "N"
-		case *types.AttributeValueMemberB:
-			return "B"
-		case *types.AttributeValueMemberSS:
-			return "SS"
-		}
-		return fmt.Sprintf("%T", v)
-	}
 	for attr, want := range wantTypes {
-		if got := typeOf(raw[attr]); got != want {
+		if got := javakcl.TypeName(raw[attr]); got != want {
 			t.Errorf("attribute %s has type %s, want %s", attr, got, want)
 		}
 	}
