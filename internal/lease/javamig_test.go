@@ -156,12 +156,13 @@ func TestJava35SingleTableRowsAreNotLeases(t *testing.T) {
 }
 
 // A lease whose graceful hand-off (checkpointOwner) is in progress is not
-// taken while its counter moves, even though its leaseOwner is unknown to
-// the fleet: the checkpoint owner still works the shard.
+// taken while its counter moves, even though its leaseOwner (the next
+// owner, which waits) names this very worker: the checkpoint owner still
+// works the shard.
 func TestCheckpointOwnerHandoffIsWaitedFor(t *testing.T) {
 	st, client := newDynamoStore(t)
 	table := st.Table()
-	l := javakcl.Lease{ShardID: "shardId-000000000000", Owner: "java-b", CheckpointOwner: "java-a", Counter: 5, Checkpoint: "TRIM_HORIZON"}
+	l := javakcl.Lease{ShardID: "shardId-000000000000", Owner: "go-1", CheckpointOwner: "java-a", Counter: 5, Checkpoint: "TRIM_HORIZON"}
 	if err := javakcl.Put(t.Context(), client, table, javakcl.Item(javakcl.V3, l)); err != nil {
 		t.Fatal(err)
 	}

@@ -743,7 +743,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		if l.Owner == "" && age >= m.staleAfter || view.Expired[l.Key] && age >= m.cfg.LeaseDuration+m.staleAfter {
 			view.Stale[l.Key] = true
 		}
-		if _, ok := m.members[l.Owner]; l.Owner != "" && !ok {
+		if _, ok := m.members[l.Owner]; l.Owner != "" && (!ok || l.CheckpointOwner != "" && l.CheckpointOwner != l.Owner) {
 			if at := o.at.Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (leaseExpiry.IsZero() || at.Before(leaseExpiry)) {
 				leaseExpiry = at
 			}
@@ -880,7 +880,9 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 	var orphans []Lease
 	if !now.Before(m.joined.Add(m.cfg.LeaseDuration)) {
 		for _, l := range m.view {
-			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) {
+			// Not while a Java KCL 3.x checkpoint owner finishes a hand-off
+			// to this worker's ID (expiredLocked waits for it).
+			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) && (l.CheckpointOwner == "" || m.expiredLocked(l, now)) {
 				orphans = append(orphans, l)
 			}
 		}
@@ -898,7 +900,7 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 			m.mu.Unlock()
 		case errors.As(err, &ce) && ce.Current != nil:
 			m.mu.Lock()
-			m.noteLocked(*ce.Current)
+			m.noteRefusedLocked(*ce.Current)
 			m.mu.Unlock()
 		}
 	}
@@ -1037,6 +1039,16 @@ func (m *Manager) noteLocked(l Lease) {
 	}
 }
 
+// noteRefusedLocked notes the lease as stored when a write was refused,
+// and, if it moved, when this worker saw it move: a counter still moving
+// means its owner is alive. m.mu is held.
+func (m *Manager) noteRefusedLocked(c Lease) {
+	m.noteLocked(c)
+	if o := m.observed[c.Key]; o.counter != c.Counter || o.owner != c.Owner {
+		m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
+	}
+}
+
 // requestHandoff asks the owner of l to hand it over (a planned move: the
 // owner finishes its batch and checkpoints first, so nothing is processed
 // twice) and starts a goroutine that waits for the hand-over. At most
@@ -1149,12 +1161,8 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 	if err != nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) && ce.Current != nil {
-			c := *ce.Current
 			m.mu.Lock()
-			m.noteLocked(c)
-			if o := m.observed[c.Key]; o.counter != c.Counter || o.owner != c.Owner {
-				m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
-			}
+			m.noteRefusedLocked(*ce.Current)
 			m.mu.Unlock()
 		}
 		if !errors.Is(err, ErrConflict) && ctx.Err() == nil {
