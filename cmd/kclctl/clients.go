@@ -70,18 +70,26 @@ func (c *common) kinesisClient(ctx context.Context) (*kinesis.Client, error) {
 
 // leaseStore opens the lease table.
 func (c *common) leaseStore(ctx context.Context) (*lease.Table, error) {
+	dc, err := c.dynamoClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return lease.NewTable(dc, c.table)
+}
+
+// dynamoClient returns the DynamoDB client.
+func (c *common) dynamoClient(ctx context.Context) (*dynamodb.Client, error) {
 	cfg, err := c.awsConfig(ctx, c.dynamoEndpoint)
 	if err != nil {
 		return nil, err
 	}
-	dc := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
 		if c.dynamoEndpoint != "" {
 			o.BaseEndpoint = aws.String(c.dynamoEndpoint)
 			// DynamoDB Local's error responses fail the SDK's checksum check.
 			o.DisableValidateResponseChecksum = true
 		}
-	})
-	return lease.NewTable(dc, c.table)
+	}), nil
 }
 
 // tableError explains a lease table error.

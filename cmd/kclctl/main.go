@@ -1,7 +1,8 @@
 // Command kclctl is the operator's tool for Shardline applications: it shows
 // the lease table (owners, checkpoints, lineage, lag), the live workers and
-// their share, resets checkpoints to replay a stream, and lists or
-// deregisters enhanced fan-out consumers.
+// their share, resets checkpoints to replay a stream, lists or
+// deregisters enhanced fan-out consumers, and inspects a lease table left by
+// the Java KCL (or by Shardline, for a roll-back to Java).
 //
 // Usage:
 //
@@ -10,6 +11,7 @@
 //	kclctl replay    --app APP --stream STREAM (--all | --shard ID...) --to POSITION [--dry-run] [--yes]
 //	kclctl consumers [list] --stream STREAM
 //	kclctl consumers deregister --stream STREAM --consumer NAME [--yes]
+//	kclctl inspect   --app APP [--java 2.x|3.0-3.4|3.5]
 //
 // POSITION is trim_horizon, latest, an RFC 3339 time (2026-05-01T12:00:00Z),
 // a time relative to now (-30m), or a sequence number (optionally
@@ -75,6 +77,7 @@ func commands() []command {
 		{"workers", "show the workers and their share of the leases", runWorkers},
 		{"replay", "reset checkpoints so that the application reads again from a position", runReplay},
 		{"consumers", "list or deregister enhanced fan-out consumers of a stream", runConsumers},
+		{"inspect", "tell whether this version can take over a (Java KCL) lease table, and what a roll-back to Java needs", runInspect},
 	}
 }
 
@@ -114,7 +117,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return exitFail
 	}
-	fmt.Fprintf(stderr, "kclctl: unknown command %q (commands: leases, workers, replay, consumers; see kclctl -h)\n", name)
+	fmt.Fprintf(stderr, "kclctl: unknown command %q (commands: leases, workers, replay, consumers, inspect; see kclctl -h)\n", name)
 	return exitUsage
 }
 

@@ -47,7 +47,7 @@ var layers = map[string]int{
 
 // top are packages that may import any library package.
 var top = []string{"cmd/", "examples/", "integration", "bench", "internal/cmd/", "internal/fleet", "internal/faults",
-	"internal/efotest", "internal/testenv", "internal/lease/storetest", "internal/benchkinesis", "internal/archtest", "internal/multilang", "internal/costsim", "dashtest"}
+	"internal/efotest", "internal/testenv", "internal/javakcl", "internal/lease/storetest", "internal/benchkinesis", "internal/archtest", "internal/multilang", "internal/costsim", "dashtest"}
 
 func isTop(pkg string) bool {
 	for _, p := range top {

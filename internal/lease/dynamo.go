@@ -45,7 +45,32 @@ const (
 	attrThroughput      = "shardlineThroughput"
 	attrStreamName      = "streamName" // multi-stream leases: the stream identifier (see SplitKey)
 	attrShardID         = "shardId"    // multi-stream leases
+
+	// Attributes of the Java KCL 3.x that Shardline reads or removes.
+	attrEntityType      = "entityType"      // 3.5: the kind of row; absent or entityLease on leases
+	attrCheckpointOwner = "checkpointOwner" // 3.x: the worker finishing a graceful hand-off
+	attrThroughputKBps  = "throughputKBps"  // 3.x: the owner's measured load
 )
+
+// entityLease is the entityType of a lease row in the Java KCL 3.5's
+// single-table format; rows of any other entityType (leader lock, worker
+// metrics, migration state, stream info) are not leases.
+const entityLease = "LEASE"
+
+// isLeaseItem reports whether an item is a shard lease: not a Shardline
+// worker row, and without an entityType other than a lease's.
+func isLeaseItem(item map[string]types.AttributeValue) bool {
+	if k, ok := item[attrLeaseKey].(*types.AttributeValueMemberS); ok && IsWorkerKey(k.Value) {
+		return false
+	}
+	switch v := item[attrEntityType].(type) {
+	case nil, *types.AttributeValueMemberNULL:
+		return true
+	case *types.AttributeValueMemberS:
+		return v.Value == entityLease
+	}
+	return false
+}
 
 // DynamoStore is the [Store] kept in a DynamoDB table laid out like the
 // lease table of the Java KCL 2.x: hash key leaseKey (a string), on-demand
@@ -215,7 +240,8 @@ func (s *DynamoStore) tableReady(t *types.TableDescription) (bool, error) {
 }
 
 // List returns every lease, read with a consistent Scan, sorted by Key.
-// The fleet row and presence rows of earlier versions are left out.
+// The fleet row, presence rows of earlier versions and rows of the Java
+// KCL 3.5 with an entityType other than LEASE are left out.
 func (s *DynamoStore) List(ctx context.Context) ([]Lease, error) {
 	return s.list(ctx, "list", true)
 }
@@ -227,13 +253,16 @@ func (s *DynamoStore) ListStale(ctx context.Context) ([]Lease, error) {
 }
 
 func (s *DynamoStore) list(ctx context.Context, op string, consistent bool) ([]Lease, error) {
-	items, err := s.scan(ctx, op, consistent, "NOT begins_with(#k, :wp)")
+	items, err := s.scan(ctx, op, consistent, "NOT begins_with(#k, :wp) AND (attribute_not_exists(#e) OR #e = :lease)")
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Lease, 0, len(items))
 	var bad *UnreadableError
 	for _, item := range items {
+		if !isLeaseItem(item) { // the filter already did; never trust a page blindly
+			continue
+		}
 		l, err := decodeLease(item)
 		if err != nil {
 			key := itemKeyOf(item)
@@ -246,9 +275,6 @@ func (s *DynamoStore) list(ctx context.Context, op string, consistent bool) ([]L
 			bad.Rows[key] = err.Error()
 			continue
 		}
-		if IsWorkerKey(l.Key) { // the filter already did; never trust a page blindly
-			continue
-		}
 		out = append(out, l)
 	}
 	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(a.Key, b.Key) })
@@ -258,15 +284,16 @@ func (s *DynamoStore) list(ctx context.Context, op string, consistent bool) ([]L
 	return out, nil
 }
 
-// scan reads every item matching filter (which may use #k for leaseKey and
-// :wp for the worker row prefix), page after page.
+// scan reads every item matching filter (which may use #k for leaseKey, #e
+// for entityType, :wp for the worker row prefix and :lease for a lease's
+// entityType), page after page.
 func (s *DynamoStore) scan(ctx context.Context, op string, consistent bool, filter string) ([]map[string]types.AttributeValue, error) {
 	in := &dynamodb.ScanInput{
 		TableName:                 aws.String(s.table),
 		ConsistentRead:            aws.Bool(consistent),
 		FilterExpression:          aws.String(filter),
-		ExpressionAttributeNames:  map[string]string{"#k": attrLeaseKey},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":wp": stringValue(workerRowPrefix)},
+		ExpressionAttributeNames:  map[string]string{"#k": attrLeaseKey, "#e": attrEntityType},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":wp": stringValue(workerRowPrefix), ":lease": stringValue(entityLease)},
 	}
 	if s.scanLimit > 0 {
 		in.Limit = aws.Int32(s.scanLimit)
@@ -299,7 +326,7 @@ func (s *DynamoStore) Get(ctx context.Context, key string) (Lease, error) {
 	if err != nil {
 		return Lease{}, s.fail("get", key, err)
 	}
-	if len(out.Item) == 0 {
+	if len(out.Item) == 0 || !isLeaseItem(out.Item) {
 		return Lease{}, fmt.Errorf("lease: get %s: %w", key, ErrNotFound)
 	}
 	l, err := decodeLease(out.Item)
@@ -341,7 +368,8 @@ func (s *DynamoStore) Renew(ctx context.Context, l Lease) (Lease, error) {
 
 // Take sets leaseOwner to newOwner, conditional on leaseOwner and
 // leaseCounter, and increments ownerSwitchesSinceCheckpoint when the owner
-// changes.
+// changes. It removes the Java KCL 3.x's checkpointOwner (a graceful
+// hand-off it ends) and throughputKBps (the previous owner's load).
 func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease, error) {
 	if newOwner == "" {
 		return Lease{}, fmt.Errorf("lease: take %s: %w: empty new owner", l.Key, ErrInvalidArgument)
@@ -349,6 +377,8 @@ func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 	u := newUpdate()
 	u.set(attrLeaseOwner, stringValue(newOwner))
 	u.remove(attrHandoffTo)
+	u.remove(attrCheckpointOwner)
+	u.remove(attrThroughputKBps)
 	if newOwner != l.Owner {
 		n := u.name(attrOwnerSwitches)
 		u.sets = append(u.sets, fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", n, n, u.value(numberValue(0)), u.value(numberValue(1))))
@@ -356,11 +386,13 @@ func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 	return s.updateFenced(ctx, "take", l, true, u)
 }
 
-// Release removes leaseOwner, conditional on leaseOwner and leaseCounter.
+// Release removes leaseOwner (and checkpointOwner), conditional on
+// leaseOwner and leaseCounter.
 func (s *DynamoStore) Release(ctx context.Context, l Lease) (Lease, error) {
 	u := newUpdate()
 	u.remove(attrLeaseOwner)
 	u.remove(attrHandoffTo)
+	u.remove(attrCheckpointOwner)
 	return s.updateFenced(ctx, "release", l, true, u)
 }
 
@@ -435,13 +467,15 @@ func checkpointUpdate(l Lease) *update {
 }
 
 // ResetCheckpoint writes the checkpoint and its timestamp, removes
-// leaseOwner, shardlineHandoffTo and the pending checkpoint, and sets
-// ownerSwitchesSinceCheckpoint to 0, conditional on leaseCounter only.
+// leaseOwner, checkpointOwner, shardlineHandoffTo and the pending
+// checkpoint, and sets ownerSwitchesSinceCheckpoint to 0, conditional on
+// leaseCounter only.
 func (s *DynamoStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, error) {
 	n := normalizeLease(l)
 	u := newUpdate()
 	u.remove(attrLeaseOwner)
 	u.remove(attrHandoffTo)
+	u.remove(attrCheckpointOwner)
 	u.setString(attrCheckpoint, n.Checkpoint.SequenceNumber)
 	u.set(attrCheckpointSub, numberValue(n.Checkpoint.SubSequenceNumber))
 	u.setString(attrCheckpointTime, formatTimestamp(n.CheckpointTimestamp))
@@ -755,6 +789,7 @@ func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
 		EndingHashKey:                d.str(attrEndingHashKey),
 		HandoffTo:                    d.str(attrHandoffTo),
 		Throughput:                   d.float(attrThroughput),
+		CheckpointOwner:              d.str(attrCheckpointOwner),
 	}
 	if d.err != nil {
 		return Lease{}, d.err
@@ -904,10 +939,12 @@ func (d *itemDecoder) float(attr string) float64 {
 	}
 }
 
-// bytes reads a binary value; absent or NULL reads as nil.
+// bytes reads a binary value; absent or NULL reads as nil, and so does a
+// number: the Java KCL 3.x's lease creation writes pendingCheckpointState
+// as one, and its reader takes it for no state.
 func (d *itemDecoder) bytes(attr string) []byte {
 	switch v := d.item[attr].(type) {
-	case nil, *types.AttributeValueMemberNULL:
+	case nil, *types.AttributeValueMemberNULL, *types.AttributeValueMemberN:
 		return nil
 	case *types.AttributeValueMemberB:
 		return slices.Clone(v.Value)

@@ -17,8 +17,48 @@ import (
 // shardlineHeartbeats a map of worker IDs to heartbeats,
 // shardlineWithdrawn a string set of withdrawn workers, shardlineHandoffs a
 // map of lease keys to requesting workers, shardlineGeneration a number;
-// leaseCounter counts its writes and ownerSwitchesSinceCheckpoint is 0, so
-// that the Java KCL reads it as a lease.
+// leaseCounter counts its writes.
+//
+// So that every Java KCL version can list a table Shardline left behind,
+// the row also carries what the Java lease deserializer requires:
+// entityType SHARDLINE_FLEET (the Java KCL 3.5 skips rows whose entityType
+// is not LEASE), and for 2.x and 3.0-3.4, which read every row as a lease,
+// ownerSwitchesSinceCheckpoint 0 and the checkpoint SHARD_END with
+// sub-sequence 0: a finished lease, which no Java worker reads from; their
+// multi-stream mode also requires streamName (a stream identifier it can
+// parse, of a stream no application tracks) and shardId. Every write of
+// the row sets them (in the same write, so the cost stays one write per
+// heartbeat), so a row written by an earlier version gains them at the
+// next heartbeat.
+const (
+	entityFleet      = "SHARDLINE_FLEET"
+	fleetCheckpoint  = "SHARD_END"
+	fleetStreamName  = "000000000000:shardline-fleet-row:1"
+	fleetShardID     = "shardline-fleet-row"
+	attrJavaStreamID = "streamName"
+	attrJavaShardID  = "shardId"
+)
+
+// fleetJavaFields returns the attributes the Java KCL needs on the fleet
+// row.
+func fleetJavaFields() map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		attrEntityType:    stringValue(entityFleet),
+		attrCheckpoint:    stringValue(fleetCheckpoint),
+		attrCheckpointSub: numberValue(0),
+		attrOwnerSwitches: numberValue(0),
+		attrJavaStreamID:  stringValue(fleetStreamName),
+		attrJavaShardID:   stringValue(fleetShardID),
+	}
+}
+
+// javaFields sets the attributes the Java KCL needs on the fleet row.
+func (u *update) javaFields() {
+	f := fleetJavaFields()
+	for _, k := range slices.Sorted(maps.Keys(f)) {
+		u.set(k, f[k])
+	}
+}
 
 // Beat writes worker id's heartbeat in the fleet row (see [Store.Beat]).
 func (s *DynamoStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (Fleet, error) {
@@ -113,6 +153,7 @@ func (s *DynamoStore) bumpGen(ctx context.Context) {
 	u := newUpdate()
 	u.increment(attrGeneration)
 	u.increment(attrLeaseCounter)
+	u.javaFields()
 	_, err := s.client.UpdateItem(ctx, u.input(s.table, fleetRowKey, "attribute_exists("+u.name(attrLeaseKey)+")"))
 	var ccf *types.ConditionalCheckFailedException
 	if err != nil && !errors.As(err, &ccf) {
@@ -131,6 +172,7 @@ func (u *update) increment(attr string) {
 // path into a missing map is refused as invalid).
 func (s *DynamoStore) fleetUpdate(ctx context.Context, op, key string, u *update, cond string) (Fleet, error) {
 	u.increment(attrLeaseCounter)
+	u.javaFields()
 	if cond == "" {
 		cond = "attribute_exists(" + u.name(attrLeaseKey) + ")"
 	} else {
@@ -182,12 +224,12 @@ func encodeFleet(f Fleet) map[string]types.AttributeValue {
 		ho[k] = stringValue(to)
 	}
 	item := map[string]types.AttributeValue{
-		attrLeaseKey:      stringValue(fleetRowKey),
-		attrLeaseCounter:  numberValue(f.Version),
-		attrOwnerSwitches: numberValue(0),
-		attrHeartbeats:    &types.AttributeValueMemberM{Value: hb},
-		attrHandoffs:      &types.AttributeValueMemberM{Value: ho},
+		attrLeaseKey:     stringValue(fleetRowKey),
+		attrLeaseCounter: numberValue(f.Version),
+		attrHeartbeats:   &types.AttributeValueMemberM{Value: hb},
+		attrHandoffs:     &types.AttributeValueMemberM{Value: ho},
 	}
+	maps.Copy(item, fleetJavaFields())
 	if f.Gen != 0 {
 		item[attrGeneration] = numberValue(f.Gen)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/shardline/shardline/internal/javakcl"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/lease/storetest"
 	"github.com/shardline/shardline/internal/testenv"
@@ -159,6 +160,7 @@ func TestDynamoStoreReadsJavaKCLItems(t *testing.T) {
 			ParentShardIDs:               []string{"shardId-000000000000", "shardId-000000000001"},
 			StartingHashKey:              "0",
 			EndingHashKey:                "170141183460469231731687303715884105727",
+			CheckpointOwner:              "java-worker-1",
 		},
 	}
 	got, err := st.List(ctx)
@@ -176,18 +178,24 @@ func TestDynamoStoreReadsJavaKCLItems(t *testing.T) {
 		t.Fatalf("Get:\n got %+v\nwant %+v", one, want[1])
 	}
 
-	// Taking over from the Java worker keeps the attributes it wrote.
+	// Taking over from the Java worker keeps the attributes it wrote, but
+	// for the graceful hand-off it ends and the load it measured.
 	taken, err := st.Take(ctx, one, "go-worker")
 	if err != nil {
 		t.Fatalf("Take: %v", err)
 	}
-	if taken.Counter != 1235 || taken.OwnerSwitchesSinceCheckpoint != 4 || taken.Owner != "go-worker" {
+	if taken.Counter != 1235 || taken.OwnerSwitchesSinceCheckpoint != 4 || taken.Owner != "go-worker" || taken.CheckpointOwner != "" {
 		t.Errorf("taken lease = %+v", taken)
 	}
 	raw := getRaw(t, client, table, one.Key)
-	for _, attr := range []string{"throughputKBps", "leaseDurationMillis", "checkpointOwner", "someFutureAttribute"} {
+	for _, attr := range []string{"leaseDurationMillis", "someFutureAttribute"} {
 		if _, ok := raw[attr]; !ok {
 			t.Errorf("Take dropped the attribute %s", attr)
+		}
+	}
+	for _, attr := range []string{"throughputKBps", "checkpointOwner"} {
+		if v, ok := raw[attr]; ok {
+			t.Errorf("Take left the attribute %s: %v", attr, v)
 		}
 	}
 }
@@ -218,21 +226,8 @@ func TestDynamoStoreItemFormat(t *testing.T) {
 		"pendingCheckpointState": "B", "ownerSwitchesSinceCheckpoint": "N", "parentShardId": "SS",
 		"childShardIds": "SS", "startingHashKey": "S", "endingHashKey": "S",
 	}
-	typeOf := func(v types.AttributeValue) string {
-		switch v.(type) {
-		case *types.AttributeValueMemberS:
-			return "S"
-		case *types.AttributeValueMemberN:
-			return "N"
-		case *types.AttributeValueMemberB:
-			return "B"
-		case *types.AttributeValueMemberSS:
-			return "SS"
-		}
-		return fmt.Sprintf("%T", v)
-	}
 	for attr, want := range wantTypes {
-		if got := typeOf(raw[attr]); got != want {
+		if got := javakcl.TypeName(raw[attr]); got != want {
 			t.Errorf("attribute %s has type %s, want %s", attr, got, want)
 		}
 	}

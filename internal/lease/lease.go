@@ -23,11 +23,13 @@
 //
 // Rows whose leaseKey starts with "shardline:worker:" are not shard leases
 // ([IsWorkerKey]): the fleet row, and the presence rows earlier versions
-// wrote (ignored). [Store.List] never returns them, and the lease methods
-// refuse their keys with [ErrInvalidArgument]. The fleet row carries
-// leaseCounter and ownerSwitchesSinceCheckpoint so that the Java KCL can
-// read it as a lease; do not share a table with it while Shardline workers
-// run.
+// wrote (ignored). Neither are rows whose entityType is not LEASE (the Java
+// KCL 3.5 keeps its leader lock, migration state and worker metrics in the
+// lease table). [Store.List] never returns them, and the lease methods
+// refuse worker row keys with [ErrInvalidArgument]. The fleet row carries
+// the attributes the Java KCL's lease reader requires (see dynamo_fleet.go)
+// so that a table can go back to Java; do not share a table with the Java
+// KCL while Shardline workers run.
 package lease
 
 import (
@@ -84,6 +86,12 @@ type Lease struct {
 	// thousandths; negative, NaN and infinite values read as zero.
 	// Load-aware balancing weighs leases by it.
 	Throughput float64
+	// CheckpointOwner is the worker finishing a graceful hand-off of the
+	// Java KCL 3.x (attribute checkpointOwner): it still processes the
+	// shard and may checkpoint, while Owner waits to start. Shardline never
+	// writes it: the lease is in use until its counter stands still for a
+	// lease duration, and a take removes it. Empty otherwise.
+	CheckpointOwner string
 }
 
 // Clone returns a deep copy of l.

@@ -970,7 +970,7 @@ func (m *Manager) takeRound(ctx context.Context) (expiry time.Time, err error) {
 		if l.Owner == "" && age >= m.staleAfter || view.Expired[l.Key] && age >= m.cfg.LeaseDuration+m.staleAfter {
 			view.Stale[l.Key] = true
 		}
-		if _, ok := m.members[l.Owner]; l.Owner != "" && !ok {
+		if _, ok := m.members[l.Owner]; l.Owner != "" && (!ok || l.CheckpointOwner != "" && l.CheckpointOwner != l.Owner) {
 			if at := o.at.Add(m.cfg.LeaseDuration); !view.Expired[l.Key] && (leaseExpiry.IsZero() || at.Before(leaseExpiry)) {
 				leaseExpiry = at
 			}
@@ -1107,7 +1107,10 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 	var orphans []Lease
 	if !now.Before(m.joined.Add(m.cfg.LeaseDuration)) {
 		for _, l := range m.view {
-			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) && !m.incomingLocked(l.Key) {
+			// Not while a Java KCL 3.x checkpoint owner finishes a hand-off
+			// to this worker's ID (expiredLocked waits for it).
+			if h := m.held[l.Key]; l.Owner == m.cfg.WorkerID && (h == nil || h.isLost()) && !m.incomingLocked(l.Key) &&
+				(l.CheckpointOwner == "" || m.expiredLocked(l, now)) {
 				orphans = append(orphans, l)
 			}
 		}
@@ -1125,7 +1128,7 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 			m.mu.Unlock()
 		case errors.As(err, &ce) && ce.Current != nil:
 			m.mu.Lock()
-			m.noteLocked(*ce.Current)
+			m.noteRefusedLocked(*ce.Current)
 			m.mu.Unlock()
 		}
 	}
@@ -1148,6 +1151,11 @@ func (m *Manager) incomingLocked(key string) bool {
 // this worker without a handle for it (an earlier run's, or one lost) a
 // lease duration after this worker joined. m.mu is held.
 func (m *Manager) expiredLocked(l Lease, now time.Time) bool {
+	if l.CheckpointOwner != "" && l.CheckpointOwner != l.Owner {
+		// A graceful hand-off of the Java KCL 3.x: the checkpoint owner
+		// still works the shard, whoever Owner is. It renews the counter.
+		return !now.Before(m.observed[l.Key].at.Add(m.cfg.LeaseDuration))
+	}
 	if l.Owner == m.cfg.WorkerID {
 		h := m.held[l.Key]
 		return (h == nil || h.isLost()) && !now.Before(m.joined.Add(m.cfg.LeaseDuration)) && !m.incomingLocked(l.Key)
@@ -1324,6 +1332,16 @@ func (m *Manager) noteLocked(l Lease) {
 	}
 }
 
+// noteRefusedLocked notes the lease as stored when a write was refused,
+// and, if it moved, when this worker saw it move: a counter still moving
+// means its owner is alive. m.mu is held.
+func (m *Manager) noteRefusedLocked(c Lease) {
+	m.noteLocked(c)
+	if o := m.observed[c.Key]; o.counter != c.Counter || o.owner != c.Owner {
+		m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
+	}
+}
+
 // requestHandoff asks the owner of l to hand it over (a planned move: the
 // owner finishes its batch and checkpoints first, so nothing is processed
 // twice) and starts a goroutine that waits for the hand-over. At most
@@ -1441,10 +1459,7 @@ func (m *Manager) take(ctx context.Context, l Lease, why string) {
 		if errors.As(err, &ce) && ce.Current != nil {
 			c := *ce.Current
 			m.mu.Lock()
-			m.noteLocked(c)
-			if o := m.observed[c.Key]; o.counter != c.Counter || o.owner != c.Owner {
-				m.observed[c.Key] = observation{counter: c.Counter, owner: c.Owner, at: m.now()}
-			}
+			m.noteRefusedLocked(c)
 			m.mu.Unlock()
 			if c.Counter == l.Counter && c.Owner == l.Owner {
 				m.refused(l, err)

@@ -185,12 +185,13 @@ func (s *MemoryStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 		}
 		cur.Owner = newOwner
 		cur.HandoffTo = ""
+		cur.CheckpointOwner = ""
 	})
 }
 
 // Release removes the owner if the lease's Owner and Counter are those of l.
 func (s *MemoryStore) Release(ctx context.Context, l Lease) (Lease, error) {
-	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = ""; cur.HandoffTo = "" })
+	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = ""; cur.HandoffTo = ""; cur.CheckpointOwner = "" })
 }
 
 // RequestHandoff sets HandoffTo if the lease's Owner and Counter are those
@@ -246,6 +247,7 @@ func (s *MemoryStore) ResetCheckpoint(ctx context.Context, l Lease) (Lease, erro
 	nl, err := s.updateFenced(ctx, "reset", l, false, func(cur *Lease) {
 		cur.Owner = ""
 		cur.HandoffTo = ""
+		cur.CheckpointOwner = ""
 		cur.Checkpoint = n.Checkpoint
 		cur.CheckpointTimestamp = n.CheckpointTimestamp
 		cur.PendingCheckpoint = kcl.ExtendedSequenceNumber{}
