@@ -16,6 +16,7 @@ import (
 	"github.com/aws/smithy-go/transport/http/protocol/awsjson"
 
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/kcl"
 )
 
@@ -67,12 +68,12 @@ func (c *consumer) register(ctx context.Context) (fanout.Consumer, error) {
 		return got, nil
 	}
 	if c.opts.ConsumerARN != "" {
-		got = fanout.Consumer{Name: c.opts.ConsumerName, ARN: c.opts.ConsumerARN, Status: fanout.ConsumerActive}
+		got = fanout.Consumer{Name: c.opts.ConsumerName, ARN: c.opts.ConsumerARN, Status: types.ConsumerStatusActive}
 	} else {
 		streamARN := c.opts.StreamARN
 		if streamARN == "" {
 			var err error
-			if streamARN, err = fanout.StreamARN(ctx, c.client, c.opts.StreamName); err != nil {
+			if streamARN, err = (awsx.Stream{Name: c.opts.StreamName}).ResolveARN(ctx, c.client); err != nil {
 				return fanout.Consumer{}, err
 			}
 		}
