@@ -11,7 +11,7 @@ import (
 
 	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/kpl"
+	"github.com/shardline/shardline/internal/kpl"
 )
 
 // RecordOptions say how a reader turns Kinesis records into user records.

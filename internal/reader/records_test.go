@@ -17,7 +17,7 @@ import (
 
 	"github.com/shardline/shardline/internal/hashkey"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/kpl"
+	"github.com/shardline/shardline/internal/kpl"
 )
 
 // aggregated returns a Kinesis record holding users as a KPL aggregate.

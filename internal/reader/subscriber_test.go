@@ -15,7 +15,7 @@ import (
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/kpl"
+	"github.com/shardline/shardline/internal/kpl"
 )
 
 // The tests below run the Subscriber with the real SDK client against
