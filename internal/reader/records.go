@@ -10,8 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/shardline/shardline/internal/hashkey"
-	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/internal/kpl"
+	"github.com/shardline/shardline/kcl"
 )
 
 // RecordOptions say how a reader turns Kinesis records into user records.

@@ -14,8 +14,8 @@ import (
 
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/efotest"
-	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/internal/kpl"
+	"github.com/shardline/shardline/kcl"
 )
 
 // The tests below run the Subscriber with the real SDK client against
