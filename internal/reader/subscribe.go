@@ -17,7 +17,6 @@ import (
 
 	"github.com/shardline/shardline/fanout"
 	"github.com/shardline/shardline/internal/awsx"
-	"github.com/shardline/shardline/kcl"
 )
 
 const (
@@ -147,7 +146,7 @@ type subscribeFetcher struct {
 // open registers the consumer if that was not done yet.
 func (s *subscribeFetcher) open(ctx context.Context) error {
 	if _, err := s.c.register(ctx); err != nil {
-		return &kcl.ShardError{ShardID: s.r.shardID, Op: "register consumer", Err: err}
+		return fmt.Errorf("shardline: shard %s: register consumer: %w", s.r.shardID, err)
 	}
 	return nil
 }
