@@ -50,11 +50,11 @@ type Write struct {
 // checkpoint (DynamoDB's 100 actions, less the lease's).
 const MaxItems = lease.MaxTransactItems
 
-// Transactional is the [kcl.Checkpointer] of a worker whose lease table is
+// transactional is the [kcl.Checkpointer] of a worker whose lease table is
 // in DynamoDB: TransactCheckpoint commits items and the checkpoint at pos in
-// one transaction. The checkpointer in kcl.ProcessRecordsInput implements
-// it; [Transact] is the way to use it.
-type Transactional interface {
+// one transaction. The checkpointer in kcl.ProcessRecordsInput (and
+// kcltest's) implements it; [Transact] is the way to use it.
+type transactional interface {
 	TransactCheckpoint(ctx context.Context, pos kcl.ExtendedSequenceNumber, items []types.TransactWriteItem) error
 }
 
@@ -106,7 +106,7 @@ type ConditionFailedError = lease.ConditionFailedError
 //
 // On error, cp.Last() is the position committed so far.
 func Transact(ctx context.Context, cp kcl.Checkpointer, writes ...Write) error {
-	tc, ok := cp.(Transactional)
+	tc, ok := cp.(transactional)
 	if !ok {
 		return fmt.Errorf("%w (checkpointer %T)", ErrUnsupported, cp)
 	}

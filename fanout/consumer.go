@@ -26,19 +26,14 @@ type ConsumerAPI interface {
 	DeregisterStreamConsumer(ctx context.Context, in *kinesis.DeregisterStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.DeregisterStreamConsumerOutput, error)
 }
 
-// StreamDescriber finds a stream's ARN. A *kinesis.Client satisfies it.
-type StreamDescriber interface {
-	DescribeStreamSummary(ctx context.Context, in *kinesis.DescribeStreamSummaryInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error)
-}
-
 // FanOutAPI is the part of the Kinesis client that enhanced fan-out reading
 // uses: the consumer calls, SubscribeToShard, and DescribeStreamSummary to
 // find the stream's ARN. A *kinesis.Client satisfies it. It is separate from
-// [KinesisAPI] so that clients (and fakes) used only for polling need not
+// worker.KinesisAPI so that clients (and fakes) used only for polling need not
 // implement it.
 type FanOutAPI interface {
 	ConsumerAPI
-	StreamDescriber
+	DescribeStreamSummary(ctx context.Context, in *kinesis.DescribeStreamSummaryInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error)
 	SubscribeToShard(ctx context.Context, in *kinesis.SubscribeToShardInput, opts ...func(*kinesis.Options)) (*kinesis.SubscribeToShardOutput, error)
 }
 
@@ -50,13 +45,6 @@ var _ FanOutAPI = (*kinesis.Client)(nil)
 // applications.
 var ErrConsumerLimit = errors.New("fanout: the stream's limit of registered consumers is reached")
 
-// Consumer status values, as Kinesis reports them.
-const (
-	ConsumerCreating = string(types.ConsumerStatusCreating)
-	ConsumerActive   = string(types.ConsumerStatusActive)
-	ConsumerDeleting = string(types.ConsumerStatusDeleting)
-)
-
 // Consumer describes an enhanced fan-out consumer registered on a stream.
 type Consumer struct {
 	// Name is the consumer's name, unique on its stream.
@@ -64,8 +52,8 @@ type Consumer struct {
 	// ARN identifies the consumer; it changes when a consumer of the same
 	// name is registered again.
 	ARN string
-	// Status is ConsumerCreating, ConsumerActive or ConsumerDeleting.
-	Status string
+	// Status is CREATING, ACTIVE or DELETING.
+	Status types.ConsumerStatus
 	// CreatedAt is when the consumer was registered.
 	CreatedAt time.Time
 }
@@ -87,16 +75,6 @@ func validateConsumerName(name string) error {
 		return fmt.Errorf("%w: consumer name %q must be 1-128 of a-z A-Z 0-9 _ . -", kcl.ErrInvalidConfig, name)
 	}
 	return nil
-}
-
-// StreamARN returns the ARN of the stream named streamName. An error matches
-// kcl.ErrStreamNotFound if the stream does not exist.
-func StreamARN(ctx context.Context, client StreamDescriber, streamName string) (string, error) {
-	arn, err := awsx.Stream{Name: streamName}.ResolveARN(ctx, client)
-	if err != nil {
-		return "", fmt.Errorf("fanout: %w", err)
-	}
-	return arn, nil
 }
 
 // RegisterConsumer makes sure that a consumer named name is registered on
@@ -125,9 +103,9 @@ func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 	bo := newConsumerBackoff()
 	limitHits := 0
 	for {
-		c, err := DescribeConsumer(ctx, client, streamARN, name)
+		c, err := describeConsumer(ctx, client, streamARN, name)
 		switch {
-		case err == nil && c.Status == ConsumerActive:
+		case err == nil && c.Status == types.ConsumerStatusActive:
 			return c, nil
 		case err == nil:
 			// CREATING: wait for it; DELETING: wait until it is gone.
@@ -135,7 +113,7 @@ func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 			c, err := register(ctx, client, streamARN, name)
 			var limit *types.LimitExceededException
 			switch {
-			case err == nil && c.Status == ConsumerActive:
+			case err == nil && c.Status == types.ConsumerStatusActive:
 				return c, nil
 			case err == nil, awsx.Classify(err) == awsx.InUse:
 				// Registered (by us or by another worker at the same time):
@@ -167,13 +145,13 @@ func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 	}
 }
 
-// errConsumerNotFound is DescribeConsumer's error for a consumer that does
+// errConsumerNotFound is describeConsumer's error for a consumer that does
 // not exist (or a stream that does not exist: Kinesis does not say which).
 var errConsumerNotFound = errors.New("fanout: consumer not found")
 
-// DescribeConsumer returns the consumer named name on the stream. If there is
-// none (or no such stream), the error wraps the ResourceNotFoundException.
-func DescribeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+// describeConsumer returns the consumer named name on the stream. If there is
+// none (or no such stream), the error matches errConsumerNotFound.
+func describeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
 	out, err := client.DescribeStreamConsumer(ctx, &kinesis.DescribeStreamConsumerInput{
 		StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
 	})
@@ -188,7 +166,7 @@ func DescribeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 		return Consumer{}, errors.New("fanout: DescribeStreamConsumer returned no description")
 	}
 	return Consumer{Name: aws.ToString(d.ConsumerName), ARN: aws.ToString(d.ConsumerARN),
-		Status: string(d.ConsumerStatus), CreatedAt: aws.ToTime(d.ConsumerCreationTimestamp)}, nil
+		Status: d.ConsumerStatus, CreatedAt: aws.ToTime(d.ConsumerCreationTimestamp)}, nil
 }
 
 // register calls RegisterStreamConsumer once.
@@ -207,7 +185,7 @@ func register(ctx context.Context, client ConsumerAPI, streamARN, name string) (
 
 func fromSDK(c types.Consumer) Consumer {
 	return Consumer{Name: aws.ToString(c.ConsumerName), ARN: aws.ToString(c.ConsumerARN),
-		Status: string(c.ConsumerStatus), CreatedAt: aws.ToTime(c.ConsumerCreationTimestamp)}
+		Status: c.ConsumerStatus, CreatedAt: aws.ToTime(c.ConsumerCreationTimestamp)}
 }
 
 // consumersInFlux lists the stream's consumers and reports whether one is
@@ -222,7 +200,7 @@ func consumersInFlux(ctx context.Context, client ConsumerAPI, streamARN string) 
 	names := make([]string, len(list))
 	for i, c := range list {
 		names[i] = c.Name
-		busy = busy || c.Status != ConsumerActive
+		busy = busy || c.Status != types.ConsumerStatusActive
 	}
 	return busy, names, nil
 }
@@ -264,11 +242,11 @@ func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name
 	bo := newConsumerBackoff()
 	deregistered := false
 	for {
-		c, err := DescribeConsumer(ctx, client, streamARN, name)
+		c, err := describeConsumer(ctx, client, streamARN, name)
 		switch {
 		case errors.Is(err, errConsumerNotFound):
 			return nil
-		case err == nil && c.Status == ConsumerDeleting:
+		case err == nil && c.Status == types.ConsumerStatusDeleting:
 		case err == nil && !deregistered:
 			_, err = client.DeregisterStreamConsumer(ctx, &kinesis.DeregisterStreamConsumerInput{
 				StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),

@@ -29,24 +29,6 @@ var (
 	ErrThrottled = errors.New("shardline: throttled")
 )
 
-// ShardError attaches the shard and the operation to an error.
-type ShardError struct {
-	// ShardID is the shard concerned.
-	ShardID string
-	// Op names the operation, such as "checkpoint" or "get records".
-	Op string
-	// Err is the cause.
-	Err error
-}
-
-// Error implements error.
-func (e *ShardError) Error() string {
-	return fmt.Sprintf("shardline: shard %s: %s: %v", e.ShardID, e.Op, e.Err)
-}
-
-// Unwrap returns the cause.
-func (e *ShardError) Unwrap() error { return e.Err }
-
 // ProcessorPanicError is the error recorded when a processor panics. The
 // batch is retried like after any other processor error.
 type ProcessorPanicError struct {

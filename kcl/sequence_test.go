@@ -94,13 +94,6 @@ func TestInitialPosition(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	err := &kcl.ShardError{ShardID: "s-1", Op: "checkpoint", Err: kcl.ErrLeaseLost}
-	if !errors.Is(err, kcl.ErrLeaseLost) {
-		t.Error("ShardError does not unwrap")
-	}
-	if err.Error() != "shardline: shard s-1: checkpoint: shardline: lease lost" {
-		t.Errorf("message %q", err.Error())
-	}
 	var pe *kcl.ProcessorPanicError
 	if !errors.As(error(&kcl.ProcessorPanicError{Value: "boom"}), &pe) || pe.Error() != "shardline: processor panicked: boom" {
 		t.Error("ProcessorPanicError")

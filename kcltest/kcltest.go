@@ -33,6 +33,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/internal/delivery"
 	"github.com/shardline/shardline/internal/shardproc"
@@ -51,14 +53,16 @@ var (
 	// ErrStopped reports a call on a shard that was ended or shut down: the
 	// worker would not call the processor any more.
 	ErrStopped = shardproc.ErrStopped
-	// ErrOutOfOrder reports records passed to Deliver that are not in
-	// increasing order after the records delivered before: a test bug, not
-	// a processor's.
-	ErrOutOfOrder = errors.New("kcltest: records out of order")
 )
 
+// errOutOfOrder reports records passed to Deliver that are not in
+// increasing order after the records delivered before: a test bug, not a
+// processor's.
+var errOutOfOrder = errors.New("kcltest: records out of order")
+
 // CheckpointWrite is one successful checkpoint write: a plain checkpoint
-// or a commit (Pending zero), or a prepare (Pending set, with PendingState).
+// or a commit (Pending zero), a prepare (Pending set, with PendingState), or
+// a transaction of the public checkpoint package's Transact (Items set).
 type CheckpointWrite struct {
 	// Checkpoint is the stored checkpoint.
 	Checkpoint kcl.ExtendedSequenceNumber
@@ -66,6 +70,13 @@ type CheckpointWrite struct {
 	Pending kcl.ExtendedSequenceNumber
 	// PendingState is the application state stored with Pending.
 	PendingState []byte
+	// Items are the application's writes committed with Checkpoint in one
+	// transaction, as passed. A transaction is refused like a checkpoint:
+	// with kcl.ErrLeaseLost after [Shard.LoseLease], with the error of
+	// [Shard.FailCheckpoints]; nothing is recorded then. The shard checks
+	// the limits of one transaction as the worker does, but not the writes'
+	// conditions: test those against DynamoDB Local.
+	Items []types.TransactWriteItem
 }
 
 // Shard drives one processor through the life of one shard lease. Create
@@ -84,7 +95,6 @@ type Shard struct {
 	lostPending bool               // lost during a call: LeaseLost runs after it
 	cancelCall  context.CancelFunc // cancels the call in flight
 	writes      []CheckpointWrite
-	txns        []Transaction // see txn.go
 	stored      CheckpointWrite
 	failWith    error
 	nextSeq     int64
@@ -181,7 +191,8 @@ func (s *Shard) startLocked(ctx context.Context) error {
 // the processor's error. An empty batch is delivered too (the worker does so
 // when configured to call processors on empty reads). The records must come
 // in order after the records delivered before (and after the starting
-// checkpoint), or Deliver returns ErrOutOfOrder. After a batch failed, the
+// checkpoint), or Deliver returns an error saying they are out of order (a
+// bug of the test). After a batch failed, the
 // worker delivers it again before anything else: use [Shard.Redeliver];
 // Deliver refuses a new batch.
 //
@@ -207,10 +218,10 @@ func (s *Shard) Deliver(ctx context.Context, recs ...kcl.Record) error {
 	for _, r := range recs {
 		p := r.Position()
 		if err := p.Validate(); err != nil || p.IsSentinel() || p.SubSequenceNumber < 0 {
-			return fmt.Errorf("%w: %q is not a record's position", ErrOutOfOrder, p.String())
+			return fmt.Errorf("%w: %q is not a record's position", errOutOfOrder, p.String())
 		}
 		if !last.IsZero() && p.Compare(last) <= 0 {
-			return fmt.Errorf("%w: %v is not after %v", ErrOutOfOrder, p, last)
+			return fmt.Errorf("%w: %v is not after %v", errOutOfOrder, p, last)
 		}
 		last = p
 	}
@@ -343,7 +354,7 @@ func (s *Shard) guard(ctx context.Context, transition func(context.Context) erro
 
 // write is the checkpointer's writer: it refuses writes after a lease loss
 // and records the others.
-func (s *Shard) write(_ context.Context, st checkpoint.State) error {
+func (s *Shard) write(_ context.Context, st checkpoint.State, items []types.TransactWriteItem) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lost {
@@ -352,9 +363,10 @@ func (s *Shard) write(_ context.Context, st checkpoint.State) error {
 	if s.failWith != nil {
 		return s.failWith
 	}
-	w := CheckpointWrite{Checkpoint: st.Checkpoint, Pending: st.Pending, PendingState: slices.Clone(st.PendingState)}
+	w := CheckpointWrite{Checkpoint: st.Checkpoint, Pending: st.Pending, PendingState: slices.Clone(st.PendingState),
+		Items: slices.Clone(items)}
 	s.writes = append(s.writes, w)
-	s.stored = w
+	s.stored = CheckpointWrite{Checkpoint: w.Checkpoint, Pending: w.Pending, PendingState: w.PendingState}
 	return nil
 }
 
@@ -383,13 +395,15 @@ func (s *Shard) Pending() (kcl.ExtendedSequenceNumber, []byte) {
 }
 
 // Writes returns every successful checkpoint write in order: plain
-// checkpoints, prepares (Pending set) and commits.
+// checkpoints, prepares (Pending set), commits and transactions (Items
+// set).
 func (s *Shard) Writes() []CheckpointWrite {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]CheckpointWrite, len(s.writes))
 	for i, w := range s.writes {
 		w.PendingState = slices.Clone(w.PendingState)
+		w.Items = slices.Clone(w.Items)
 		out[i] = w
 	}
 	return out

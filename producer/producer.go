@@ -36,7 +36,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/shardline/shardline/internal/hashkey"
-	"github.com/shardline/shardline/kpl"
+	"github.com/shardline/shardline/internal/kpl"
 )
 
 // maxRequeues bounds how often a record is re-aggregated because Kinesis put

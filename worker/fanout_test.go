@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/lease"
@@ -159,7 +160,7 @@ func TestFanOutTwoWorkersConsumeInOrder(t *testing.T) {
 	t.Logf("%d re-deliveries while the two workers balanced the shards", dups)
 
 	// One consumer for the application, registered by whichever came first.
-	arn, err := fanout.StreamARN(t.Context(), kc, stream)
+	arn, err := awsx.Stream{Name: stream}.ResolveARN(t.Context(), kc)
 	if err != nil {
 		t.Fatal(err)
 	}

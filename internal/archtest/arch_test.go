@@ -22,11 +22,12 @@ const module = "github.com/shardline/shardline"
 var layers = map[string]int{
 	// Vocabulary and leaf machinery.
 	"kcl":                0,
-	"kpl/internal/kplpb": 0,
+	"internal/kpl/kplpb": 0,
 	"internal/hashkey":   0,
 	"internal/awsx":      1,
 	"internal/ddbcost":   1,
-	"kpl":                1,
+	"internal/kpl":       1,
+	"kpl":                2,
 	// The lease protocol and the AWS-facing public packages.
 	"internal/lease": 2,
 	"fanout":         2,

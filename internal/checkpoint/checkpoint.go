@@ -177,7 +177,7 @@ func (c *Checkpointer) storeLocked(ctx context.Context, pos kcl.ExtendedSequence
 }
 
 func (c *Checkpointer) wrap(op string, err error) error {
-	return &kcl.ShardError{ShardID: c.shardID, Op: op, Err: err}
+	return fmt.Errorf("shardline: shard %s: %s: %w", c.shardID, op, err)
 }
 
 func orNone(p kcl.ExtendedSequenceNumber) string {

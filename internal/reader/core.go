@@ -98,8 +98,8 @@ func (s *Shards) Prepare(ctx context.Context) error {
 
 // Open starts reading shardID from start and returns the shard's reader,
 // whose goroutine fetches ahead of the consumer into a bounded queue.
-// Errors that retrying cannot fix are returned at once, as a
-// *kcl.ShardError: a stream or shard that does not exist (found while
+// Errors that retrying cannot fix are returned at once, as an
+// error naming the shard: a stream or shard that does not exist (found while
 // polling, or while registering the consumer) matches kcl.ErrStreamNotFound.
 // A throttled or failed first call is not an error: the reader retries it
 // with backoff. ctx bounds Open only; the reader runs until Close.
@@ -116,7 +116,7 @@ func (s *Shards) Open(ctx context.Context, shardID string, start StartPosition) 
 		return nil, invalid("empty shard ID")
 	}
 	if err := checkStart(start); err != nil {
-		return nil, &kcl.ShardError{ShardID: shardID, Op: "open", Err: err}
+		return nil, fmt.Errorf("shardline: shard %s: open: %w", shardID, err)
 	}
 	r := &shardReader{
 		opts:    &s.opts,
@@ -173,8 +173,8 @@ func isRecordPosition(e kcl.ExtendedSequenceNumber) bool {
 // to do about errors ([shardReader.retry], [shardReader.trimmed],
 // [shardReader.fatal]).
 type fetcher interface {
-	// open runs in Open, before the fetch goroutine starts; an error (a
-	// *kcl.ShardError) fails Open.
+	// open runs in Open, before the fetch goroutine starts; an error
+	// (naming the shard) fails Open.
 	open(ctx context.Context) error
 	// fetch reads until the shard ends (io.EOF), an error that retrying
 	// cannot fix, or ctx ends. It runs in the reader's goroutine.
@@ -223,7 +223,7 @@ type shardReader struct {
 
 // Next returns the next batch, waiting until one is ready or ctx ends. After
 // the batch with ShardEnded it returns io.EOF; after Close, ErrClosed; after
-// an error that retrying cannot fix, that error (a *kcl.ShardError), again on
+// an error that retrying cannot fix, that error (naming the shard), again on
 // every call.
 func (r *shardReader) Next(ctx context.Context) (Batch, error) {
 	select {

@@ -38,5 +38,5 @@ func (r *shardReader) fatal(op string, err error) error {
 	if classify(err) == kindNotFound && !errors.Is(err, kcl.ErrStreamNotFound) {
 		err = fmt.Errorf("%w: %w", kcl.ErrStreamNotFound, err)
 	}
-	return &kcl.ShardError{ShardID: r.shardID, Op: op, Err: err}
+	return fmt.Errorf("shardline: shard %s: %s: %w", r.shardID, op, err)
 }

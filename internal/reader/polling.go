@@ -3,6 +3,7 @@ package reader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -10,8 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-
-	"github.com/shardline/shardline/kcl"
 )
 
 // minEmptyReadInterval keeps empty reads of one shard at most 5 per second
@@ -42,7 +41,7 @@ func (p *pollFetcher) open(ctx context.Context) error {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return &kcl.ShardError{ShardID: p.r.shardID, Op: "get shard iterator", Err: ctx.Err()}
+		return fmt.Errorf("shardline: shard %s: get shard iterator: %w", p.r.shardID, ctx.Err())
 	case !classify(err).Retryable():
 		return p.r.fatal("get shard iterator", err)
 	}

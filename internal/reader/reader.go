@@ -68,7 +68,7 @@ type Reader interface {
 	// ShardEnded it returns an error matching io.EOF. Throttling and
 	// transient errors are retried internally with backoff and never
 	// surface. An error that retrying cannot fix ends the reader: Next
-	// returns it as a *kcl.ShardError (matching kcl.ErrStreamNotFound when
+	// returns it as an error naming the shard (matching kcl.ErrStreamNotFound when
 	// the stream or shard is gone) after the batches already fetched, and on
 	// every later call. After Close it returns an error.
 	Next(ctx context.Context) (Batch, error)

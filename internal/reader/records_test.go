@@ -16,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/shardline/shardline/internal/hashkey"
+	"github.com/shardline/shardline/internal/kpl"
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/kpl"
 )
 
 // aggregated returns a Kinesis record holding users as a KPL aggregate.

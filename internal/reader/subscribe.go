@@ -16,7 +16,7 @@ import (
 	"github.com/aws/smithy-go/transport/http/protocol/awsjson"
 
 	"github.com/shardline/shardline/fanout"
-	"github.com/shardline/shardline/kcl"
+	"github.com/shardline/shardline/internal/awsx"
 )
 
 const (
@@ -67,12 +67,12 @@ func (c *consumer) register(ctx context.Context) (fanout.Consumer, error) {
 		return got, nil
 	}
 	if c.opts.ConsumerARN != "" {
-		got = fanout.Consumer{Name: c.opts.ConsumerName, ARN: c.opts.ConsumerARN, Status: fanout.ConsumerActive}
+		got = fanout.Consumer{Name: c.opts.ConsumerName, ARN: c.opts.ConsumerARN, Status: types.ConsumerStatusActive}
 	} else {
 		streamARN := c.opts.StreamARN
 		if streamARN == "" {
 			var err error
-			if streamARN, err = fanout.StreamARN(ctx, c.client, c.opts.StreamName); err != nil {
+			if streamARN, err = (awsx.Stream{Name: c.opts.StreamName}).ResolveARN(ctx, c.client); err != nil {
 				return fanout.Consumer{}, err
 			}
 		}
@@ -146,7 +146,7 @@ type subscribeFetcher struct {
 // open registers the consumer if that was not done yet.
 func (s *subscribeFetcher) open(ctx context.Context) error {
 	if _, err := s.c.register(ctx); err != nil {
-		return &kcl.ShardError{ShardID: s.r.shardID, Op: "register consumer", Err: err}
+		return fmt.Errorf("shardline: shard %s: register consumer: %w", s.r.shardID, err)
 	}
 	return nil
 }

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/testenv"
@@ -108,7 +111,7 @@ func TestIntegrationConsumerRegistration(t *testing.T) {
 	stream := testenv.CreateStream(t, kc, 1)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	arn, err := fanout.StreamARN(ctx, kc, stream)
+	arn, err := awsx.Stream{Name: stream}.ResolveARN(ctx, kc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +125,7 @@ func TestIntegrationConsumerRegistration(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range workers {
-		if errs[i] != nil || got[i].ARN != got[0].ARN || got[i].Status != fanout.ConsumerActive {
+		if errs[i] != nil || got[i].ARN != got[0].ARN || got[i].Status != types.ConsumerStatusActive {
 			t.Fatalf("worker %d: %+v, %v (worker 0: %+v)", i, got[i], errs[i], got[0])
 		}
 	}

@@ -11,7 +11,7 @@ import (
 // panic, must classify every failure as one of the three errors, and what it
 // accepts must re-encode to records that decode the same. It runs on its
 // seed corpus (testdata/fuzz/FuzzUnmarshal and the f.Add calls below) as a
-// normal test; `go test -fuzz=FuzzUnmarshal ./kpl` explores further.
+// normal test; `go test -fuzz=FuzzUnmarshal ./internal/kpl` explores further.
 func FuzzUnmarshal(f *testing.F) {
 	seeds := [][]Record{
 		{{PartitionKey: "k", Data: []byte("v")}},

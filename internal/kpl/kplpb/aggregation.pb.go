@@ -8,7 +8,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: kpl/internal/kplpb/aggregation.proto
+// source: internal/kpl/kplpb/aggregation.proto
 
 package kplpb
 
@@ -212,7 +212,7 @@ var File_kpl_internal_kplpb_aggregation_proto protoreflect.FileDescriptor
 
 const file_kpl_internal_kplpb_aggregation_proto_rawDesc = "" +
 	"\n" +
-	"$kpl/internal/kplpb/aggregation.proto\x12\x10shardline.kpl.v1\"\xad\x01\n" +
+	"$internal/kpl/kplpb/aggregation.proto\x12\x10shardline.kpl.v1\"\xad\x01\n" +
 	"\x10AggregatedRecord\x12.\n" +
 	"\x13partition_key_table\x18\x01 \x03(\tR\x11partitionKeyTable\x125\n" +
 	"\x17explicit_hash_key_table\x18\x02 \x03(\tR\x14explicitHashKeyTable\x122\n" +
@@ -224,7 +224,7 @@ const file_kpl_internal_kplpb_aggregation_proto_rawDesc = "" +
 	"\x13partition_key_index\x18\x01 \x02(\x04R\x11partitionKeyIndex\x125\n" +
 	"\x17explicit_hash_key_index\x18\x02 \x01(\x04R\x14explicitHashKeyIndex\x12\x12\n" +
 	"\x04data\x18\x03 \x02(\fR\x04data\x12)\n" +
-	"\x04tags\x18\x04 \x03(\v2\x15.shardline.kpl.v1.TagR\x04tagsB3Z1github.com/shardline/shardline/kpl/internal/kplpb"
+	"\x04tags\x18\x04 \x03(\v2\x15.shardline.kpl.v1.TagR\x04tagsB3Z1github.com/shardline/shardline/internal/kpl/kplpb"
 
 var (
 	file_kpl_internal_kplpb_aggregation_proto_rawDescOnce sync.Once
