@@ -67,10 +67,33 @@ type benchDelivery struct {
 	mallocs uint64
 	bytes   uint64
 	cpu     time.Duration
+
+	failOnce sync.Once
+	failed   chan struct{} // closed by fail
+	err      error
 }
 
 func newBenchDelivery(target int) *benchDelivery {
-	return &benchDelivery{target: int64(target), done: make(chan struct{})}
+	return &benchDelivery{target: int64(target), done: make(chan struct{}), failed: make(chan struct{})}
+}
+
+// fail ends the benchmark with err: a reader that stops before the target
+// is reached would otherwise leave it waiting for ever.
+func (d *benchDelivery) fail(err error) {
+	d.failOnce.Do(func() {
+		d.err = err
+		close(d.failed)
+	})
+}
+
+// wait waits until the target is reached, and fails b if a reader failed
+// first.
+func (d *benchDelivery) wait(b *testing.B) {
+	select {
+	case <-d.done:
+	case <-d.failed:
+		b.Fatalf("reader failed: %v", d.err)
+	}
 }
 
 // add counts n records; the call that reaches the target reads the
@@ -140,7 +163,7 @@ func benchPolling(b *testing.B, loop string, size, shards int) {
 	cpu0 := processCPU()
 	began := time.Now()
 	srv.Release()
-	<-d.done
+	d.wait(b)
 	b.StopTimer()
 	stop()
 
@@ -164,18 +187,26 @@ func startBenchBare(ctx context.Context, b *testing.B, kc *kinesis.Client, strea
 				ShardIteratorType: ktypes.ShardIteratorTypeTrimHorizon,
 			})
 			if err != nil {
-				b.Error(err)
+				d.fail(err)
 				return
 			}
 			iter := it.ShardIterator
+			failures := 0
 			for !d.reached() {
 				out, err := kc.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(10000)})
 				if err != nil {
-					if ctx.Err() == nil {
-						b.Error(err)
+					// Retried with the same iterator, as the worker retries:
+					// on a loaded machine the SDK sometimes fails a read.
+					if ctx.Err() != nil {
+						return
 					}
-					return
+					if failures++; failures == 10 {
+						d.fail(err)
+						return
+					}
+					continue
 				}
+				failures = 0
 				d.add(len(out.Records))
 				iter = out.NextShardIterator
 			}
@@ -292,7 +323,7 @@ func benchFanOut(b *testing.B, loop string, size, shards int) {
 	for i := range shards {
 		srv.PutData(benchkinesis.ShardID(i), payloads...)
 	}
-	<-d.done
+	d.wait(b)
 	b.StopTimer()
 	stop()
 
@@ -316,7 +347,7 @@ func startBenchBareFanOut(ctx context.Context, b *testing.B, kc *kinesis.Client,
 				StartingPosition: &ktypes.StartingPosition{Type: ktypes.ShardIteratorTypeTrimHorizon},
 			})
 			if err != nil {
-				b.Error(err)
+				d.fail(err)
 				return
 			}
 			es := out.GetStream()
@@ -328,6 +359,9 @@ func startBenchBareFanOut(ctx context.Context, b *testing.B, kc *kinesis.Client,
 				if d.reached() {
 					return
 				}
+			}
+			if ctx.Err() == nil {
+				d.fail(fmt.Errorf("subscription ended: %v", es.Err()))
 			}
 		}()
 	}

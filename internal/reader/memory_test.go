@@ -10,15 +10,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/shardline/shardline/kcl"
-	"github.com/shardline/shardline/kpl"
+	ikpl "github.com/shardline/shardline/internal/kpl"
 )
 
 // emptyAggregate returns a KPL aggregate of up to 1 MiB holding as many
 // empty user records as fit, and their number.
 func emptyAggregate(t testing.TB) ([]byte, int) {
 	t.Helper()
-	var a kpl.Aggregator
-	r := kpl.Record{PartitionKey: "k"}
+	var a ikpl.Aggregator
+	r := ikpl.Record{PartitionKey: "k"}
 	for a.SizeWith(r) <= 1<<20 {
 		a.Add(r)
 	}

@@ -19,12 +19,18 @@ type prefetchQueue struct {
 	maxBytes   int64
 
 	mu      sync.Mutex
-	batches []Batch
+	batches []queued
 	bytes   int64
 	err     error // why the producer stopped; reported once the queue is drained
 
 	ready chan struct{} // a batch or err became available
 	space chan struct{} // a batch was taken
+}
+
+// queued is a batch in the queue with the bytes of its record data.
+type queued struct {
+	b    Batch
+	size int64
 }
 
 func newPrefetchQueue(maxBatches int, maxBytes int64) *prefetchQueue {
@@ -52,15 +58,15 @@ func (q *prefetchQueue) push(ctx context.Context, b Batch) error {
 	size := batchBytes(b)
 	for {
 		q.mu.Lock()
-		if n := len(q.batches); n > 0 && isIdle(b) && isIdle(q.batches[n-1]) {
-			tail := &q.batches[n-1]
+		if n := len(q.batches); n > 0 && isIdle(b) && isIdle(q.batches[n-1].b) {
+			tail := &q.batches[n-1].b
 			tail.MillisBehindLatest = b.MillisBehindLatest
 			tail.Gap = tail.Gap || b.Gap
 			q.mu.Unlock()
 			return nil
 		}
 		if len(q.batches) == 0 || (len(q.batches) < q.maxBatches && q.bytes+size <= q.maxBytes) {
-			q.batches = append(q.batches, b)
+			q.batches = append(q.batches, queued{b, size})
 			q.bytes += size
 			q.mu.Unlock()
 			signal(q.ready)
@@ -93,17 +99,17 @@ func (q *prefetchQueue) pop(ctx context.Context, stop <-chan struct{}) (Batch, e
 	for {
 		q.mu.Lock()
 		if len(q.batches) > 0 {
-			b := q.batches[0]
-			q.batches[0] = Batch{} // let the records be collected
+			e := q.batches[0]
+			q.batches[0] = queued{} // let the records be collected
 			q.batches = q.batches[1:]
-			q.bytes -= batchBytes(b)
+			q.bytes -= e.size
 			more := len(q.batches) > 0
 			q.mu.Unlock()
 			signal(q.space)
 			if more {
 				signal(q.ready)
 			}
-			return b, nil
+			return e.b, nil
 		}
 		if err := q.err; err != nil {
 			q.mu.Unlock()

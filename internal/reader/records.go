@@ -98,21 +98,28 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 		return nil
 	}
 	var c RecordCounts
+	// Plain records are written in place, field by field, into zeroed
+	// slots: copying a whole kcl.Record costs a bulk write barrier per
+	// record while the GC runs, and this loop is on the reader's critical
+	// path. Slots past len(out) are never written before they are used.
 	out := make([]kcl.Record, 0, len(in))
-	for _, kr := range in {
-		base := kcl.Record{
-			Data:                        kr.Data,
-			PartitionKey:                aws.ToString(kr.PartitionKey),
-			SequenceNumber:              aws.ToString(kr.SequenceNumber),
-			ApproximateArrivalTimestamp: aws.ToTime(kr.ApproximateArrivalTimestamp),
-		}
+	for i := range in {
+		kr := &in[i]
 		if t.opts.DisableDeaggregation || !kpl.IsAggregated(kr.Data) {
-			if t.opts.Decoder != nil {
-				base = t.decode(ctx, base, &c)
+			if len(out) < cap(out) {
+				out = out[:len(out)+1]
+			} else { // aggregates grew the batch past one record each
+				out = append(out, kcl.Record{})
 			}
-			out = append(out, base)
+			r := &out[len(out)-1]
+			setBase(r, kr)
+			if t.opts.Decoder != nil {
+				*r = t.decode(ctx, *r, &c)
+			}
 			continue
 		}
+		var base kcl.Record
+		setBase(&base, kr)
 		users, err := kpl.Unmarshal(kr.Data)
 		if err != nil {
 			c.MalformedAggregates++
@@ -151,6 +158,21 @@ func (t *shardTransform) transform(ctx context.Context, in []types.Record) []kcl
 		t.opts.Counted(t.shardID, c)
 	}
 	return out
+}
+
+// setBase sets the fields of r that come from the Kinesis record kr; r's
+// other fields are left as they are.
+func setBase(r *kcl.Record, kr *types.Record) {
+	r.Data = kr.Data
+	if kr.PartitionKey != nil {
+		r.PartitionKey = *kr.PartitionKey
+	}
+	if kr.SequenceNumber != nil {
+		r.SequenceNumber = *kr.SequenceNumber
+	}
+	if kr.ApproximateArrivalTimestamp != nil {
+		r.ApproximateArrivalTimestamp = *kr.ApproximateArrivalTimestamp
+	}
 }
 
 // outOfRange finds the first user record whose hash key lies outside the
