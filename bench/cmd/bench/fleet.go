@@ -195,18 +195,41 @@ func (b *bench) coldStart(ctx context.Context, l lib) (float64, error) {
 	if l.defaults {
 		limit = 8 * time.Minute // the peer's first lease comes 30-90 s after start
 	}
+	first, err := r.firstFromEach(ctx, t0, limit, 100*time.Millisecond)
+	if err != nil {
+		return 0, err
+	}
+	return maxSince(first, t0).Seconds(), nil
+}
+
+// firstFromEach waits (at most limit, looking every interval) until every
+// shard has delivered a record since t0 and returns each one's first.
+func (r *run) firstFromEach(ctx context.Context, t0 time.Time, limit, interval time.Duration) (map[string]fleet.Event, error) {
 	var first map[string]fleet.Event
-	err = poll(ctx, limit, 100*time.Millisecond, "a record from every shard", func() (bool, error) {
+	err := poll(ctx, limit, interval, "a record from every shard", func() (bool, error) {
 		first = r.events().FirstDeliveries(r.shards, t0, "")
 		if len(first) < len(r.shards) {
 			return false, fmt.Errorf("%d of %d shards processed after %v", len(first), len(r.shards), time.Since(t0).Round(time.Second))
 		}
 		return true, nil
 	})
-	if err != nil {
-		return 0, err
+	return first, err
+}
+
+// mostShards returns the worker delivering the most shards (the first by
+// ID among equals) and the shards each worker delivers.
+func mostShards(owners map[string]string) (string, map[string][]string) {
+	held := map[string][]string{}
+	for shard, w := range owners {
+		held[w] = append(held[w], shard)
 	}
-	return maxSince(first, t0).Seconds(), nil
+	victim := ""
+	for _, w := range slices.Sorted(maps.Keys(held)) {
+		if victim == "" || len(held[w]) > len(held[victim]) {
+			victim = w
+		}
+	}
+	return victim, held
 }
 
 // failover: 3 workers share 8 shards under a steady producer; the one
@@ -226,16 +249,7 @@ func (b *bench) failover(ctx context.Context, l lib) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	held := map[string][]string{}
-	for shard, w := range owners {
-		held[w] = append(held[w], shard)
-	}
-	victim := ""
-	for _, w := range slices.Sorted(maps.Keys(held)) {
-		if victim == "" || len(held[w]) > len(held[victim]) {
-			victim = w
-		}
-	}
+	victim, held := mostShards(owners)
 	killedAt, err := r.f.Process(victim).Kill()
 	if err != nil {
 		return 0, err

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/shardline/shardline/internal/fleet"
@@ -45,14 +43,7 @@ func (b *bench) startAndRelease(ctx context.Context, l lib) (startAndRelease, er
 		return res, err
 	}
 	r.prod.Start(100*time.Millisecond, 8)
-	var first map[string]fleet.Event
-	err = poll(ctx, reactLimit, 50*time.Millisecond, "a record from every shard", func() (bool, error) {
-		first = r.events().FirstDeliveries(r.shards, t0, "")
-		if len(first) < len(r.shards) {
-			return false, fmt.Errorf("%d of %d shards processed after %v", len(first), len(r.shards), time.Since(t0).Round(time.Second))
-		}
-		return true, nil
-	})
+	first, err := r.firstFromEach(ctx, t0, reactLimit, 50*time.Millisecond)
 	if err != nil {
 		return res, err
 	}
@@ -68,16 +59,7 @@ func (b *bench) startAndRelease(ctx context.Context, l lib) (startAndRelease, er
 	if err != nil {
 		return res, err
 	}
-	held := map[string][]string{}
-	for shard, w := range owners {
-		held[w] = append(held[w], shard)
-	}
-	victim := ""
-	for _, w := range slices.Sorted(maps.Keys(held)) {
-		if victim == "" || len(held[w]) > len(held[victim]) {
-			victim = w
-		}
-	}
+	victim, held := mostShards(owners)
 	tctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	termAt, err := r.f.Process(victim).Terminate(tctx)
