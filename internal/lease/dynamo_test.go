@@ -218,21 +218,8 @@ func TestDynamoStoreItemFormat(t *testing.T) {
 		"pendingCheckpointState": "B", "ownerSwitchesSinceCheckpoint": "N", "parentShardId": "SS",
 		"childShardIds": "SS", "startingHashKey": "S", "endingHashKey": "S",
 	}
-	typeOf := func(v types.AttributeValue) string {
-		switch v.(type) {
-		case *types.AttributeValueMemberS:
-			return "S"
-		case *types.AttributeValueMemberN:
-			return "N"
-		case *types.AttributeValueMemberB:
-			return "B"
-		case *types.AttributeValueMemberSS:
-			return "SS"
-		}
-		return fmt.Sprintf("%T", v)
-	}
 	for attr, want := range wantTypes {
-		if got := typeOf(raw[attr]); got != want {
+		if got := lease.TypeName(raw[attr]); got != want {
 			t.Errorf("attribute %s has type %s, want %s", attr, got, want)
 		}
 	}
