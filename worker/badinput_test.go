@@ -1,7 +1,10 @@
 package worker_test
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"math/big"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/shardline/shardline/internal/checkpoint"
 	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/testenv"
 	"github.com/shardline/shardline/kcl"
@@ -220,5 +224,68 @@ func TestWorkerWithHandWrittenRows(t *testing.T) {
 	putItem(map[string]dtypes.AttributeValue{"leaseKey": s(mistyped), "checkpoint": s("TRIM_HORIZON"),
 		"leaseCounter": &dtypes.AttributeValueMemberN{Value: "5"}})
 	rec.waitFor(t, 60*time.Second, "every record once the row is repaired", func() bool { return rec.count() >= 60 })
+	checkOrder(t, rec.byShard, want)
+}
+
+// A processor cannot store a sequence number of another shard, even one
+// between its stored checkpoint and the last record it was given (before:
+// stored, and after a restart the shard could not be read from it).
+func TestCheckpointOfAnotherShardRefused(t *testing.T) {
+	kc := testenv.Kinesis(t)
+	stream := testenv.CreateStream(t, kc, 2)
+	want := put(t, kc, stream, 40, "c")
+	const shard0, shard1 = "shardId-000000000000", "shardId-000000000001"
+	if len(want[shard0]) < 2 || len(want[shard1]) == 0 {
+		t.Fatalf("records per shard %d/%d: need both shards", len(want[shard0]), len(want[shard1]))
+	}
+	// Shard 0's first sequence number with shard 1's number in it (bits 4
+	// and up): a sequence number of shard 1 between shard 0's first and
+	// last records, which the range rule alone accepts.
+	first0, _ := new(big.Int).SetString(want[shard0][0], 10)
+	foreign := kcl.NewSequence(new(big.Int).Add(first0, big.NewInt(1<<4)).String())
+	last0 := kcl.NewSequence(want[shard0][len(want[shard0])-1])
+	if foreign.Compare(last0) >= 0 {
+		t.Fatalf("made-up sequence number %s not before shard 0's last %s", foreign, last0)
+	}
+	if other, ok := checkpoint.OtherShard(shard0, foreign.SequenceNumber); !ok || other != shard1 {
+		t.Fatalf("%s does not read as a sequence number of %s: %q", foreign, shard1, other)
+	}
+	var mu sync.Mutex
+	var cpErr error
+	tried := make(chan struct{})
+	var once sync.Once
+	rec := newRecorder()
+	factory := func(id string) (kcl.RecordProcessor, error) {
+		inner, _ := rec.factory(id)
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			if id == shard0 && in.Records[len(in.Records)-1].Position().Compare(last0) == 0 {
+				once.Do(func() {
+					err := in.Checkpointer.CheckpointAt(ctx, foreign)
+					mu.Lock()
+					cpErr = err
+					mu.Unlock()
+					close(tried)
+				})
+			}
+			return inner.ProcessRecords(ctx, in)
+		}), nil
+	}
+	cfg := baseConfig(t, stream, testenv.UniqueName("app"), factory)
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, w)
+	select {
+	case <-tried:
+	case <-time.After(60 * time.Second):
+		t.Fatal("shard 0's last record never delivered")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !errors.Is(cpErr, kcl.ErrInvalidCheckpoint) {
+		t.Fatalf("checkpoint at shard 1's %s from shard 0: %v, want ErrInvalidCheckpoint", foreign, cpErr)
+	}
+	rec.waitFor(t, 60*time.Second, "every record", func() bool { return rec.count() >= 40 })
 	checkOrder(t, rec.byShard, want)
 }

@@ -346,7 +346,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	if !ok {
 		return out
 	}
-	defer func() { rd.Close() }() // the reader open at the end
+	defer func() { // the reader open at the end, if any
+		if rd != nil {
+			rd.Close()
+		}
+	}()
 	s.setReader(rd)
 	s.log.Info("shard started", "checkpoint", l.Checkpoint.String())
 	s.started = true

@@ -48,10 +48,14 @@ type Checkpointer struct {
 	last      kcl.ExtendedSequenceNumber
 	pending   kcl.ExtendedSequenceNumber
 	delivered kcl.ExtendedSequenceNumber
-	// shardNo is the shard number the delivered records' sequence numbers
-	// carry (see seqShard); noShardNumber until one is seen, or when their
-	// format does not carry one.
+	// shardNo is the number of the shard (from its ID; noShardNumber if
+	// the ID has another form). carries is set while the first and last
+	// record of every batch delivered carried it in their sequence numbers
+	// (see seqShard): only then are the sequence numbers of other shards
+	// told apart. Emulators and test fakes that make sequence numbers up
+	// turn it off at their first batch.
 	shardNo int64
+	carries bool
 }
 
 var _ kcl.Checkpointer = (*Checkpointer)(nil)
@@ -59,7 +63,8 @@ var _ kcl.Checkpointer = (*Checkpointer)(nil)
 // New returns the checkpointer of shardID whose stored checkpoint is last
 // (a sentinel when the shard was never checkpointed).
 func New(shardID string, w Writer, last kcl.ExtendedSequenceNumber) *Checkpointer {
-	return &Checkpointer{shardID: shardID, w: w, last: last, shardNo: noShardNumber}
+	n := shardNumber(shardID)
+	return &Checkpointer{shardID: shardID, w: w, last: last, shardNo: n, carries: n != noShardNumber}
 }
 
 // SetDelivered records that every record up to pos has been handed to the
@@ -68,11 +73,25 @@ func New(shardID string, w Writer, last kcl.ExtendedSequenceNumber) *Checkpointe
 func (c *Checkpointer) SetDelivered(pos kcl.ExtendedSequenceNumber) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.setDeliveredLocked(pos)
+}
+
+// SetDeliveredBatch is SetDelivered(last) for a batch of records from
+// first to last; knowing where the batch begins lets the checkpointer
+// refuse sequence numbers of other shards (see CheckpointAt).
+func (c *Checkpointer) SetDeliveredBatch(first, last kcl.ExtendedSequenceNumber) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.carries = c.carries && seqShard(first.SequenceNumber) == c.shardNo
+	c.setDeliveredLocked(last)
+}
+
+func (c *Checkpointer) setDeliveredLocked(pos kcl.ExtendedSequenceNumber) {
+	if !pos.IsSentinel() {
+		c.carries = c.carries && seqShard(pos.SequenceNumber) == c.shardNo
+	}
 	if c.delivered.IsZero() || pos.Compare(c.delivered) > 0 {
 		c.delivered = pos
-		if !pos.IsSentinel() {
-			c.shardNo = seqShard(pos.SequenceNumber)
-		}
 	}
 }
 
@@ -101,7 +120,9 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) error {
 	return c.storeLocked(ctx, c.delivered)
 }
 
-// CheckpointAt stores pos after checking last <= pos <= delivered.
+// CheckpointAt stores pos after checking last <= pos <= delivered, and, when
+// the sequence numbers of the records delivered carry the shard's number
+// (as Kinesis' do, see OtherShard), that pos carries it too.
 func (c *Checkpointer) CheckpointAt(ctx context.Context, pos kcl.ExtendedSequenceNumber) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -154,7 +175,8 @@ func (c *Checkpointer) checkLocked(pos kcl.ExtendedSequenceNumber) error {
 	// Within that range, the sequence numbers of other shards (and made-up
 	// ones) are refused where the format tells: records of one shard carry
 	// its number.
-	if !pos.IsShardEnd() && c.shardNo != noShardNumber && seqShard(pos.SequenceNumber) != c.shardNo {
+	if c.carries && !pos.IsShardEnd() && pos.Compare(c.last) != 0 &&
+		seqShard(pos.SequenceNumber) != c.shardNo {
 		return c.wrap("checkpoint", fmt.Errorf("%w: %s is not a sequence number of this shard", kcl.ErrInvalidCheckpoint, pos))
 	}
 	return nil

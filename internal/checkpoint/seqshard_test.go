@@ -1,6 +1,7 @@
 package checkpoint_test
 
 import (
+	"fmt"
 	"math/big"
 	"testing"
 
@@ -47,6 +48,27 @@ func TestCheckpointRefusesOtherShards(t *testing.T) {
 	}
 	if got := c.Last(); got != kinesisSeq(7, 100) {
 		t.Errorf("last %s, want the last delivered", got)
+	}
+}
+
+// Sequence numbers made up by emulators and test fakes (a counter) do not
+// carry the shard's number: the check stays off, and every delivered record
+// can be checkpointed.
+func TestCheckpointMadeUpSequenceNumbers(t *testing.T) {
+	fake := func(n int) kcl.ExtendedSequenceNumber { return kcl.NewSequence(fmt.Sprintf("4959%052d", n)) }
+	c := checkpoint.New(shardID, &fakeWriter{}, kcl.TrimHorizon)
+	c.SetDeliveredBatch(fake(100), fake(140)) // both read as shard 6 or 8, not 7
+	for _, n := range []int{101, 120, 140} {
+		if err := c.CheckpointAt(t.Context(), fake(n)); err != nil {
+			t.Fatalf("checkpoint at delivered record %d: %v", n, err)
+		}
+	}
+	// A batch of real-looking numbers of this shard that begins with one of
+	// another shard turns the check off too.
+	c = checkpoint.New(shardID, &fakeWriter{}, kcl.TrimHorizon)
+	c.SetDeliveredBatch(kinesisSeq(3, 1), kinesisSeq(7, 9))
+	if err := c.CheckpointAt(t.Context(), kinesisSeq(3, 1)); err != nil {
+		t.Fatalf("checkpoint at the batch's first record: %v", err)
 	}
 }
 

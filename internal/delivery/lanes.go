@@ -134,7 +134,7 @@ func (l *Lanes) Dispatch(ctx context.Context, b shardproc.Batch) error {
 		lb.recs = append(lb.recs, r)
 		lb.idx = append(lb.idx, i)
 	}
-	l.m.Checkpointer().SetDelivered(all[len(all)-1].Position())
+	l.m.Checkpointer().SetDeliveredBatch(all[0].Position(), all[len(all)-1].Position())
 	for id, lb := range split {
 		st := l.slots[id]
 		if st == nil {

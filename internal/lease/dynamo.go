@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -849,17 +848,13 @@ func typeName(v types.AttributeValue) string {
 // hand may hold anything, and the error ends up in logs.
 const maxValueInError = 64
 
-// clipValue returns s, cut to maxValueInError bytes (on a rune boundary)
-// with the number of bytes cut when longer.
+// clipValue returns s, cut to maxValueInError characters with its length
+// when longer.
 func clipValue(s string) string {
 	if len(s) <= maxValueInError {
 		return s
 	}
-	cut := maxValueInError
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s...[%d bytes cut]", s[:cut], len(s)-cut)
+	return fmt.Sprintf("%.*s...[%d bytes in all]", maxValueInError, s, len(s))
 }
 
 // badValue records that attribute attr holds v, which is not want.

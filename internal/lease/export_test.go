@@ -4,3 +4,6 @@ package lease
 
 // SetScanPageSize makes s read Scan pages of at most n items.
 func SetScanPageSize(s *DynamoStore, n int32) { s.scanLimit = n }
+
+// TypeName names the DynamoDB type of an attribute value ("S", "N", ...).
+var TypeName = typeName

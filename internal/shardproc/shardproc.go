@@ -330,7 +330,10 @@ func (m *Machine) Deliver(ctx context.Context, b Batch) error {
 	if n := len(b.Records); n > 0 && (m.through.IsZero() || m.through.Compare(b.Records[n-1].Position()) < 0) {
 		m.through = b.Records[n-1].Position()
 	}
-	if !m.through.IsZero() {
+	switch {
+	case len(b.Records) > 0:
+		m.cp.SetDeliveredBatch(b.Records[0].Position(), m.through)
+	case !m.through.IsZero():
 		m.cp.SetDelivered(m.through)
 	}
 	m.batch = kcl.ProcessRecordsInput{ShardID: m.id, Records: b.Records, MillisBehindLatest: b.MillisBehindLatest, Checkpointer: m.cp}
