@@ -4,3 +4,12 @@ package lease
 
 // SetScanPageSize makes s read Scan pages of at most n items.
 func SetScanPageSize(s *DynamoStore, n int32) { s.scanLimit = n }
+
+// ResetMemoryTable empties s as if its table were deleted and created
+// again: no lease, no fleet row.
+func ResetMemoryTable(s *MemoryStore) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leases = map[string]Lease{}
+	s.fleet = Fleet{}
+}
