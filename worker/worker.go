@@ -115,6 +115,8 @@ func New(cfg Config) (*Worker, error) {
 		IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
 		PrefetchBatches:      cfg.PrefetchBatches,
 		PrefetchBytes:        int64(cfg.PrefetchBytes),
+		BackoffInitial:       cfg.RetryInitialInterval,
+		BackoffMax:           max(cfg.RetryInitialInterval, min(cfg.RetryMaxInterval, reader.DefaultBackoffMax)),
 		Logger:               cfg.Logger,
 		Observer:             w.hooks.fetchObserver(),
 		Records:              records,
