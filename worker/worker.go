@@ -12,7 +12,10 @@
 // batch in flight, calls ShutdownRequested with a working checkpointer,
 // checkpoints the last batch that was processed successfully, releases the
 // leases so that other workers take them at once, and joins every goroutine
-// before returning.
+// before returning. Near the bound the processors' contexts are cancelled;
+// at the bound, a processor or factory call that ignores its context is
+// abandoned (see [Worker.Shutdown]): its goroutine is the only one that may
+// outlive Run.
 //
 // # Concurrency
 //
@@ -164,8 +167,13 @@ func (w *Worker) HeldShards() []string {
 // Run consumes the stream until ctx ends or Shutdown is called, then stops
 // gracefully (see the package doc) and returns nil. It returns an error
 // without consuming anything when the stream or its endpoint cannot be
-// reached, and an error matching kcl.ErrStreamNotFound if the stream is
-// deleted while the worker runs. Run may be called once.
+// reached, an error matching kcl.ErrStreamNotFound if the stream is deleted
+// while the worker runs, an error matching kcl.ErrTableNotFound if the lease
+// table is deleted (or deleted and created again) while it runs (within a
+// heartbeat period and the hard stop), and an error matching
+// context.DeadlineExceeded naming the shards whose callbacks were still
+// running when a stop passed its bound (see Shutdown). Run may be called
+// once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
