@@ -59,6 +59,18 @@ func captureLogs(t *testing.T, cfg *worker.Config) *logBuffer {
 	return l
 }
 
+// oneShard is a worker "w1" on a one-shard fake stream holding 32 records
+// (produced: per shard), its processors recording into k, its logs
+// captured.
+func oneShard(t *testing.T) (produced map[string]int, k *keyLog, cfg worker.Config, logs *logBuffer) {
+	fs := newFakeStream("s", 1)
+	produced = fs.putKeys(8, 4)
+	k = newKeyLog()
+	cfg = fakeWorkerConfig(t, fs, lease.NewMemoryStore(), "w1", k)
+	logs = captureLogs(t, &cfg)
+	return produced, k, cfg, logs
+}
+
 // waitUntil advances the bubble's clock until cond holds, failing after d.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -77,11 +89,7 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 // logged once, and once the factory works every record is delivered.
 func TestFactoryFailuresBackOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		fs := newFakeStream("s", 1)
-		produced := fs.putKeys(8, 4)
-		k := newKeyLog()
-		cfg := fakeWorkerConfig(t, fs, lease.NewMemoryStore(), "w1", k)
-		logs := captureLogs(t, &cfg)
+		produced, k, cfg, logs := oneShard(t)
 		var mu sync.Mutex
 		var calls []time.Time
 		broken := true
@@ -147,11 +155,7 @@ func (h *panicHook) OnLease(worker.LeaseEvent)                   { panic("hook: 
 // backoff; a hook's panic is recovered and logged; nothing is lost.
 func TestPanickingFactoryAndHooksDoNotCrash(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		fs := newFakeStream("s", 1)
-		produced := fs.putKeys(8, 4)
-		k := newKeyLog()
-		cfg := fakeWorkerConfig(t, fs, lease.NewMemoryStore(), "w1", k)
-		logs := captureLogs(t, &cfg)
+		produced, k, cfg, logs := oneShard(t)
 		cfg.Hooks = []worker.Hook{&panicHook{}}
 		var mu sync.Mutex
 		calls := 0
