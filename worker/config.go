@@ -144,11 +144,16 @@ type Config struct {
 	FanOut *fanout.Options
 
 	// RetryInitialInterval is the first wait before a failed batch is
-	// delivered again. Default 200ms.
+	// delivered again, and the shortest wait of every retry of the worker:
+	// processor calls, the ProcessorFactory, opening a shard, stop duties,
+	// start-up steps and reads (throttled or failed Kinesis calls). Waits
+	// double from it, with up to a fifth more of jitter. Default 200ms.
 	RetryInitialInterval time.Duration
-	// RetryMaxInterval caps the wait between deliveries of a failing batch.
-	// Default 30s. A failing batch is retried until it succeeds, the lease is
-	// lost or the worker shuts down: records are never skipped.
+	// RetryMaxInterval caps the wait between deliveries of a failing batch
+	// (and between the other retries of a shard; reads back off to at most
+	// 10 s, start-up steps to at most 2 s). Default 30s. A failing batch is
+	// retried until it succeeds, the lease is lost or the worker shuts
+	// down: records are never skipped.
 	RetryMaxInterval time.Duration
 
 	// DisableDeaggregation delivers KPL aggregated records as they are, one

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -120,18 +119,13 @@ func (s *shardState) newDriver() *delivery.Driver {
 	})
 }
 
-// backoffWait waits before the next attempt after failures failures:
-// exponential from RetryInitialInterval to RetryMaxInterval, with jitter.
+// backoffWait waits before the next attempt after failures failures (see
+// Worker.retryDelay).
 func (s *shardState) backoffWait(ctx context.Context, failures int, cause error) error {
 	if err := s.h.Err(); err != nil {
 		return err
 	}
-	d := s.w.cfg.RetryInitialInterval
-	for i := 1; i < failures && d < s.w.cfg.RetryMaxInterval; i++ {
-		d = d * 3 / 2
-	}
-	d = min(d, s.w.cfg.RetryMaxInterval)
-	d = d/2 + rand.N(d/2+1)
+	d := s.w.retryDelay(failures)
 	s.log.Warn("retrying", "op", "process records", "attempt", failures, "backoff", d, shardproc.ErrAttr(cause))
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -17,13 +17,14 @@ import (
 // Throttling, 5xx answers, timeouts and connection errors (a refused
 // connection included) are retried with exponential backoff and jitter: a
 // fleet starting at once is throttled by the control-plane limits, and that
-// must not make Run fail. When ctx ends, the error is the last failure of
-// the step (which names the endpoint for a connection error), not the
-// cancellation of the attempt in flight.
+// must not make Run fail. Waits start at RetryInitialInterval and never go
+// below it. When ctx ends, the error is the last failure of the step (which
+// names the endpoint for a connection error), not the cancellation of the
+// attempt in flight.
 func (w *Worker) retryStartup(ctx context.Context, what string, step func() error) error {
 	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(100*time.Millisecond),
-		backoff.WithMaxInterval(2*time.Second),
+		backoff.WithInitialInterval(w.cfg.RetryInitialInterval),
+		backoff.WithMaxInterval(max(2*time.Second, w.cfg.RetryInitialInterval)),
 		backoff.WithMaxElapsedTime(0),
 	)
 	var last error
@@ -42,7 +43,7 @@ func (w *Worker) retryStartup(ctx context.Context, what string, step func() erro
 			return err
 		}
 		last = err
-		d := bo.NextBackOff()
+		d := max(bo.NextBackOff(), w.cfg.RetryInitialInterval)
 		w.log.Warn("start-up step failed; retrying", "step", what, "attempt", attempt, "backoff", d, "err", err)
 		if awsx.Sleep(ctx, d) != nil {
 			return fmt.Errorf("%w (gave up at start-up after %d attempts: %w)", last, attempt, ctx.Err())

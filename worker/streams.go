@@ -105,6 +105,8 @@ func (w *Worker) newStream(ref awsx.Stream, id, name string, initial kcl.Initial
 		IdleTimeBetweenReads: cfg.IdleTimeBetweenReads,
 		PrefetchBatches:      cfg.PrefetchBatches,
 		PrefetchBytes:        int64(cfg.PrefetchBytes),
+		BackoffInitial:       cfg.RetryInitialInterval,
+		BackoffMax:           max(cfg.RetryInitialInterval, min(cfg.RetryMaxInterval, reader.DefaultBackoffMax)),
 		Logger:               cfg.Logger,
 		Observer:             w.hooks.fetchObserver(),
 		Records: reader.RecordOptions{

@@ -13,7 +13,10 @@
 // checkpoints the last batch that was processed successfully, hands each
 // lease to the live worker the fleet-wide plan names (which holds it from its
 // next heartbeat on, without a taking round; with no other live worker the
-// lease is released), and joins every goroutine before returning.
+// lease is released), and joins every goroutine before returning. Near the
+// bound the processors' contexts are cancelled; at the bound, a processor or
+// factory call that ignores its context is abandoned (see [Worker.Shutdown]):
+// its goroutine is the only one that may outlive Run.
 //
 // # Concurrency
 //
@@ -140,7 +143,11 @@ func (w *Worker) HeldShards() []string {
 // deleted while the worker runs. A multi-stream worker fails at start only
 // when a configured stream cannot be described (a missing one is skipped
 // with a warning), and goes on without a stream deleted while it runs. Run
-// may be called once.
+// returns an error matching kcl.ErrTableNotFound if the lease table is
+// deleted (or deleted and created again) while it runs (within a heartbeat
+// period and the hard stop), and an error matching context.DeadlineExceeded
+// naming the shards whose callbacks were still running when a stop passed
+// its bound (see Shutdown). Run may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {

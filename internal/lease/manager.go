@@ -637,7 +637,7 @@ func (m *Manager) tableLost(err error) {
 // tableReset stops the manager's writes for good (the table it worked in
 // is gone, see OnTableLost) and loses every handle.
 func (m *Manager) tableReset(err error) {
-	m.log.Error("the lease table was created again under this worker; it takes and writes nothing more", "worker", m.cfg.WorkerID, "err", err)
+	m.log.Error("the lease table was created again under this worker; it takes and writes nothing more", "err", err)
 	m.mu.Lock()
 	m.reset = err
 	m.mu.Unlock()

@@ -448,7 +448,7 @@ func (r *shardReader) retry(ctx context.Context, op string, err error) error {
 	if !kind.Retryable() {
 		return r.fatal(op, err)
 	}
-	delay := r.bo.NextBackOff()
+	delay := r.nextDelay()
 	level := slog.LevelWarn
 	if kind == kindThrottled {
 		level = slog.LevelInfo // routine on a busy stream, or after a hand-over
@@ -456,6 +456,12 @@ func (r *shardReader) retry(ctx context.Context, op string, err error) error {
 	r.log.Log(ctx, level, "reader: "+op+" failed, retrying",
 		slog.String("kind", kind.String()), slog.Duration("backoff", delay), slog.Any("error", err))
 	return sleep(ctx, delay)
+}
+
+// nextDelay is the reader's next backoff: exponential with jitter, never
+// below BackoffInitial.
+func (r *shardReader) nextDelay() time.Duration {
+	return max(r.bo.NextBackOff(), r.opts.BackoffInitial)
 }
 
 // observe passes a read to the Observer, if any, unless the reader is

@@ -9,8 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/shardline/shardline/kcl"
 	ikpl "github.com/shardline/shardline/internal/kpl"
+	"github.com/shardline/shardline/kcl"
 )
 
 // emptyAggregate returns a KPL aggregate of up to 1 MiB holding as many

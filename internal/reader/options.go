@@ -97,7 +97,8 @@ type Options struct {
 	// larger than this is still accepted when nothing else is waiting.
 	PrefetchBytes int64
 	// BackoffInitial is the first delay before retrying after a throttled or
-	// failed call (default 100ms). Delays grow exponentially with jitter.
+	// failed call (default 100ms), and the shortest. Delays grow
+	// exponentially with jitter.
 	// With fan-out, whatever the backoff, subscribe calls for one shard are
 	// at least one second apart.
 	BackoffInitial time.Duration

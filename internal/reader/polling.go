@@ -101,7 +101,7 @@ func (p *pollFetcher) fetch(ctx context.Context) error {
 				r.log.InfoContext(ctx, "reader: shard iterator expired, getting a new one",
 					slog.String("from", r.position(types.ShardIteratorTypeAtSequenceNumber).String()))
 				if p.expiredInARow > 1 { // a fresh iterator expired: do not spin
-					if err := sleep(ctx, r.bo.NextBackOff()); err != nil {
+					if err := sleep(ctx, r.nextDelay()); err != nil {
 						return err
 					}
 				}

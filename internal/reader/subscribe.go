@@ -205,7 +205,7 @@ func (s *subscribeFetcher) fetch(ctx context.Context) error {
 			// Ended cleanly without a single event: not the five-minute end.
 			// Do not spin on a server that keeps doing that.
 			r.log.InfoContext(ctx, "reader: subscription ended without events; subscribing again")
-			if err := sleep(ctx, r.bo.NextBackOff()); err != nil {
+			if err := sleep(ctx, r.nextDelay()); err != nil {
 				return err
 			}
 		default:
@@ -309,7 +309,7 @@ func (s *subscribeFetcher) recover(ctx context.Context, op string, in *kinesis.S
 	if errors.Is(err, errNoEvent) {
 		r.log.WarnContext(ctx, "reader: no event within the event timeout: subscribing again",
 			slog.Duration("timeout", r.opts.EventTimeout), slog.String("after", r.resume))
-		return sleep(ctx, r.bo.NextBackOff())
+		return sleep(ctx, r.nextDelay())
 	}
 	switch classify(err) {
 	case kindTrimmed:
