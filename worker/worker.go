@@ -138,10 +138,10 @@ func (w *Worker) HeldShards() []string {
 // gracefully (see the package doc) and returns nil. It returns an error
 // without consuming anything when the stream or its endpoint cannot be
 // reached, and an error matching kcl.ErrStreamNotFound if the stream is
-// deleted while the worker runs. A multi-stream worker fails at start only
-// when a configured stream cannot be described (a missing one is skipped
-// with a warning), and goes on without a stream deleted while it runs. Run
-// may be called once.
+// deleted while the worker runs. A multi-stream worker fails at start when
+// StreamsFunc fails or a configured stream cannot be described (a missing
+// one is skipped with a warning), and goes on without a stream deleted
+// while it runs. Run may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
