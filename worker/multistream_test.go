@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -125,18 +124,7 @@ func (r *msRecorder) deliveredAny(stream string, seqs map[string][]string) int {
 // test after d.
 func (r *msRecorder) waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-r.changed:
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-	}
+	waitOn(t, r.changed, d, what, cond)
 }
 
 // produced collects what was put, by stream and shard.
@@ -187,19 +175,27 @@ func streamIdentifier(t *testing.T, kc *kinesis.Client, name string) string {
 }
 
 func msConfig(t *testing.T, app, id string) worker.Config {
-	return worker.Config{
-		ApplicationName:      app,
-		WorkerID:             id,
-		Kinesis:              testenv.Kinesis(t),
-		DynamoDB:             testenv.DynamoDB(t),
-		InitialPosition:      kcl.StartAtTrimHorizon(),
-		LeaseDuration:        3 * time.Second,
-		RenewInterval:        time.Second,
-		TakeInterval:         500 * time.Millisecond,
-		ShardSyncInterval:    time.Second,
-		IdleTimeBetweenReads: 100 * time.Millisecond,
-		RetryInitialInterval: 50 * time.Millisecond,
-		Logger:               slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	cfg := baseConfig(t, "", app, nil)
+	cfg.WorkerID = id
+	cfg.ShardSyncInterval = time.Second
+	return cfg
+}
+
+// consumeAll runs one worker of cfg until every record of want was
+// delivered, stops it gracefully and checks the order within each session.
+func (r *msRecorder) consumeAll(t *testing.T, cfg worker.Config, want produced) {
+	t.Helper()
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	r.waitUntil(t, 60*time.Second, "every record", func() bool { return r.missing(want) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.disorder) > 0 {
+		t.Fatalf("order violations: %v", r.disorder)
 	}
 }
 
@@ -227,18 +223,7 @@ func TestMultiStreamOneWorkerTwoStreams(t *testing.T) {
 		{Stream: a, ProcessorFactory: rec.factory("w1", a), InitialPosition: &trim},
 		{Stream: aws.ToString(arnOut.StreamDescriptionSummary.StreamARN), ProcessorFactory: rec.factory("w1", b), InitialPosition: &trim},
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := start(t, w)
-	rec.waitUntil(t, 60*time.Second, "200 records of two streams", func() bool { return rec.missing(want) == 0 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if len(rec.disorder) > 0 {
-		t.Fatalf("order violations: %v", rec.disorder)
-	}
+	rec.consumeAll(t, cfg, want)
 	ids := map[string]string{a: streamIdentifier(t, kc, a), b: streamIdentifier(t, kc, b)}
 	items := rawLeases(t, app)
 	if len(items) != 4 {
@@ -600,18 +585,7 @@ func TestMultiStreamFanOut(t *testing.T) {
 	cfg.Kinesis = kc
 	cfg.FanOut = &fanout.Options{}
 	cfg.Streams = []worker.StreamConfig{{Stream: a, ProcessorFactory: rec.factory("w1", a)}, {Stream: b, ProcessorFactory: rec.factory("w1", b)}}
-	w, err := worker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := start(t, w)
-	rec.waitUntil(t, 60*time.Second, "120 records through fan-out", func() bool { return rec.missing(want) == 0 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if len(rec.disorder) > 0 {
-		t.Fatalf("order violations: %v", rec.disorder)
-	}
+	rec.consumeAll(t, cfg, want)
 	for _, s := range []string{a, b} {
 		arn, err := awsx.Stream{Name: s}.ResolveARN(t.Context(), kc)
 		if err != nil {

@@ -145,9 +145,7 @@ func TestFactoryFailuresBackOff(t *testing.T) {
 // panicHook panics on every event it observes.
 type panicHook struct{}
 
-func (h *panicHook) OnBatchProcessed(worker.BatchProcessedEvent) { panic("hook: batch") }
-func (h *panicHook) OnShard(worker.ShardEvent)                   { panic("hook: shard") }
-func (h *panicHook) OnLease(worker.LeaseEvent)                   { panic("hook: lease") }
+func (h *panicHook) OnEvent(e worker.Event) { panic("hook: " + string(e.Kind)) }
 
 // Issue 19, item 9: a panicking ProcessorFactory crashed the process, and
 // so did a panicking hook. Now the factory's panic is a
@@ -178,8 +176,8 @@ func TestPanickingFactoryAndHooksDoNotCrash(t *testing.T) {
 		if n := logs.count("level=ERROR", "processor factory failed", "panic(string)", "stack="); n != 1 {
 			t.Errorf("%d ERROR lines about the factory's panic with its type and stack, want 1", n)
 		}
-		for _, kind := range []string{"batch", "shard", "lease"} {
-			if n := logs.count("level=ERROR", "a hook panicked", "event="+kind, "stack="); n != 1 {
+		for _, kind := range []worker.EventKind{worker.EventBatchProcessed, worker.EventShardStarted, worker.EventLeaseAcquired} {
+			if n := logs.count("level=ERROR", "a hook panicked", "event="+string(kind), "stack="); n != 1 {
 				t.Errorf("%d ERROR lines about the %s hook's panics, want 1 (the first; then once a minute)", n, kind)
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -155,11 +157,7 @@ func (w *Worker) streamFor(key string) *streamState {
 func (w *Worker) currentStreams() []*streamState {
 	w.smu.RLock()
 	defer w.smu.RUnlock()
-	out := make([]*streamState, 0, len(w.streams))
-	for _, st := range w.streams {
-		out = append(out, st)
-	}
-	return out
+	return slices.Collect(maps.Values(w.streams))
 }
 
 // wantsLease reports whether the lease manager may plan with and take a

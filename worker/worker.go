@@ -140,8 +140,8 @@ func (w *Worker) HeldShards() []string {
 // gracefully (see the package doc) and returns nil. It returns an error
 // without consuming anything when the stream or its endpoint cannot be
 // reached, and an error matching kcl.ErrStreamNotFound if the stream is
-// deleted while the worker runs. A multi-stream worker fails at start only
-// when a configured stream cannot be described (a missing one is skipped
+// deleted while the worker runs. A multi-stream worker fails at start when
+// StreamsFunc fails or a configured stream cannot be described (a missing one is skipped
 // with a warning), and goes on without a stream deleted while it runs. Run
 // returns an error matching kcl.ErrTableNotFound if the lease table is
 // deleted (or deleted and created again) while it runs (within a heartbeat

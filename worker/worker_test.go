@@ -72,13 +72,21 @@ func (r *recorder) count() int {
 // re-checks it, or fails the test after d.
 func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	waitOn(t, r.changed, d, what, cond)
+}
+
+// waitOn blocks until cond holds, a value on changed being the event that
+// re-checks it (it is also re-checked every 200ms), or fails the test
+// after d.
+func waitOn(t *testing.T, changed <-chan struct{}, d time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	tick := time.NewTicker(200 * time.Millisecond) // re-check also without events (e.g. lease changes)
 	defer tick.Stop()
 	for !cond() {
 		select {
-		case <-r.changed:
+		case <-changed:
 		case <-tick.C:
 		case <-deadline.C:
 			t.Fatalf("timed out after %v waiting for %s", d, what)

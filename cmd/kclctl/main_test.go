@@ -178,6 +178,19 @@ func useCredentials(t *testing.T, accessKey string) {
 	}
 }
 
+// ensureTable creates the lease table of store, deleted when the test ends.
+func ensureTable(t *testing.T, store *ilease.DynamoStore, name string) {
+	t.Helper()
+	if err := store.EnsureTable(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = testenv.DynamoDB(t).DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+	})
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	useCredentials(t, "")
@@ -189,14 +202,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.store = store
-	if err := store.EnsureTable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, _ = dc.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(f.app)})
-	})
+	ensureTable(t, store, f.app)
 	for i := range 5 {
 		for _, shard := range []string{"shardId-000000000000", "shardId-000000000001"} {
 			hk := "0"
@@ -477,14 +483,7 @@ func TestReplayMultiStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.EnsureTable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, _ = testenv.DynamoDB(t).DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(app)})
-	})
+	ensureTable(t, store, app)
 	for _, id := range []string{ours, other} {
 		for _, shard := range []string{"shardId-000000000000", "shardId-000000000001"} {
 			cp := kcl.NewSequence(f.seqs[shard][2])

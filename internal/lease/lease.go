@@ -46,7 +46,8 @@ import (
 
 // Lease is one shard's row in the lease table.
 type Lease struct {
-	// Key is the shard ID (attribute leaseKey).
+	// Key is the shard ID, or a multi-stream key
+	// ACCOUNT:STREAM:EPOCH:SHARD (attribute leaseKey; see SplitKey).
 	Key string
 	// Owner is the worker ID holding the lease; empty when nobody does.
 	Owner string
