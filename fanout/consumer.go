@@ -17,22 +17,16 @@ import (
 	"github.com/shardline/shardline/kcl"
 )
 
-// ConsumerAPI is the part of the Kinesis client that manages enhanced
-// fan-out consumers. A *kinesis.Client satisfies it.
-type ConsumerAPI interface {
+// FanOutAPI is the part of the Kinesis client that enhanced fan-out uses:
+// the consumer calls (which the functions of this package make),
+// SubscribeToShard, and DescribeStreamSummary to find the stream's ARN. A
+// *kinesis.Client satisfies it. It is separate from worker.KinesisAPI so
+// that clients (and fakes) used only for polling need not implement it.
+type FanOutAPI interface {
 	RegisterStreamConsumer(ctx context.Context, in *kinesis.RegisterStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.RegisterStreamConsumerOutput, error)
 	DescribeStreamConsumer(ctx context.Context, in *kinesis.DescribeStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamConsumerOutput, error)
 	ListStreamConsumers(ctx context.Context, in *kinesis.ListStreamConsumersInput, opts ...func(*kinesis.Options)) (*kinesis.ListStreamConsumersOutput, error)
 	DeregisterStreamConsumer(ctx context.Context, in *kinesis.DeregisterStreamConsumerInput, opts ...func(*kinesis.Options)) (*kinesis.DeregisterStreamConsumerOutput, error)
-}
-
-// FanOutAPI is the part of the Kinesis client that enhanced fan-out reading
-// uses: the consumer calls, SubscribeToShard, and DescribeStreamSummary to
-// find the stream's ARN. A *kinesis.Client satisfies it. It is separate from
-// worker.KinesisAPI so that clients (and fakes) used only for polling need not
-// implement it.
-type FanOutAPI interface {
-	ConsumerAPI
 	DescribeStreamSummary(ctx context.Context, in *kinesis.DescribeStreamSummaryInput, opts ...func(*kinesis.Options)) (*kinesis.DescribeStreamSummaryOutput, error)
 	SubscribeToShard(ctx context.Context, in *kinesis.SubscribeToShardInput, opts ...func(*kinesis.Options)) (*kinesis.SubscribeToShardOutput, error)
 }
@@ -90,7 +84,7 @@ func validateConsumerName(name string) error {
 // If the stream already has as many consumers as it may have, the error
 // matches ErrConsumerLimit and names the registered consumers. If the stream
 // does not exist, it matches kcl.ErrStreamNotFound.
-func RegisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+func RegisterConsumer(ctx context.Context, client FanOutAPI, streamARN, name string) (Consumer, error) {
 	if err := validateConsumerName(name); err != nil {
 		return Consumer{}, err
 	}
@@ -151,7 +145,7 @@ var errConsumerNotFound = errors.New("fanout: consumer not found")
 
 // describeConsumer returns the consumer named name on the stream. If there is
 // none (or no such stream), the error matches errConsumerNotFound.
-func describeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+func describeConsumer(ctx context.Context, client FanOutAPI, streamARN, name string) (Consumer, error) {
 	out, err := client.DescribeStreamConsumer(ctx, &kinesis.DescribeStreamConsumerInput{
 		StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
 	})
@@ -170,7 +164,7 @@ func describeConsumer(ctx context.Context, client ConsumerAPI, streamARN, name s
 }
 
 // register calls RegisterStreamConsumer once.
-func register(ctx context.Context, client ConsumerAPI, streamARN, name string) (Consumer, error) {
+func register(ctx context.Context, client FanOutAPI, streamARN, name string) (Consumer, error) {
 	out, err := client.RegisterStreamConsumer(ctx, &kinesis.RegisterStreamConsumerInput{
 		StreamARN: aws.String(streamARN), ConsumerName: aws.String(name),
 	})
@@ -191,7 +185,7 @@ func fromSDK(c types.Consumer) Consumer {
 // consumersInFlux lists the stream's consumers and reports whether one is
 // being created or deleted (a LimitExceededException is then about
 // concurrent changes, not the number of consumers), with their names.
-func consumersInFlux(ctx context.Context, client ConsumerAPI, streamARN string) (bool, []string, error) {
+func consumersInFlux(ctx context.Context, client FanOutAPI, streamARN string) (bool, []string, error) {
 	list, err := ListConsumers(ctx, client, streamARN)
 	if err != nil {
 		return false, nil, err
@@ -207,7 +201,7 @@ func consumersInFlux(ctx context.Context, client ConsumerAPI, streamARN string) 
 
 // ListConsumers returns every consumer registered on the stream, sorted by
 // name, following pagination.
-func ListConsumers(ctx context.Context, client ConsumerAPI, streamARN string) ([]Consumer, error) {
+func ListConsumers(ctx context.Context, client FanOutAPI, streamARN string) ([]Consumer, error) {
 	var all []Consumer
 	in := &kinesis.ListStreamConsumersInput{StreamARN: aws.String(streamARN)}
 	for {
@@ -235,7 +229,7 @@ func ListConsumers(ctx context.Context, client ConsumerAPI, streamARN string) ([
 // registered again at once). Subscriptions through it end. A consumer that
 // does not exist is not an error. Throttling and transient errors are
 // retried until ctx ends.
-func DeregisterConsumer(ctx context.Context, client ConsumerAPI, streamARN, name string) error {
+func DeregisterConsumer(ctx context.Context, client FanOutAPI, streamARN, name string) error {
 	if err := validateConsumerName(name); err != nil {
 		return err
 	}

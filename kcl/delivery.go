@@ -3,7 +3,6 @@ package kcl
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // PartialFailureError is what a processor returns when it handled the
@@ -45,8 +44,6 @@ type DeadLetter struct {
 	// Reason says which limit was reached: "max_attempts" or
 	// "max_record_age".
 	Reason string
-	// At is when the worker gave up on it.
-	At time.Time
 }
 
 // DeadLetterHandler takes the records a worker gives up on (to another

@@ -146,8 +146,8 @@ var arrivalBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Records returns plain (non-aggregated) records carrying the given
 // payloads, with increasing sequence numbers that continue those of the
-// previous call, and arrival times a millisecond apart from
-// 2026-01-01T00:00:00Z.
+// previous call (every shard numbers its records alike), and arrival times
+// a millisecond apart from 2026-01-01T00:00:00Z.
 func (s *Shard) Records(data ...string) []kcl.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,16 +157,17 @@ func (s *Shard) Records(data ...string) []kcl.Record {
 		out[i] = kcl.Record{
 			Data:                        []byte(d),
 			PartitionKey:                fmt.Sprintf("pk-%d", s.nextSeq),
-			SequenceNumber:              SequenceNumber(s.nextSeq),
+			SequenceNumber:              sequenceNumber(s.nextSeq),
 			ApproximateArrivalTimestamp: arrivalBase.Add(time.Duration(s.nextSeq-1) * time.Millisecond),
 		}
 	}
 	return out
 }
 
-// SequenceNumber returns the n-th sequence number [Shard.Records] hands out
-// (from 1): a 56-digit decimal like those of Kinesis.
-func SequenceNumber(n int64) string {
+// sequenceNumber returns the n-th sequence number [Shard.Records] hands out
+// (from 1): a 56-digit decimal like those of Kinesis. Every shard numbers
+// its records alike.
+func sequenceNumber(n int64) string {
 	return fmt.Sprintf("4959%052d", n)
 }
 
@@ -384,14 +385,6 @@ func (s *Shard) Checkpoint() kcl.ExtendedSequenceNumber {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stored.Checkpoint
-}
-
-// Pending returns the stored pending (prepared, uncommitted) checkpoint and
-// its state; a zero position when there is none.
-func (s *Shard) Pending() (kcl.ExtendedSequenceNumber, []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stored.Pending, slices.Clone(s.stored.PendingState)
 }
 
 // Writes returns every successful checkpoint write in order: plain

@@ -68,11 +68,8 @@ type Config struct {
 	Client KinesisAPI
 
 	// MaxBatchRecords caps the records of one PutRecords call (1 to 500,
-	// default 500).
+	// default 500); a call also carries at most 5 MiB.
 	MaxBatchRecords int
-	// MaxBatchBytes caps the data and partition keys of one PutRecords call
-	// (up to 5 MiB, the default).
-	MaxBatchBytes int
 	// Linger is how long a record may wait for others to fill a batch
 	// (default 100ms). A full batch is sent at once; a negative Linger sends
 	// whatever is buffered as soon as a request slot is free.
@@ -125,9 +122,6 @@ func (c *Config) setDefaults() {
 	if c.MaxBatchRecords == 0 {
 		c.MaxBatchRecords = maxBatchRecordsLimit
 	}
-	if c.MaxBatchBytes == 0 {
-		c.MaxBatchBytes = maxBatchBytesLimit
-	}
 	if c.Linger == 0 {
 		c.Linger = defaultLinger
 	}
@@ -171,9 +165,6 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBatchRecords < 1 || c.MaxBatchRecords > maxBatchRecordsLimit {
 		bad("MaxBatchRecords %d is outside 1..%d", c.MaxBatchRecords, maxBatchRecordsLimit)
-	}
-	if c.MaxBatchBytes < maxRecordSize || c.MaxBatchBytes > maxBatchBytesLimit {
-		bad("MaxBatchBytes %d is outside %d..%d (one record can take 1 MiB)", c.MaxBatchBytes, maxRecordSize, maxBatchBytesLimit)
 	}
 	if c.MaxInFlight < 1 {
 		bad("MaxInFlight %d is below 1", c.MaxInFlight)

@@ -34,7 +34,7 @@ type deadLetterJSON struct {
 func (p *Producer) HandleDeadLetter(ctx context.Context, d kcl.DeadLetter) error {
 	j := deadLetterJSON{ShardID: d.ShardID, SequenceNumber: d.Record.SequenceNumber,
 		SubSequenceNumber: d.Record.SubSequenceNumber, PartitionKey: d.Record.PartitionKey, Data: d.Record.Data,
-		Arrival: d.Record.ApproximateArrivalTimestamp, Attempts: d.Attempts, Reason: d.Reason, At: d.At}
+		Arrival: d.Record.ApproximateArrivalTimestamp, Attempts: d.Attempts, Reason: d.Reason, At: time.Now()}
 	if d.Err != nil {
 		j.Error = d.Err.Error()
 	}

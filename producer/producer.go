@@ -258,7 +258,7 @@ func (p *Producer) put(ctx context.Context, pk, ehk string, data []byte) (*Resul
 		p.lingerSince = time.Now()
 	}
 	p.enqueue(rec, m)
-	full := p.queued >= p.cfg.MaxBatchRecords || p.queuedBytes >= p.cfg.MaxBatchBytes
+	full := p.queued >= p.cfg.MaxBatchRecords || p.queuedBytes >= maxBatchBytesLimit
 	p.mu.Unlock()
 	if wasIdle || full || p.cfg.Linger < 0 {
 		p.signal()
@@ -369,7 +369,7 @@ func (p *Producer) cut() []*entry {
 	if !p.cfg.KeepOrder {
 		for p.fifo.len() > 0 && len(batch) < p.cfg.MaxBatchRecords {
 			e := p.fifo.peek()
-			if bytes+e.size > p.cfg.MaxBatchBytes {
+			if bytes+e.size > maxBatchBytesLimit {
 				break
 			}
 			p.fifo.pop()
@@ -383,7 +383,7 @@ func (p *Producer) cut() []*entry {
 			u := p.ready[i]
 			q := p.units[u]
 			e := q.peek()
-			if bytes+e.size > p.cfg.MaxBatchBytes {
+			if bytes+e.size > maxBatchBytesLimit {
 				skipped = append(skipped, u)
 				continue
 			}
@@ -434,7 +434,7 @@ func (p *Producer) dispatch() {
 			}
 		}
 		for p.inFlight < p.cfg.MaxInFlight && p.queued > 0 &&
-			(due || p.queued >= p.cfg.MaxBatchRecords || p.queuedBytes >= p.cfg.MaxBatchBytes) {
+			(due || p.queued >= p.cfg.MaxBatchRecords || p.queuedBytes >= maxBatchBytesLimit) {
 			batch := p.cut()
 			if len(batch) == 0 {
 				break // KeepOrder: every unit with entries has one in flight

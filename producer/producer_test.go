@@ -74,7 +74,6 @@ func TestNewValidates(t *testing.T) {
 		{StreamName: "s"},
 		{StreamName: "s", Client: f, StreamARN: "nope"},
 		{StreamName: "s", Client: f, MaxBatchRecords: 501},
-		{StreamName: "s", Client: f, MaxBatchBytes: 6 << 20},
 		{StreamName: "s", Client: f, MaxInFlight: -1},
 		{StreamName: "s", Client: f, AggregationMaxBytes: 2 << 20},
 	} {

@@ -51,3 +51,18 @@ func Example() {
 		slog.Error("worker stopped", "err", err)
 	}
 }
+
+// A hook of one's own: every event goes to OnEvent; Kind says which fields
+// are set.
+func ExampleHookFunc() {
+	var cfg worker.Config // the rest as in the package example
+	lost := worker.HookFunc(func(e worker.Event) {
+		switch e.Kind {
+		case worker.EventLeaseLost:
+			slog.Warn("lease lost", "shard", e.ShardID, "cause", e.Reason, "err", e.Err)
+		case worker.EventShardStopped:
+			slog.Info("shard stopped", "shard", e.ShardID, "reason", e.Reason)
+		}
+	})
+	cfg.Hooks = append(cfg.Hooks, lost)
+}

@@ -365,7 +365,7 @@ func (d *Driver) exhausted(failures int, r kcl.Record) string {
 // deadLetter hands recs to the handler, one by one, each until accepted.
 func (d *Driver) deadLetter(ctx context.Context, recs []kcl.Record, attempts int, cause error, reason string) error {
 	for _, r := range recs {
-		dl := kcl.DeadLetter{ShardID: d.env.ShardID, Record: r, Attempts: attempts, Err: cause, Reason: reason, At: d.env.Now()}
+		dl := kcl.DeadLetter{ShardID: d.env.ShardID, Record: r, Attempts: attempts, Err: cause, Reason: reason}
 		for tries := 1; ; tries++ {
 			err := shardproc.Recover(func() error { return d.p.DeadLetters.HandleDeadLetter(ctx, dl) })
 			if err == nil {
