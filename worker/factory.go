@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -88,4 +87,3 @@ func (s *shardState) callFactory() (kcl.RecordProcessor, error) {
 func failureKind(err error) string {
 	return shardproc.ErrorType(err) + ": " + shardproc.Truncate(err.Error(), shardproc.MaxLoggedErrBytes)
 }
-

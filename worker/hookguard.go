@@ -2,13 +2,11 @@ package worker
 
 import (
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shardline/shardline/internal/shardproc"
-	"github.com/shardline/shardline/kcl"
 )
 
 // hookPanicLogEvery is how often, at most, the panics of hooks of one kind
