@@ -127,7 +127,7 @@ func TestTakeOverFromJavaKCL(t *testing.T) {
 	for _, v := range javakcl.Versions {
 		t.Run(v.String(), func(t *testing.T) {
 			f, leases, want := javaTable(t, v, false)
-			checkTakeOver(t, f, leases, want)
+			checkTakeOver(t, f, false, leases, want)
 		})
 	}
 }
@@ -175,14 +175,18 @@ func javaTable(t *testing.T, v javakcl.Version, multiStream bool) (*replayFleet,
 	return f, leases, want
 }
 
-// checkTakeOver runs a Shardline worker on f's table and checks what it
+// checkTakeOver runs a Shardline worker on f's table (a multi-stream
+// worker consuming f's stream when multiStream is set) and checks what it
 // delivers against want (shard -> sequence numbers after the checkpoint).
-func checkTakeOver(t *testing.T, f *replayFleet, leases []javakcl.Lease, want map[string][]string) {
+func checkTakeOver(t *testing.T, f *replayFleet, multiStream bool, leases []javakcl.Lease, want map[string][]string) {
 	t.Helper()
 	inits := &sync.Map{}
 	f.start(func(c *worker.Config) {
 		c.ProcessorFactory = func(string) (kcl.RecordProcessor, error) {
 			return &initProcessor{processor: processor{d: f.d, worker: "go-1"}, inits: inits}, nil
+		}
+		if multiStream {
+			c.StreamName, c.Streams = "", []worker.StreamConfig{{Stream: f.stream}}
 		}
 	}, "go-1")
 	total := 0
@@ -220,11 +224,6 @@ func checkTakeOver(t *testing.T, f *replayFleet, leases []javakcl.Lease, want ma
 	}
 }
 
-// startMultiStreamWorker starts a Shardline worker consuming the given
-// streams of one application (multi-stream mode, issue 15). It is nil
-// while this build has no multi-stream worker configuration.
-var startMultiStreamWorker func(t *testing.T, f *replayFleet, streams []string, factory func(stream, shard string) kcl.RecordProcessor)
-
 // TestTakeOverFromJavaKCLMultiStream: as TestTakeOverFromJavaKCL, for a
 // multi-stream application (lease keys account:stream:creationEpoch:shardId
 // with streamName and shardId attributes) of every Java format.
@@ -235,14 +234,7 @@ func TestTakeOverFromJavaKCLMultiStream(t *testing.T) {
 	for _, v := range javakcl.Versions {
 		t.Run(v.String(), func(t *testing.T) {
 			f, leases, want := javaTable(t, v, true)
-			if startMultiStreamWorker == nil {
-				t.Skip("this build has no multi-stream worker (issue 15's multi-stream keys and config): set startMultiStreamWorker once they land")
-			}
-			inits := &sync.Map{}
-			startMultiStreamWorker(t, f, []string{f.stream}, func(_, shard string) kcl.RecordProcessor {
-				return &initProcessor{processor: processor{d: f.d, worker: "go-1"}, inits: inits}
-			})
-			checkTakeOver(t, f, leases, want)
+			checkTakeOver(t, f, true, leases, want)
 		})
 	}
 }
