@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -53,7 +52,7 @@ func (s *shardState) newProcessor(ctx context.Context) (proc kcl.RecordProcessor
 		if kind := failureKind(err); kind != last {
 			last = kind
 			s.log.Error("processor factory failed; keeping the lease and calling it again with backoff",
-				shardproc.ErrAttr(err), stackAttr(err), "failures", failures, "backoff", d)
+				shardproc.ErrAttr(err), shardproc.StackAttr(err), "failures", failures, "backoff", d)
 		} else {
 			s.log.Debug("processor factory failed again", shardproc.ErrAttr(err), "failures", failures, "backoff", d)
 		}
@@ -87,15 +86,4 @@ func (s *shardState) callFactory() (kcl.RecordProcessor, error) {
 // its message as logged.
 func failureKind(err error) string {
 	return shardproc.ErrorType(err) + ": " + shardproc.Truncate(err.Error(), shardproc.MaxLoggedErrBytes)
-}
-
-// stackAttr is the "stack" attribute of a recovered panic (empty for other
-// errors: slog drops an empty group). A stack names functions and files,
-// never record data.
-func stackAttr(err error) slog.Attr {
-	var pe *kcl.ProcessorPanicError
-	if errors.As(err, &pe) {
-		return slog.String("stack", string(pe.Stack))
-	}
-	return slog.Group("stack")
 }

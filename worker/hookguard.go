@@ -2,13 +2,11 @@ package worker
 
 import (
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shardline/shardline/internal/shardproc"
-	"github.com/shardline/shardline/kcl"
 )
 
 // hookPanicLogEvery is how often, at most, the panics of hooks of one kind
@@ -27,31 +25,24 @@ type hookGuard struct {
 
 // call runs one hook call for an event of the given kind under the guard.
 func (g *hookGuard) call(kind string, fn func()) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
+	err := shardproc.Recover(func() error { fn(); return nil })
+	if err == nil {
+		return
+	}
+	n := g.panics.Add(1)
+	now := time.Now()
+	g.mu.Lock()
+	last, seen := g.logged[kind]
+	due := !seen || now.Sub(last) >= hookPanicLogEvery
+	if due {
+		if g.logged == nil {
+			g.logged = map[string]time.Time{}
 		}
-		n := g.panics.Add(1)
-		now := time.Now()
-		g.mu.Lock()
-		last, seen := g.logged[kind]
-		due := !seen || now.Sub(last) >= hookPanicLogEvery
-		if due {
-			if g.logged == nil {
-				g.logged = map[string]time.Time{}
-			}
-			g.logged[kind] = now
-		}
-		g.mu.Unlock()
-		if due && g.log != nil {
-			err := &kcl.ProcessorPanicError{Value: v, Stack: debug.Stack()}
-			g.log.Error("a hook panicked; the panic was recovered and the event skipped for that hook",
-				"event", kind, "hook_panics", n, shardproc.ErrAttr(err), "stack", string(err.Stack))
-		}
-	}()
-	fn()
+		g.logged[kind] = now
+	}
+	g.mu.Unlock()
+	if due && g.log != nil {
+		g.log.Error("a hook panicked; the panic was recovered and the event skipped for that hook",
+			"event", kind, "hook_panics", n, shardproc.ErrAttr(err), shardproc.StackAttr(err))
+	}
 }
-
-// Panics returns how many hook calls panicked.
-func (g *hookGuard) Panics() int64 { return g.panics.Load() }
