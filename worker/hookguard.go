@@ -46,6 +46,3 @@ func (g *hookGuard) call(kind string, fn func()) {
 			"event", kind, "hook_panics", n, shardproc.ErrAttr(err), shardproc.StackAttr(err))
 	}
 }
-
-// Panics returns how many hook calls panicked.
-func (g *hookGuard) Panics() int64 { return g.panics.Load() }

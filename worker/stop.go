@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,9 @@ type stopClock struct {
 	endT      *time.Timer // closes ended at end
 	ended     chan struct{}
 	endOnce   sync.Once
+	// hardDone is set when the hard stop began (the processors' contexts
+	// were cancelled before they finished).
+	hardDone atomic.Bool
 }
 
 // boundStopBy bounds the stop by deadline: the hard stop begins a fifth of
@@ -107,6 +111,7 @@ func later(a, b time.Time) time.Time {
 
 // cancelHard cancels every processor's context (the hard stop).
 func (w *Worker) cancelHard() {
+	w.stopc.hardDone.Store(true)
 	w.mu.Lock()
 	hc := w.hardCancel
 	w.mu.Unlock()

@@ -321,7 +321,8 @@ func (w *Worker) stop(hard bool) []string {
 // context, cannot be killed: its goroutine is abandoned, its lease is not
 // released (it expires), and Shutdown and Run return an error matching
 // context.DeadlineExceeded that names the shards. Otherwise Shutdown
-// returns ctx's error if it ended, else nil. Calling it before Run makes
+// returns ctx's error if it ended, an error matching
+// context.DeadlineExceeded if its deadline brought the hard stop, else nil. Calling it before Run makes
 // Run return kcl.ErrShutdown at once.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.shutOnce.Do(func() { close(w.shutdownCh) })
@@ -343,7 +344,13 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	if w.stuckErr != nil {
 		return w.stuckErr
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, bounded := ctx.Deadline(); bounded && w.stopc.hardDone.Load() {
+		return fmt.Errorf("shardline: %w: the graceful stop did not finish before the hard stop", context.DeadlineExceeded)
+	}
+	return nil
 }
 
 // tableLost stops the worker because the lease table is gone (deleted, or

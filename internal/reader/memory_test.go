@@ -47,7 +47,8 @@ func TestRecordsMemoryCountsEmptyRecords(t *testing.T) {
 // counted their data only: zero bytes). Now no batch has more than
 // MaxRecords records, and the live heap grows by about one aggregate's
 // records whatever the read returned: 6 aggregates in one read, measured
-// with runtime.MemStats after a GC every 25 batches, against a wide bound.
+// with runtime.MemStats after a GC every 25 batches, against a wide bound
+// (measured: 25 MiB; the old code held 157 MiB, in one batch).
 func TestAggregatesOfEmptyRecordsStayBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates hundreds of MiB on failure")
@@ -86,11 +87,12 @@ func TestAggregatesOfEmptyRecordsStayBounded(t *testing.T) {
 		}
 		batches++
 		if batches%25 == 1 {
-			// The live heap: what the reader holds, not garbage not yet
-			// collected.
+			// The live heap: the batch in hand and what the reader holds,
+			// not garbage not yet collected.
 			runtime.GC()
 			runtime.ReadMemStats(&ms)
 			peak = max(peak, ms.HeapAlloc)
+			runtime.KeepAlive(b.Records) // the batch in hand counts
 		}
 	}
 	if total != aggregates*per {
@@ -98,7 +100,7 @@ func TestAggregatesOfEmptyRecordsStayBounded(t *testing.T) {
 	}
 	grew := int64(peak) - int64(base)
 	t.Logf("%d aggregates of %d empty records: %d batches, heap grew by at most %d MiB", aggregates, per, batches, grew>>20)
-	if grew > 150<<20 {
-		t.Errorf("heap grew by %d MiB while reading %d aggregates, want well under 150 MiB", grew>>20, aggregates)
+	if grew > 100<<20 {
+		t.Errorf("heap grew by %d MiB while reading %d aggregates, want well under 100 MiB (one aggregate unpacks into some 36 MiB)", grew>>20, aggregates)
 	}
 }

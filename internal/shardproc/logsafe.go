@@ -1,9 +1,12 @@
 package shardproc
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"unicode/utf8"
+
+	"github.com/shardline/shardline/kcl"
 )
 
 // MaxLoggedErrBytes caps the message of an error in the logs. Errors from
@@ -20,6 +23,17 @@ func ErrAttr(err error) slog.Attr {
 		return slog.Group("err", "type", "nil")
 	}
 	return slog.Group("err", "type", ErrorType(err), "msg", Truncate(err.Error(), MaxLoggedErrBytes))
+}
+
+// StackAttr is the "stack" attribute of a recovered panic's log line (a
+// stack names functions and files, never record data); for other errors
+// an empty group, which slog drops.
+func StackAttr(err error) slog.Attr {
+	var pe *kcl.ProcessorPanicError
+	if errors.As(err, &pe) {
+		return slog.String("stack", string(pe.Stack))
+	}
+	return slog.Group("stack")
 }
 
 // Truncate cuts s to at most n bytes on a rune boundary and says how much
