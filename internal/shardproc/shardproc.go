@@ -34,7 +34,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -610,17 +609,6 @@ func Recover(fn func() error) (err error) {
 		}
 	}()
 	return fn()
-}
-
-// StackAttr is the "stack" attribute of a recovered panic (empty for other
-// errors: slog drops an empty group). A stack names functions and files,
-// never record data.
-func StackAttr(err error) slog.Attr {
-	var pe *kcl.ProcessorPanicError
-	if errors.As(err, &pe) {
-		return slog.String("stack", string(pe.Stack))
-	}
-	return slog.Group("stack")
 }
 
 // ErrorType names the type of an error from application code for the logs:
