@@ -184,17 +184,16 @@ func (s streamsStore) ListStale(ctx context.Context) ([]lease.Lease, error) {
 	return s.filter(s.Store.ListStale(ctx))
 }
 
+// filter keeps the wanted leases of a listing; err passes through (an
+// *lease.UnreadableError comes with the rows that could be read).
 func (s streamsStore) filter(all []lease.Lease, err error) ([]lease.Lease, error) {
-	if err != nil {
-		return nil, err
-	}
 	out := all[:0]
 	for _, l := range all {
 		if l.Owner == s.w.cfg.WorkerID || s.w.wantsLease(l.Key) {
 			out = append(out, l)
 		}
 	}
-	return out, nil
+	return out, err
 }
 
 // resolved is one configured stream as Kinesis describes it.
@@ -348,7 +347,8 @@ func (w *Worker) syncAll(ctx context.Context) error {
 	var all []lease.Lease
 	if len(streams) > 1 {
 		var err error
-		if all, err = w.store.List(ctx); err != nil {
+		var unreadable *lease.UnreadableError // named by the lease manager
+		if all, err = w.store.List(ctx); err != nil && !errors.As(err, &unreadable) {
 			return fmt.Errorf("shardline: list leases: %w", err)
 		}
 	}
