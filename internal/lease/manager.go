@@ -391,11 +391,24 @@ func (m *Manager) passPlanLocked(now time.Time) map[string]string {
 func (m *Manager) passTarget(key string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	to := m.passTo[key]
-	if o, ok := m.members[to]; to == "" || !ok || o.counter == Dead || m.fleet.Withdrawn[to] {
-		return ""
+	if to := m.passTo[key]; m.activeLocked(to) {
+		return to
 	}
-	return to
+	return ""
+}
+
+// active reports whether worker id is in the fleet row, neither fenced nor
+// withdrawn, as last seen.
+func (m *Manager) active(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.activeLocked(id)
+}
+
+// activeLocked is active with m.mu held.
+func (m *Manager) activeLocked(id string) bool {
+	o, ok := m.members[id]
+	return id != "" && ok && o.counter != Dead && !m.fleet.Withdrawn[id]
 }
 
 // Close stops both loops, waits for them, and removes this worker's entry

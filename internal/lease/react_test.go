@@ -69,13 +69,13 @@ func TestJoinerAsksAtFirstRound(t *testing.T) {
 		start := time.Now()
 		ms = append(ms, f.start("c", nil))
 		advance(takeInterval / 3)
-		fl, err := f.store.ReadFleet(t.Context())
+		ls, err := f.store.List(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		asked := 0
-		for _, to := range fl.Handoffs {
-			if to == "c" {
+		asked := 0 // asked for, or already handed over
+		for _, l := range ls {
+			if l.HandoffTo == "c" || l.Owner == "c" {
 				asked++
 			}
 		}
