@@ -516,10 +516,8 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 	for _, h := range hs {
 		h.rearm()
 	}
-	for _, key := range handed {
-		m.receive(ctx, key)
-	}
-	for _, key := range stale {
+	m.receiveAll(ctx, handed)
+	for _, key := range slices.Concat(handed, stale) {
 		_ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID)
 	}
 	if changed {
@@ -662,12 +660,28 @@ func (m *Manager) handedLocked() (handed, stale []string) {
 	return handed, stale
 }
 
+// receiveAll receives the leases of keys, a few at a time, and returns
+// once all are done; the caller clears their records.
+func (m *Manager) receiveAll(ctx context.Context, keys []string) {
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, key := range keys {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m.receive(ctx, key)
+		}()
+	}
+	wg.Wait()
+}
+
 // receive adopts a lease handed to this worker (see handedLocked): it reads
 // it and, if it still names this worker, holds it, acquired no later than
 // the read was sent. If a third worker already asked for it, it hands it on
-// at once instead (it has not processed anything). The record is cleared.
+// at once instead (it has not processed anything).
 func (m *Manager) receive(ctx context.Context, key string) {
-	defer func() { _ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID) }()
 	sent := m.now()
 	cur, err := m.store.Get(ctx, key)
 	if err != nil || cur.Owner != m.cfg.WorkerID || m.holds(key) || !sent.Before(m.deadline()) {
