@@ -663,15 +663,21 @@ func (m *Manager) handedLocked() (handed, stale []string) {
 // receiveAll receives the leases of keys, a few at a time, and returns
 // once all are done; the caller clears their records.
 func (m *Manager) receiveAll(ctx context.Context, keys []string) {
-	sem := make(chan struct{}, 8)
+	inParallel(len(keys), 8, func(i int) { m.receive(ctx, keys[i]) })
+}
+
+// inParallel calls fn(i) for every i in [0, n), at most limit at a time,
+// and returns once every call has.
+func inParallel(n, limit int, fn func(int)) {
+	sem := make(chan struct{}, limit)
 	var wg sync.WaitGroup
-	for _, key := range keys {
+	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			m.receive(ctx, key)
+			fn(i)
 		}()
 	}
 	wg.Wait()
@@ -757,18 +763,7 @@ func (m *Manager) renewLoads(ctx context.Context) {
 			hs = append(hs, h)
 		}
 	}
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for _, h := range hs {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			h.renew(ctx)
-		}()
-	}
-	wg.Wait()
+	inParallel(len(hs), 16, func(i int) { hs[i].renew(ctx) })
 }
 
 func (m *Manager) takeLoop(ctx context.Context) {
