@@ -59,13 +59,8 @@ func TestStartedTogetherDivideWithoutMoves(t *testing.T) {
 // owners' next heartbeats have shown them the requests.
 func TestJoinerAsksAtFirstRound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newTestFleet(t, 12)
+		f, ms := twoBalanced(t)
 		defer f.closeAll()
-		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil)}
-		advance(3 * takeInterval)
-		if got := counts(ms); !slices.Equal(got, []int{6, 6}) {
-			t.Fatalf("two managers hold %v, want 6/6", got)
-		}
 		start := time.Now()
 		ms = append(ms, f.start("c", nil))
 		advance(takeInterval / 3)
