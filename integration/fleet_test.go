@@ -146,8 +146,8 @@ func TestKilledWorkerShardsMoveWithinLeaseDuration(t *testing.T) {
 }
 
 // TestGracefulShutdownHandsOverWithoutDuplicates: SIGTERM to one of two
-// workers makes it checkpoint and release its leases; the other takes them
-// and re-delivers nothing.
+// workers makes it checkpoint and hand its leases to the other, which
+// re-delivers nothing.
 func TestGracefulShutdownHandsOverWithoutDuplicates(t *testing.T) {
 	// Checkpointing once a second: only the final checkpoint written on
 	// ShutdownRequested keeps the new owner from re-delivering records.

@@ -52,6 +52,60 @@ func (f *fleetLog) factory(workerID string) kcl.ProcessorFactory {
 	}
 }
 
+// startNamed creates and starts worker id on stream for app, delivering
+// to log; it returns the worker and its stop function (see start).
+func startNamed(t *testing.T, stream, app string, log *fleetLog, id string, hooks ...worker.Hook) (*worker.Worker, func() error) {
+	t.Helper()
+	cfg := baseConfig(t, stream, app, log.factory(id))
+	cfg.WorkerID = id
+	cfg.Hooks = hooks
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, start(t, w)
+}
+
+// checkOnce fails t for every record delivered twice and unless n distinct
+// records were delivered; it returns the duplicates.
+func (f *fleetLog) checkOnce(t *testing.T, n int) int {
+	t.Helper()
+	seen := map[string]delivery{}
+	dups := 0
+	for _, d := range f.snapshot() {
+		if prev, ok := seen[d.shard+"/"+d.seq]; ok {
+			dups++
+			t.Errorf("record %s/%s delivered twice (by %s, then %s)", d.shard, d.seq, prev.worker, d.worker)
+		}
+		seen[d.shard+"/"+d.seq] = d
+	}
+	if len(seen) != n {
+		t.Errorf("delivered %d distinct records, produced %d", len(seen), n)
+	}
+	return dups
+}
+
+// waiter returns a function that waits, checking at every delivery and
+// every 100 ms, until cond holds; it fails t once limit has passed since
+// waiter was called.
+func (f *fleetLog) waiter(t *testing.T, limit time.Duration) func(what string, cond func() bool) {
+	deadline := time.Now().Add(limit)
+	return func(what string, cond func() bool) {
+		t.Helper()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			select {
+			case <-f.ch:
+			case <-tick.C:
+			}
+		}
+	}
+}
+
 func (f *fleetLog) snapshot() []delivery {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -100,41 +154,15 @@ func TestPlannedHandoffHasNoDuplicates(t *testing.T) {
 	app := testenv.UniqueName("app")
 	log := &fleetLog{ch: make(chan struct{}, 1)}
 
-	cfgA := baseConfig(t, stream, app, log.factory("A"))
-	cfgA.WorkerID = "A"
-	a, err := worker.New(cfgA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopA := start(t, a)
+	a, stopA := startNamed(t, stream, app, log, "A")
 
 	pctx, stopProducer := context.WithCancel(context.Background())
 	produced := produce(pctx, t, kc, stream, 25*time.Millisecond)
-	deadline := time.Now().Add(30 * time.Second)
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			select {
-			case <-log.ch:
-			case <-tick.C:
-			}
-		}
-	}
+	waitUntil := log.waiter(t, 30*time.Second)
 	waitUntil("A to hold 4 shards", func() bool { return len(a.HeldShards()) == 4 })
 
 	joined := time.Now()
-	cfgB := baseConfig(t, stream, app, log.factory("B"))
-	cfgB.WorkerID = "B"
-	b, err := worker.New(cfgB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopB := start(t, b)
+	b, stopB := startNamed(t, stream, app, log, "B")
 	waitUntil("a 2/2 split", func() bool { return len(a.HeldShards()) == 2 && len(b.HeldShards()) == 2 })
 	// Let both process a little after the move.
 	settled := len(log.snapshot())
@@ -150,18 +178,7 @@ func TestPlannedHandoffHasNoDuplicates(t *testing.T) {
 	}
 
 	all := log.snapshot()
-	seen := map[string]delivery{}
-	dups := 0
-	for _, d := range all {
-		if prev, ok := seen[d.shard+"/"+d.seq]; ok {
-			dups++
-			t.Errorf("record %s/%s delivered twice (by %s, then %s)", d.shard, d.seq, prev.worker, d.worker)
-		}
-		seen[d.shard+"/"+d.seq] = d
-	}
-	if len(seen) != n {
-		t.Errorf("delivered %d distinct records, produced %d", len(seen), n)
-	}
+	dups := log.checkOnce(t, n)
 	// Idle time of each moved shard: from A's last delivery to B's first.
 	var idle []time.Duration
 	shards := map[string]bool{}
@@ -276,39 +293,12 @@ func TestGracefulStopHandsShardsToSurvivor(t *testing.T) {
 	log := &fleetLog{ch: make(chan struct{}, 1)}
 	leasesB := &leaseLog{}
 
-	cfgA := baseConfig(t, stream, app, log.factory("A"))
-	cfgA.WorkerID = "A"
-	a, err := worker.New(cfgA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopA := start(t, a)
-	cfgB := baseConfig(t, stream, app, log.factory("B"))
-	cfgB.WorkerID = "B"
-	cfgB.Hooks = []worker.Hook{leasesB}
-	b, err := worker.New(cfgB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopB := start(t, b)
+	a, stopA := startNamed(t, stream, app, log, "A")
+	b, stopB := startNamed(t, stream, app, log, "B", leasesB)
 
 	pctx, stopProducer := context.WithCancel(context.Background())
 	produced := produce(pctx, t, kc, stream, 25*time.Millisecond)
-	deadline := time.Now().Add(60 * time.Second)
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			select {
-			case <-log.ch:
-			case <-tick.C:
-			}
-		}
-	}
+	waitUntil := log.waiter(t, 60*time.Second)
 	waitUntil("a 2/2 split", func() bool { return len(a.HeldShards()) == 2 && len(b.HeldShards()) == 2 })
 	handed := a.HeldShards()
 	settled := len(log.snapshot())
@@ -332,14 +322,5 @@ func TestGracefulStopHandsShardsToSurvivor(t *testing.T) {
 	if err := stopB(); err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]delivery{}
-	for _, d := range log.snapshot() {
-		if prev, ok := seen[d.shard+"/"+d.seq]; ok {
-			t.Errorf("record %s/%s delivered twice (by %s, then %s)", d.shard, d.seq, prev.worker, d.worker)
-		}
-		seen[d.shard+"/"+d.seq] = d
-	}
-	if len(seen) != n {
-		t.Errorf("delivered %d distinct records, produced %d", len(seen), n)
-	}
+	log.checkOnce(t, n)
 }

@@ -518,14 +518,14 @@ func (h *Handle) HandOver(ctx context.Context) error {
 }
 
 // Pass gives the lease up on a graceful stop (after StopTaking): to the
-// worker that asked for it, if one did; else to the live worker that the
+// worker that asked for it, if one did and is still active; else to the live worker that the
 // fleet-wide plan gives it once this worker is gone, by a write conditional
 // on this worker's ownership and counter, as a hand-over is, which the new
 // owner learns of at its next heartbeat (it needs no taking round); else,
 // with no such worker, it releases the lease. Checkpoint first. The handle is
 // lost afterwards (with ErrReleased).
 func (h *Handle) Pass(ctx context.Context) error {
-	if h.Lease().HandoffTo != "" {
+	if to := h.Lease().HandoffTo; to != "" && h.m.active(to) {
 		return h.HandOver(ctx)
 	}
 	to := h.m.passTarget(h.key)

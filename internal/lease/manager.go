@@ -411,11 +411,24 @@ func (m *Manager) passPlanLocked(now time.Time) map[string]string {
 func (m *Manager) passTarget(key string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	to := m.passTo[key]
-	if o, ok := m.members[to]; to == "" || !ok || o.counter == Dead || m.fleet.Withdrawn[to] {
-		return ""
+	if to := m.passTo[key]; m.activeLocked(to) {
+		return to
 	}
-	return to
+	return ""
+}
+
+// active reports whether worker id is in the fleet row, neither fenced nor
+// withdrawn, as last seen.
+func (m *Manager) active(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.activeLocked(id)
+}
+
+// activeLocked is active with m.mu held.
+func (m *Manager) activeLocked(id string) bool {
+	o, ok := m.members[id]
+	return id != "" && ok && o.counter != Dead && !m.fleet.Withdrawn[id]
 }
 
 // Close stops both loops, waits for them, and removes this worker's entry
@@ -527,10 +540,8 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 	for _, h := range hs {
 		h.rearm()
 	}
-	for _, key := range handed {
-		m.receive(ctx, key)
-	}
-	for _, key := range stale {
+	m.receiveAll(ctx, handed)
+	for _, key := range slices.Concat(handed, stale) {
 		_ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID)
 	}
 	if changed {
@@ -723,12 +734,34 @@ func (m *Manager) handedLocked() (handed, stale []string) {
 	return handed, stale
 }
 
+// receiveAll receives the leases of keys, a few at a time, and returns
+// once all are done; the caller clears their records.
+func (m *Manager) receiveAll(ctx context.Context, keys []string) {
+	inParallel(len(keys), 8, func(i int) { m.receive(ctx, keys[i]) })
+}
+
+// inParallel calls fn(i) for every i in [0, n), at most limit at a time,
+// and returns once every call has.
+func inParallel(n, limit int, fn func(int)) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
 // receive adopts a lease handed to this worker (see handedLocked): it reads
 // it and, if it still names this worker, holds it, acquired no later than
 // the read was sent. If a third worker already asked for it, it hands it on
-// at once instead (it has not processed anything). The record is cleared.
+// at once instead (it has not processed anything).
 func (m *Manager) receive(ctx context.Context, key string) {
-	defer func() { _ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID) }()
 	sent := m.now()
 	cur, err := m.store.Get(ctx, key)
 	if err != nil || cur.Owner != m.cfg.WorkerID || m.holds(key) || !sent.Before(m.deadline()) {
@@ -805,18 +838,7 @@ func (m *Manager) renewLoads(ctx context.Context) {
 			hs = append(hs, h)
 		}
 	}
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for _, h := range hs {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			h.renew(ctx)
-		}()
-	}
-	wg.Wait()
+	inParallel(len(hs), 16, func(i int) { hs[i].renew(ctx) })
 }
 
 func (m *Manager) takeLoop(ctx context.Context) {

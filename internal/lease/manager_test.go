@@ -250,15 +250,24 @@ func TestManagersConverge(t *testing.T) {
 	})
 }
 
+// twoBalanced starts managers a and b on 12 leases and waits until they
+// hold 6 each; the caller closes the fleet.
+func twoBalanced(t *testing.T) (*testFleet, []*lease.Manager) {
+	t.Helper()
+	f := newTestFleet(t, 12)
+	ms := []*lease.Manager{f.start("a", nil), f.start("b", nil)}
+	advance(3 * takeInterval)
+	if got := counts(ms); !slices.Equal(got, []int{6, 6}) {
+		f.closeAll()
+		t.Fatalf("two managers hold %v, want 6/6", got)
+	}
+	return f, ms
+}
+
 func TestManagerJoinRebalances(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newTestFleet(t, 12)
+		f, ms := twoBalanced(t)
 		defer f.closeAll()
-		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil)}
-		advance(3 * takeInterval)
-		if got := counts(ms); !slices.Equal(got, []int{6, 6}) {
-			t.Fatalf("two managers hold %v, want 6/6", got)
-		}
 		ms = append(ms, f.start("c", nil))
 		start := time.Now()
 		// c steals one lease per round: 4 rounds, plus one to see the others.

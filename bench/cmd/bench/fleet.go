@@ -324,7 +324,11 @@ func (b *bench) handoff(ctx context.Context, l lib) (joined, idle float64, err e
 	if err := r.start("w1"); err != nil {
 		return 0, 0, err
 	}
-	if _, err := r.settle(ctx); err != nil {
+	window := time.Second
+	if l.defaults {
+		window = 5 * time.Second // a shard is read about once a second (idle 1 s)
+	}
+	if _, err := r.settleWithin(ctx, 90*time.Second, window); err != nil {
 		return 0, 0, err
 	}
 	tJoin := time.Now()
