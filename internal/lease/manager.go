@@ -358,6 +358,16 @@ func (m *Manager) StopTaking() {
 	m.stopTake()
 	<-m.takeDone
 	m.hwg.Wait()
+	// Plan with the fleet as it is now, not as the last heartbeat saw it:
+	// a worker that left since (a fleet stopping at once) must not be
+	// handed leases it would never take.
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.RenewInterval)
+	if f, err := m.store.ReadFleet(ctx); err == nil {
+		m.mu.Lock()
+		m.observeLocked(f, m.now())
+		m.mu.Unlock()
+	}
+	cancel()
 	m.mu.Lock()
 	m.withdrawn = true
 	m.passTo = m.passPlanLocked(m.now())
@@ -374,7 +384,8 @@ func (m *Manager) passPlanLocked(now time.Time) map[string]string {
 	var survivors []string
 	young := map[string]bool{}
 	for id, o := range m.members {
-		if id == m.cfg.WorkerID || o.counter == Dead || m.fleet.Withdrawn[id] || now.Sub(o.at) >= m.cfg.LeaseDuration {
+		if _, member := m.fleet.Members[id]; !member || id == m.cfg.WorkerID || o.counter == Dead ||
+			m.fleet.Withdrawn[id] || now.Sub(o.at) >= m.cfg.LeaseDuration {
 			continue
 		}
 		survivors = append(survivors, id)

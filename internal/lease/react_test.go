@@ -150,6 +150,46 @@ func TestGracefulStopPassesToPlannedSurvivors(t *testing.T) {
 	})
 }
 
+// TestStopAfterSurvivorLeftReleases: when the whole fleet stops, one
+// worker after the other within a heartbeat period, the last one does not
+// hand its leases to a worker that already left (it would never take
+// them; they would wait for their lease duration): it reads the fleet row
+// as it stops and, with no other member left, releases them.
+func TestStopAfterSurvivorLeftReleases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 4)
+		defer f.closeAll()
+		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil)}
+		advance(3 * takeInterval)
+		if got := counts(ms); !slices.Equal(got, []int{2, 2}) {
+			t.Fatalf("managers hold %v, want 2/2", got)
+		}
+		a, b := ms[0], ms[1]
+		b.StopTaking()
+		for _, h := range b.Held() {
+			if err := h.Pass(t.Context()); err != nil {
+				t.Fatalf("b passes %s: %v", h.Key(), err)
+			}
+		}
+		if err := b.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// a stops before its next heartbeat: its last view still shows b.
+		keys := heldKeys(a)
+		a.StopTaking()
+		for _, h := range a.Held() {
+			if err := h.Pass(t.Context()); err != nil {
+				t.Fatalf("a passes %s: %v", h.Key(), err)
+			}
+		}
+		for _, k := range keys {
+			if l := getLease(t, f.store, k); l.Owner != "" {
+				t.Errorf("lease %s left to %q by the last worker to stop, want released", k, l.Owner)
+			}
+		}
+	})
+}
+
 // TestHandedBeforeJoinIsNotAdopted: a hand-over recorded for a worker ID
 // before that worker (re)joined may have been meant for an earlier run,
 // which may still act until it notices it was fenced. The new run does not
