@@ -65,6 +65,8 @@ type Metrics struct {
 	// Per shard (stream, worker, shard).
 	perShard     *shardCounters // records and bytes processed
 	behindLatest *prometheus.GaugeVec
+	shardStalled *prometheus.GaugeVec // reason
+	stallMu      sync.Mutex           // orders the changes of shardStalled
 
 	// Per worker (stream, worker[, ...]).
 	batchesProcessed   *prometheus.CounterVec
@@ -113,12 +115,15 @@ type Metrics struct {
 	kplAggregates, kplUserRecords, kplMalformed, kplDroppedAggregates, kplDroppedRecords, decodeFailures *prometheus.Desc
 	// Computed from arrivalLag when scraped.
 	behindArrival, behindArrivalMax *prometheus.Desc
+	// Read from WorkerStartEvent.Unowned when scraped.
+	unownedShard *prometheus.Desc
 }
 
 // identity is the worker a Metrics observes.
 type identity struct {
 	stream, worker string
 	counts         func() worker.RecordCounts
+	unowned        func() map[string]time.Duration
 }
 
 // Option configures [New]. An option given an unusable value makes New fail
@@ -255,6 +260,9 @@ func (m *Metrics) build(o options) {
 			"Data bytes of the user records counted by shardline_records_processed_total.", perShard, nil))
 	m.behindLatest = gauge("shardline_behind_latest_seconds",
 		"How far the shard's last read was behind the tip of the shard (MillisBehindLatest / 1000).", perShard)
+	m.shardStalled = gauge("shardline_shard_stalled",
+		"1 while a shard the worker holds is stalled, by reason (open-failing, processor-failing, checkpoint-failing, read-failing, no-progress); no series otherwise.",
+		[]string{lStream, lWorker, lShard, "reason"})
 
 	m.batchesProcessed = counter("shardline_batches_processed_total",
 		"Batches the processor accepted.", perWorker)
@@ -342,6 +350,9 @@ func (m *Metrics) build(o options) {
 		perShard, nil)
 	m.behindArrivalMax = desc("shardline_behind_arrival_max_seconds",
 		"The largest shardline_behind_arrival_seconds of the shards the worker processes (0 with none).")
+	m.unownedShard = prometheus.NewDesc("shardline_shard_unowned_seconds",
+		"For each unfinished shard no live worker holds, as this worker sees it: seconds since its owner's heartbeat last moved, or since its lease was last seen changing when it has no owner (a lower bound).",
+		perShard, nil)
 }
 
 // collector exposes a Metrics to a registry. It is unchecked (Describe
@@ -363,6 +374,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.perShard.collect(ch, id.stream, id.worker)
 	c.m.collectArrivalLag(ch, id)
+	if id.unowned != nil {
+		for shard, d := range id.unowned() {
+			ch <- prometheus.MustNewConstMetric(c.m.unownedShard, prometheus.GaugeValue, d.Seconds(), id.stream, id.worker, shard)
+		}
+	}
 	if id.counts == nil {
 		return
 	}
@@ -420,7 +436,7 @@ var (
 // OnWorkerStart implements worker.HookWorkerStart: it takes the stream and
 // worker labels from e and creates the worker's series at zero.
 func (m *Metrics) OnWorkerStart(e worker.WorkerStartEvent) {
-	id := &identity{stream: e.Stream, worker: e.WorkerID, counts: e.RecordCounts}
+	id := &identity{stream: e.Stream, worker: e.WorkerID, counts: e.RecordCounts, unowned: e.Unowned}
 	m.id.Store(id)
 	s, w := id.stream, id.worker
 	for _, c := range []*prometheus.CounterVec{m.batchesProcessed, m.processorRetries, m.readRecords, m.readBytes,
@@ -550,6 +566,22 @@ func (m *Metrics) OnShard(e worker.ShardEvent) {
 		m.setMaxLocked(id)
 		m.lagMu.Unlock()
 		m.setLanes(id, e.ShardID, 0)
+		m.setStalled(id, e.ShardID, "")
+	case worker.ShardStalled:
+		m.setStalled(id, e.ShardID, e.Reason)
+	case worker.ShardRecovered:
+		m.setStalled(id, e.ShardID, "")
+	}
+}
+
+// setStalled sets shardline_shard_stalled of a shard: one series of value
+// 1 for its reason, none when it is not stalled.
+func (m *Metrics) setStalled(id *identity, shard, reason string) {
+	m.stallMu.Lock()
+	defer m.stallMu.Unlock()
+	m.shardStalled.DeletePartialMatch(prometheus.Labels{lStream: id.stream, lWorker: id.worker, lShard: shard})
+	if reason != "" {
+		m.shardStalled.WithLabelValues(id.stream, id.worker, shard, reason).Set(1)
 	}
 }
 

@@ -38,6 +38,15 @@ type WorkerStartEvent struct {
 	// be called from any goroutine at any time, e.g. when metrics are
 	// scraped.
 	RecordCounts func() RecordCounts
+	// Unowned returns the unfinished shards that, as far as this worker
+	// can tell from what it reads anyway (the fleet row at each heartbeat,
+	// the leases when they change), no live worker holds, each with how
+	// long it has been so: since its owner's heartbeat last moved (a dead
+	// or stopped owner), or since the lease was last seen changing (a
+	// free lease). The times are lower bounds. Every worker reports the
+	// shards it sees so, its own excepted; like RecordCounts it may be
+	// called at any time.
+	Unowned func() map[string]time.Duration
 }
 
 // HookBatchProcessed is called after every delivery of a batch to a
@@ -197,6 +206,15 @@ const (
 	// ShardStopped: the worker stopped processing the shard; Reason says
 	// why ("lease_lost", "shutdown", "handoff", "shard_end", "error").
 	ShardStopped ShardEventKind = "stopped"
+	// ShardStalled: the held shard stalled, or the reason of its stall
+	// changed; Reason is "open-failing", "processor-failing",
+	// "checkpoint-failing", "read-failing" (each after a few failures in a
+	// row) or "no-progress" (nothing processed and no read at the tip
+	// for Config.StallTimeout).
+	ShardStalled ShardEventKind = "stalled"
+	// ShardRecovered: the stall of the shard ended (it made progress, the
+	// failures stopped, or its consumer stopped); Reason is the stall's.
+	ShardRecovered ShardEventKind = "recovered"
 )
 
 // ShardEvent describes a shard consumer's transition.
@@ -205,7 +223,7 @@ type ShardEvent struct {
 	ShardID string
 	// Kind is the transition.
 	Kind ShardEventKind
-	// Reason qualifies ShardStopped.
+	// Reason qualifies ShardStopped, ShardStalled and ShardRecovered.
 	Reason string
 }
 
@@ -316,14 +334,6 @@ func (h *hooks) onShard(e ShardEvent) {
 	for _, x := range h.shard {
 		x.OnShard(e)
 	}
-}
-
-// fetchObserver returns the observer for fanout readers, nil without hooks.
-func (h *hooks) fetchObserver() reader.Observer {
-	if len(h.fetch) == 0 {
-		return nil
-	}
-	return h.onFetch
 }
 
 // leaseObserver returns the observer for the lease manager, nil without hooks.

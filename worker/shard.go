@@ -34,6 +34,7 @@ type shardState struct {
 	lanes   *delivery.Lanes       // with Parallelism: runs d's batches per key lane
 	co      *checkpoint.Coalescer // nil unless Config.CheckpointInterval
 	started bool                  // ShardStarted was reported
+	stall   *stallWatch           // the stall detector (stall.go)
 }
 
 // outcome is why a shard consumer stopped.
@@ -51,6 +52,7 @@ const (
 // startShard launches the consumer goroutine of a newly acquired lease.
 func (w *Worker) startShard(base context.Context, h *lease.Handle) {
 	s := &shardState{w: w, h: h, id: h.Key(), log: w.log.With("shard", h.Key()), done: make(chan struct{})}
+	s.stall = s.newStall()
 	w.mu.Lock()
 	if old := w.running[s.id]; old != nil {
 		// The old consumer lost its lease but its processor has not returned
@@ -100,6 +102,7 @@ func (s *shardState) run(base context.Context) {
 	if ctx.Err() == nil {
 		out = s.consume(ctx)
 	}
+	s.stall.end(time.Now())
 	close(stopWatch)
 	<-watchDone
 
@@ -235,6 +238,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	if out, ok := s.waitForParents(ctx, gctx, l); !ok {
 		return out
 	}
+	s.stall.begin(time.Now())
 	proc, err := s.w.cfg.ProcessorFactory(s.id)
 	if err != nil || proc == nil {
 		s.log.Error("processor factory failed; releasing the lease for a later retry", shardproc.ErrAttr(err))
@@ -249,7 +253,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		Writer: cw, Checkpoint: l.Checkpoint,
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
 	s.d = s.newDriver()
-	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
+	if err := s.retry(ctx, gctx, "initialize", func(int) error {
+		err := s.m.Initialize(ctx)
+		s.observeStall(opOpen, err)
+		return err
+	}); err != nil {
 		return s.classify(ctx)
 	}
 
@@ -258,6 +266,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		var err error
 		rd, err = s.w.source.Open(gctx, s.id, reader.StartPosition{After: l.Checkpoint, Initial: s.initialFor(l),
 			HashKeyRange: reader.HashKeyRange{StartingHashKey: l.StartingHashKey, EndingHashKey: l.EndingHashKey}})
+		if gctx.Err() == nil {
+			s.observeStall(opOpen, err)
+		}
 		if errors.Is(err, kcl.ErrStreamNotFound) {
 			return backoff.Permanent(err)
 		}
@@ -312,6 +323,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			s.log.Error("reading shard failed", "err", err)
 			return outHard
 		}
+		if len(b.Records) == 0 && b.MillisBehindLatest == 0 {
+			s.stall.progressed(time.Now()) // at the tip
+		}
 		if b.Gap {
 			s.log.Warn("checkpoint older than the stream's retention: resumed at TRIM_HORIZON; records were lost to retention",
 				"checkpoint", l.Checkpoint.String())
@@ -322,6 +336,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				if out, ok := s.deliver(ctx, gctx, b); !ok {
 					return out
 				}
+				s.stall.progressed(time.Now())
 			}
 		}
 		if b.ShardEnded {
@@ -488,6 +503,7 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 		s.w.hooks.onCheckpoint(CheckpointEvent{ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
 	}()
 	_, err = s.h.UpdateCheckpoint(ctx, checkpointEdit(st))
+	s.observeStall(opCheckpoint, err)
 	return err
 }
 

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardline/shardline/fanout"
@@ -58,6 +59,7 @@ type Worker struct {
 	syncNow    chan struct{}
 	shards     sync.WaitGroup
 	manager    *lease.Manager
+	leases     atomic.Pointer[lease.Manager] // manager, for reads from other goroutines
 	hooks      *hooks
 	running    map[string]*shardState // shard ID -> consumer, for introspection
 	reshard    reshardState           // shard syncs, lineage waits, cleanup
@@ -106,7 +108,7 @@ func New(cfg Config) (*Worker, error) {
 		PrefetchBatches:      cfg.PrefetchBatches,
 		PrefetchBytes:        int64(cfg.PrefetchBytes),
 		Logger:               cfg.Logger,
-		Observer:             w.hooks.fetchObserver(),
+		Observer:             w.observeFetchHooks,
 		Records:              records,
 	}
 	if cfg.FanOut != nil {
@@ -209,7 +211,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		}
 	}
 	w.hooks.onWorkerStart(WorkerStartEvent{WorkerID: w.cfg.WorkerID, Stream: w.streamID(),
-		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts})
+		ApplicationName: w.cfg.ApplicationName, RecordCounts: w.RecordCounts, Unowned: w.unowned})
 	w.manager = lease.NewManager(lease.ManagerConfig{
 		Store:         healthStore{Store: w.store, h: &w.health},
 		WorkerID:      w.cfg.WorkerID,
@@ -220,10 +222,12 @@ func (w *Worker) start(ctx, base context.Context) error {
 		OnAcquired:    func(h *lease.Handle) { w.startShard(base, h) },
 		OnEvent:       w.hooks.leaseObserver(),
 		BalanceByLoad: w.cfg.BalanceByLoad,
+		Stalls:        w.stalls,
 	})
 	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
 	}
+	w.leases.Store(w.manager)
 	w.health.set(func(h *healthState) { h.started = true })
 	w.log.Info("worker started", "stream", w.streamID(), "table", w.cfg.TableName)
 	return nil
@@ -234,8 +238,13 @@ func (w *Worker) start(ctx, base context.Context) error {
 func (w *Worker) loop(ctx context.Context) error {
 	t := time.NewTicker(w.cfg.ShardSyncInterval)
 	defer t.Stop()
+	stallTick := time.NewTicker(w.stallCheckInterval())
+	defer stallTick.Stop()
 	for {
 		select {
+		case <-stallTick.C:
+			w.checkStalls()
+			continue
 		case <-ctx.Done():
 			w.log.Info("context ended; shutting down gracefully", "timeout", w.cfg.ShutdownTimeout)
 			return nil

@@ -1,0 +1,171 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/worker"
+)
+
+// stallLog records the ShardStalled and ShardRecovered events.
+type stallLog struct {
+	mu  sync.Mutex
+	evs []string // "stalled:reason", "recovered:reason"
+}
+
+func (l *stallLog) OnShard(e worker.ShardEvent) {
+	if e.Kind != worker.ShardStalled && e.Kind != worker.ShardRecovered {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = append(l.evs, string(e.Kind)+":"+e.Reason)
+}
+
+func (l *stallLog) events() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evs)
+}
+
+// TestStallDetector walks one shard through the detector's states: idle at
+// the tip (not a stall), a batch that does not return for StallTimeout
+// (no-progress), a processor that keeps failing, checkpoints that keep
+// failing; each change is reported once, recovery included, and the fleet
+// row carries the stall while it lasts.
+func TestStallDetector(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := newFakeStream("s", 1)
+		k := newKeyLog()
+		store := lease.NewMemoryStore()
+		rec := &stallLog{}
+		cfg := fakeWorkerConfig(t, fs, store, "w1", k)
+		cfg.StallTimeout = 10 * time.Second
+		cfg.RetryMaxInterval = time.Second
+		cfg.Hooks = []worker.Hook{rec}
+		_, stop := runFake(t, cfg)
+		want := []string{}
+		expect := func(what string, more ...string) {
+			t.Helper()
+			synctest.Wait()
+			want = append(want, more...)
+			if got := rec.events(); !slices.Equal(got, want) {
+				t.Fatalf("%s: events %v, want %v", what, got, want)
+			}
+		}
+		fleetStalls := func(what string, wantStalls map[string]string) {
+			t.Helper()
+			time.Sleep(2 * time.Second) // the next heartbeat writes them
+			synctest.Wait()
+			f, err := store.ReadFleet(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := f.Stalls["w1"]
+			if len(got) != len(wantStalls) || !equalMaps(got, wantStalls) {
+				t.Fatalf("%s: fleet row stalls %v, want %v", what, got, wantStalls)
+			}
+		}
+
+		// Idle at the tip for three timeouts: not a stall.
+		time.Sleep(30 * time.Second)
+		expect("idle at the tip")
+
+		// A batch that does not return.
+		release := k.hold(shard0)
+		fs.put("a")
+		time.Sleep(9 * time.Second)
+		expect("a batch held for less than StallTimeout")
+		time.Sleep(3 * time.Second)
+		expect("a batch held past StallTimeout", "stalled:no-progress")
+		fleetStalls("while held", map[string]string{shard0: "no-progress"})
+		time.Sleep(time.Minute)
+		expect("a batch held long: reported once")
+		release()
+		k.mu.Lock()
+		delete(k.holds, shard0)
+		k.mu.Unlock()
+		expect("released", "recovered:no-progress")
+		fleetStalls("after release", nil)
+
+		// A processor that keeps failing.
+		k.mu.Lock()
+		k.killed["w1"] = true
+		k.mu.Unlock()
+		fs.put("b")
+		time.Sleep(5 * time.Second)
+		expect("processor failing", "stalled:processor-failing")
+		fleetStalls("processor failing", map[string]string{shard0: "processor-failing"})
+		k.mu.Lock()
+		k.killed["w1"] = false
+		k.mu.Unlock()
+		time.Sleep(3 * time.Second)
+		expect("processor recovered", "recovered:processor-failing")
+
+		// Checkpoints that keep failing (the processor returns their error).
+		store.SetFault(func(op, _ string) error {
+			if op == "checkpoint" {
+				return errors.New("injected checkpoint failure")
+			}
+			return nil
+		})
+		fs.put("c")
+		time.Sleep(5 * time.Second)
+		expect("checkpoints failing", "stalled:checkpoint-failing")
+		store.SetFault(nil)
+		time.Sleep(3 * time.Second)
+		expect("checkpoints recovered", "recovered:checkpoint-failing")
+		fleetStalls("at the end", nil)
+
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		expect("stopped")
+	})
+}
+
+// A stall still reported when the shard's consumer stops ends with it.
+func TestStallEndsWithConsumer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := newFakeStream("s", 1)
+		k := newKeyLog()
+		store := lease.NewMemoryStore()
+		rec := &stallLog{}
+		cfg := fakeWorkerConfig(t, fs, store, "w1", k)
+		cfg.Hooks = []worker.Hook{rec}
+		_, stop := runFake(t, cfg)
+		k.mu.Lock()
+		k.killed["w1"] = true
+		k.mu.Unlock()
+		time.Sleep(2 * time.Second)
+		fs.put("a")
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if got := rec.events(); !slices.Equal(got, []string{"stalled:processor-failing"}) {
+			t.Fatalf("events %v, want the processor's stall", got)
+		}
+		// A graceful stop waits for the failing batch; Shutdown's context
+		// ends that wait with a hard stop.
+		if err := stop(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+		if got := rec.events(); !slices.Equal(got, []string{"stalled:processor-failing", "recovered:processor-failing"}) {
+			t.Fatalf("events after the stop %v, want the stall ended", got)
+		}
+	})
+}
+
+func equalMaps(a, b map[string]string) bool {
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return len(a) == len(b)
+}
