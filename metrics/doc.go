@@ -159,6 +159,32 @@
 //     stopped; reason is "lease_lost", "shutdown" (graceful stop), "handoff",
 //     "shard_end", "stopped" (hard stop) or "error".
 //
+// Stalls (from worker.HookShard: ShardStalled and ShardRecovered; see
+// worker.Config.StallTimeout and the README's "Stalled shards"):
+//
+//   - shardline_shard_stalled (gauge; shard, reason): 1 while a shard the
+//     worker holds is stalled; reason is "open-failing",
+//     "checkpoint-failing", "processor-failing", "read-failing" (each after
+//     three failures in a row) or "no-progress" (no batch processed and no
+//     read at the tip for StallTimeout). There is no series for a shard
+//     that is not stalled (alert on max(shardline_shard_stalled) > 0); the
+//     series goes when the shard recovers or its consumer stops.
+//
+// Shards without a live owner (from the fleet row and the leases each
+// worker reads anyway; no read of its own):
+//
+//   - shardline_shard_unowned_seconds (gauge; shard): for each unfinished
+//     shard that, as this worker sees it, no live worker holds: seconds
+//     since its owner's heartbeat last moved (an owner that crashed,
+//     stopped or was declared dead; a live owner's heartbeat that has not
+//     been seen moving for three heartbeat periods), or since its lease was
+//     last seen changing when it has no owner. A lower bound, never
+//     negative; it rises while the shard waits for a new owner (after a
+//     crash, for the lease duration) and its series goes once a worker
+//     holds it. Every worker reports the shards it sees so, its own held
+//     ones excepted: take the max over workers. It measures what no owner
+//     can report: the lag metrics above come from a shard's owner.
+//
 // Delivery policies (from worker.HookDelivery; see worker.DeliveryPolicy):
 //
 //   - shardline_delivery_filtered_records_total (counter; -): user records

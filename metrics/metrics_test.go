@@ -331,8 +331,10 @@ func TestWorkerStartCreatesSeriesAndReadsRecordCounts(t *testing.T) {
 
 // feedAll sends every kind of event once, so that every metric has a series.
 func feedAll(m *Metrics) {
-	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() worker.RecordCounts { return worker.RecordCounts{} }})
+	m.OnWorkerStart(worker.WorkerStartEvent{WorkerID: "w", Stream: "s", RecordCounts: func() worker.RecordCounts { return worker.RecordCounts{} },
+		Unowned: func() map[string]time.Duration { return map[string]time.Duration{"b": time.Second} }})
 	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStarted})
+	m.OnShard(worker.ShardEvent{ShardID: "a", Kind: worker.ShardStalled, Reason: "no-progress"})
 	m.OnLease(worker.LeaseEvent{Kind: worker.LeaseAcquired, ShardID: "a", How: "take"})
 	m.OnFetch(worker.FetchEvent{ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
 	m.OnBatchProcessed(worker.BatchProcessedEvent{ShardID: "a", Records: 1, Bytes: 1, Attempt: 1, OldestArrival: time.Now()})
