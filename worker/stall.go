@@ -60,8 +60,8 @@ type stallWatch struct {
 	mu       sync.Mutex
 	timing   bool      // progress is timed (the shard's parents finished)
 	progress time.Time // last progress, or when timing began
-	fails    [numStallOps]int
-	lastErr  error
+	fails    [numStallOps]int   // failures in a row, by operation
+	lastErr  [numStallOps]error // the last failure's error, by operation
 	reason   string // as last reported; "" when not stalled
 	ended    bool
 }
@@ -101,7 +101,7 @@ func (st *stallWatch) observe(op stallOp, err error, now time.Time) {
 	failed := numStallOps
 	if err != nil {
 		st.fails[op]++
-		st.lastErr = err
+		st.lastErr[op] = err
 		failed = op
 	} else {
 		st.fails[op] = 0
@@ -179,7 +179,7 @@ func (st *stallWatch) snapshotLocked(now time.Time, op stallOp) stallSnapshot {
 		s.idle = now.Sub(st.progress)
 	}
 	if op < numStallOps {
-		s.failures, s.err = st.fails[op], st.lastErr
+		s.failures, s.err = st.fails[op], st.lastErr[op]
 	}
 	return s
 }
