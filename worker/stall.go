@@ -58,11 +58,11 @@ type stallWatch struct {
 	report  func(from, to string, st stallSnapshot)
 
 	mu       sync.Mutex
-	timing   bool      // progress is timed (the shard's parents finished)
-	progress time.Time // last progress, or when timing began
+	timing   bool               // progress is timed (the shard's parents finished)
+	progress time.Time          // last progress, or when timing began
 	fails    [numStallOps]int   // failures in a row, by operation
 	lastErr  [numStallOps]error // the last failure's error, by operation
-	reason   string // as last reported; "" when not stalled
+	reason   string             // as last reported; "" when not stalled
 	ended    bool
 }
 
