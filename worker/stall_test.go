@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/shardline/shardline/internal/lease"
+	"github.com/shardline/shardline/kcl"
 	"github.com/shardline/shardline/worker"
 )
 
@@ -168,4 +170,18 @@ func equalMaps(a, b map[string]string) bool {
 		}
 	}
 	return len(a) == len(b)
+}
+
+func TestConfigStallTimeout(t *testing.T) {
+	for _, d := range []time.Duration{-time.Second, 500 * time.Millisecond} {
+		err := newErr(func(c *worker.Config) { c.StallTimeout = d })
+		if !errors.Is(err, kcl.ErrInvalidConfig) || !strings.Contains(err.Error(), "StallTimeout") {
+			t.Errorf("StallTimeout %v: got %v, want ErrInvalidConfig naming it", d, err)
+		}
+	}
+	for _, d := range []time.Duration{0, time.Second, time.Hour} {
+		if err := newErr(func(c *worker.Config) { c.StallTimeout = d }); err != nil {
+			t.Errorf("StallTimeout %v: %v", d, err)
+		}
+	}
 }
