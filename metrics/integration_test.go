@@ -83,15 +83,15 @@ type runningWorker struct {
 	errc chan error
 }
 
-func startWorker(t *testing.T, stream, app, id string, m *metrics.Metrics, d *delivered) *runningWorker {
-	t.Helper()
-	w, err := worker.New(worker.Config{
+// testConfig is the configuration of the tests' workers on the emulators.
+func testConfig(t *testing.T, stream, app, id string, m *metrics.Metrics, f kcl.ProcessorFactory) worker.Config {
+	return worker.Config{
 		StreamName:           stream,
 		ApplicationName:      app,
 		WorkerID:             id,
 		Kinesis:              testenv.Kinesis(t),
 		DynamoDB:             testenv.DynamoDB(t),
-		ProcessorFactory:     d.factory(id),
+		ProcessorFactory:     f,
 		InitialPosition:      kcl.StartAtTrimHorizon(),
 		LeaseDuration:        3 * time.Second,
 		RenewInterval:        time.Second,
@@ -100,7 +100,12 @@ func startWorker(t *testing.T, stream, app, id string, m *metrics.Metrics, d *de
 		RetryInitialInterval: 50 * time.Millisecond,
 		Logger:               slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Hooks:                []worker.Hook{m},
-	})
+	}
+}
+
+func startWorker(t *testing.T, stream, app, id string, m *metrics.Metrics, d *delivered) *runningWorker {
+	t.Helper()
+	w, err := worker.New(testConfig(t, stream, app, id, m, d.factory(id)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,25 +34,16 @@ func TestStalledProcessorMetrics(t *testing.T) {
 	}
 	var failing atomic.Bool
 	failing.Store(true)
-	w, err := worker.New(worker.Config{
-		StreamName: stream, ApplicationName: app, WorkerID: id,
-		Kinesis: kc, DynamoDB: dc,
-		ProcessorFactory: func(string) (kcl.RecordProcessor, error) {
-			return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
-				if failing.Load() {
-					return errors.New("downstream unavailable")
-				}
-				return in.Checkpointer.Checkpoint(ctx)
-			}), nil
-		},
-		InitialPosition:      kcl.StartAtTrimHorizon(),
-		LeaseDuration:        3 * time.Second,
-		IdleTimeBetweenReads: 100 * time.Millisecond,
-		RetryInitialInterval: 50 * time.Millisecond,
-		RetryMaxInterval:     500 * time.Millisecond,
-		Logger:               slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Hooks:                []worker.Hook{m},
+	cfg := testConfig(t, stream, app, id, m, func(string) (kcl.RecordProcessor, error) {
+		return kcl.RecordProcessorFunc(func(ctx context.Context, in kcl.ProcessRecordsInput) error {
+			if failing.Load() {
+				return errors.New("downstream unavailable")
+			}
+			return in.Checkpointer.Checkpoint(ctx)
+		}), nil
 	})
+	cfg.RetryMaxInterval = 500 * time.Millisecond
+	w, err := worker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

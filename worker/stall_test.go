@@ -43,14 +43,9 @@ func (l *stallLog) events() []string {
 // row carries the stall while it lasts.
 func TestStallDetector(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		fs := newFakeStream("s", 1)
-		k := newKeyLog()
-		store := lease.NewMemoryStore()
-		rec := &stallLog{}
-		cfg := fakeWorkerConfig(t, fs, store, "w1", k)
+		fs, k, store, rec, cfg := stallSetup(t)
 		cfg.StallTimeout = 10 * time.Second
 		cfg.RetryMaxInterval = time.Second
-		cfg.Hooks = []worker.Hook{rec}
 		_, stop := runFake(t, cfg)
 		want := []string{}
 		expect := func(what string, more ...string) {
@@ -135,12 +130,7 @@ func TestStallDetector(t *testing.T) {
 // A stall still reported when the shard's consumer stops ends with it.
 func TestStallEndsWithConsumer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		fs := newFakeStream("s", 1)
-		k := newKeyLog()
-		store := lease.NewMemoryStore()
-		rec := &stallLog{}
-		cfg := fakeWorkerConfig(t, fs, store, "w1", k)
-		cfg.Hooks = []worker.Hook{rec}
+		fs, k, _, rec, cfg := stallSetup(t)
 		_, stop := runFake(t, cfg)
 		k.mu.Lock()
 		k.killed["w1"] = true
@@ -161,6 +151,19 @@ func TestStallEndsWithConsumer(t *testing.T) {
 			t.Fatalf("events after the stop %v, want the stall ended", got)
 		}
 	})
+}
+
+// stallSetup returns a one-shard fake stream, its key log, a lease table, a
+// stall recorder and the configuration of a worker on them that reports to
+// the recorder.
+func stallSetup(t *testing.T) (*fakeStream, *keyLog, *lease.MemoryStore, *stallLog, worker.Config) {
+	fs := newFakeStream("s", 1)
+	k := newKeyLog()
+	store := lease.NewMemoryStore()
+	rec := &stallLog{}
+	cfg := fakeWorkerConfig(t, fs, store, "w1", k)
+	cfg.Hooks = []worker.Hook{rec}
+	return fs, k, store, rec, cfg
 }
 
 func equalMaps(a, b map[string]string) bool {
