@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -187,4 +188,48 @@ func TestConfigStallTimeout(t *testing.T) {
 			t.Errorf("StallTimeout %v: %v", d, err)
 		}
 	}
+}
+
+// initFailing is a processor whose Initialize fails while failing is set.
+type initFailing struct {
+	kcl.RecordProcessor
+	failing *atomic.Bool
+}
+
+func (p initFailing) Initialize(context.Context, kcl.InitializeInput) error {
+	if p.failing.Load() {
+		return errors.New("cannot reach the downstream store")
+	}
+	return nil
+}
+
+// A processor that keeps failing to initialize stalls its shard
+// (open-failing) before it ever starts; the stall ends when it succeeds.
+func TestStallOpenFailing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, _, _, rec, cfg := stallSetup(t)
+		var failing atomic.Bool
+		failing.Store(true)
+		inner := cfg.ProcessorFactory
+		cfg.ProcessorFactory = func(shard string) (kcl.RecordProcessor, error) {
+			p, err := inner(shard)
+			return initFailing{RecordProcessor: p, failing: &failing}, err
+		}
+		cfg.RetryMaxInterval = time.Second
+		_, stop := runFake(t, cfg)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if got := rec.events(); !slices.Equal(got, []string{"stalled:open-failing"}) {
+			t.Fatalf("events %v, want the shard stalled opening", got)
+		}
+		failing.Store(false)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if got := rec.events(); !slices.Equal(got, []string{"stalled:open-failing", "recovered:open-failing"}) {
+			t.Fatalf("events %v, want the stall ended", got)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
