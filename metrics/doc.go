@@ -21,8 +21,10 @@
 // now (they are removed when its consumer of a shard stops; the records and
 // bytes counters after one more scrape, see below), so their number is
 // bounded by the stream's shard count: the open shards, and closed ones
-// whose records are still being processed. The other labels take the few
-// values listed below.
+// whose records are still being processed. The exception,
+// shardline_shard_unowned_seconds, has series for the shards no live worker
+// holds, while they wait for one. The other labels take the few values
+// listed below.
 //
 // # Metrics
 //
