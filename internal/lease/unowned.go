@@ -5,11 +5,12 @@ import "time"
 // Unowned returns, for every unfinished lease of the manager's view that no
 // live worker holds, how long it has been so as far as this worker can
 // tell: since the owner's heartbeat was last seen moving (an owner whose
-// heartbeat has not moved for three heartbeat periods, was fenced or left
-// the fleet row), or since the lease was last seen changing (a free lease,
-// or one still naming this worker from an earlier run). The times are lower
-// bounds: a change is seen at this worker's next heartbeat or read. It reads
-// nothing from the table.
+// heartbeat has not moved for three heartbeat periods, or that was
+// fenced), or since the lease was last seen changing (a free lease, one
+// still naming this worker from an earlier run, or, once that was a lease
+// duration ago, one whose owner is missing from the fleet row). The times
+// are lower bounds: a change is seen at this worker's next heartbeat or
+// read. It reads nothing from the table.
 func (m *Manager) Unowned() map[string]time.Duration {
 	now := m.now()
 	m.mu.Lock()
@@ -52,5 +53,13 @@ func (m *Manager) unownedSinceLocked(l Lease, now time.Time) (time.Time, bool) {
 	case seen:
 		return live, true
 	}
-	return m.observed[l.Key].at, true
+	// An owner missing from the fleet row (it left, or an earlier version
+	// that renews each lease, which this worker sees only when it reads the
+	// leases): as for expiry, only a counter that stood still for the lease
+	// duration tells it is gone.
+	at := m.observed[l.Key].at
+	if now.Sub(at) < m.cfg.LeaseDuration {
+		return time.Time{}, false
+	}
+	return at, true
 }
