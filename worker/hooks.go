@@ -191,7 +191,8 @@ type CheckpointEvent struct {
 	Err error
 }
 
-// HookShard is called when a shard consumer starts or stops.
+// HookShard is called when a shard consumer starts or stops, and when a
+// held shard stalls or recovers (see Config.StallTimeout).
 type HookShard interface {
 	OnShard(ShardEvent)
 }
