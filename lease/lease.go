@@ -73,6 +73,11 @@ type Worker struct {
 	// min(RenewInterval, TakeInterval) of its configuration); it is -1 once
 	// the others declared the worker dead (fenced), until it joins again.
 	Heartbeat int64
+	// Stalled maps the lease keys of the shards the worker reported
+	// stalled with its last heartbeat to the reason ("bad-checkpoint",
+	// "open-failing", "checkpoint-failing", "processor-failing",
+	// "read-failing", "no-progress"); nil when none.
+	Stalled map[string]string
 }
 
 // DynamoDBAPI is the part of the DynamoDB client the lease table uses. A
@@ -154,7 +159,7 @@ func (t *Table) Workers(ctx context.Context) ([]Worker, error) {
 	}
 	out := make([]Worker, 0, len(f.Members))
 	for id, hb := range f.Members {
-		out = append(out, Worker{ID: id, Heartbeat: hb})
+		out = append(out, Worker{ID: id, Heartbeat: hb, Stalled: f.Stalls[id]})
 	}
 	slices.SortFunc(out, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil

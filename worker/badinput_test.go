@@ -92,7 +92,7 @@ func TestStoredCheckpointOfAnotherShard(t *testing.T) {
 	rec.waitFor(t, 60*time.Second, "the shard retrying its refused checkpoint a few times", func() bool {
 		return logs.Count(slog.LevelDebug, "shard still stalled", "shard", shard0) >= 3
 	})
-	if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard0, "reason", "bad_checkpoint"); n != 1 {
+	if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard0, "reason", "bad-checkpoint"); n != 1 {
 		t.Errorf("%d WARNs for the refused checkpoint, want 1", n)
 	}
 	if n := events.count(worker.EventLeaseAcquired, shard0); n != 1 {
@@ -157,7 +157,7 @@ func TestUnusableStoredCheckpoint(t *testing.T) {
 					t.Errorf("a WARN of %d bytes: %.200s", size, r.Message)
 				}
 			}
-			if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard, "reason", "bad_checkpoint"); n != 1 {
+			if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard, "reason", "bad-checkpoint"); n != 1 {
 				t.Errorf("%d WARNs for the unusable checkpoint, want 1", n)
 			}
 			if n := logs.Count(slog.LevelInfo, "shard started"); n != 0 {

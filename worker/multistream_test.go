@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/shardline/shardline/fanout"
+	"github.com/shardline/shardline/internal/awsx"
 	"github.com/shardline/shardline/internal/efotest"
 	"github.com/shardline/shardline/internal/faults"
 	"github.com/shardline/shardline/internal/lease"
@@ -612,7 +613,7 @@ func TestMultiStreamFanOut(t *testing.T) {
 		t.Fatalf("order violations: %v", rec.disorder)
 	}
 	for _, s := range []string{a, b} {
-		arn, err := fanout.StreamARN(t.Context(), kc, s)
+		arn, err := awsx.StreamOf(s).ResolveARN(t.Context(), kc)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -68,6 +68,7 @@ type Worker struct {
 	live         map[*shardState]struct{} // every consumer whose goroutine runs
 	releases     sync.WaitGroup           // releases of leases of streams no longer consumed
 	reshard      reshardState             // shard syncs, lineage waits, cleanup
+	unowned      map[string]bool          // shards reported by EventShardUnowned; the loop's own
 	// smu guards streams, the streams consumed now by stream identifier
 	// ("" in a single-stream worker). A leaf lock: nothing is taken
 	// while it is held.
@@ -216,6 +217,7 @@ func (w *Worker) start(ctx, base context.Context) error {
 		OnEvent:       w.hooks.leaseObserver(),
 		BalanceByLoad: w.cfg.BalanceByLoad,
 		OnTableLost:   w.tableLost,
+		Stalls:        w.stalls,
 	})
 	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
@@ -242,8 +244,15 @@ func (w *Worker) loop(ctx context.Context) error {
 		case <-syncCtx.Done():
 		}
 	}()
+	stallTick := time.NewTicker(w.stallCheckInterval())
+	defer stallTick.Stop()
+	defer w.reportUnowned(false) // closes the shards reported
 	for {
 		select {
+		case <-stallTick.C:
+			w.checkStalls()
+			w.reportUnowned(true)
+			continue
 		case <-ctx.Done():
 			w.log.Info("context ended; shutting down gracefully", "timeout", w.cfg.ShutdownTimeout)
 			return nil
