@@ -98,6 +98,12 @@ func TestStoredCheckpointOfAnotherShard(t *testing.T) {
 	if n := events.count(worker.EventLeaseAcquired, shard0); n != 1 {
 		t.Errorf("shard 0 acquired %d times while stalled, want 1 (no release/re-take loop)", n)
 	}
+	if n := events.count(worker.EventShardStalled, shard0); n != 1 {
+		t.Errorf("%d EventShardStalled for the refused checkpoint, want 1", n)
+	}
+	if n := logs.Count(slog.LevelWarn, "shard stalled", "shard", shard0); n != 0 {
+		t.Errorf("%d more WARNs 'shard stalled' besides the checkpoint's, want none", n)
+	}
 	if got := logs.Records(slog.LevelWarn, "stored checkpoint cannot be read from"); len(got) > 0 && !hasAttr(got[0], "checkpoint_of_shard", shard1) {
 		t.Errorf("the WARN does not say the checkpoint is one of %s", shard1)
 	}
@@ -113,6 +119,9 @@ func TestStoredCheckpointOfAnotherShard(t *testing.T) {
 	}
 	rec.waitFor(t, 60*time.Second, "every record", func() bool { return rec.count() >= 40 })
 	checkOrder(t, rec.byShard, want)
+	if n := events.count(worker.EventShardRecovered, shard0); n != 1 {
+		t.Errorf("%d EventShardRecovered after the repair, want 1", n)
+	}
 }
 
 func hasAttr(r slog.Record, key, value string) bool {

@@ -494,8 +494,14 @@ func (s *shardState) untilOpen(ctx, gctx context.Context, l lease.Lease, prev er
 				op = opBadCheckpoint
 			}
 		}
-		s.log.Debug("opening the shard failed; retrying with backoff", "op", stallReasons[op], shardproc.ErrAttr(err))
+		prev := s.stall.current()
 		s.observeStall(op, err)
+		switch now := s.stall.current(); {
+		case now != "" && now == prev:
+			s.log.Debug("shard still stalled", "reason", now, shardproc.ErrAttr(err))
+		case now == "":
+			s.log.Debug("opening the shard failed; retrying with backoff", shardproc.ErrAttr(err))
+		}
 		if awsx.Sleep(gctx, bo.NextBackOff()) != nil {
 			return s.classify(ctx), false
 		}
