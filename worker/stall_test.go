@@ -234,3 +234,56 @@ func TestStallOpenFailing(t *testing.T) {
 		}
 	})
 }
+
+// A shard whose owner stopped heart-beating is reported unowned, once a
+// second with a rising duration, until the worker takes it over; then it is
+// reported owned, once.
+func TestUnownedEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, _, store, _, cfg := stallSetup(t)
+		cfg.LeaseDuration = 10 * time.Second
+		ctx := context.Background()
+		if _, err := store.Beat(ctx, "ghost", 0, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Create(ctx, lease.Lease{Key: shard0, Owner: "ghost", Checkpoint: kcl.TrimHorizon}); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var unowned []time.Duration
+		owned := 0
+		cfg.Hooks = append(cfg.Hooks, worker.HookFunc(func(e worker.Event) {
+			if e.ShardID != shard0 {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch e.Kind {
+			case worker.EventShardUnowned:
+				if owned > 0 {
+					t.Errorf("EventShardUnowned (%v) after EventShardOwned", e.Duration)
+				}
+				unowned = append(unowned, e.Duration)
+			case worker.EventShardOwned:
+				owned++
+			}
+		}))
+		_, stop := runFake(t, cfg)
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if l, ok := leaseOf(t, store, shard0); !ok || l.Owner != "w1" {
+			t.Fatalf("lease %+v (found %v), want it taken over by w1", l, ok)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if owned != 1 {
+			t.Errorf("%d EventShardOwned, want 1", owned)
+		}
+		if len(unowned) < 3 || !slices.IsSorted(unowned) || unowned[len(unowned)-1] < 5*time.Second {
+			t.Errorf("unowned durations %v, want at least 3, rising, up to 5s or more", unowned)
+		}
+	})
+}
