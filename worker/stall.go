@@ -2,6 +2,8 @@ package worker
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -263,11 +265,7 @@ func (w *Worker) stalls() map[string]string {
 func (w *Worker) runningShards() []*shardState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]*shardState, 0, len(w.running))
-	for _, s := range w.running {
-		out = append(out, s)
-	}
-	return out
+	return slices.Collect(maps.Values(w.running))
 }
 
 // reportUnowned reports to the hooks the shards the lease manager sees
