@@ -19,7 +19,7 @@
 // named with --shard, which is delivered again with everything after it.
 //
 // The STATUS of `leases` is "stalled:REASON" for a shard its owner reported
-// stalled with its last heartbeat (open-failing, checkpoint-failing,
+// stalled with its last heartbeat (bad-checkpoint, open-failing, checkpoint-failing,
 // processor-failing, read-failing, no-progress), or what the table shows:
 // unowned, expired (owner declared dead), owner-absent (owner not in the
 // fleet row), finished, handoff-pending, waiting-for-parent, ok.
