@@ -181,7 +181,8 @@ type Config struct {
 	// reported as stalled with reason "no-progress"; see the README's
 	// "Stalled shards". Default 2 minutes; at least 1s. A shard whose
 	// opening, reads, processing or checkpoints keep failing is reported
-	// sooner, after a few failures in a row.
+	// sooner, after a few failures in a row, and one whose stored checkpoint
+	// cannot be read from ("bad-checkpoint") at the first refusal.
 	StallTimeout time.Duration
 
 	// BalanceByLoad balances the fleet by the records per second each shard
