@@ -191,9 +191,10 @@
 //     negative; it rises while the shard waits for a new owner (after a
 //     crash, for the lease duration) and its series goes once a worker
 //     holds it (the value is computed when scraped, from the last event's
-//     Duration, which the worker reports once a second). Every worker reports the shards it sees so, its own held
-//     ones excepted: take the max over workers. It measures what no owner
-//     can report: the lag metrics above come from a shard's owner.
+//     Duration, which the worker reports after each heartbeat). Every
+//     worker reports the shards it sees so, its own held ones excepted:
+//     take the max over workers. It measures what no owner can report: the
+//     lag metrics above come from a shard's owner.
 //
 // Delivery policies (see worker.DeliveryPolicy):
 //

@@ -137,8 +137,9 @@ const (
 	// anyway (the fleet row at each heartbeat, the leases when they
 	// change), no live worker holds the unfinished shard: its owner's
 	// heartbeat stopped moving, or the lease is free. Duration is how long
-	// it has been so (a lower bound). Reported once a second while it
-	// lasts; every worker reports the shards it sees so.
+	// it has been so (a lower bound). Reported after each of the worker's
+	// heartbeats while it lasts; every worker reports the shards it sees
+	// so.
 	EventShardUnowned EventKind = "shard_unowned"
 	// EventShardOwned: a shard reported by EventShardUnowned is no longer
 	// seen so (it has a live owner, it finished, or its lease is gone), or

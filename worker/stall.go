@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shardline/shardline/internal/checkpoint"
+	"github.com/shardline/shardline/internal/lease"
 	"github.com/shardline/shardline/internal/reader"
 	"github.com/shardline/shardline/internal/shardproc"
 	"github.com/shardline/shardline/kcl"
@@ -268,31 +269,54 @@ func (w *Worker) runningShards() []*shardState {
 	return slices.Collect(maps.Values(w.running))
 }
 
-// reportUnowned reports to the hooks the shards the lease manager sees
-// unowned (see lease.Manager.Unowned): EventShardUnowned for each, with how
-// long, and EventShardOwned for each reported before that no longer is.
-// With watching false (Run returns) every shard reported is closed. Called
-// from the worker loop.
-func (w *Worker) reportUnowned(watching bool) {
-	if w.hooks.none() || w.manager == nil {
+// unownedReport reports to the hooks the shards the lease manager sees
+// unowned (see lease.Manager.Unowned) after each heartbeat:
+// EventShardUnowned for each, with how long, and EventShardOwned for each
+// reported before that no longer is.
+type unownedReport struct {
+	mu     sync.Mutex
+	shown  map[string]bool // lease keys reported unowned
+	closed bool            // Run returned: nothing more is reported
+}
+
+// report reports the manager's view after a heartbeat.
+func (u *unownedReport) report(h *hooks, m *lease.Manager) {
+	if h.none() {
 		return
 	}
-	var now map[string]time.Duration
-	if watching {
-		now = w.manager.Unowned()
+	now := m.Unowned()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return
 	}
-	for key := range w.unowned {
-		if _, ok := now[key]; !ok {
-			delete(w.unowned, key)
-			w.hooks.emit(Event{Kind: EventShardOwned, ShardID: key})
-		}
-	}
+	u.ownedLocked(h, now)
 	for key, d := range now {
-		if w.unowned == nil {
-			w.unowned = map[string]bool{}
+		if u.shown == nil {
+			u.shown = map[string]bool{}
 		}
-		w.unowned[key] = true
-		w.hooks.emit(Event{Kind: EventShardUnowned, ShardID: key, Duration: d})
+		u.shown[key] = true
+		h.emit(Event{Kind: EventShardUnowned, ShardID: key, Duration: d})
+	}
+}
+
+// close reports every shard reported unowned as owned (no longer watched)
+// and stops the reports.
+func (u *unownedReport) close(h *hooks) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closed = true
+	u.ownedLocked(h, nil)
+}
+
+// ownedLocked reports EventShardOwned for the shards reported unowned that
+// are not in now. u.mu is held.
+func (u *unownedReport) ownedLocked(h *hooks, now map[string]time.Duration) {
+	for key := range u.shown {
+		if _, ok := now[key]; !ok {
+			delete(u.shown, key)
+			h.emit(Event{Kind: EventShardOwned, ShardID: key})
+		}
 	}
 }
 

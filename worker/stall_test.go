@@ -235,8 +235,8 @@ func TestStallOpenFailing(t *testing.T) {
 	})
 }
 
-// A shard whose owner stopped heart-beating is reported unowned, once a
-// second with a rising duration, until the worker takes it over; then it is
+// A shard whose owner stopped heart-beating is reported unowned, at each
+// heartbeat with a rising duration, until the worker takes it over; then it is
 // reported owned, once.
 func TestUnownedEvents(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

@@ -86,10 +86,14 @@ type ManagerConfig struct {
 	// it has stopped when the requester takes the lease: give every worker
 	// the same value.
 	HandoffTimeout time.Duration
-	// Stalls, if set, returns the worker's stalled shards (shard ID ->
+	// Stalls, if set, returns the worker's stalled shards (lease key ->
 	// reason); each heartbeat writes them in the fleet row (see
 	// Fleet.Stalls). Called from the heartbeat goroutine; it must be quick.
 	Stalls func() map[string]string
+	// OnBeat, if set, is called after each heartbeat whose answer updated
+	// the manager's view (see Unowned), from the heartbeat goroutine with
+	// no lock held; it must be quick.
+	OnBeat func()
 }
 
 // Manager keeps the worker's heartbeat in the fleet row (which extends every
@@ -550,6 +554,9 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 		m.noticeHandoff(ctx, key, since)
 	}
 	m.releaseExpired(ctx)
+	if m.cfg.OnBeat != nil {
+		m.cfg.OnBeat()
+	}
 	return nil
 }
 
