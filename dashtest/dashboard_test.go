@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,10 @@ const (
 	// renewal, at most a third of it before the kill (so at least 2 s
 	// after), and the producer writes to every shard every 100 ms.
 	minStall = 1.5
+	// failBatches is how many deliveries of records fail in w4 (see
+	// fleetworker's -fail-batches): the shard stalls from the third failure
+	// on, for the waits after the third to the last (about 1.8 to 3.7 s).
+	failBatches = 6
 )
 
 // dashboard is the part of dashboards/shardline.json the test reads.
@@ -135,9 +140,9 @@ func TestDashboard(t *testing.T) {
 		defer cancel()
 		_ = fleet.DeleteTable(ctx, dc, app)
 	})
-	start := func(id string) {
+	start := func(id string, extra ...string) {
 		t.Helper()
-		if _, err := f.Start(id); err != nil {
+		if _, err := f.Start(id, extra...); err != nil {
 			t.Fatal(err)
 		}
 		sc.add(id, metricsURL(t, f.LogPath(id)))
@@ -169,9 +174,11 @@ func TestDashboard(t *testing.T) {
 	})
 	sc.wait(8)
 
-	// w4 joins: a planned hand-over gives it its share.
+	// w4 joins: a planned hand-over gives it its share. Its first
+	// deliveries fail: the shard it takes stalls (processor-failing) for a
+	// few seconds.
 	ph.join = time.Now()
-	start("w4")
+	start("w4", "-fail-batches", strconv.Itoa(failBatches))
 	ph.joined = sc.until(60*time.Second, "w4 holding a lease", func(v latest) bool {
 		return allHeld(v) && v.sum("shardline_leases_held", "w4") > 0
 	})
@@ -478,6 +485,57 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	if lagAfter < minStall {
 		t.Errorf("max lag (arrival) peaks at %.2fs after the kill (%.2fs before), want at least %vs: the shards were unowned that long",
 			lagAfter, lagBefore, minStall)
+	}
+
+	// Shards without a live owner: never negative; while the killed
+	// worker's shards wait for their leases to expire the seconds rise (to
+	// at least minStall), and once every shard is held there is no series.
+	unowned := query(t, panels, "Shards without a live owner", "A")
+	for _, v := range values(e.rangeQuery(e.expand(unowned, rateInterval), e.from, e.to), e.from, e.to) {
+		if v < 0 || math.IsNaN(v) {
+			t.Errorf("Shards without a live owner: %v, want a non-negative time", v)
+			break
+		}
+	}
+	// The take-over follows the expiry closely, so a scrape may see a
+	// shard unowned only once: its value is then the time already, and a
+	// series seen more than once must rise.
+	kw := e.rangeQuery(e.expand(unowned, rateInterval), ph.kill, ph.failedOver)
+	most, rising, seen := 0.0, true, map[float64]bool{}
+	for _, s := range kw {
+		for i := 1; i < len(s.Floats); i++ {
+			rising = rising && s.Floats[i].F >= s.Floats[i-1].F
+		}
+		for _, p := range s.Floats {
+			seen[p.F] = true
+		}
+		most = max(most, maxOf(values(promql.Matrix{s}, ph.kill, ph.failedOver)))
+	}
+	t.Logf("shards without a live owner during the kill window: %d series, %d distinct values, peak %.2fs", len(kw), len(seen), most)
+	if len(kw) == 0 || !rising || most < minStall {
+		t.Errorf("Shards without a live owner from the kill to the failover: %d series, rising %v, peak %.2fs; want a time rising to at least %vs",
+			len(kw), rising, most, minStall)
+	}
+	if v := e.instant(e.expand(unowned, rateInterval), ph.end); len(v) != 0 {
+		t.Errorf("Shards without a live owner at the end: %v, want no series (every shard is held)", v)
+	}
+
+	// w4's failing deliveries show as a stall, which ends.
+	stalled := query(t, panels, "Stalled shards", "A")
+	found := false
+	for _, s := range e.rangeQuery(e.expand(stalled, rateInterval), ph.join, ph.end) {
+		if s.Metric.Get("reason") == "processor-failing" && maxOf(values(promql.Matrix{s}, ph.join, ph.end)) == 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("Stalled shards after w4 joined: no processor-failing stall, want one (w4 fails its first %d deliveries)", failBatches)
+	}
+	if v := e.instant(e.expand(stalled, rateInterval), ph.end); len(v) != 0 {
+		t.Errorf("Stalled shards at the end: %v, want none", v)
+	}
+	if v := values(e.rangeQuery(e.expand(stalled, rateInterval), e.from, ph.join), e.from, ph.join); len(v) != 0 {
+		t.Errorf("Stalled shards before w4 joined: %v, want none", v)
 	}
 
 	// The planned hand-over and the graceful stop are clean: no throttle,

@@ -17,8 +17,8 @@ package lease
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -62,6 +62,23 @@ type Lease struct {
 // finished reports whether the shard has been processed to its end
 // (checkpoint SHARD_END).
 func finished(l Lease) bool { return l.Checkpoint.IsShardEnd() }
+
+// Worker is a worker's entry in the table's fleet row: every running worker
+// writes its heartbeat there, and a lease is valid while its owner's
+// heartbeat moves.
+type Worker struct {
+	// ID is the worker ID.
+	ID string
+	// Heartbeat increases with each heartbeat the worker writes (every
+	// min(RenewInterval, TakeInterval) of its configuration); it is -1 once
+	// the others declared the worker dead (fenced), until it joins again.
+	Heartbeat int64
+	// Stalled maps the lease keys of the shards the worker reported
+	// stalled with its last heartbeat to the reason ("bad-checkpoint",
+	// "open-failing", "checkpoint-failing", "processor-failing",
+	// "read-failing", "no-progress"); nil when none.
+	Stalled map[string]string
+}
 
 // DynamoDBAPI is the part of the DynamoDB client the lease table uses. A
 // *dynamodb.Client satisfies it.
@@ -132,20 +149,20 @@ func (t *Table) List(ctx context.Context) ([]Lease, error) {
 	return out, nil
 }
 
-// Workers returns the workers of the fleet row, by worker ID, with their
-// heartbeats: those that run, and those that stopped without leaving
-// (crashed) until the others clear them. Every running worker writes its
-// heartbeat there, and a lease is valid while its owner's heartbeat moves:
-// it increases with each heartbeat the worker writes (every
-// min(RenewInterval, TakeInterval) of its configuration), and is -1 once
-// the others declared the worker dead (fenced), until it joins again. One
-// strongly consistent read of one item.
-func (t *Table) Workers(ctx context.Context) (map[string]int64, error) {
+// Workers returns the workers of the fleet row, in ID order: those that run,
+// and those that stopped without leaving (crashed) until the others clear
+// them. One strongly consistent read of one item.
+func (t *Table) Workers(ctx context.Context) ([]Worker, error) {
 	f, err := t.store.ReadFleet(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return maps.Clone(f.Members), nil
+	out := make([]Worker, 0, len(f.Members))
+	for id, hb := range f.Members {
+		out = append(out, Worker{ID: id, Heartbeat: hb, Stalled: f.Stalls[id]})
+	}
+	slices.SortFunc(out, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }
 
 // fromInternal converts the protocol's lease to the operator's, deep-copying

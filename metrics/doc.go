@@ -21,8 +21,10 @@
 // now (they are removed when its consumer of a shard stops; the records and
 // bytes counters after one more scrape, see below), so their number is
 // bounded by the stream's shard count: the open shards, and closed ones
-// whose records are still being processed. The other labels take the few
-// values listed below.
+// whose records are still being processed. The exception,
+// shardline_shard_unowned_seconds, has series for the shards no live worker
+// holds, while they wait for one. The other labels take the few values
+// listed below.
 //
 // A multi-stream worker (worker.Config.Streams or StreamsFunc): per-shard
 // metrics take stream from the shard's stream (its name) and shard from its
@@ -163,6 +165,36 @@
 //   - shardline_shards_stopped_total (counter; reason): shard consumers that
 //     stopped; reason is "lease_lost", "shutdown" (graceful stop), "handoff",
 //     "shard_end", "stopped" (hard stop) or "error".
+//
+// Stalls (from worker.EventShardStalled and EventShardRecovered; see
+// worker.Config.StallTimeout and the README's "Stalled shards"):
+//
+//   - shardline_shard_stalled (gauge; shard, reason): 1 while a shard the
+//     worker holds is stalled; reason is "bad-checkpoint" (the stored
+//     checkpoint cannot be read from), "open-failing",
+//     "checkpoint-failing", "processor-failing", "read-failing" (each after
+//     three failures in a row) or "no-progress" (no batch processed and no
+//     read at the tip for StallTimeout). There is no series for a shard
+//     that is not stalled (alert on max(shardline_shard_stalled) > 0); the
+//     series goes when the shard recovers or its consumer stops.
+//
+// Shards without a live owner (from worker.EventShardUnowned and
+// EventShardOwned, which come from the fleet row and the leases each worker
+// reads anyway; no read of its own):
+//
+//   - shardline_shard_unowned_seconds (gauge; shard): for each unfinished
+//     shard that, as this worker sees it, no live worker holds: seconds
+//     since its owner's heartbeat last moved (an owner that crashed,
+//     stopped or was declared dead; a live owner's heartbeat that has not
+//     been seen moving for three heartbeat periods), or since its lease was
+//     last seen changing when it has no owner. A lower bound, never
+//     negative; it rises while the shard waits for a new owner (after a
+//     crash, for the lease duration) and its series goes once a worker
+//     holds it (the value is computed when scraped, from the last event's
+//     Duration, which the worker reports after each heartbeat). Every
+//     worker reports the shards it sees so, its own held ones excepted:
+//     take the max over workers. It measures what no owner can report: the
+//     lag metrics above come from a shard's owner.
 //
 // Delivery policies (see worker.DeliveryPolicy):
 //

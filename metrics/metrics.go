@@ -57,6 +57,10 @@ type Metrics struct {
 	// Per shard (stream, worker, shard).
 	perShard     *shardCounters // records and bytes processed
 	behindLatest *prometheus.GaugeVec
+	shardStalled *prometheus.GaugeVec // reason
+	stallMu      sync.Mutex           // orders the changes of shardStalled
+	unownedMu    sync.Mutex
+	unowned      map[string]time.Time // shard -> unowned since (EventShardUnowned); guarded by unownedMu
 
 	// Per worker (stream, worker[, ...]).
 	batchesProcessed   *prometheus.CounterVec
@@ -106,6 +110,8 @@ type Metrics struct {
 
 	// Computed from arrivalLag when scraped.
 	behindArrival, behindArrivalMax *prometheus.Desc
+	// Computed from unowned when scraped.
+	unownedShard *prometheus.Desc
 }
 
 // identity is the worker a Metrics observes.
@@ -243,6 +249,9 @@ func (m *Metrics) build(o options) {
 			"Data bytes of the user records counted by shardline_records_processed_total.", perShard, nil))
 	m.behindLatest = gauge("shardline_behind_latest_seconds",
 		"How far the shard's last read was behind the tip of the shard (MillisBehindLatest / 1000).", perShard)
+	m.shardStalled = gauge("shardline_shard_stalled",
+		"1 while a shard the worker holds is stalled, by reason (bad-checkpoint, open-failing, processor-failing, checkpoint-failing, read-failing, no-progress); no series otherwise.",
+		[]string{lStream, lWorker, lShard, "reason"})
 
 	m.batchesProcessed = counter("shardline_batches_processed_total",
 		"Batches the processor accepted.", perWorker)
@@ -330,6 +339,9 @@ func (m *Metrics) build(o options) {
 		perShard, nil)
 	m.behindArrivalMax = desc("shardline_behind_arrival_max_seconds",
 		"The largest shardline_behind_arrival_seconds of the shards the worker processes (0 with none).")
+	m.unownedShard = prometheus.NewDesc("shardline_shard_unowned_seconds",
+		"For each unfinished shard no live worker holds, as this worker sees it: seconds since its owner's heartbeat last moved, or since its lease was last seen changing when it has no owner (a lower bound).",
+		perShard, nil)
 }
 
 // collector exposes a Metrics to a registry. It is unchecked (Describe
@@ -351,6 +363,32 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.perShard.collect(ch, id.stream, id.worker)
 	c.m.collectArrivalLag(ch, id)
+	c.m.collectUnowned(ch, id)
+}
+
+// collectUnowned sends shardline_shard_unowned_seconds per shard.
+func (m *Metrics) collectUnowned(ch chan<- prometheus.Metric, id *identity) {
+	now := m.now()
+	m.unownedMu.Lock()
+	defer m.unownedMu.Unlock()
+	for shard, since := range m.unowned {
+		ch <- prometheus.MustNewConstMetric(m.unownedShard, prometheus.GaugeValue, max(0, now.Sub(since).Seconds()),
+			shardLabelValues(id.stream, id.worker, shard)...)
+	}
+}
+
+// onUnowned follows the shards the worker sees without a live owner.
+func (m *Metrics) onUnowned(e worker.Event) {
+	m.unownedMu.Lock()
+	defer m.unownedMu.Unlock()
+	if e.Kind == worker.EventShardOwned {
+		delete(m.unowned, e.ShardID)
+		return
+	}
+	if m.unowned == nil {
+		m.unowned = map[string]time.Time{}
+	}
+	m.unowned[e.ShardID] = m.now().Add(-e.Duration)
 }
 
 // collectArrivalLag sends shardline_behind_arrival_seconds per shard and
@@ -419,8 +457,10 @@ func (m *Metrics) OnEvent(e worker.Event) {
 	case worker.EventAggregatesUnpacked, worker.EventAggregatesMalformed, worker.EventAggregatesDropped,
 		worker.EventDecodeFailed:
 		m.onRecordCounts(e)
-	case worker.EventShardStarted, worker.EventShardStopped:
+	case worker.EventShardStarted, worker.EventShardStopped, worker.EventShardStalled, worker.EventShardRecovered:
 		m.onShard(e)
+	case worker.EventShardUnowned, worker.EventShardOwned:
+		m.onUnowned(e)
 	case worker.EventLeaseAcquired, worker.EventLeaseLost, worker.EventLeaseReleased, worker.EventLeaseHandedOver,
 		worker.EventHandoffRequested, worker.EventLeaseRenewFailed:
 		m.onLease(e)
@@ -567,6 +607,23 @@ func (m *Metrics) onShard(e worker.Event) {
 		m.setMaxLocked(id)
 		m.lagMu.Unlock()
 		m.setLanes(id, e.ShardID, 0)
+		m.setStalled(id, e.ShardID, "")
+	case worker.EventShardStalled:
+		m.setStalled(id, e.ShardID, e.Reason)
+	case worker.EventShardRecovered:
+		m.setStalled(id, e.ShardID, "")
+	}
+}
+
+// setStalled sets shardline_shard_stalled of a shard: one series of value
+// 1 for its reason, none when it is not stalled.
+func (m *Metrics) setStalled(id *identity, key, reason string) {
+	stream, shard := shardLabels(id.stream, key)
+	m.stallMu.Lock()
+	defer m.stallMu.Unlock()
+	m.shardStalled.DeletePartialMatch(prometheus.Labels{lStream: stream, lWorker: id.worker, lShard: shard})
+	if reason != "" {
+		m.shardStalled.WithLabelValues(stream, id.worker, shard, reason).Set(1)
 	}
 }
 

@@ -347,6 +347,8 @@ func TestWorkerStartCreatesSeriesAndCountsRecordEvents(t *testing.T) {
 func feedAll(m *Metrics) {
 	m.OnEvent(worker.Event{Kind: worker.EventWorkerStart, WorkerID: "w", Stream: "s"})
 	m.OnEvent(worker.Event{ShardID: "a", Kind: worker.EventShardStarted})
+	m.OnEvent(worker.Event{ShardID: "a", Kind: worker.EventShardStalled, Reason: "no-progress"})
+	m.OnEvent(worker.Event{ShardID: "b", Kind: worker.EventShardUnowned, Duration: time.Second})
 	m.OnEvent(worker.Event{Kind: worker.EventLeaseAcquired, ShardID: "a", Reason: "take"})
 	m.OnEvent(worker.Event{Kind: worker.EventFetch, ShardID: "a", Op: "GetRecords", Records: 1, MillisBehindLatest: 10})
 	m.OnEvent(worker.Event{Kind: worker.EventBatchProcessed, ShardID: "a", Records: 1, Bytes: 1, Attempt: 1, Arrivals: []time.Time{time.Now()}})

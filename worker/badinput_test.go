@@ -96,11 +96,17 @@ func TestStoredCheckpointOfAnotherShard(t *testing.T) {
 	rec.waitFor(t, 60*time.Second, "the shard retrying its refused checkpoint a few times", func() bool {
 		return logs.Count(slog.LevelDebug, "shard still stalled", "shard", shard0) >= 3
 	})
-	if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard0, "reason", "bad_checkpoint"); n != 1 {
+	if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard0, "reason", "bad-checkpoint"); n != 1 {
 		t.Errorf("%d WARNs for the refused checkpoint, want 1", n)
 	}
 	if n := events.count(worker.EventLeaseAcquired, shard0); n != 1 {
 		t.Errorf("shard 0 acquired %d times while stalled, want 1 (no release/re-take loop)", n)
+	}
+	if n := events.count(worker.EventShardStalled, shard0); n != 1 {
+		t.Errorf("%d EventShardStalled for the refused checkpoint, want 1", n)
+	}
+	if n := logs.Count(slog.LevelWarn, "shard stalled", "shard", shard0); n != 0 {
+		t.Errorf("%d more WARNs 'shard stalled' besides the checkpoint's, want none", n)
 	}
 	if got := logs.Records(slog.LevelWarn, "stored checkpoint cannot be read from"); len(got) > 0 && !hasAttr(got[0], "checkpoint_of_shard", shard1) {
 		t.Errorf("the WARN does not say the checkpoint is one of %s", shard1)
@@ -117,6 +123,9 @@ func TestStoredCheckpointOfAnotherShard(t *testing.T) {
 	}
 	rec.waitFor(t, 60*time.Second, "every record", func() bool { return rec.count() >= 40 })
 	checkOrder(t, rec.byShard, want)
+	if n := events.count(worker.EventShardRecovered, shard0); n != 1 {
+		t.Errorf("%d EventShardRecovered after the repair, want 1", n)
+	}
 }
 
 func hasAttr(r slog.Record, key, value string) bool {
@@ -161,7 +170,7 @@ func TestUnusableStoredCheckpoint(t *testing.T) {
 					t.Errorf("a WARN of %d bytes: %.200s", size, r.Message)
 				}
 			}
-			if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard, "reason", "bad_checkpoint"); n != 1 {
+			if n := logs.Count(slog.LevelWarn, "stored checkpoint cannot be read from", "shard", shard, "reason", "bad-checkpoint"); n != 1 {
 				t.Errorf("%d WARNs for the unusable checkpoint, want 1", n)
 			}
 			if n := logs.Count(slog.LevelInfo, "shard started"); n != 0 {

@@ -181,6 +181,15 @@ type Config struct {
 	// Default 30s. (Shutdown's own context bounds a Shutdown call.)
 	ShutdownTimeout time.Duration
 
+	// StallTimeout is how long a held shard may go without progress (a
+	// batch processed, or a read at the tip of the shard) before it is
+	// reported as stalled with reason "no-progress"; see the README's
+	// "Stalled shards". Default 2 minutes; at least 1s. A shard whose
+	// opening, reads, processing or checkpoints keep failing is reported
+	// sooner, after a few failures in a row, and one whose stored checkpoint
+	// cannot be read from ("bad-checkpoint") at the first refusal.
+	StallTimeout time.Duration
+
 	// BalanceByLoad balances the fleet by the records per second each shard
 	// carries (measured by its holder and stored on the lease at renewal)
 	// instead of by the number of shards, as the Java KCL 3.x does with
@@ -330,6 +339,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = defaultStallTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -432,6 +444,9 @@ func (c *Config) validate() error {
 	}
 	if c.StartupTimeout < 0 || c.ShutdownTimeout < 0 {
 		bad("StartupTimeout and ShutdownTimeout must not be negative")
+	}
+	if c.StallTimeout < time.Second {
+		bad("StallTimeout %v is below 1s", c.StallTimeout)
 	}
 	if err := c.Delivery.validate(); err != nil {
 		bad("%v", err)

@@ -140,6 +140,10 @@ func (s *shardState) backoffWait(ctx context.Context, failures int, cause error)
 }
 
 func (s *shardState) observeCall(c delivery.Call) {
+	s.observeStall(opProcess, c.Err)
+	if c.Err == nil {
+		s.stall.progressed(time.Now())
+	}
 	if s.w.hooks.none() {
 		return
 	}

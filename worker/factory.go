@@ -41,6 +41,9 @@ func (s *shardState) newProcessor(ctx context.Context) (proc kcl.RecordProcessor
 	last := ""
 	for failures := 0; ; {
 		proc, err := s.callFactory()
+		if ctx.Err() == nil {
+			s.observeStall(opOpen, err)
+		}
 		if err == nil {
 			if failures > 0 {
 				s.log.Info("processor factory succeeded again", "failures", failures)

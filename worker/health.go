@@ -53,8 +53,8 @@ type healthStore struct {
 // the DynamoDB store's optional capabilities (transactions).
 func (s healthStore) Unwrap() lease.Store { return s.Store }
 
-func (s healthStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
-	out, err := s.Store.Beat(ctx, id, from, withdrawn, bump)
+func (s healthStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (lease.Fleet, error) {
+	out, err := s.Store.Beat(ctx, id, from, withdrawn, bump, stalls)
 	now := time.Now()
 	s.h.mu.Lock()
 	s.h.round, s.h.lastErr = now, err

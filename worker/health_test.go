@@ -28,7 +28,7 @@ type heartbeatGate struct {
 	hang chan struct{} // when set, heartbeats wait until it is closed
 }
 
-func (g *heartbeatGate) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
+func (g *heartbeatGate) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (lease.Fleet, error) {
 	g.mu.Lock()
 	fail, hang := g.fail, g.hang
 	g.mu.Unlock()
@@ -38,7 +38,7 @@ func (g *heartbeatGate) Beat(ctx context.Context, id string, from int64, withdra
 	if fail {
 		return lease.Fleet{}, errors.New("injected: table unreachable")
 	}
-	return g.Store.Beat(ctx, id, from, withdrawn, bump)
+	return g.Store.Beat(ctx, id, from, withdrawn, bump, stalls)
 }
 
 func (g *heartbeatGate) set(fail bool, hang chan struct{}) {

@@ -122,6 +122,29 @@ const (
 	// says why: "lease_lost", "shutdown", "handoff", "shard_end", "stopped"
 	// (hard stop) or "error".
 	EventShardStopped EventKind = "shard_stopped"
+	// EventShardStalled: a shard the worker holds stalled, or the reason
+	// of its stall changed (see Config.StallTimeout). Reason is
+	// "bad-checkpoint" (the stored checkpoint cannot be read from; from
+	// the first refusal), "open-failing", "checkpoint-failing",
+	// "processor-failing", "read-failing" (each after a few failures in a
+	// row; Err is the last one) or "no-progress" (nothing processed and no
+	// read at the tip for StallTimeout).
+	EventShardStalled EventKind = "shard_stalled"
+	// EventShardRecovered: the shard's stall ended (it made progress, the
+	// failures stopped, or its consumer stopped); Reason is the stall's.
+	EventShardRecovered EventKind = "shard_recovered"
+	// EventShardUnowned: as far as the worker can tell from what it reads
+	// anyway (the fleet row at each heartbeat, the leases when they
+	// change), no live worker holds the unfinished shard: its owner's
+	// heartbeat stopped moving, or the lease is free. Duration is how long
+	// it has been so (a lower bound). Reported after each of the worker's
+	// heartbeats while it lasts; every worker reports the shards it sees
+	// so.
+	EventShardUnowned EventKind = "shard_unowned"
+	// EventShardOwned: a shard reported by EventShardUnowned is no longer
+	// seen so (it has a live owner, it finished, or its lease is gone), or
+	// the worker stopped watching (Run returns).
+	EventShardOwned EventKind = "shard_owned"
 
 	// EventRecordsFiltered: the [DeliveryPolicy] Filter kept Records
 	// records from the processor.
@@ -164,7 +187,7 @@ type Event struct {
 	// Op names a read call (EventFetch).
 	Op string
 	// Reason qualifies the event: how a lease was acquired, why it was
-	// lost, why a shard stopped, what kind of error a read met.
+	// lost, why a shard stopped or stalled, what kind of error a read met.
 	Reason string
 	// Peer is the other worker involved in a lease change, if any.
 	Peer string
@@ -254,14 +277,6 @@ func (h *hooks) onRecordCounts(shardID string, c reader.RecordCounts) {
 	if c.DecodeFailures > 0 {
 		h.emit(Event{Kind: EventDecodeFailed, ShardID: shardID, Records: int(c.DecodeFailures)})
 	}
-}
-
-// fetchObserver returns the observer for the readers, nil without hooks.
-func (h *hooks) fetchObserver() reader.Observer {
-	if h.none() {
-		return nil
-	}
-	return h.onFetch
 }
 
 // recordCounter returns the readers' record counter, nil without hooks.

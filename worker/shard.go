@@ -43,9 +43,7 @@ type shardState struct {
 	co      *checkpoint.Coalescer // nil unless Config.CheckpointInterval
 	started bool                  // ShardStarted was reported
 
-	// stall is why the shard cannot progress (stallBadCheckpoint,
-	// stallOpenFailed); nil while it can. See setStall.
-	stall atomic.Pointer[string]
+	stall *stallWatch // the stall detector (stall.go)
 
 	// For a stop that passes its bound (see Worker.abandon), read from
 	// another goroutine: whether the goroutine is in user code, and the
@@ -55,19 +53,6 @@ type shardState struct {
 	rdMu      sync.Mutex
 	rd        reader.Reader
 }
-
-// Why a held shard cannot progress (see shardState.setStall).
-const (
-	// stallBadCheckpoint: the stored checkpoint cannot be read from: it is
-	// not a position (an unknown word, a number of more than 128 digits),
-	// or Kinesis refuses it (a sequence number of another shard, or made
-	// up). Only a repair of the lease row (kclctl replay, lease.Reset)
-	// helps.
-	stallBadCheckpoint = "bad_checkpoint"
-	// stallOpenFailed: the shard could not be opened for another reason
-	// (access denied, say); retried with backoff.
-	stallOpenFailed = "open_failed"
-)
 
 // maxLoggedCheckpoint caps a stored checkpoint quoted in a log line: one
 // written by hand may be of any length.
@@ -108,6 +93,7 @@ func (w *Worker) startShard(base context.Context, h *lease.Handle) {
 	if st.id != "" {
 		s.log = s.log.With("stream", st.name)
 	}
+	s.stall = s.newStall()
 	w.mu.Lock()
 	if old := w.running[s.id]; old != nil {
 		// The old consumer lost its lease but its processor has not returned
@@ -157,6 +143,7 @@ func (s *shardState) run(base context.Context) {
 	if ctx.Err() == nil {
 		out = s.consume(ctx)
 	}
+	s.stall.end(time.Now())
 	close(stopWatch)
 	<-watchDone
 
@@ -317,6 +304,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 	if out, ok := s.waitForParents(ctx, gctx, l); !ok {
 		return out
 	}
+	s.stall.begin(time.Now())
 	// A stored checkpoint that is no position is found before a processor
 	// is made for it; the shard then waits for its repair.
 	if err := storedCheckpointError(l); err != nil {
@@ -338,7 +326,11 @@ func (s *shardState) consume(ctx context.Context) outcome {
 		PendingCheckpoint: l.PendingCheckpoint, PendingState: l.PendingCheckpointState})
 	s.mach.Store(s.m)
 	s.d = s.newDriver()
-	if err := s.retry(ctx, gctx, "initialize", func(int) error { return s.m.Initialize(ctx) }); err != nil {
+	if err := s.retry(ctx, gctx, "initialize", func(int) error {
+		err := s.m.Initialize(ctx)
+		s.observeStall(opOpen, err)
+		return err
+	}); err != nil {
 		return s.classify(ctx)
 	}
 
@@ -403,6 +395,9 @@ func (s *shardState) consume(ctx context.Context) outcome {
 			s.log.Error("reading shard failed", "err", err)
 			return outHard
 		}
+		if len(b.Records) == 0 && b.MillisBehindLatest == 0 {
+			s.stall.progressed(time.Now()) // at the tip
+		}
 		if b.Gap {
 			s.log.Warn("checkpoint older than the stream's retention: resumed at TRIM_HORIZON; records were lost to retention",
 				"checkpoint", l.Checkpoint.String())
@@ -413,6 +408,7 @@ func (s *shardState) consume(ctx context.Context) outcome {
 				if out, ok := s.deliver(ctx, gctx, b); !ok {
 					return out
 				}
+				s.stall.progressed(time.Now())
 			}
 		}
 		// Caught up: a read found nothing more (MillisBehindLatest alone
@@ -452,7 +448,8 @@ func (s *shardState) open(ctx, gctx context.Context, l lease.Lease, prev error) 
 // untilOpen calls try (after checking the stored checkpoint, and first
 // taking prev, if set, as its failure) until it succeeds. Meanwhile the
 // shard keeps its lease and is stalled: the failure is reported once per
-// reason (see setStall), and try is called again with backoff, from
+// reason (by the stall detector: "bad-checkpoint" at once, "open-failing"
+// after a few failures in a row), and try is called again with backoff, from
 // RetryInitialInterval doubling up to RetryMaxInterval, so that no
 // take/release cycle of the shard repeats without pause in the fleet. While
 // the stored checkpoint is what fails, the lease is read again at each
@@ -474,17 +471,18 @@ func (s *shardState) untilOpen(ctx, gctx context.Context, l lease.Lease, prev er
 		}
 		if err == nil {
 			if err = shardproc.Recover(try); err == nil {
-				s.clearStall()
+				s.observeStall(opBadCheckpoint, nil)
+				s.observeStall(opOpen, nil)
 				return 0, true
 			}
 		}
 		if ctx.Err() != nil || gctx.Err() != nil {
 			return s.classify(ctx), false
 		}
-		reason := stallOpenFailed
+		op := opOpen
 		switch {
 		case s.checkpointRefused(err, l):
-			reason = stallBadCheckpoint
+			op = opBadCheckpoint
 		case errors.Is(err, kcl.ErrStreamNotFound):
 			shards, lerr := s.w.listShards(ctx, s.st)
 			if lerr != nil || !slices.ContainsFunc(shards, func(n shardNode) bool { return n.ID == s.shard }) {
@@ -497,14 +495,21 @@ func (s *shardState) untilOpen(ctx, gctx context.Context, l lease.Lease, prev er
 			// checkpoint's record (kinesis-mock's answer to a sequence
 			// number of another shard).
 			if recordCheckpoint(l) {
-				reason = stallBadCheckpoint
+				op = opBadCheckpoint
 			}
 		}
-		s.setStall(reason, err, l.Checkpoint)
+		prev := s.stall.current()
+		s.observeStall(op, err)
+		switch now := s.stall.current(); {
+		case now != "" && now == prev:
+			s.log.Debug("shard still stalled", "reason", now, shardproc.ErrAttr(err))
+		case now == "":
+			s.log.Debug("opening the shard failed; retrying with backoff", shardproc.ErrAttr(err))
+		}
 		if awsx.Sleep(gctx, bo.NextBackOff()) != nil {
 			return s.classify(ctx), false
 		}
-		if reason == stallBadCheckpoint && s.rowChanged(gctx, l) {
+		if op == opBadCheckpoint && s.rowChanged(gctx, l) {
 			return outGiveUp, false
 		}
 	}
@@ -550,32 +555,6 @@ func (s *shardState) rowChanged(ctx context.Context, l lease.Lease) bool {
 	s.log.Info("the lease row changed while the shard was stalled on its checkpoint; releasing the lease to start again from the row",
 		"checkpoint", shardproc.Truncate(cur.Checkpoint.String(), maxLoggedCheckpoint), "err", err)
 	return true
-}
-
-// setStall records why the shard cannot progress. The first report of a
-// reason is a WARN naming the shard, the reason, the stored checkpoint (cut
-// short) and the error; repeats of the same reason are logged at DEBUG.
-func (s *shardState) setStall(reason string, err error, cp kcl.ExtendedSequenceNumber) {
-	if prev := s.stall.Swap(&reason); prev != nil && *prev == reason {
-		s.log.Debug("shard still stalled", "reason", reason, shardproc.ErrAttr(err))
-		return
-	}
-	attrs := []any{"reason", reason, "checkpoint", shardproc.Truncate(cp.String(), maxLoggedCheckpoint), shardproc.ErrAttr(err)}
-	if other, ok := checkpoint.OtherShard(s.id, cp.SequenceNumber); ok {
-		attrs = append(attrs, "checkpoint_of_shard", other)
-	}
-	if reason == stallBadCheckpoint {
-		s.log.Warn("stored checkpoint cannot be read from: the shard keeps its lease but processes nothing until the checkpoint is repaired (kclctl replay, lease.Reset)", attrs...)
-		return
-	}
-	s.log.Warn("opening the shard failed; retrying with backoff", attrs...)
-}
-
-// clearStall records that the shard progresses again.
-func (s *shardState) clearStall() {
-	if prev := s.stall.Swap(nil); prev != nil {
-		s.log.Info("shard opened; no longer stalled", "was", *prev)
-	}
 }
 
 // initialFor maps a lease's starting sentinel to an initial position (an
@@ -751,6 +730,7 @@ func (s *shardState) writeCheckpoint(ctx context.Context, st checkpoint.State) (
 		s.w.hooks.emit(Event{Kind: EventCheckpoint, ShardID: s.id, Position: pos, Duration: time.Since(began), Err: err})
 	}()
 	_, err = s.h.UpdateCheckpoint(ctx, checkpointEdit(st))
+	s.observeStall(opCheckpoint, err)
 	return err
 }
 

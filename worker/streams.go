@@ -110,7 +110,7 @@ func (w *Worker) newStream(ref awsx.Stream, id, name string, initial kcl.Initial
 		BackoffInitial:       cfg.RetryInitialInterval,
 		BackoffMax:           max(cfg.RetryInitialInterval, min(cfg.RetryMaxInterval, reader.DefaultBackoffMax)),
 		Logger:               cfg.Logger,
-		Observer:             w.hooks.fetchObserver(),
+		Observer:             w.fetchObserver(st),
 		Records: reader.RecordOptions{
 			DisableDeaggregation: cfg.DisableDeaggregation,
 			Decoder:              cfg.RecordDecoder,
@@ -118,12 +118,6 @@ func (w *Worker) newStream(ref awsx.Stream, id, name string, initial kcl.Initial
 		},
 	}
 	if id != "" { // hooks name the shards of a multi-stream worker by lease key
-		if obs := opts.Observer; obs != nil {
-			opts.Observer = func(e reader.FetchEvent) {
-				e.ShardID = st.leaseKey(e.ShardID)
-				obs(e)
-			}
-		}
 		if counted := opts.Records.Counted; counted != nil {
 			opts.Records.Counted = func(shard string, c reader.RecordCounts) { counted(st.leaseKey(shard), c) }
 		}

@@ -71,6 +71,7 @@ type Worker struct {
 	live         map[*shardState]struct{} // every consumer whose goroutine runs
 	releases     sync.WaitGroup           // releases of leases of streams no longer consumed
 	reshard      reshardState             // shard syncs, lineage waits, cleanup
+	unowned      unownedReport            // shards reported by EventShardUnowned
 	// smu guards streams, the streams consumed now by stream identifier
 	// ("" in a single-stream worker). A leaf lock: nothing is taken
 	// while it is held.
@@ -223,6 +224,8 @@ func (w *Worker) start(ctx, base context.Context) error {
 		OnEvent:       w.hooks.leaseObserver(),
 		BalanceByLoad: w.cfg.BalanceByLoad,
 		OnTableLost:   w.tableLost,
+		Stalls:        w.stalls,
+		OnBeat:        func() { w.unowned.report(w.hooks, w.manager) },
 	})
 	if err := w.retryStartup(sctx, "start lease manager", func() error { return w.manager.Start(base) }); err != nil {
 		return fmt.Errorf("shardline: start lease manager: %w", err)
@@ -249,8 +252,14 @@ func (w *Worker) loop(ctx context.Context) error {
 		case <-syncCtx.Done():
 		}
 	}()
+	stallTick := time.NewTicker(w.stallCheckInterval())
+	defer stallTick.Stop()
+	defer w.unowned.close(w.hooks) // closes the shards reported
 	for {
 		select {
+		case <-stallTick.C:
+			w.checkStalls()
+			continue
 		case <-ctx.Done():
 			w.log.Info("context ended; shutting down gracefully", "timeout", w.cfg.ShutdownTimeout)
 			return nil

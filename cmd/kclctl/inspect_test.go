@@ -68,7 +68,7 @@ func TestInspectJava35TableAfterShardline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Beat(ctx, "go-1", 0, false, false); err != nil {
+	if _, err := st.Beat(ctx, "go-1", 0, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
 

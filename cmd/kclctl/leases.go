@@ -37,6 +37,10 @@ type leaseRow struct {
 	Parents             []string   `json:"parents,omitempty"`
 	Children            []string   `json:"children,omitempty"`
 	Lag                 *lagInfo   `json:"lag,omitempty"`
+	// Status is what holds the shard up, if anything (see leaseStatus);
+	// Stalled is the reason its owner reported it stalled.
+	Status  string `json:"status"`
+	Stalled string `json:"stalled,omitempty"`
 
 	display string // the checkpoint for people
 }
@@ -73,6 +77,11 @@ func runLeases(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return c.tableError(err)
 	}
+	workers, err := store.Workers(ctx)
+	if err != nil {
+		return c.tableError(err)
+	}
+	status := newStatusView(leases, workers)
 	rows := make([]leaseRow, len(leases))
 	for i, l := range leases {
 		rows[i] = leaseRow{
@@ -88,6 +97,7 @@ func runLeases(ctx context.Context, e *env, args []string) error {
 			Children:            l.ChildShardIDs,
 			display:             describeCheckpoint(l.Checkpoint, l.CheckpointTimestamp),
 		}
+		rows[i].Status, rows[i].Stalled = status.of(l)
 	}
 	if *lag && c.stream != "" {
 		kc, err := c.kinesisClient(ctx)
@@ -100,7 +110,7 @@ func runLeases(ctx context.Context, e *env, args []string) error {
 	if c.output == "json" {
 		return writeJSON(e.stdout, rows)
 	}
-	t := newTable(e.stdout, "SHARD", "OWNER", "COUNTER", "CHECKPOINT", "PARENTS", "CHILDREN", "LAG")
+	t := newTable(e.stdout, "SHARD", "OWNER", "STATUS", "COUNTER", "CHECKPOINT", "PARENTS", "CHILDREN", "LAG")
 	for _, r := range rows {
 		lagCell := ""
 		switch {
@@ -114,7 +124,11 @@ func runLeases(ctx context.Context, e *env, args []string) error {
 		if r.HandoffTo != "" {
 			owner += " -> " + r.HandoffTo
 		}
-		t.row(r.Shard, owner, strconv.FormatInt(r.Counter, 10), r.display,
+		st := r.Status
+		if r.Stalled != "" {
+			st += ":" + r.Stalled
+		}
+		t.row(r.Shard, owner, st, strconv.FormatInt(r.Counter, 10), r.display,
 			strings.Join(r.Parents, ","), strings.Join(r.Children, ","), lagCell)
 	}
 	if err := t.flush(); err != nil {

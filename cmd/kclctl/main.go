@@ -1,5 +1,5 @@
 // Command kclctl is the operator's tool for Shardline applications: it shows
-// the lease table (owners, checkpoints, lineage, lag), the live workers and
+// the lease table (owners, status, checkpoints, lineage, lag), the live workers and
 // their share, resets checkpoints to replay a stream, lists or
 // deregisters enhanced fan-out consumers, and inspects a lease table left by
 // the Java KCL (or by Shardline, for a roll-back to Java).
@@ -17,6 +17,12 @@
 // a time relative to now (-30m), or a sequence number (optionally
 // SEQUENCE/SUB for a user record inside a KPL aggregate) of the one shard
 // named with --shard, which is delivered again with everything after it.
+//
+// The STATUS of `leases` is "stalled:REASON" for a shard its owner reported
+// stalled with its last heartbeat (bad-checkpoint, open-failing, checkpoint-failing,
+// processor-failing, read-failing, no-progress), or what the table shows:
+// unowned, expired (owner declared dead), owner-absent (owner not in the
+// fleet row), finished, handoff-pending, waiting-for-parent, ok.
 //
 // Every command takes --region, --kinesis-endpoint, --dynamodb-endpoint,
 // --table (default: the application name), -o table|json and --timeout. AWS

@@ -239,7 +239,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"w1", "w2"} {
-		if _, err := store.Beat(ctx, id, 0, false, false); err != nil {
+		if _, err := store.Beat(ctx, id, 0, false, false, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -318,7 +318,7 @@ func TestWorkersProbe(t *testing.T) {
 				return
 			case <-tick.C:
 				if fl, err := f.store.ReadFleet(ctx); err == nil {
-					_, _ = f.store.Beat(ctx, "w1", fl.Members["w1"], false, false)
+					_, _ = f.store.Beat(ctx, "w1", fl.Members["w1"], false, false, nil)
 				}
 			}
 		}

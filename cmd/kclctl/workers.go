@@ -62,8 +62,9 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 		return c.tableError(err)
 	}
 	rows := map[string]*workerRow{}
-	for id, hb := range first {
-		rows[id] = &workerRow{ID: id, Status: statusPresent, Heartbeat: &hb}
+	for _, w := range first {
+		hb := w.Heartbeat
+		rows[w.ID] = &workerRow{ID: w.ID, Status: statusPresent, Heartbeat: &hb}
 	}
 	if *probe > 0 {
 		t := time.NewTimer(*probe)
@@ -80,12 +81,13 @@ func runWorkers(ctx context.Context, e *env, args []string) error {
 		for _, r := range rows {
 			r.Status = statusGone
 		}
-		for id, hb := range second {
-			r := rows[id]
+		for _, w := range second {
+			hb := w.Heartbeat
+			r := rows[w.ID]
 			switch {
 			case r == nil:
-				rows[id] = &workerRow{ID: id, Status: statusLive, Heartbeat: &hb}
-			case *r.Heartbeat != hb:
+				rows[w.ID] = &workerRow{ID: w.ID, Status: statusLive, Heartbeat: &hb}
+			case *r.Heartbeat != w.Heartbeat:
 				r.Status, r.Heartbeat = statusLive, &hb
 			default:
 				r.Status = statusStale

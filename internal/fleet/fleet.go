@@ -119,10 +119,11 @@ func (f *Fleet) LogPath(id string) string {
 	return filepath.Join(f.cfg.Dir, id+".log")
 }
 
-// Start starts a consumer with worker ID id. Starting an ID again after its
+// Start starts a consumer with worker ID id, with extra appended to its
+// command line after Config.ExtraArgs. Starting an ID again after its
 // process ended restarts it: the new process appends to the same events and
 // log files. Starting an ID whose process still runs is an error.
-func (f *Fleet) Start(id string) (*Process, error) {
+func (f *Fleet) Start(id string, extra ...string) (*Process, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.procs {
@@ -148,6 +149,7 @@ func (f *Fleet) Start(id string) (*Process, error) {
 		}
 	}
 	args = append(args, f.cfg.ExtraArgs...)
+	args = append(args, extra...)
 
 	logFile, err := os.OpenFile(f.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -16,8 +17,11 @@ import (
 // The fleet row (see [Fleet]) is the item of leaseKey "shardline:worker:*":
 // shardlineHeartbeats a map of worker IDs to heartbeats,
 // shardlineWithdrawn a string set of withdrawn workers, shardlineHandoffs a
-// map of lease keys to requesting workers, shardlineGeneration a number;
-// leaseCounter counts its writes.
+// map of lease keys to requesting workers, shardlineGeneration a number,
+// and for each worker that reported stalled shards with its last heartbeat
+// an attribute "shardlineStalls:<worker ID>", a map of lease keys to stall
+// reasons (one attribute per worker, so that no write depends on a map
+// another version of the row may lack); leaseCounter counts its writes.
 //
 // So that every Java KCL version can list a table Shardline left behind,
 // the row also carries what the Java lease deserializer requires:
@@ -60,14 +64,22 @@ func (u *update) javaFields() {
 	}
 }
 
+// attrStallsPrefix starts the fleet row's attribute of one worker's stalls.
+const attrStallsPrefix = "shardlineStalls:"
+
 // Beat writes worker id's heartbeat in the fleet row (see [Store.Beat]).
-func (s *DynamoStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (Fleet, error) {
+func (s *DynamoStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (Fleet, error) {
 	if err := checkWorkerID("beat", id); err != nil {
 		return Fleet{}, err
 	}
 	u := newUpdate()
 	entry := u.name(attrHeartbeats) + "." + u.name(id)
 	u.sets = append(u.sets, entry+" = "+u.value(numberValue(from+1)))
+	if len(stalls) > 0 {
+		u.set(attrStallsPrefix+id, stallsValue(stalls))
+	} else {
+		u.remove(attrStallsPrefix + id)
+	}
 	if withdrawn {
 		u.adds = append(u.adds, u.name(attrWithdrawn)+" "+u.value(&types.AttributeValueMemberSS{Value: []string{id}}))
 	}
@@ -104,6 +116,7 @@ func (s *DynamoStore) Fence(ctx context.Context, id string, hb int64) (Fleet, er
 	u := newUpdate()
 	entry := u.name(attrHeartbeats) + "." + u.name(id)
 	u.sets = append(u.sets, entry+" = "+u.value(numberValue(Dead)))
+	u.remove(attrStallsPrefix + id)
 	return s.fleetUpdate(ctx, "fence", id, u, entry+" = "+u.value(numberValue(hb)))
 }
 
@@ -115,6 +128,7 @@ func (s *DynamoStore) Leave(ctx context.Context, id string, hb int64, bump bool)
 	u := newUpdate()
 	entry := u.name(attrHeartbeats) + "." + u.name(id)
 	u.removes = append(u.removes, entry)
+	u.remove(attrStallsPrefix + id)
 	u.deletes = append(u.deletes, u.name(attrWithdrawn)+" "+u.value(&types.AttributeValueMemberSS{Value: []string{id}}))
 	if bump {
 		u.increment(attrGeneration)
@@ -236,7 +250,21 @@ func encodeFleet(f Fleet) map[string]types.AttributeValue {
 	if len(f.Withdrawn) > 0 {
 		item[attrWithdrawn] = &types.AttributeValueMemberSS{Value: slices.Sorted(maps.Keys(f.Withdrawn))}
 	}
+	for id, m := range f.Stalls {
+		if len(m) > 0 {
+			item[attrStallsPrefix+id] = stallsValue(m)
+		}
+	}
 	return item
+}
+
+// stallsValue is the attribute value of one worker's stalls.
+func stallsValue(stalls map[string]string) types.AttributeValue {
+	m := make(map[string]types.AttributeValue, len(stalls))
+	for shard, reason := range stalls {
+		m[shard] = stringValue(reason)
+	}
+	return &types.AttributeValueMemberM{Value: m}
 }
 
 // decodeFleet reads the fleet row; a missing item is an empty fleet.
@@ -269,6 +297,26 @@ func decodeFleet(item map[string]types.AttributeValue) (Fleet, error) {
 			if to, ok := v.(*types.AttributeValueMemberS); ok {
 				f.Handoffs[k] = to.Value
 			}
+		}
+	}
+	// Stalls are informational: entries of another type are left out.
+	for attr, v := range item {
+		id, ok := strings.CutPrefix(attr, attrStallsPrefix)
+		m, isMap := v.(*types.AttributeValueMemberM)
+		if !ok || !isMap || id == "" {
+			continue
+		}
+		stalls := map[string]string{}
+		for shard, r := range m.Value {
+			if reason, ok := r.(*types.AttributeValueMemberS); ok {
+				stalls[shard] = reason.Value
+			}
+		}
+		if len(stalls) > 0 {
+			if f.Stalls == nil {
+				f.Stalls = map[string]map[string]string{}
+			}
+			f.Stalls[id] = stalls
 		}
 	}
 	return f, nil

@@ -260,7 +260,7 @@ func TestDynamoStoreItemFormat(t *testing.T) {
 		t.Errorf("leaseCounter = %s, want 3", got)
 	}
 
-	if _, err := st.Beat(ctx, "w", 0, true, true); err != nil {
+	if _, err := st.Beat(ctx, "w", 0, true, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	raw = getRaw(t, client, st.Table(), "shardline:worker:*")
@@ -326,7 +326,7 @@ func TestDynamoStoreMissingTable(t *testing.T) {
 		"UpdateCheckpoint": func() error { _, err := st.UpdateCheckpoint(ctx, l); return err },
 		"UpdateShardInfo":  func() error { _, err := st.UpdateShardInfo(ctx, l); return err },
 		"Delete":           func() error { return st.Delete(ctx, l) },
-		"Beat":             func() error { _, err := st.Beat(ctx, "a", 0, false, false); return err },
+		"Beat":             func() error { _, err := st.Beat(ctx, "a", 0, false, false, nil); return err },
 		"ReadFleet":        func() error { _, err := st.ReadFleet(ctx); return err },
 		"Fence":            func() error { _, err := st.Fence(ctx, "a", 1); return err },
 		"ListStale":        func() error { _, err := st.ListStale(ctx); return err },
@@ -358,7 +358,7 @@ func TestDynamoStorePagination(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%3 == 0 {
-			if _, err := st.Beat(ctx, fmt.Sprint("w", i), 0, false, false); err != nil {
+			if _, err := st.Beat(ctx, fmt.Sprint("w", i), 0, false, false, nil); err != nil {
 				t.Fatal(err)
 			}
 		}

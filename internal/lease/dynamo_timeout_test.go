@@ -42,7 +42,7 @@ func TestDynamoCallTimeoutBoundsEveryCall(t *testing.T) {
 			"Get":   func() error { _, err := s.Get(ctx, "shard"); return err },
 			"List":  func() error { _, err := s.List(ctx); return err },
 			"Renew": func() error { _, err := s.Renew(ctx, Lease{Key: "shard", Owner: "w", Counter: 1}); return err },
-			"Beat":  func() error { _, err := s.Beat(ctx, "w", 0, false, false); return err },
+			"Beat":  func() error { _, err := s.Beat(ctx, "w", 0, false, false, nil); return err },
 		} {
 			start := time.Now()
 			err := call()

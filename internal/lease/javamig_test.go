@@ -228,7 +228,7 @@ func TestShardlineRowsReadableByJava(t *testing.T) {
 	if p := javakcl.Problems(javakcl.V2, false, getRaw(t, client, table, "shardline:worker:*")); len(p) == 0 {
 		t.Fatal("the checker finds nothing wrong with a fleet row without a checkpoint")
 	}
-	if _, err := st.Beat(ctx, "w", 0, false, false); err != nil {
+	if _, err := st.Beat(ctx, "w", 0, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	l := lease.Lease{Key: "shardId-000000000001", Checkpoint: kcl.TrimHorizon, StartingHashKey: "0", EndingHashKey: "99", ParentShardIDs: []string{"shardId-000000000000"}}

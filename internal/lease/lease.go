@@ -150,6 +150,10 @@ type Fleet struct {
 	Gen int64
 	// Version increases with every write of the row.
 	Version int64
+	// Stalls maps worker IDs to the stalled shards each reported with its
+	// last heartbeat (lease key -> reason); a worker without stalls has no
+	// entry. Informational: the protocol does not read it.
+	Stalls map[string]map[string]string
 }
 
 // Clone returns a deep copy of f.
@@ -157,6 +161,13 @@ func (f Fleet) Clone() Fleet {
 	f.Members = maps.Clone(f.Members)
 	f.Withdrawn = maps.Clone(f.Withdrawn)
 	f.Handoffs = maps.Clone(f.Handoffs)
+	if f.Stalls != nil {
+		stalls := make(map[string]map[string]string, len(f.Stalls))
+		for id, m := range f.Stalls {
+			stalls[id] = maps.Clone(m)
+		}
+		f.Stalls = stalls
+	}
 	return f
 }
 
@@ -291,17 +302,20 @@ type Store interface {
 	// conditional on the entry being from (from 0: absent or Dead, a
 	// worker (re)joining). withdrawn marks the worker as leaving (it takes
 	// nothing more); bump increments the fleet's Gen, telling the others to
-	// read the leases again. It returns the fleet row as stored after the
-	// write; a refusal (the entry was fenced or moved) is a *ConflictError.
-	Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (Fleet, error)
+	// read the leases again. stalls (lease key -> reason) replaces the
+	// worker's entry of Fleet.Stalls (none when empty). It returns the
+	// fleet row as stored after the write; a refusal (the entry was fenced
+	// or moved) is a *ConflictError.
+	Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (Fleet, error)
 	// ReadFleet returns the fleet row, read consistently (empty if none).
 	ReadFleet(ctx context.Context) (Fleet, error)
-	// Fence marks worker id dead (its entry becomes Dead), conditional on
-	// its heartbeat being hb: the worker's next Beat is refused, so it
-	// holds nothing from then on, and its leases may be taken.
+	// Fence marks worker id dead (its entry becomes Dead, its stalls are
+	// removed), conditional on its heartbeat being hb: the worker's next
+	// Beat is refused, so it holds nothing from then on, and its leases may
+	// be taken.
 	Fence(ctx context.Context, id string, hb int64) (Fleet, error)
-	// Leave removes worker id's entry, conditional on its heartbeat being
-	// hb; bump increments Gen.
+	// Leave removes worker id's entry (and its stalls), conditional on its
+	// heartbeat being hb; bump increments Gen.
 	Leave(ctx context.Context, id string, hb int64, bump bool) error
 	// AskHandoff records in the fleet row that worker to asked for lease
 	// key (see RequestHandoff), so that the owner learns it at its next

@@ -86,6 +86,14 @@ type ManagerConfig struct {
 	// it has stopped when the requester takes the lease: give every worker
 	// the same value.
 	HandoffTimeout time.Duration
+	// Stalls, if set, returns the worker's stalled shards (lease key ->
+	// reason); each heartbeat writes them in the fleet row (see
+	// Fleet.Stalls). Called from the heartbeat goroutine; it must be quick.
+	Stalls func() map[string]string
+	// OnBeat, if set, is called after each heartbeat whose answer updated
+	// the manager's view (see Unowned), from the heartbeat goroutine with
+	// no lock held; it must be quick.
+	OnBeat func()
 }
 
 // Manager keeps the worker's heartbeat in the fleet row (which extends every
@@ -121,6 +129,7 @@ type Manager struct {
 	held                  map[string]*Handle
 	observed              map[string]observation // lease key -> last counter change seen
 	members               map[string]observation // worker ID -> last heartbeat change seen
+	lastLive              map[string]time.Time   // member ID -> when its heartbeat last moved to a live value (see Unowned)
 	hb                    int64                  // own heartbeat; 0 until (re)registered
 	joined                time.Time              // when this worker (re)registered
 	fleet                 Fleet                  // the fleet row as last seen
@@ -212,6 +221,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		held:       map[string]*Handle{},
 		observed:   map[string]observation{},
 		members:    map[string]observation{},
+		lastLive:   map[string]time.Time{},
 		dead:       map[string]bool{},
 		asks:       map[string]time.Time{},
 		awaiting:   map[string]bool{},
@@ -502,8 +512,12 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 	from, withdrawn, bump := m.hb, m.withdrawn, m.bump
 	m.bump = false
 	m.mu.Unlock()
+	var stalls map[string]string
+	if m.cfg.Stalls != nil {
+		stalls = m.cfg.Stalls()
+	}
 	sent := m.now()
-	f, err := m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, bump)
+	f, err := m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, bump, stalls)
 	if err == nil && from == 0 {
 		m.mu.Lock()
 		old := m.oldHB
@@ -514,7 +528,7 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 			// again: a worker that missed the change in between would see a
 			// heartbeat standing still. Move on to 2 at once.
 			from, sent = 1, m.now()
-			f, err = m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, false)
+			f, err = m.store.Beat(ctx, m.cfg.WorkerID, from, withdrawn, false, stalls)
 		}
 	}
 	if err != nil {
@@ -562,6 +576,9 @@ func (m *Manager) heartbeat(ctx context.Context) error {
 		m.noticeHandoff(ctx, key, since)
 	}
 	m.releaseExpired(ctx)
+	if m.cfg.OnBeat != nil {
+		m.cfg.OnBeat()
+	}
 	return nil
 }
 
@@ -687,11 +704,15 @@ func (m *Manager) observeLocked(f Fleet, now time.Time) {
 	for id, hb := range f.Members {
 		if o, ok := m.members[id]; !ok || o.counter != hb {
 			m.members[id] = observation{counter: hb, at: now}
+			if hb != Dead {
+				m.lastLive[id] = now
+			}
 		}
 	}
 	for id := range m.members {
 		if _, ok := f.Members[id]; !ok {
 			delete(m.members, id)
+			delete(m.lastLive, id)
 		}
 	}
 }

@@ -745,7 +745,7 @@ func TestManagerTidiesFleetRow(t *testing.T) {
 		f := newTestFleet(t, 2)
 		defer f.closeAll()
 		ctx := t.Context()
-		if _, err := f.store.Beat(ctx, "ghost", 0, false, false); err != nil {
+		if _, err := f.store.Beat(ctx, "ghost", 0, false, false, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.store.AskHandoff(ctx, "shard-00", "ghost"); err != nil {

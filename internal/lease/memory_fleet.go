@@ -1,9 +1,12 @@
 package lease
 
-import "context"
+import (
+	"context"
+	"maps"
+)
 
 // Beat writes worker id's heartbeat (see [Store.Beat]).
-func (s *MemoryStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (Fleet, error) {
+func (s *MemoryStore) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (Fleet, error) {
 	if err := checkWorkerID("beat", id); err != nil {
 		return Fleet{}, err
 	}
@@ -21,8 +24,21 @@ func (s *MemoryStore) Beat(ctx context.Context, id string, from int64, withdrawn
 		if bump {
 			f.Gen++
 		}
+		setStalls(f, id, stalls)
 		return true
 	})
+}
+
+// setStalls replaces worker id's stalls in f (removes them when empty).
+func setStalls(f *Fleet, id string, stalls map[string]string) {
+	if len(stalls) == 0 {
+		delete(f.Stalls, id)
+		return
+	}
+	if f.Stalls == nil {
+		f.Stalls = map[string]map[string]string{}
+	}
+	f.Stalls[id] = maps.Clone(stalls)
 }
 
 // ReadFleet returns the fleet row.
@@ -46,6 +62,7 @@ func (s *MemoryStore) Fence(ctx context.Context, id string, hb int64) (Fleet, er
 			return false
 		}
 		f.Members[id] = Dead
+		setStalls(f, id, nil)
 		return true
 	})
 }
@@ -61,6 +78,7 @@ func (s *MemoryStore) Leave(ctx context.Context, id string, hb int64, bump bool)
 		}
 		delete(f.Members, id)
 		delete(f.Withdrawn, id)
+		setStalls(f, id, nil)
 		if bump {
 			f.Gen++
 		}

@@ -42,7 +42,7 @@ func TestMemoryStoreFault(t *testing.T) {
 	if got.Counter != 0 {
 		t.Errorf("a refused Renew changed the counter to %d", got.Counter)
 	}
-	if _, err := s.Beat(ctx, "a", 0, false, false); err != nil {
+	if _, err := s.Beat(ctx, "a", 0, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ReadFleet(ctx); err != nil {

@@ -48,6 +48,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -80,6 +81,7 @@ type options struct {
 	leaseDuration, idleTime         time.Duration
 	checkpointInterval              time.Duration
 	work                            time.Duration
+	failBatches                     int
 	shutdownTimeout                 time.Duration
 	eventsPath                      string
 	metricsAddr                     string
@@ -133,6 +135,7 @@ func parseFlags() (options, error) {
 	dur(&o.leaseDuration, "lease-duration", "SHARDLINE_LEASE_DURATION", 10*time.Second, "how long a lease lasts without renewal")
 	dur(&o.idleTime, "idle-time", "SHARDLINE_IDLE_TIME", time.Second, "pause after a read that returned nothing")
 	dur(&o.work, "work", "SHARDLINE_WORK", 0, "simulated processing time per batch, before its checkpoint")
+	fs.IntVar(&o.failBatches, "fail-batches", 0, "the first N deliveries of records in this process fail (each batch is delivered again): a stall to observe")
 	dur(&o.checkpointInterval, "checkpoint-interval", "SHARDLINE_CHECKPOINT_INTERVAL", 0, "checkpoint at most this often (0: after every batch)")
 	dur(&o.shutdownTimeout, "shutdown-timeout", "SHARDLINE_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -254,6 +257,8 @@ func run() int {
 	flaky := &flakySet{failed: map[string]bool{}}
 
 	counts := newShardCounts()
+	var failBatches atomic.Int64
+	failBatches.Store(int64(opts.failBatches))
 	var workerID string // set once the worker exists; the factory runs later
 	w, err := worker.New(worker.Config{
 		StreamName:           streamName(opts.stream),
@@ -279,6 +284,7 @@ func run() int {
 				failures:           failures,
 				bisect:             opts.bisect,
 				flaky:              flaky,
+				failBatches:        &failBatches,
 				counts:             counts,
 				events:             events,
 				log:                log.With("shard", shardID),
@@ -457,6 +463,7 @@ type processor struct {
 	failures           fleet.Failures
 	bisect             bool
 	flaky              *flakySet
+	failBatches        *atomic.Int64 // deliveries of records still to fail in the process (-fail-batches), when positive
 
 	mu             sync.Mutex
 	lastCheckpoint time.Time
@@ -515,6 +522,9 @@ func (p *processor) Initialize(ctx context.Context, in kcl.InitializeInput) erro
 func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInput) error {
 	if len(in.Records) == 0 {
 		return nil
+	}
+	if left := p.failBatches.Add(-1); left >= 0 {
+		return fmt.Errorf("fleetworker: -fail-batches: %d more failures to come", left)
 	}
 	p.mu.Lock()
 	p.batches++

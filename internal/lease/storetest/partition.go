@@ -115,11 +115,11 @@ func (p *Partitioned) ListStale(ctx context.Context) ([]lease.Lease, error) {
 }
 
 // Beat calls the wrapped store unless cut off.
-func (p *Partitioned) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool) (lease.Fleet, error) {
+func (p *Partitioned) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (lease.Fleet, error) {
 	if err := p.err(); err != nil {
 		return lease.Fleet{}, err
 	}
-	return p.Store.Beat(ctx, id, from, withdrawn, bump)
+	return p.Store.Beat(ctx, id, from, withdrawn, bump, stalls)
 }
 
 // ReadFleet calls the wrapped store unless cut off.

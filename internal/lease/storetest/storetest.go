@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		{"ListSorted", testListSorted},
 		{"Heartbeats", testHeartbeats},
 		{"DeleteWorker", testDeleteWorker},
+		{"Stalls", testStalls},
 		{"ConcurrentTake", testConcurrentTake},
 		{"CopiesInAndOut", testCopies},
 		{"CancelledContext", testCancelledContext},
@@ -239,7 +240,7 @@ func testGetMissing(t *testing.T, s lease.Store) {
 
 func testInvalidArguments(t *testing.T, s lease.Store) {
 	ctx := t.Context()
-	if _, err := s.Beat(ctx, "w", 0, false, false); err != nil {
+	if _, err := s.Beat(ctx, "w", 0, false, false, nil); err != nil {
 		t.Fatalf("Beat: %v", err)
 	}
 	worker := lease.Lease{Key: "shardline:worker:*", Owner: "w", Counter: 1}
@@ -264,7 +265,7 @@ func testInvalidArguments(t *testing.T, s lease.Store) {
 		calls["delete "+key] = s.Delete(ctx, bad)
 	}
 	_, calls["take to nobody"] = s.Take(ctx, l, "")
-	_, calls["beat without ID"] = s.Beat(ctx, "", 0, false, false)
+	_, calls["beat without ID"] = s.Beat(ctx, "", 0, false, false, nil)
 	_, calls["fence without ID"] = s.Fence(ctx, "", 1)
 	calls["leave without ID"] = s.Leave(ctx, "", 1, false)
 	calls["ask for the fleet row"] = s.AskHandoff(ctx, worker.Key, "w")
@@ -625,7 +626,7 @@ func testListSorted(t *testing.T, s lease.Store) {
 	for i, k := range keys {
 		l := full(k)
 		l.Counter = int64(i)
-		if _, err := s.Beat(ctx, fmt.Sprintf("w%d", i), 0, false, false); err != nil {
+		if _, err := s.Beat(ctx, fmt.Sprintf("w%d", i), 0, false, false, nil); err != nil {
 			t.Fatalf("Beat: %v", err)
 		}
 		want = append(want, mustCreate(t, s, l))
@@ -657,7 +658,7 @@ func testHeartbeats(t *testing.T, s lease.Store) {
 	ctx := t.Context()
 	beat := func(id string, from int64, withdrawn, bump bool) lease.Fleet {
 		t.Helper()
-		f, err := s.Beat(ctx, id, from, withdrawn, bump)
+		f, err := s.Beat(ctx, id, from, withdrawn, bump, nil)
 		if err != nil {
 			t.Fatalf("Beat(%s, %d): %v", id, from, err)
 		}
@@ -676,9 +677,9 @@ func testHeartbeats(t *testing.T, s lease.Store) {
 	}
 
 	// A heartbeat from a stale value, or joining twice, is refused.
-	_, err := s.Beat(ctx, "worker-a", 1, false, false)
+	_, err := s.Beat(ctx, "worker-a", 1, false, false, nil)
 	expectConflict(t, err, "beat", "worker-a")
-	_, err = s.Beat(ctx, "worker-a", 0, false, false)
+	_, err = s.Beat(ctx, "worker-a", 0, false, false, nil)
 	expectConflict(t, err, "beat", "worker-a")
 
 	got, err := s.ReadFleet(ctx)
@@ -708,14 +709,55 @@ func testHeartbeats(t *testing.T, s lease.Store) {
 	equal(t, "handoffs after clear", got.Handoffs, map[string]string{})
 }
 
+// testStalls checks that each heartbeat replaces the worker's stalls in the
+// fleet row, and that fencing and leaving remove them.
+func testStalls(t *testing.T, s lease.Store) {
+	ctx := t.Context()
+	stalls := map[string]string{"shardId-1": "processor-failing", "shardId-2": "no-progress"}
+	if _, err := s.Beat(ctx, "worker-a", 0, false, false, stalls); err != nil {
+		t.Fatalf("Beat: %v", err)
+	}
+	f, err := s.Beat(ctx, "worker-b", 0, false, false, map[string]string{"shardId-3": "open-failing"})
+	if err != nil {
+		t.Fatalf("Beat: %v", err)
+	}
+	equal(t, "stalls", f.Stalls, map[string]map[string]string{"worker-a": stalls, "worker-b": {"shardId-3": "open-failing"}})
+	stalls["shardId-1"] = "changed after the call"
+	got, err := s.ReadFleet(ctx)
+	if err != nil {
+		t.Fatalf("ReadFleet: %v", err)
+	}
+	equal(t, "stalls read", got.Stalls["worker-a"], map[string]string{"shardId-1": "processor-failing", "shardId-2": "no-progress"})
+	f, err = s.Beat(ctx, "worker-a", 1, false, false, nil)
+	if err != nil {
+		t.Fatalf("Beat: %v", err)
+	}
+	equal(t, "stalls after recovery", f.Stalls, map[string]map[string]string{"worker-b": {"shardId-3": "open-failing"}})
+	if f, err = s.Fence(ctx, "worker-b", 1); err != nil {
+		t.Fatalf("Fence: %v", err)
+	}
+	if len(f.Stalls) != 0 {
+		t.Errorf("stalls after fencing: %v, want none", f.Stalls)
+	}
+	if _, err := s.Beat(ctx, "worker-a", 2, false, false, map[string]string{"shardId-1": "read-failing"}); err != nil {
+		t.Fatalf("Beat: %v", err)
+	}
+	if err := s.Leave(ctx, "worker-a", 3, false); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	if got, _ = s.ReadFleet(ctx); len(got.Stalls) != 0 {
+		t.Errorf("stalls after leaving: %v, want none", got.Stalls)
+	}
+}
+
 func testDeleteWorker(t *testing.T, s lease.Store) {
 	ctx := t.Context()
 	for _, id := range []string{"worker-a", "worker-b"} {
-		if _, err := s.Beat(ctx, id, 0, false, false); err != nil {
+		if _, err := s.Beat(ctx, id, 0, false, false, nil); err != nil {
 			t.Fatalf("Beat: %v", err)
 		}
 	}
-	if _, err := s.Beat(ctx, "worker-a", 1, false, false); err != nil {
+	if _, err := s.Beat(ctx, "worker-a", 1, false, false, nil); err != nil {
 		t.Fatalf("Beat: %v", err)
 	}
 	// b saw a's old heartbeat and thinks a is dead; a is alive.
@@ -727,9 +769,9 @@ func testDeleteWorker(t *testing.T, s lease.Store) {
 	}
 	equal(t, "after fence", f.Members, map[string]int64{"worker-a": lease.Dead, "worker-b": 1})
 	// a's next heartbeat is refused; it joins again from 0.
-	_, err = s.Beat(ctx, "worker-a", 2, false, false)
+	_, err = s.Beat(ctx, "worker-a", 2, false, false, nil)
 	expectConflict(t, err, "beat", "worker-a")
-	f, err = s.Beat(ctx, "worker-a", 0, false, false)
+	f, err = s.Beat(ctx, "worker-a", 0, false, false, nil)
 	if err != nil {
 		t.Fatalf("Beat after fence: %v", err)
 	}
