@@ -57,7 +57,7 @@ func Build(ctx context.Context, dir string, race bool) (string, error) {
 }
 
 // Config describes the replicas of a fleet. They all consume the same stream
-// as the same application.
+// (or the same streams file) as the same application.
 type Config struct {
 	// Binary is the consumer program, from [Build]. Required.
 	Binary string
