@@ -154,18 +154,7 @@ func TestMultiStreamFleet(t *testing.T) {
 		for _, p := range m.prods {
 			_ = p.Stop()
 		}
-		f.Close()
-		if races, err := f.DataRaces(); err != nil {
-			t.Errorf("read worker logs: %v", err)
-		} else if len(races) > 0 {
-			t.Errorf("race detector reports in worker processes:\n%s", strings.Join(races, "\n"))
-		}
-		if t.Failed() {
-			m.dumpLogs()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = fleet.DeleteTable(ctx, dc, app)
+		m.teardown()
 	})
 	// About 20 records/s per stream, five a second per shard; the fourth
 	// stream is written from the start, before the workers know it.
