@@ -114,20 +114,27 @@ func setup(t *testing.T, shards int, checkpointInterval time.Duration) *env {
 	e := &env{t: t, kc: kc, dc: dc, app: app, fleet: f, prod: prod}
 	t.Cleanup(func() {
 		_ = prod.Stop()
-		f.Close()
-		if races, err := f.DataRaces(); err != nil {
-			t.Errorf("read worker logs: %v", err)
-		} else if len(races) > 0 {
-			t.Errorf("race detector reports in worker processes:\n%s", strings.Join(races, "\n"))
-		}
-		if t.Failed() {
-			e.dumpLogs()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = fleet.DeleteTable(ctx, dc, app)
+		e.teardown()
 	})
 	return e
+}
+
+// teardown kills the fleet's processes, fails the test on race detector
+// reports in their logs, prints the logs if the test failed and deletes the
+// lease table.
+func (e *env) teardown() {
+	e.fleet.Close()
+	if races, err := e.fleet.DataRaces(); err != nil {
+		e.t.Errorf("read worker logs: %v", err)
+	} else if len(races) > 0 {
+		e.t.Errorf("race detector reports in worker processes:\n%s", strings.Join(races, "\n"))
+	}
+	if e.t.Failed() {
+		e.dumpLogs()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = fleet.DeleteTable(ctx, e.dc, e.app)
 }
 
 // start starts workers with the given IDs.

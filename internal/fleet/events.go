@@ -29,15 +29,18 @@ const (
 
 // Event is one line of a consumer's events file.
 type Event struct {
-	Type    string    `json:"type"`
-	Time    time.Time `json:"ts"`
-	Worker  string    `json:"worker"`
-	PID     int       `json:"pid,omitempty"`
-	Shard   string    `json:"shard,omitempty"`
-	Seq     string    `json:"seq,omitempty"`
-	PK      string    `json:"pk,omitempty"`
-	Data    string    `json:"data,omitempty"`
-	Attempt int       `json:"attempt,omitempty"`
+	Type   string    `json:"type"`
+	Time   time.Time `json:"ts"`
+	Worker string    `json:"worker"`
+	PID    int       `json:"pid,omitempty"`
+	// Stream names the shard's stream in a multi-stream consumer (empty
+	// for a single-stream one); Shard is then the plain shard ID.
+	Stream  string `json:"stream,omitempty"`
+	Shard   string `json:"shard,omitempty"`
+	Seq     string `json:"seq,omitempty"`
+	PK      string `json:"pk,omitempty"`
+	Data    string `json:"data,omitempty"`
+	Attempt int    `json:"attempt,omitempty"`
 	// Batch numbers the ProcessRecords calls of one processor (record
 	// events only), from 1.
 	Batch      int      `json:"batch,omitempty"`

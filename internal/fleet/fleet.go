@@ -57,7 +57,7 @@ func Build(ctx context.Context, dir string, race bool) (string, error) {
 }
 
 // Config describes the replicas of a fleet. They all consume the same stream
-// as the same application.
+// (or the same streams file) as the same application.
 type Config struct {
 	// Binary is the consumer program, from [Build]. Required.
 	Binary string
@@ -65,8 +65,13 @@ type Config struct {
 	// (<id>.log) per worker ID. Required.
 	Dir string
 	// Stream and App are the stream name and the application name (which is
-	// also the lease table name). Required.
+	// also the lease table name). Required, except Stream when StreamsFile
+	// is set.
 	Stream, App string
+	// StreamsFile, instead of Stream, makes multi-stream consumers: they
+	// consume the streams named in this file, one a line, and read it again
+	// at every shard sync (the consumer's -streams-file).
+	StreamsFile string
 	// KinesisEndpoint and DynamoDBEndpoint are the emulators' URLs. Required.
 	KinesisEndpoint, DynamoDBEndpoint string
 	// InitialPosition is "trim_horizon" (default) or "latest".
@@ -90,7 +95,7 @@ type Fleet struct {
 func New(cfg Config) (*Fleet, error) {
 	var missing []string
 	for name, v := range map[string]string{
-		"Binary": cfg.Binary, "Dir": cfg.Dir, "Stream": cfg.Stream, "App": cfg.App,
+		"Binary": cfg.Binary, "Dir": cfg.Dir, "Stream or StreamsFile": cfg.Stream + cfg.StreamsFile, "App": cfg.App,
 		"KinesisEndpoint": cfg.KinesisEndpoint, "DynamoDBEndpoint": cfg.DynamoDBEndpoint,
 	} {
 		if v == "" {
@@ -131,15 +136,18 @@ func (f *Fleet) Start(id string, extra ...string) (*Process, error) {
 			return nil, fmt.Errorf("fleet: worker %s already running (pid %d)", id, p.PID)
 		}
 	}
-	args := []string{
-		"-stream", f.cfg.Stream,
+	args := []string{"-stream", f.cfg.Stream}
+	if f.cfg.StreamsFile != "" {
+		args = []string{"-streams-file", f.cfg.StreamsFile}
+	}
+	args = append(args,
 		"-app", f.cfg.App,
 		"-worker-id", id,
 		"-kinesis-endpoint", f.cfg.KinesisEndpoint,
 		"-dynamodb-endpoint", f.cfg.DynamoDBEndpoint,
 		"-initial-position", f.cfg.InitialPosition,
 		"-events", f.EventsPath(id),
-	}
+	)
 	for flagName, d := range map[string]time.Duration{
 		"-lease-duration": f.cfg.LeaseDuration, "-idle-time": f.cfg.IdleTime,
 		"-checkpoint-interval": f.cfg.CheckpointInterval, "-shutdown-timeout": f.cfg.ShutdownTimeout,

@@ -21,7 +21,11 @@
 //     (-parallelism), fail chosen records (-failures, see fleet.Failures:
 //     poison ones always, flaky ones once per process) and give poison
 //     records up after -max-attempts to a dead-letter stream
-//     (-dead-letter-stream), optionally bisecting failing batches (-bisect).
+//     (-dead-letter-stream), optionally bisecting failing batches (-bisect);
+//   - consume several streams as one multi-stream worker (-streams-file: one
+//     stream name per line, read again at every shard sync, every
+//     -shard-sync-interval, so that a test can add and remove streams while
+//     the processes run); its events then name each record's stream.
 //
 // Every flag can also be set through the environment variable named in its
 // help text:
@@ -76,6 +80,8 @@ func main() {
 // options are the command line settings.
 type options struct {
 	stream, app, workerID           string
+	streamsFile                     string // multi-stream: see readStreams
+	shardSyncInterval               time.Duration
 	kinesisEndpoint, dynamoEndpoint string
 	initialPosition                 string
 	leaseDuration, idleTime         time.Duration
@@ -111,7 +117,8 @@ func parseFlags() (options, error) {
 	boolean := func(p *bool, name, env, help string) {
 		fs.BoolVar(p, name, fromEnv(env, false, strconv.ParseBool, &envErrs), help+" (env "+env+")")
 	}
-	str(&o.stream, "stream", "SHARDLINE_STREAM", "", "Kinesis stream name or ARN (required)")
+	str(&o.stream, "stream", "SHARDLINE_STREAM", "", "Kinesis stream name or ARN (required, unless -streams-file)")
+	str(&o.streamsFile, "streams-file", "SHARDLINE_STREAMS_FILE", "", "consume the streams named in this file, one a line, read again at every shard sync (instead of -stream)")
 	str(&o.app, "app", "SHARDLINE_APP", "", "application name; also the lease table name (required)")
 	str(&o.workerID, "worker-id", "SHARDLINE_WORKER_ID", "", "worker ID in the lease table (default: host name + random suffix)")
 	str(&o.kinesisEndpoint, "kinesis-endpoint", "SHARDLINE_KINESIS_ENDPOINT", "", "Kinesis endpoint URL (default: AWS)")
@@ -137,6 +144,7 @@ func parseFlags() (options, error) {
 	dur(&o.work, "work", "SHARDLINE_WORK", 0, "simulated processing time per batch, before its checkpoint")
 	fs.IntVar(&o.failBatches, "fail-batches", 0, "the first N deliveries of records in this process fail (each batch is delivered again): a stall to observe")
 	dur(&o.checkpointInterval, "checkpoint-interval", "SHARDLINE_CHECKPOINT_INTERVAL", 0, "checkpoint at most this often (0: after every batch)")
+	dur(&o.shardSyncInterval, "shard-sync-interval", "SHARDLINE_SHARD_SYNC_INTERVAL", 0, "how often the shard list (and the -streams-file) is read again (0: the worker's default)")
 	dur(&o.shutdownTimeout, "shutdown-timeout", "SHARDLINE_SHUTDOWN_TIMEOUT", 20*time.Second, "how long a graceful shutdown may take")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return o, err
@@ -144,8 +152,8 @@ func parseFlags() (options, error) {
 	if len(envErrs) > 0 {
 		return o, errors.Join(envErrs...)
 	}
-	if o.stream == "" || o.app == "" {
-		return o, errors.New("-stream and -app are required")
+	if (o.stream == "") == (o.streamsFile == "") || o.app == "" {
+		return o, errors.New("-app and one of -stream and -streams-file are required")
 	}
 	if o.faults != "" && o.fanOut {
 		return o, errors.New("-faults covers polling only, not -fanout")
@@ -260,22 +268,12 @@ func run() int {
 	var failBatches atomic.Int64
 	failBatches.Store(int64(opts.failBatches))
 	var workerID string // set once the worker exists; the factory runs later
-	w, err := worker.New(worker.Config{
-		StreamName:           streamName(opts.stream),
-		StreamARN:            streamARN(opts.stream),
-		ApplicationName:      opts.app,
-		WorkerID:             opts.workerID,
-		Kinesis:              kc,
-		DynamoDB:             dc,
-		InitialPosition:      initial,
-		LeaseDuration:        opts.leaseDuration,
-		IdleTimeBetweenReads: opts.idleTime,
-		Logger:               log,
-		Hooks:                hooks,
-		FanOut:               fanOutOptions(opts.fanOut),
-		Delivery:             delivery,
-		ProcessorFactory: func(shardID string) (kcl.RecordProcessor, error) {
+	// factory makes the processors of one stream; stream is empty for a
+	// single-stream worker.
+	factory := func(stream string) kcl.ProcessorFactory {
+		return func(shardID string) (kcl.RecordProcessor, error) {
 			return &processor{
+				stream:             stream,
 				shardID:            shardID,
 				worker:             workerID,
 				checkpointInterval: opts.checkpointInterval,
@@ -287,10 +285,39 @@ func run() int {
 				failBatches:        &failBatches,
 				counts:             counts,
 				events:             events,
-				log:                log.With("shard", shardID),
+				log:                log.With("stream", stream, "shard", shardID),
 			}, nil
-		},
-	})
+		}
+	}
+	cfg := worker.Config{
+		StreamName:           streamName(opts.stream),
+		StreamARN:            streamARN(opts.stream),
+		ProcessorFactory:     factory(""),
+		ApplicationName:      opts.app,
+		WorkerID:             opts.workerID,
+		Kinesis:              kc,
+		DynamoDB:             dc,
+		InitialPosition:      initial,
+		LeaseDuration:        opts.leaseDuration,
+		IdleTimeBetweenReads: opts.idleTime,
+		Logger:               log,
+		Hooks:                hooks,
+		FanOut:               fanOutOptions(opts.fanOut),
+		Delivery:             delivery,
+		ShardSyncInterval:    opts.shardSyncInterval,
+	}
+	if opts.streamsFile != "" {
+		// Multi-stream: each stream's factory is a closure that knows it.
+		if _, err := readStreams(opts.streamsFile, factory); err != nil {
+			log.Error("cannot read streams file", "err", err)
+			return 2
+		}
+		cfg.ProcessorFactory = nil
+		cfg.StreamsFunc = func(context.Context) ([]worker.StreamConfig, error) {
+			return readStreams(opts.streamsFile, factory)
+		}
+	}
+	w, err := worker.New(cfg)
 	if err != nil {
 		log.Error("invalid configuration", "err", err)
 		return 2
@@ -299,7 +326,7 @@ func run() int {
 	log = log.With("worker", workerID)
 	events.Write(fleet.Event{Type: fleet.EventStart, Worker: workerID, PID: os.Getpid()})
 	_ = events.Flush()
-	log.Info("consumer starting", "stream", opts.stream, "app", opts.app, "initial_position", initial.String())
+	log.Info("consumer starting", "stream", opts.stream, "streams_file", opts.streamsFile, "app", opts.app, "initial_position", initial.String())
 
 	// Run in the background; the main goroutine waits for a signal.
 	runCtx, cancelRun := context.WithCancel(ctx)
@@ -434,6 +461,25 @@ func newFaults(spec string) (fk, fd *faults.Client, err error) {
 	return fk, fd, err
 }
 
+// readStreams reads the streams file: one stream name or ARN a line; blank
+// lines and lines starting with # are skipped. Each stream's processors come
+// from factory(stream).
+func readStreams(path string, factory func(stream string) kcl.ProcessorFactory) ([]worker.StreamConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var streams []worker.StreamConfig
+	for line := range strings.Lines(string(b)) {
+		name := strings.TrimSpace(line)
+		if name == "" || strings.HasPrefix(name, "#") {
+			continue
+		}
+		streams = append(streams, worker.StreamConfig{Stream: name, ProcessorFactory: factory(name)})
+	}
+	return streams, nil
+}
+
 func streamName(s string) string {
 	if strings.HasPrefix(s, "arn:") {
 		return ""
@@ -448,11 +494,11 @@ func streamARN(s string) string {
 	return ""
 }
 
-// processor handles one shard. With -parallelism the worker calls
+// processor handles one shard (of stream, in a multi-stream worker). With -parallelism the worker calls
 // ProcessRecords from several goroutines at once; mu guards the fields that
 // change.
 type processor struct {
-	shardID            string
+	stream, shardID    string
 	worker             string
 	checkpointInterval time.Duration
 	work               time.Duration
@@ -512,7 +558,7 @@ var (
 // shard resumes after.
 func (p *processor) Initialize(ctx context.Context, in kcl.InitializeInput) error {
 	p.log.Info("shard starting", "checkpoint", in.Checkpoint.String())
-	p.events.Write(fleet.Event{Type: fleet.EventInitialize, Worker: p.worker, Shard: p.shardID, Checkpoint: in.Checkpoint.String()})
+	p.write(fleet.Event{Type: fleet.EventInitialize, Checkpoint: in.Checkpoint.String()})
 	return p.events.Flush()
 }
 
@@ -543,8 +589,8 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		recs = recs[:i]
 	}
 	for _, r := range recs {
-		p.events.Write(fleet.Event{
-			Type: fleet.EventRecord, Worker: p.worker, Shard: p.shardID, Batch: batch,
+		p.write(fleet.Event{
+			Type: fleet.EventRecord, Batch: batch,
 			Seq: r.Position().String(), PK: r.PartitionKey, Data: string(r.Data), Attempt: in.Attempt,
 		})
 	}
@@ -552,14 +598,14 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		if err := p.events.Flush(); err != nil {
 			return err
 		}
-		p.counts.add(p.shardID, len(recs))
+		p.counts.add(p.countKey(), len(recs))
 		return failed
 	}
 	// Returning an error makes the worker deliver the same batch again.
 	if err := p.events.Flush(); err != nil {
 		return err
 	}
-	p.counts.add(p.shardID, len(in.Records))
+	p.counts.add(p.countKey(), len(in.Records))
 	if p.work > 0 {
 		select { // simulated work; cut short when the lease is lost
 		case <-ctx.Done():
@@ -581,7 +627,7 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 		// delivered again after a failover. When the lease is lost the worker
 		// stops this shard by itself.
 		p.log.Warn("checkpoint failed", "err", err)
-		p.events.Write(fleet.Event{Type: fleet.EventCheckpointFailed, Worker: p.worker, Shard: p.shardID})
+		p.write(fleet.Event{Type: fleet.EventCheckpointFailed})
 		return p.events.Flush()
 	}
 	p.checkpointed(in.Checkpointer)
@@ -593,7 +639,7 @@ func (p *processor) ProcessRecords(ctx context.Context, in kcl.ProcessRecordsInp
 // not be renewed in time). Checkpointing is no longer possible.
 func (p *processor) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error {
 	p.log.Warn("lease lost")
-	p.events.Write(fleet.Event{Type: fleet.EventLeaseLost, Worker: p.worker, Shard: p.shardID})
+	p.write(fleet.Event{Type: fleet.EventLeaseLost})
 	return p.events.Flush()
 }
 
@@ -603,7 +649,7 @@ func (p *processor) LeaseLost(ctx context.Context, in kcl.LeaseLostInput) error 
 func (p *processor) ShutdownRequested(ctx context.Context, in kcl.ShutdownRequestedInput) error {
 	p.log.Info("shutdown requested")
 	if p.sink != "" { // the last delivered batch may not be committed to the sink
-		p.events.Write(fleet.Event{Type: fleet.EventShutdownRequested, Worker: p.worker, Shard: p.shardID})
+		p.write(fleet.Event{Type: fleet.EventShutdownRequested})
 		return p.events.Flush()
 	}
 	return p.finalCheckpoint(ctx, fleet.Event{Type: fleet.EventShutdownRequested}, in.Checkpointer)
@@ -618,8 +664,7 @@ func (p *processor) ShardEnded(ctx context.Context, in kcl.ShardEndedInput) erro
 
 // finalCheckpoint writes ev to the events file, then checkpoints with c.
 func (p *processor) finalCheckpoint(ctx context.Context, ev fleet.Event, c kcl.Checkpointer) error {
-	ev.Worker, ev.Shard = p.worker, p.shardID
-	p.events.Write(ev)
+	p.write(ev)
 	if err := p.events.Flush(); err != nil {
 		return err
 	}
@@ -635,10 +680,25 @@ func (p *processor) checkpointed(c kcl.Checkpointer) {
 	p.mu.Lock()
 	p.lastCheckpoint = time.Now()
 	p.mu.Unlock()
-	p.events.Write(fleet.Event{Type: fleet.EventCheckpoint, Worker: p.worker, Shard: p.shardID, Position: c.Last().String()})
+	p.write(fleet.Event{Type: fleet.EventCheckpoint, Position: c.Last().String()})
 	if err := p.events.Flush(); err != nil {
 		p.log.Warn("events file", "err", err)
 	}
+}
+
+// write buffers ev as an event of this processor's worker, stream and shard.
+func (p *processor) write(ev fleet.Event) {
+	ev.Worker, ev.Stream, ev.Shard = p.worker, p.stream, p.shardID
+	p.events.Write(ev)
+}
+
+// countKey names the shard in the counts the program prints: the shard ID,
+// after the stream's name in a multi-stream worker.
+func (p *processor) countKey() string {
+	if p.stream == "" {
+		return p.shardID
+	}
+	return p.stream + "/" + p.shardID
 }
 
 // shardCounts counts processed records per shard. Processors of different

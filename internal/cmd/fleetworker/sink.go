@@ -36,7 +36,7 @@ func (p *processor) commitToSink(ctx context.Context, in kcl.ProcessRecordsInput
 	}
 	if err := checkpoint.Transact(ctx, in.Checkpointer, ws...); err != nil {
 		p.log.Warn("sink transaction failed; the batch will be delivered again", "err", err)
-		p.events.Write(fleet.Event{Type: fleet.EventCheckpointFailed, Worker: p.worker, Shard: p.shardID})
+		p.write(fleet.Event{Type: fleet.EventCheckpointFailed})
 		_ = p.events.Flush()
 		return err
 	}
