@@ -14,6 +14,8 @@
 package kpl
 
 import (
+	"unsafe"
+
 	ikpl "github.com/shardline/shardline/internal/kpl"
 )
 
@@ -56,11 +58,18 @@ func Unmarshal(data []byte) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Record, len(recs))
-	for i, r := range recs {
-		out[i] = Record(r)
+	return records(recs), nil
+}
+
+// records views internal records as Records without copying them: the two
+// struct types have the same fields in the same order (the conversion
+// Record(ikpl.Record{}) below fails to compile if they ever differ).
+func records(recs []ikpl.Record) []Record {
+	var _ = Record(ikpl.Record{})
+	if len(recs) == 0 {
+		return []Record{}
 	}
-	return out, nil
+	return unsafe.Slice((*Record)(unsafe.Pointer(unsafe.SliceData(recs))), len(recs))
 }
 
 // Marshal returns the aggregated record holding records, in order. It fails
