@@ -89,7 +89,7 @@ func benchLanes(b *testing.B, n, target int) (rate float64, cpu time.Duration) {
 }
 
 // BenchmarkPoisonRecord measures what a poison record costs its shard with
-// MaxAttempts 3 and the default backoff (200ms, ×1.5, jittered): the time
+// MaxAttempts 3 and the default backoff (200ms, then 400ms, jittered): the time
 // from the first failed delivery to the dead-letter handler's acceptance,
 // after which the shard moves on.
 func BenchmarkPoisonRecord(b *testing.B) {
