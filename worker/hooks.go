@@ -168,7 +168,8 @@ const (
 type Event struct {
 	// Kind is what happened.
 	Kind EventKind
-	// ShardID is the shard concerned.
+	// ShardID is the shard concerned: its shard ID, or in a multi-stream
+	// worker its lease key (see [Hook]).
 	ShardID string
 	// WorkerID and Stream identify the worker (EventWorkerStart).
 	WorkerID, Stream string

@@ -66,7 +66,7 @@ const (
 	outGraceful                // planned stop: ShutdownRequested, checkpoint, hand to the planned survivor
 	outHard                    // hard stop: release without callbacks
 	outShardEnd                // shard finished: SHARD_END stored, release
-	outGiveUp                  // unused since the factory is retried in place; kept for ShardEvent's "error"
+	outGiveUp                  // the stored row changed under a shard that could not open (untilOpen): release; EventShardStopped reason "error"
 	outHandoff                 // another worker asked for the shard: like graceful, then hand over
 )
 
