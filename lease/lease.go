@@ -125,7 +125,7 @@ func NewTable(client DynamoDBAPI, name string) (*Table, error) {
 func newTableOn(s ilease.Store) *Table { return &Table{store: s} }
 
 // List returns every lease of the table, in key order, read with a strongly
-// consistent scan. Worker presence rows are not leases and are left out. A
+// consistent scan. The fleet row (the workers' heartbeats) is not a lease and is left out. A
 // row that cannot be read as a lease (an attribute of an unexpected type)
 // makes List fail with an error naming it.
 func (t *Table) List(ctx context.Context) ([]Lease, error) {

@@ -468,7 +468,7 @@ func (c *Config) validate() error {
 const maxClockSkew = time.Minute
 
 // maxWorkerIDBytes bounds WorkerID: it is stored in every lease the worker
-// holds and is the key of its presence row.
+// holds and is its key in the fleet row.
 const maxWorkerIDBytes = 255
 
 // validWorkerID refuses worker IDs that the lease table or the logs cannot

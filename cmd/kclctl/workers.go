@@ -14,13 +14,13 @@ import (
 const (
 	statusLive    = "live"    // heartbeat moved during the probe
 	statusStale   = "stale"   // heartbeat stood still during the probe
-	statusGone    = "gone"    // presence row removed during the probe (stopped)
-	statusPresent = "present" // presence row seen, no probe
+	statusGone    = "gone"    // left the fleet row during the probe (stopped)
+	statusPresent = "present" // in the fleet row, no probe
 	statusNoRow   = "no presence row"
 )
 
-// workerRow is one worker as `workers` prints it: a presence row (see
-// lease.Store.Heartbeat) or an owner of leases.
+// workerRow is one worker as `workers` prints it: a member of the fleet row
+// (see lease.Table.Workers) or an owner of leases.
 type workerRow struct {
 	ID        string   `json:"id"`
 	Status    string   `json:"status"`
@@ -41,7 +41,7 @@ type workersReport struct {
 func runWorkers(ctx context.Context, e *env, args []string) error {
 	var c common
 	fs := newFlagSet(e, "workers", "--app APP [--probe DURATION] [flags]", &c)
-	probe := fs.Duration("probe", 0, "read the presence rows twice this far apart (a little more than the workers' renew interval) to tell live workers from dead ones")
+	probe := fs.Duration("probe", 0, "read the fleet row twice this far apart (a little more than the workers' heartbeat period, min(RenewInterval, TakeInterval)) to tell live workers from dead ones")
 	if err := parse(fs, &c, args); err != nil {
 		return err
 	}
