@@ -68,7 +68,9 @@ type Config struct {
 	// *dynamodb.Client satisfies it. Required.
 	DynamoDB lease.DynamoDBAPI
 
-	// ProcessorFactory makes one processor per shard lease. Required.
+	// ProcessorFactory makes one processor per shard lease, called with the
+	// shard ID (a plain shard ID in a multi-stream worker too). Required,
+	// unless every StreamConfig has its own.
 	ProcessorFactory kcl.ProcessorFactory
 	// InitialPosition is where shards with no checkpoint start. Default:
 	// LATEST, as in the Java KCL.
