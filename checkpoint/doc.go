@@ -1,5 +1,5 @@
-// Package checkpoint documents how Shardline stores checkpoints and holds the
-// checkpoint policies a worker can apply.
+// Package checkpoint documents how Shardline stores checkpoints and holds
+// transactional checkpoints (Transact).
 //
 // A record processor checkpoints through the [kcl.Checkpointer] in its input.
 // Every checkpoint obeys one rule: the last stored checkpoint <= the target <=

@@ -1,4 +1,4 @@
-// Package checkpoint holds transactional checkpoints: a record processor
+// Transactional checkpoints: a record processor
 // whose output is DynamoDB commits its writes and its checkpoint together,
 // in one DynamoDB transaction fenced by the shard's lease, so that a batch's
 // effects and its checkpoint are stored together or not at all, and a worker

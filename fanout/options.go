@@ -1,3 +1,9 @@
+// Package fanout is Shardline's enhanced fan-out: [Options] switches a
+// worker (worker.Config.FanOut) from GetRecords polling to SubscribeToShard
+// subscriptions through a consumer registered on the stream, and
+// [RegisterConsumer], [ListConsumers] and [DeregisterConsumer] manage those
+// consumers (kclctl consumers uses them). The Kinesis client must implement
+// [FanOutAPI], as a *kinesis.Client does.
 package fanout
 
 import "time"
