@@ -110,7 +110,7 @@ type Config struct {
 	// processor's Checkpoint records the position at once (the rules of
 	// the Checkpointer apply as usual) and the worker writes it to the lease
 	// table at most once per interval per shard, and always before a
-	// hand-over, a graceful stop's release, a hard stop and at shard end
+	// hand-over, a graceful stop's hand-over or release, a hard stop and at shard end
 	// (prepared checkpoints and SHARD_END are written at once). After a
 	// crash, or a lease lost before the held position was written, the next
 	// owner starts after the last checkpoint written: up to CheckpointInterval
