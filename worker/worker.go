@@ -21,10 +21,13 @@
 // # Concurrency
 //
 // One goroutine per held shard calls its processor, so ProcessRecords of one
-// processor is never called concurrently. The lease manager owns two
-// goroutines (renewal and taking). Writes to one lease (renewal, checkpoint,
-// release) are serialized by its handle. Lock order: Worker.mu before any
-// lease lock; no lock is held while calling a processor.
+// processor is never called concurrently, unless DeliveryPolicy.Parallelism
+// is above 1 (then that many lanes call it, one key never in two at once).
+// The lease manager owns two loops (heartbeat and taking) and a waiter per
+// requested hand-over. Writes to one lease (heartbeat-side renewal,
+// checkpoint, hand-over, release) are serialized by its handle. Lock order:
+// Worker.mu before any lease lock; no worker or lease lock is held while
+// calling a processor (DESIGN.md has the full table).
 package worker
 
 import (
