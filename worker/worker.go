@@ -24,7 +24,7 @@
 // processor is never called concurrently, unless DeliveryPolicy.Parallelism
 // is above 1 (then that many lanes call it, one key never in two at once).
 // The lease manager owns two loops (heartbeat and taking) and a waiter per
-// requested hand-over. Writes to one lease (heartbeat-side renewal,
+// requested hand-over. Writes to one lease (load renewal, take,
 // checkpoint, hand-over, release) are serialized by its handle. Lock order:
 // Worker.mu before any lease lock; no worker or lease lock is held while
 // calling a processor (DESIGN.md has the full table).
