@@ -315,7 +315,7 @@ func (w *Worker) stop(hard bool) []string {
 	cctx, cancel := w.stopc.closeContext()
 	defer cancel()
 	if err := w.manager.Close(cctx); err != nil {
-		w.log.Warn("removing presence row failed", "err", err)
+		w.log.Warn("leaving the fleet row failed", "err", err)
 	}
 	w.log.Info("worker stopped")
 	return stuck
