@@ -16,7 +16,7 @@ const (
 	statusStale   = "stale"   // heartbeat stood still during the probe
 	statusGone    = "gone"    // left the fleet row during the probe (stopped)
 	statusPresent = "present" // in the fleet row, no probe
-	statusNoRow   = "no presence row"
+	statusNoRow   = "not in fleet row"
 )
 
 // workerRow is one worker as `workers` prints it: a member of the fleet row
