@@ -139,10 +139,12 @@
 //     giving them up; cause is "expired" (not renewed in time), "conflict"
 //     (another worker took or reset the lease) or "other" (e.g. the worker
 //     stopped without releasing it).
-//   - shardline_leases_released_total (counter; -): leases given up (graceful
-//     stop, shard end, failed start).
+//   - shardline_leases_released_total (counter; -): leases given up to no
+//     one (shard end, failed start, a graceful stop with no other live
+//     worker).
 //   - shardline_leases_handed_over_total (counter; -): leases handed over to
-//     a worker that asked for them.
+//     another worker: one that asked for them, or, on a graceful stop, the
+//     survivor the plan names.
 //   - shardline_lease_handoff_requests_total (counter; -): hand-overs this
 //     worker asked other workers for.
 //   - shardline_lease_renew_failures_total (counter; -): renewals that failed

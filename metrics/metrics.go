@@ -290,9 +290,9 @@ func (m *Metrics) build(o options) {
 	m.leasesLost = counter("shardline_leases_lost_total",
 		"Leases lost without giving them up, by cause (expired: not renewed in time; conflict: another worker took or changed it; other).", with("cause"))
 	m.leasesReleased = counter("shardline_leases_released_total",
-		"Leases given up (graceful stop, shard end).", perWorker)
+		"Leases given up to no one (shard end, failed start, a graceful stop with no other live worker).", perWorker)
 	m.leasesHanded = counter("shardline_leases_handed_over_total",
-		"Leases handed over to a worker that asked for them.", perWorker)
+		"Leases handed over to another worker (one that asked, or the planned survivor of a graceful stop).", perWorker)
 	m.handoffRequests = counter("shardline_lease_handoff_requests_total",
 		"Hand-overs this worker asked other workers for.", perWorker)
 	m.renewFailures = counter("shardline_lease_renew_failures_total",
