@@ -475,6 +475,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	if hb == 0 {
 		return nil
 	}
+	m.releaseIncoming(ctx)
 	if err := m.store.Leave(ctx, m.cfg.WorkerID, hb, bump); err != nil && !errors.Is(err, ErrConflict) {
 		return err
 	}
@@ -1188,6 +1189,31 @@ func (m *Manager) releaseOrphans(ctx context.Context) {
 	}
 	if len(orphans) > 0 {
 		wake(m.beatWakeup)
+	}
+}
+
+// releaseIncoming releases, as this worker leaves, the leases handed to it
+// that it has not taken up (a worker stopping just before it passed them,
+// see Handle.Pass): left naming it, they would wait for it to expire
+// before another worker took them. Each release is conditional on the
+// lease as read.
+func (m *Manager) releaseIncoming(ctx context.Context) {
+	f, err := m.store.ReadFleet(ctx)
+	if err != nil {
+		return
+	}
+	for key, to := range f.Handoffs {
+		if to != m.cfg.WorkerID {
+			continue
+		}
+		l, err := m.store.Get(ctx, key)
+		if err != nil || l.Owner != m.cfg.WorkerID {
+			continue
+		}
+		if _, err := m.store.Release(ctx, l); err == nil {
+			m.log.Info("released a lease handed to this worker as it left", "shard", key)
+		}
+		_ = m.store.ClearHandoff(ctx, key, m.cfg.WorkerID)
 	}
 }
 

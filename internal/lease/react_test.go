@@ -190,6 +190,53 @@ func TestStopAfterSurvivorLeftReleases(t *testing.T) {
 	})
 }
 
+// TestLeavingReleasesLeasesPassedToIt: a worker that stops just after
+// another passed it leases, before its heartbeat took them up, releases
+// them as it leaves: a restarted fleet takes them at once instead of
+// waiting for them to expire.
+func TestLeavingReleasesLeasesPassedToIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 4)
+		defer f.closeAll()
+		ms := []*lease.Manager{f.start("a", nil), f.start("b", nil)}
+		advance(3 * takeInterval)
+		if got := counts(ms); !slices.Equal(got, []int{2, 2}) {
+			t.Fatalf("managers hold %v, want 2/2", got)
+		}
+		a, b := ms[0], ms[1]
+		passed := heldKeys(b)
+		b.StopTaking()
+		for _, h := range b.Held() {
+			if err := h.Pass(t.Context()); err != nil {
+				t.Fatalf("b passes %s: %v", h.Key(), err)
+			}
+		}
+		for _, k := range passed {
+			if l := getLease(t, f.store, k); l.Owner != "a" {
+				t.Fatalf("b passed %s to %q, want a", k, l.Owner)
+			}
+		}
+		if err := b.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// a stops at once, before a heartbeat takes the passed leases up.
+		a.StopTaking()
+		for _, h := range a.Held() {
+			if err := h.Pass(t.Context()); err != nil {
+				t.Fatalf("a passes %s: %v", h.Key(), err)
+			}
+		}
+		if err := a.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range passed {
+			if l := getLease(t, f.store, k); l.Owner != "" {
+				t.Errorf("lease %s passed to a left naming %q, want released", k, l.Owner)
+			}
+		}
+	})
+}
+
 // TestHandedBeforeJoinIsNotAdopted: a hand-over recorded for a worker ID
 // before that worker (re)joined may have been meant for an earlier run,
 // which may still act until it notices it was fenced. The new run does not
