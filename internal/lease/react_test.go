@@ -107,12 +107,7 @@ func TestGracefulStopPassesToPlannedSurvivors(t *testing.T) {
 		c := ms[2]
 		keys := heldKeys(c)
 		stop := time.Now()
-		c.StopTaking()
-		for _, h := range c.Held() {
-			if err := h.Pass(t.Context()); err != nil {
-				t.Fatalf("pass %s: %v", h.Key(), err)
-			}
-		}
+		stopGracefully(t, c)
 		to := map[string]int{}
 		for _, k := range keys {
 			l := getLease(t, f.store, k)
@@ -165,23 +160,13 @@ func TestStopAfterSurvivorLeftReleases(t *testing.T) {
 			t.Fatalf("managers hold %v, want 2/2", got)
 		}
 		a, b := ms[0], ms[1]
-		b.StopTaking()
-		for _, h := range b.Held() {
-			if err := h.Pass(t.Context()); err != nil {
-				t.Fatalf("b passes %s: %v", h.Key(), err)
-			}
-		}
+		stopGracefully(t, b)
 		if err := b.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		// a stops before its next heartbeat: its last view still shows b.
 		keys := heldKeys(a)
-		a.StopTaking()
-		for _, h := range a.Held() {
-			if err := h.Pass(t.Context()); err != nil {
-				t.Fatalf("a passes %s: %v", h.Key(), err)
-			}
-		}
+		stopGracefully(t, a)
 		for _, k := range keys {
 			if l := getLease(t, f.store, k); l.Owner != "" {
 				t.Errorf("lease %s left to %q by the last worker to stop, want released", k, l.Owner)
@@ -205,12 +190,7 @@ func TestLeavingReleasesLeasesPassedToIt(t *testing.T) {
 		}
 		a, b := ms[0], ms[1]
 		passed := heldKeys(b)
-		b.StopTaking()
-		for _, h := range b.Held() {
-			if err := h.Pass(t.Context()); err != nil {
-				t.Fatalf("b passes %s: %v", h.Key(), err)
-			}
-		}
+		stopGracefully(t, b)
 		for _, k := range passed {
 			if l := getLease(t, f.store, k); l.Owner != "a" {
 				t.Fatalf("b passed %s to %q, want a", k, l.Owner)
@@ -220,12 +200,7 @@ func TestLeavingReleasesLeasesPassedToIt(t *testing.T) {
 			t.Fatal(err)
 		}
 		// a stops at once, before a heartbeat takes the passed leases up.
-		a.StopTaking()
-		for _, h := range a.Held() {
-			if err := h.Pass(t.Context()); err != nil {
-				t.Fatalf("a passes %s: %v", h.Key(), err)
-			}
-		}
+		stopGracefully(t, a)
 		if err := a.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -277,4 +252,17 @@ func TestHandedBeforeJoinIsNotAdopted(t *testing.T) {
 			t.Errorf("x held the lease %v after its start, before a lease duration", d)
 		}
 	})
+}
+
+// stopGracefully does what a worker's graceful stop does with m: it stops
+// taking, then passes every lease it holds (to the planned survivor, or
+// releases it).
+func stopGracefully(t *testing.T, m *lease.Manager) {
+	t.Helper()
+	m.StopTaking()
+	for _, h := range m.Held() {
+		if err := h.Pass(t.Context()); err != nil {
+			t.Fatalf("pass %s: %v", h.Key(), err)
+		}
+	}
 }
