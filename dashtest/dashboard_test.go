@@ -449,6 +449,8 @@ func checkPanels(t *testing.T, e *evaluator, panels []panel, ph phases) {
 	if len(observed) != 1 || math.Abs(observed[0]-rate*secs) > 0.05*rate*secs {
 		t.Errorf("arrival to processed: %v observations over the run, want one per record processed (%.0f)",
 			observed, rate*secs)
+	} else {
+		t.Logf("arrival to processed: %.0f observations over the run, %.0f records processed", observed[0], rate*secs)
 	}
 
 	// The stall of the killed worker's shards shows in the arrival p99: its

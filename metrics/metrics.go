@@ -495,6 +495,10 @@ func (m *Metrics) onWorkerStart(e worker.Event) {
 			c.WithLabelValues(s, w, v)
 		}
 	}
+	// The per-worker histograms too: a series that first appears with
+	// observations in it loses them to increase() and rate().
+	m.processingDuration.WithLabelValues(s, w)
+	m.arrivalDelay.WithLabelValues(s, w)
 	m.leasesHeld.WithLabelValues(s, w).Set(0)
 	m.lanesBusy.WithLabelValues(s, w).Set(0)
 	m.lagMu.Lock()
