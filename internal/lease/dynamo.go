@@ -42,6 +42,7 @@ const (
 	attrGeneration      = "shardlineGeneration" // fleet row only
 	attrHandoffTo       = "shardlineHandoffTo"
 	attrThroughput      = "shardlineThroughput"
+	attrNudge           = "shardlineNudge"
 	attrStreamName      = "streamName" // multi-stream leases: the stream identifier (see SplitKey)
 	attrShardID         = "shardId"    // multi-stream leases
 
@@ -378,6 +379,7 @@ func (s *DynamoStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 	u.remove(attrHandoffTo)
 	u.remove(attrCheckpointOwner)
 	u.remove(attrThroughputKBps)
+	u.remove(attrNudge)
 	if newOwner != l.Owner {
 		n := u.name(attrOwnerSwitches)
 		u.sets = append(u.sets, fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", n, n, u.value(numberValue(0)), u.value(numberValue(1))))
@@ -392,6 +394,7 @@ func (s *DynamoStore) Release(ctx context.Context, l Lease) (Lease, error) {
 	u.remove(attrLeaseOwner)
 	u.remove(attrHandoffTo)
 	u.remove(attrCheckpointOwner)
+	u.remove(attrNudge)
 	return s.updateFenced(ctx, "release", l, true, u)
 }
 
@@ -415,6 +418,26 @@ func (s *DynamoStore) RequestHandoff(ctx context.Context, l Lease, to string) (L
 	return decodeLease(out.Attributes)
 }
 
+// Nudge sets shardlineNudge, conditional on leaseOwner only; the counter
+// is not incremented.
+func (s *DynamoStore) Nudge(ctx context.Context, key, owner, token string) error {
+	if owner == "" || token == "" {
+		return fmt.Errorf("lease: nudge %s: %w: owner %q, token %q", key, ErrInvalidArgument, owner, token)
+	}
+	if err := checkLeaseKey("nudge", key); err != nil {
+		return err
+	}
+	u := newUpdate()
+	u.set(attrNudge, stringValue(token))
+	cond := fmt.Sprintf("%s = %s", u.name(attrLeaseOwner), u.value(stringValue(owner)))
+	in := u.input(s.table, key, cond)
+	in.ReturnValues = types.ReturnValueNone
+	if _, err := s.client.UpdateItem(ctx, in); err != nil {
+		return s.fail("nudge", key, err)
+	}
+	return nil
+}
+
 // HandOver makes shardlineHandoffTo the owner, conditional on leaseOwner,
 // leaseCounter and shardlineHandoffTo, and increments the counter and
 // ownerSwitchesSinceCheckpoint.
@@ -425,6 +448,7 @@ func (s *DynamoStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
 	u := newUpdate()
 	u.set(attrLeaseOwner, stringValue(l.HandoffTo))
 	u.remove(attrHandoffTo)
+	u.remove(attrNudge)
 	n := u.name(attrOwnerSwitches)
 	u.sets = append(u.sets, fmt.Sprintf("%s = if_not_exists(%s, %s) + %s", n, n, u.value(numberValue(0)), u.value(numberValue(1))))
 	// The condition on the pending hand-over joins the fenced condition.
@@ -757,6 +781,7 @@ func encodeLease(l Lease) map[string]types.AttributeValue {
 	putString(attrStartingHashKey, l.StartingHashKey)
 	putString(attrEndingHashKey, l.EndingHashKey)
 	putString(attrHandoffTo, l.HandoffTo)
+	putString(attrNudge, l.Nudge)
 	if l.Throughput > 0 {
 		item[attrThroughput] = floatValue(l.Throughput)
 	}
@@ -789,6 +814,9 @@ func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
 		HandoffTo:                    d.str(attrHandoffTo),
 		Throughput:                   d.float(attrThroughput),
 		CheckpointOwner:              d.str(attrCheckpointOwner),
+	}
+	if v, ok := item[attrNudge].(*types.AttributeValueMemberS); ok {
+		l.Nudge = v.Value // of no other type: a token nobody else reads
 	}
 	if d.err != nil {
 		return Lease{}, d.err

@@ -325,6 +325,9 @@ func (h *Handle) write(ctx context.Context, release bool, edit func(*Lease), op 
 	if nl.HandoffTo != "" && nl.HandoffTo != h.m.cfg.WorkerID {
 		h.signalHandoff()
 	}
+	if nl.Nudge != "" && nl.Nudge != base.Nudge {
+		h.m.nudged(h.key, nl.Nudge)
+	}
 	return nl.Clone(), nil
 }
 
@@ -542,9 +545,15 @@ func (h *Handle) Pass(ctx context.Context) error {
 	// The record tells the new owner at its next heartbeat. Without it
 	// (a failure here) the new owner finds the lease at its next read of
 	// the table, its own without a handle: see Manager.expiredLocked.
-	if err := h.m.store.AskHandoff(ctx, nl.Key, to); err != nil && ctx.Err() == nil {
-		h.m.log.Warn("recording a lease hand-over failed", "shard", h.Key(), "to", to, "err", err)
+	if err := h.m.store.AskHandoff(ctx, nl.Key, to); err != nil {
+		if ctx.Err() == nil {
+			h.m.log.Warn("recording a lease hand-over failed", "shard", h.Key(), "to", to, "err", err)
+		}
+		return nil
 	}
+	// The nudge makes the new owner read the record sooner: at its next
+	// write to a lease it holds, if that comes before its heartbeat.
+	h.m.nudge(ctx, to, nl)
 	return nil
 }
 

@@ -93,6 +93,12 @@ type Lease struct {
 	// writes it: the lease is in use until its counter stands still for a
 	// lease duration, and a take removes it. Empty otherwise.
 	CheckpointOwner string
+	// Nudge is the last token another worker wrote on the lease to make
+	// its owner read the fleet row at once (see [Store.Nudge]; attribute
+	// shardlineNudge, a Shardline extension). The owner notices it in the
+	// result of its next write to the lease. A take, hand-over or release
+	// removes it.
+	Nudge string
 }
 
 // Clone returns a deep copy of l.
@@ -293,6 +299,12 @@ type Store interface {
 	// conditional on Owner, Counter and HandoffTo. It counts an owner
 	// switch.
 	HandOver(ctx context.Context, l Lease) (Lease, error)
+	// Nudge stores token as the lease's Nudge, conditional only on owner
+	// being its Owner (a refusal is a *ConflictError). Like RequestHandoff
+	// it does not increment the counter, so the owner's writes go on and
+	// return it: a worker that handed leases to owner on a graceful stop
+	// uses it to make owner read the fleet row before its next heartbeat.
+	Nudge(ctx context.Context, key, owner, token string) error
 
 	// ListStale is List read eventually consistently (at half the price):
 	// it may miss writes of the last moments.

@@ -186,12 +186,13 @@ func (s *MemoryStore) Take(ctx context.Context, l Lease, newOwner string) (Lease
 		cur.Owner = newOwner
 		cur.HandoffTo = ""
 		cur.CheckpointOwner = ""
+		cur.Nudge = ""
 	})
 }
 
 // Release removes the owner if the lease's Owner and Counter are those of l.
 func (s *MemoryStore) Release(ctx context.Context, l Lease) (Lease, error) {
-	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = ""; cur.HandoffTo = ""; cur.CheckpointOwner = "" })
+	return s.updateFenced(ctx, "release", l, true, func(cur *Lease) { cur.Owner = ""; cur.HandoffTo = ""; cur.CheckpointOwner = ""; cur.Nudge = "" })
 }
 
 // RequestHandoff sets HandoffTo if the lease's Owner and Counter are those
@@ -206,6 +207,31 @@ func (s *MemoryStore) RequestHandoff(ctx context.Context, l Lease, to string) (L
 	})
 }
 
+// Nudge stores token as the lease's Nudge if owner is its Owner. The
+// counter is not incremented.
+func (s *MemoryStore) Nudge(ctx context.Context, key, owner, token string) error {
+	if owner == "" || token == "" {
+		return fmt.Errorf("lease: nudge %s: %w: owner %q, token %q", key, ErrInvalidArgument, owner, token)
+	}
+	if err := checkLeaseKey("nudge", key); err != nil {
+		return err
+	}
+	return s.run(ctx, "nudge", key, func() error {
+		cur, ok := s.leases[key]
+		if !ok || cur.Owner != owner {
+			s.chargeWrite("nudge", key, -1)
+			if !ok {
+				return newConflict("nudge", key, nil)
+			}
+			return newConflict("nudge", key, &cur)
+		}
+		cur.Nudge = token
+		s.leases[key] = cur
+		s.chargeWrite("nudge", key, s.leaseSize(cur))
+		return nil
+	})
+}
+
 // HandOver makes l.HandoffTo the owner if the lease's Owner, Counter and
 // HandoffTo are those of l.
 func (s *MemoryStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
@@ -215,6 +241,7 @@ func (s *MemoryStore) HandOver(ctx context.Context, l Lease) (Lease, error) {
 	return s.conditional(ctx, "handover", l, func(cur Lease) bool { return cur.HandoffTo == l.HandoffTo }, func(cur *Lease) {
 		cur.Owner = cur.HandoffTo
 		cur.HandoffTo = ""
+		cur.Nudge = ""
 		cur.OwnerSwitchesSinceCheckpoint++
 	})
 }

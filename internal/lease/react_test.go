@@ -3,6 +3,7 @@ package lease_test
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -143,6 +144,86 @@ func TestGracefulStopPassesToPlannedSurvivors(t *testing.T) {
 			t.Errorf("hand-over records left in the fleet row: %v", fl.Handoffs)
 		}
 	})
+}
+
+// TestGracefulStopNudgesSurvivors: survivors that write to their leases
+// (an application checkpointing every 100 ms) learn of the leases passed
+// to them at their next write, through the nudge on their own leases, and
+// hold them well before their next heartbeat. The stop comes at a moment
+// when each survivor's next heartbeat is at least half a second away.
+func TestGracefulStopNudgesSurvivors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFleet(t, 12)
+		defer f.closeAll()
+		beats := &beatLog{Store: f.store, last: map[string]time.Time{}}
+		ms := []*lease.Manager{f.start("a", beats), f.start("b", beats), f.start("c", beats)}
+		advance(3 * takeInterval)
+		if got := counts(ms); !slices.Equal(got, []int{4, 4, 4}) {
+			t.Fatalf("managers hold %v, want 4/4/4", got)
+		}
+		survivors := ms[:2]
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, m := range survivors {
+			wg.Go(func() {
+				for {
+					select {
+					case <-done:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					for _, h := range m.Held() {
+						_, _ = h.UpdateCheckpoint(context.Background(), nil)
+					}
+				}
+			})
+		}
+		defer wg.Wait()
+		defer close(done)
+
+		const bound = 500 * time.Millisecond
+		for beats.age("a") > renewInterval-bound || beats.age("b") > renewInterval-bound {
+			advance(20 * time.Millisecond)
+		}
+		stop := time.Now()
+		stopGracefully(t, ms[2])
+		for !slices.Equal(counts(survivors), []int{6, 6}) {
+			if time.Since(stop) > bound {
+				t.Fatalf("%v after the stop the survivors hold %v, want 6/6 before their next heartbeat (%v, %v away at the stop)",
+					time.Since(stop), counts(survivors), renewInterval-beats.ageAt("a", stop), renewInterval-beats.ageAt("b", stop))
+			}
+			advance(10 * time.Millisecond)
+		}
+		t.Logf("survivors held the passed leases %v after the stop", time.Since(stop))
+		checkOwnership(t, f.store, []string{"a", "b"}, survivors)
+	})
+}
+
+// beatLog is a store that records when each worker's heartbeat last
+// succeeded.
+type beatLog struct {
+	lease.Store
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (b *beatLog) Beat(ctx context.Context, id string, from int64, withdrawn, bump bool, stalls map[string]string) (lease.Fleet, error) {
+	f, err := b.Store.Beat(ctx, id, from, withdrawn, bump, stalls)
+	if err == nil {
+		b.mu.Lock()
+		b.last[id] = time.Now()
+		b.mu.Unlock()
+	}
+	return f, err
+}
+
+// age returns how long ago worker id's last heartbeat succeeded.
+func (b *beatLog) age(id string) time.Duration { return b.ageAt(id, time.Now()) }
+
+func (b *beatLog) ageAt(id string, at time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return at.Sub(b.last[id])
 }
 
 // TestStopAfterSurvivorLeftReleases: when the whole fleet stops, one

@@ -41,6 +41,7 @@ import (
 type bench struct {
 	root, benchDir, tmp string
 	runs, benchCount    int
+	reactPeer           bool
 	leaseProfile        string
 	kc                  *kinesis.Client
 	dc                  *dynamodb.Client
@@ -61,6 +62,8 @@ func runBench() error {
 	runs := flag.Int("runs", 3, "runs of each fleet scenario")
 	count := flag.Int("count", 4, "go test -count for the Go benchmarks")
 	sections := flag.String("sections", "overhead,deagg,leases,scale,fleet,react", "sections to run")
+	reactPeer := flag.Bool("react-peer", true, "react section: run the peer too (it takes about 5 minutes a run)")
+	keep := flag.Bool("keep", false, "keep the temporary directory (binaries, worker logs) and print its path")
 	md := flag.String("md", "", "also write the machine and the table as Markdown to this file")
 	leaseProfile := flag.String("leaseworker-cpuprofile", "", "leases section: write the worker's CPU profile to this file")
 	flag.Parse()
@@ -73,9 +76,13 @@ func runBench() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	if *keep {
+		logf("keeping the binaries and the worker logs in %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
 	b := &bench{
-		root: root, benchDir: filepath.Join(root, "bench"), tmp: tmp, runs: *runs, benchCount: *count,
+		root: root, benchDir: filepath.Join(root, "bench"), tmp: tmp, runs: *runs, benchCount: *count, reactPeer: *reactPeer,
 		leaseProfile: *leaseProfile,
 		kc:           testenv.NewKinesisClient(testenv.KinesisEndpoint()),
 		dc:           testenv.NewDynamoDBClient(testenv.DynamoDBEndpoint()),

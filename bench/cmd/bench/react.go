@@ -102,6 +102,9 @@ func (b *bench) reactRows(ctx context.Context) ([]Row, error) {
 	for i := range b.runs {
 		logf("react: run %d of %d", i+1, b.runs)
 		for _, l := range []lib{ours, peer} {
+			if l.name != ours.name && !b.reactPeer {
+				continue
+			}
 			res, err := b.startAndRelease(ctx, l)
 			if err != nil {
 				return nil, fmt.Errorf("%s cold start and release at defaults: %w", l.name, err)

@@ -154,6 +154,14 @@ func (p *Partitioned) AskHandoff(ctx context.Context, key, to string) error {
 	return p.Store.AskHandoff(ctx, key, to)
 }
 
+// Nudge calls the wrapped store unless cut off.
+func (p *Partitioned) Nudge(ctx context.Context, key, owner, token string) error {
+	if err := p.err(); err != nil {
+		return err
+	}
+	return p.Store.Nudge(ctx, key, owner, token)
+}
+
 // ClearHandoff calls the wrapped store unless cut off.
 func (p *Partitioned) ClearHandoff(ctx context.Context, key, to string) error {
 	if err := p.err(); err != nil {

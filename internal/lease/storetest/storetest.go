@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		{"CancelledContext", testCancelledContext},
 		{"Handoff", testHandoff},
 		{"HandoffConflicts", testHandoffConflicts},
+		{"Nudge", testNudge},
 		{"ResetCheckpoint", testResetCheckpoint},
 		{"ResetConflicts", testResetConflicts},
 		{"CheckpointTimestamp", testCheckpointTimestamp},
@@ -269,6 +270,9 @@ func testInvalidArguments(t *testing.T, s lease.Store) {
 	_, calls["fence without ID"] = s.Fence(ctx, "", 1)
 	calls["leave without ID"] = s.Leave(ctx, "", 1, false)
 	calls["ask for the fleet row"] = s.AskHandoff(ctx, worker.Key, "w")
+	calls["nudge the fleet row"] = s.Nudge(ctx, worker.Key, "w", "t")
+	calls["nudge without owner"] = s.Nudge(ctx, l.Key, "", "t")
+	calls["nudge without token"] = s.Nudge(ctx, l.Key, "w", "")
 	for what, err := range calls {
 		if !errors.Is(err, lease.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", what, err)
@@ -969,6 +973,41 @@ func testHandoffConflicts(t *testing.T, s lease.Store) {
 	gone.Key = "shard-missing"
 	_, err = s.HandOver(ctx, gone)
 	expectConflictGone(t, err, "handover", "shard-missing")
+}
+
+// testNudge: Nudge stores a token on a lease of the named owner without
+// moving the counter, the owner's writes return it, and a change of owner
+// removes it.
+func testNudge(t *testing.T, s lease.Store) {
+	ctx := t.Context()
+	l := mustTake(t, s, mustCreate(t, s, fresh("shard-n")), "worker-a")
+	// Only on a lease of the named owner.
+	expectConflictWith(t, s.Nudge(ctx, l.Key, "worker-b", "t1"), "nudge", l)
+	expectConflictGone(t, s.Nudge(ctx, "shard-missing", "worker-a", "t1"), "nudge", "shard-missing")
+	if err := s.Nudge(ctx, l.Key, "worker-a", "worker-b shard-x 7"); err != nil {
+		t.Fatalf("Nudge: %v", err)
+	}
+	want := l.Clone()
+	want.Nudge = "worker-b shard-x 7"
+	expectStored(t, s, want) // the counter did not move
+
+	// The owner's next write, conditioned on the counter it knows, succeeds
+	// and returns the token; a later token replaces it.
+	cp := checkpoint(t, s, want) // l with the token: what the write returns and stores
+	if err := s.Nudge(ctx, l.Key, "worker-a", "t2"); err != nil {
+		t.Fatalf("Nudge: %v", err)
+	}
+	renewed, err := s.Renew(ctx, cp)
+	if err != nil {
+		t.Fatalf("Renew after a nudge: %v", err)
+	}
+	if renewed.Nudge != "t2" || renewed.Counter != cp.Counter+1 {
+		t.Errorf("renewed lease %+v: want Nudge t2, counter %d", renewed, cp.Counter+1)
+	}
+	// A take (and so a release or hand-over) removes it.
+	if tk := mustTake(t, s, renewed, "worker-c"); tk.Nudge != "" {
+		t.Errorf("taken lease keeps Nudge %q", tk.Nudge)
+	}
 }
 
 // testThroughput: Renew stores the lease's throughput (rounded to
