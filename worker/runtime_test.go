@@ -270,6 +270,7 @@ func TestStopIsBoundedWhenAProcessorIgnoresItsContext(t *testing.T) {
 					t.Errorf("%s had not returned 30 s after its 3 s bound", via)
 					close(stuck.release)
 					<-done
+					synctest.Wait()
 					return
 				}
 				if took := time.Since(begin); took > 3*time.Second {
@@ -291,6 +292,8 @@ func TestStopIsBoundedWhenAProcessorIgnoresItsContext(t *testing.T) {
 					t.Errorf("healthy shard's lease %+v: want it released", l)
 				}
 				close(stuck.release) // the abandoned goroutine ends: its lease is lost
+				// Let it end (it logs through t) before the test does.
+				synctest.Wait()
 			})
 		})
 	}
