@@ -260,6 +260,7 @@ func (h *Handle) write(ctx context.Context, release bool, edit func(*Lease), op 
 		return Lease{}, err
 	}
 	base := h.lease.Clone()
+	nudge := base.Nudge // the last nudge seen (an adopted conflict may show a newer one)
 	left := h.deadlineLocked().Sub(h.m.now())
 	h.smu.Unlock()
 	attempt := func(base Lease) Lease {
@@ -325,7 +326,7 @@ func (h *Handle) write(ctx context.Context, release bool, edit func(*Lease), op 
 	if nl.HandoffTo != "" && nl.HandoffTo != h.m.cfg.WorkerID {
 		h.signalHandoff()
 	}
-	if nl.Nudge != "" && nl.Nudge != base.Nudge {
+	if nl.Nudge != "" && nl.Nudge != nudge {
 		h.m.nudged(h.key, nl.Nudge)
 	}
 	return nl.Clone(), nil
